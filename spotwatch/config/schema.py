@@ -1,0 +1,119 @@
+"""The settings spotwatch runs on: one frozen dataclass per config section.
+
+Defaults here are the built-in layer of CONTRACT.md §2. Durations are float seconds.
+Loading, layering and validation live in `spotwatch.config.load`; this module only
+says what a valid configuration looks like once loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple, Union
+
+NOTICE_ACTIONS = ("terminate", "stop", "hibernate")
+"""Actions an interruption notice can carry (spot/instance-action)."""
+
+HOOK_ACTIONS = (*NOTICE_ACTIONS, "rebalance", "resume")
+"""Everything a hook may subscribe to."""
+
+DEFAULT_CONFIG_PATH = "/etc/spotwatch/config.yaml"
+DEFAULT_CONFD_DIR = "/etc/spotwatch/conf.d"
+
+
+@dataclass(frozen=True)
+class ImdsSettings:
+    endpoint: str = "http://169.254.169.254"
+    timeout: float = 1.0
+    token_ttl: float = 21600.0
+    allow_imdsv1: bool = False
+    user_data: bool = True
+
+
+@dataclass(frozen=True)
+class RebalanceSettings:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    name: str
+    # An argv list runs without a shell; a string runs through /bin/sh -c.
+    command: Union[Tuple[str, ...], str]
+    actions: Tuple[str, ...] = ("terminate", "stop")
+    timeout: float = 60.0
+    order: int = 0
+    user: Union[str, int, None] = None
+    env: Dict[str, str] = field(default_factory=dict)
+
+    def argv(self) -> Tuple[str, ...]:
+        if isinstance(self.command, str):
+            return ("/bin/sh", "-c", self.command)
+        return self.command
+
+
+@dataclass(frozen=True)
+class EcsSettings:
+    enabled: Union[bool, str] = "auto"  # True | False | "auto"
+    agent_url: str = "http://127.0.0.1:51678"
+    region: Optional[str] = None
+    drain: bool = True
+    stop: str = "standalone"  # none | standalone | all
+    final_stop: bool = True
+    stop_timeout: float = 30.0
+    stop_reason: str = "Spot interruption: {action} at {time}"
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    after_response: str = "none"  # none | stop | hibernate | terminate
+    after_rebalance: str = "none"  # none | stop | terminate
+
+
+@dataclass(frozen=True)
+class HibernateSettings:
+    trigger: str = "auto"  # auto | command | none
+    command: Union[Tuple[str, ...], str] = ("systemctl", "hibernate")
+    budget: float = 10.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"  # debug | info | warning | error
+    format: str = "auto"  # auto | journal | json | text
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    textfile: Optional[str] = None
+    listen: Optional[str] = None  # "127.0.0.1:9464"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: Optional[str] = None
+    headers: Dict[str, str] = field(default_factory=dict)
+    timeout: float = 5.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    poll_interval: float = 5.0
+    deadline_margin: float = 10.0
+    dry_run: bool = False
+    state_dir: str = "/var/lib/spotwatch"
+    imds: ImdsSettings = field(default_factory=ImdsSettings)
+    rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
+    hooks: Tuple[HookSpec, ...] = ()
+    ecs: EcsSettings = field(default_factory=EcsSettings)
+    instance: InstanceSettings = field(default_factory=InstanceSettings)
+    hibernate: HibernateSettings = field(default_factory=HibernateSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    # Where each layer came from, for `check` and logs: e.g. ("defaults", "/etc/spotwatch/config.yaml").
+    sources: Tuple[str, ...] = ("defaults",)
+
+    def hooks_for(self, action: str) -> Tuple[HookSpec, ...]:
+        """Hooks subscribed to `action`, sorted by order (stable, so file order breaks ties)."""
+        return tuple(sorted((h for h in self.hooks if action in h.actions), key=lambda h: h.order))
