@@ -1,0 +1,246 @@
+"""A small IMDSv2 client built for polling every few seconds for weeks.
+
+- One keep-alive connection (stdlib `http.client`: a poll costs a fraction of what
+  `requests` costs in CPU, and the daemon does not pay `requests`' ~28 MB to import it).
+- The session token is reused until shortly before it expires (by the TTL header IMDS sends
+  back, else by our own monotonic record), renewed at once on a 401 and the request retried
+  once: the 401 storms of other tools come from never renewing.
+- Transient failures (connect errors, timeouts, 429, 5xx) are retried with full-jitter
+  backoff, but never past the caller's deadline, so a sick IMDS cannot delay the next poll.
+- IMDSv1 (no token) only when allowed, and then with one warning.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+from urllib.parse import urlsplit
+
+from spotwatch import __version__
+from spotwatch.logevents import emit
+
+log = logging.getLogger("spotwatch.imds")
+
+TOKEN_PATH = "/latest/api/token"
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+MAX_BODY = 256 * 1024  # user data is at most 16 KB; anything far larger is not IMDS
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 1.0
+MIN_ATTEMPT = 0.02  # an attempt with less time than this left is not worth starting
+
+
+class ImdsError(Exception):
+    """IMDS gave no usable answer before the deadline; `str()` says why."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection trouble, timeout, 429, 5xx)."""
+
+
+def _is_transient_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class ImdsClient:
+    """Reads paths under `/latest/` from IMDS; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 1.0,
+        token_ttl: float = 21600.0,
+        allow_imdsv1: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"IMDS endpoint must be http://host[:port], got {endpoint!r}")
+        self.endpoint = endpoint
+        self._host = parts.hostname
+        self._port = parts.port or 80
+        self.timeout = timeout
+        self._ttl = max(1, min(21600, int(token_ttl)))
+        self._allow_v1 = allow_imdsv1
+        self._clock = clock
+        self._sleep = sleep
+        self._conn: Optional[http.client.HTTPConnection] = None
+        self._token: Optional[str] = None
+        self._token_expires = 0.0
+        self._warned_v1 = False
+        self.token_renewals = 0  # successful token PUTs, for metrics
+        self.requests = 0  # HTTP requests sent, for metrics and benchmarks
+
+    # ----------------------------------------------------------------- public surface
+
+    def get(self, path: str, *, deadline: Optional[float] = None) -> Reply:
+        """GET `/latest/<path>`; any status IMDS answers that is not transient is returned.
+
+        `deadline` is on the client's monotonic clock; default: one `timeout` from now plus
+        retries worth one more. Raises `ImdsError` when no answer came in time.
+        """
+        if deadline is None:
+            deadline = self._clock() + 2 * self.timeout
+        full_path = "/latest/" + path.lstrip("/")
+        attempt = 0
+        while True:
+            try:
+                return self._get_once(full_path, deadline)
+            except _Transient as failure:
+                attempt += 1
+                pause = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+                if self._clock() + pause + MIN_ATTEMPT >= deadline:
+                    raise ImdsError(f"{full_path}: {failure} (after {attempt} attempts)") from None
+                log.debug("IMDS %s: %s; retrying in %.0f ms", full_path, failure, pause * 1000)
+                self._sleep(pause)
+
+    def invalidate_token(self) -> None:
+        """Forget the token (after a resume from hibernation the old one may be stale)."""
+        self._token = None
+        self._token_expires = 0.0
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def has_token(self) -> bool:
+        return self._token is not None and self._clock() < self._token_expires
+
+    # ----------------------------------------------------------------- internals
+
+    def _get_once(self, full_path: str, deadline: float) -> Reply:
+        token = self._current_token(deadline)
+        status, headers, body = self._request("GET", full_path, self._token_headers(token), deadline)
+        if status == 401 and token is not None:
+            # The token was revoked or expired early: renew now and retry this once.
+            self.invalidate_token()
+            token = self._current_token(deadline)
+            status, headers, body = self._request(
+                "GET", full_path, self._token_headers(token), deadline
+            )
+        if _is_transient_status(status):
+            raise _Transient(f"HTTP {status}")
+        self._note_ttl(headers.get(TTL_HEADER))
+        return Reply(status, body)
+
+    def _token_headers(self, token: Optional[str]) -> Dict[str, str]:
+        return {TOKEN_HEADER: token} if token is not None else {}
+
+    def _current_token(self, deadline: float) -> Optional[str]:
+        now = self._clock()
+        if self._token is not None and now < self._token_expires:
+            return self._token
+        try:
+            return self._renew_token(deadline)
+        except (ImdsError, _Transient) as failure:
+            if not self._allow_v1:
+                raise
+            if not self._warned_v1:
+                self._warned_v1 = True
+                emit(
+                    log,
+                    logging.WARNING,
+                    "imdsv1-fallback",
+                    f"IMDSv2 token unavailable ({failure}); falling back to IMDSv1 "
+                    "because imds.allow_imdsv1 is set",
+                )
+            return None
+
+    def _renew_token(self, deadline: float) -> str:
+        status, _headers, body = self._request(
+            "PUT", TOKEN_PATH, {TTL_HEADER: str(self._ttl)}, deadline
+        )
+        if _is_transient_status(status):
+            raise _Transient(f"token PUT answered HTTP {status}")
+        if status != 200 or not body:
+            raise ImdsError(f"token PUT answered HTTP {status}")
+        self._token = body.decode("ascii", "replace").strip()
+        # Renew a little early: a tenth of the TTL, at most a minute (6 h TTL -> 1 min early).
+        self._token_expires = self._clock() + self._ttl - min(60.0, self._ttl / 10)
+        self.token_renewals += 1
+        emit(log, logging.DEBUG, "imds-token", f"IMDSv2 token renewed (ttl {self._ttl} s)")
+        return self._token
+
+    def _note_ttl(self, header: Optional[str]) -> None:
+        """IMDS says how long the token still lives; believe it when it is sooner than ours."""
+        if header is None or self._token is None:
+            return
+        try:
+            remaining = float(header)
+        except ValueError:
+            return
+        expires = self._clock() + remaining - min(60.0, self._ttl / 10)
+        if expires < self._token_expires:
+            self._token_expires = expires
+
+    def _request(
+        self, method: str, path: str, headers: Dict[str, str], deadline: float
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        budget = min(self.timeout, deadline - self._clock())
+        if budget < MIN_ATTEMPT:
+            raise _Transient("no time left in this poll")
+        headers = {"User-Agent": f"spotwatch/{__version__}", **headers}
+        reused = self._conn is not None and self._conn.sock is not None
+        try:
+            response, body = self._exchange(method, path, headers, budget)
+        except (OSError, http.client.HTTPException) as failure:
+            self.close()
+            # IMDS may close an idle keep-alive connection between polls: that is no failure,
+            # so reconnect at once instead of backing off.
+            stale = isinstance(failure, (http.client.RemoteDisconnected, ConnectionError))
+            if not (reused and stale):
+                raise _Transient(_describe(failure)) from None
+            try:
+                response, body = self._exchange(method, path, headers, budget)
+            except (OSError, http.client.HTTPException) as again:
+                self.close()
+                raise _Transient(_describe(again)) from None
+        if len(body) > MAX_BODY or response.will_close:
+            self.close()
+        return response.status, response.msg, body[:MAX_BODY]
+
+    def _exchange(
+        self, method: str, path: str, headers: Dict[str, str], budget: float
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        conn = self._connection(budget)
+        self.requests += 1
+        conn.request(method, path, headers=headers)
+        response = conn.getresponse()
+        return response, response.read(MAX_BODY + 1)
+
+    def _connection(self, budget: float) -> http.client.HTTPConnection:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=budget)
+        else:
+            self._conn.timeout = budget
+            if self._conn.sock is not None:
+                self._conn.sock.settimeout(budget)
+        return self._conn
+
+
+def _describe(failure: BaseException) -> str:
+    if isinstance(failure, socket.timeout):
+        return "timed out"
+    if isinstance(failure, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(failure, ConnectionResetError):
+        return "connection reset"
+    if isinstance(failure, http.client.RemoteDisconnected):
+        return "connection closed without an answer"
+    text = str(failure) or type(failure).__name__
+    return text[:200]

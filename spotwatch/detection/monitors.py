@@ -1,0 +1,138 @@
+"""One monitor per IMDS signal, behind one small interface.
+
+A monitor asks IMDS once and says what it saw: a notice, none, or that it could not tell.
+It knows nothing about de-duplication or responses; the watcher feeds its answers to a
+`NoticeTracker`. Unusable bodies are logged once per distinct body, truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Optional, Set
+
+from spotwatch.detection.imds import ImdsClient, ImdsError, Reply
+from spotwatch.detection.notices import (
+    Notice,
+    Parsed,
+    excerpt,
+    parse_instance_action,
+    parse_rebalance,
+    parse_termination_time,
+)
+from spotwatch.logevents import emit
+
+log = logging.getLogger("spotwatch.watcher")
+
+INSTANCE_ACTION = "meta-data/spot/instance-action"
+TERMINATION_TIME = "meta-data/spot/termination-time"
+REBALANCE = "meta-data/events/recommendations/rebalance"
+
+# EC2 leaves an old termination-time in place when a termination fails (seed 004). A time
+# this far in the past is that leftover, not a warning about the future.
+STALE_TERMINATION_TIME = 600.0
+MAX_REMEMBERED_BODIES = 64
+
+
+@dataclass(frozen=True)
+class Reading:
+    ok: bool  # IMDS gave a usable answer
+    notice: Optional[Notice] = None
+    error: Optional[str] = None
+
+
+class Monitor:
+    """Base: `check(deadline)` asks IMDS once (deadline on the monotonic clock)."""
+
+    name = "monitor"
+
+    def __init__(self, client: ImdsClient) -> None:
+        self.client = client
+        self._reported: Set[bytes] = set()
+
+    def check(self, deadline: float) -> Reading:
+        raise NotImplementedError
+
+    def _fetch(self, path: str, deadline: float) -> tuple[Optional[Reply], Optional[str]]:
+        try:
+            return self.client.get(path, deadline=deadline), None
+        except ImdsError as failure:
+            return None, str(failure)
+
+    def _report_malformed(self, parsed: Parsed, body: bytes) -> None:
+        """Log an unusable body once per distinct body (bounded memory)."""
+        key = body[:512]
+        if key in self._reported:
+            return
+        if len(self._reported) >= MAX_REMEMBERED_BODIES:
+            self._reported.clear()
+        self._reported.add(key)
+        emit(
+            log,
+            logging.WARNING,
+            "imds-malformed",
+            f"{self.name}: {parsed.problem}: {excerpt(body)}",
+            monitor=self.name,
+        )
+
+
+class SpotMonitor(Monitor):
+    """spot/instance-action, falling back to spot/termination-time (CONTRACT.md §3)."""
+
+    name = "spot"
+
+    def __init__(self, client: ImdsClient, wall: Callable[[], float] = time.time) -> None:
+        super().__init__(client)
+        self._wall = wall
+
+    def check(self, deadline: float) -> Reading:
+        reply, error = self._fetch(INSTANCE_ACTION, deadline)
+        if reply is not None:
+            if reply.status == 404:
+                return Reading(ok=True)
+            if reply.status == 200:
+                parsed = parse_instance_action(reply.body)
+                if parsed.usable:
+                    return Reading(ok=True, notice=parsed.notice)
+                self._report_malformed(parsed, reply.body)
+                error = f"instance-action: {parsed.problem}"
+            else:
+                error = f"instance-action answered HTTP {reply.status}"
+        return self._fall_back(deadline, error or "instance-action gave no answer")
+
+    def _fall_back(self, deadline: float, why: str) -> Reading:
+        reply, error = self._fetch(TERMINATION_TIME, deadline)
+        if reply is None:
+            return Reading(ok=False, error=f"{why}; termination-time: {error}")
+        if reply.status == 404:
+            return Reading(ok=True)
+        if reply.status != 200:
+            return Reading(ok=False, error=f"{why}; termination-time answered HTTP {reply.status}")
+        notice = parse_termination_time(reply.body).notice
+        if notice is not None and notice.epoch < self._wall() - STALE_TERMINATION_TIME:
+            stale_at = datetime.fromtimestamp(notice.epoch, timezone.utc).isoformat()
+            emit(log, logging.DEBUG, "stale-termination-time", f"ignoring old time {stale_at}")
+            notice = None
+        return Reading(ok=True, notice=notice)
+
+
+class RebalanceMonitor(Monitor):
+    """events/recommendations/rebalance: an earlier, softer signal."""
+
+    name = "rebalance"
+
+    def check(self, deadline: float) -> Reading:
+        reply, error = self._fetch(REBALANCE, deadline)
+        if reply is None:
+            return Reading(ok=False, error=f"rebalance: {error}")
+        if reply.status == 404:
+            return Reading(ok=True)
+        if reply.status != 200:
+            return Reading(ok=False, error=f"rebalance answered HTTP {reply.status}")
+        parsed = parse_rebalance(reply.body)
+        if not parsed.usable:
+            self._report_malformed(parsed, reply.body)
+            return Reading(ok=True)  # not a notice; nothing to fall back to
+        return Reading(ok=True, notice=parsed.notice)

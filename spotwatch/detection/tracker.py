@@ -1,0 +1,88 @@
+"""De-duplication of notices across polls (CONTRACT.md §3), as a small pure state machine.
+
+A notice is handled once. It stays the same notice while it keeps appearing, even if its
+`time` moves (the deadline follows the newest time). It becomes a new notice only after it
+was absent for 3 consecutive successful polls, after a resume from hibernation (`rearm`),
+or when its action changes. Failed polls neither count as absence nor break a run of it:
+an IMDS outage says nothing about the notice.
+
+The tracker's whole memory is `to_json()`, which the service stores so that a restarted
+daemon does not handle the same notice again.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from spotwatch.detection.notices import Notice
+
+ABSENT_POLLS_TO_FORGET = 3
+
+
+class Change(enum.Enum):
+    NONE = "none"  # nothing there, nothing known
+    NEW = "new"  # a notice to respond to
+    SAME = "same"  # the known notice, unchanged
+    MOVED = "moved"  # the known notice with a new time: the deadline follows it
+    ABSENT = "absent"  # the known notice missing, not yet for long enough to forget it
+    FORGOTTEN = "forgotten"  # the known notice gone for good; the next one is new
+
+
+@dataclass(frozen=True)
+class Observation:
+    change: Change
+    notice: Optional[Notice]  # the notice now known (None once forgotten)
+    previous: Optional[Notice] = None  # for NEW replacing another action, and FORGOTTEN
+
+
+class NoticeTracker:
+    def __init__(self) -> None:
+        self.known: Optional[Notice] = None
+        self.absent_polls = 0
+
+    def observe(self, seen: Optional[Notice]) -> Observation:
+        """Feed one successful poll's answer (None: no notice there)."""
+        known = self.known
+        if seen is None:
+            if known is None:
+                return Observation(Change.NONE, None)
+            self.absent_polls += 1
+            if self.absent_polls >= ABSENT_POLLS_TO_FORGET:
+                self.known, self.absent_polls = None, 0
+                return Observation(Change.FORGOTTEN, None, previous=known)
+            return Observation(Change.ABSENT, known)
+        self.absent_polls = 0
+        if known is None or known.action != seen.action:
+            self.known = seen
+            return Observation(Change.NEW, seen, previous=known)
+        if seen.time != known.time:
+            self.known = seen
+            return Observation(Change.MOVED, seen, previous=known)
+        return Observation(Change.SAME, known)
+
+    def rearm(self) -> Optional[Notice]:
+        """Forget the known notice (after a resume): if it shows again it is new."""
+        known, self.known, self.absent_polls = self.known, None, 0
+        return known
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "known": self.known.to_json() if self.known else None,
+            "absent_polls": self.absent_polls,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> NoticeTracker:
+        """Rebuild from stored state; anything malformed yields a fresh tracker."""
+        tracker = cls()
+        if not isinstance(data, dict):
+            return tracker
+        try:
+            known = data.get("known")
+            tracker.known = Notice.from_json(known) if known else None
+            tracker.absent_polls = max(0, int(data.get("absent_polls", 0)))
+        except (KeyError, TypeError, ValueError):
+            return cls()
+        return tracker

@@ -1,0 +1,148 @@
+"""Runs a `Plan`: stages in order (each stage's steps in parallel), timed steps at their
+moment, then the finale; records every step through a `StepJournal`.
+
+Steps already finished (per the journal, i.e. before a restart) are not run again. When
+the daemon shuts down (`ctx.cancel`), nothing new starts; running steps finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Protocol, Sequence
+
+from spotwatch.logevents import emit
+from spotwatch.response.plan import (
+    FAILED,
+    FINISHED,
+    Plan,
+    Step,
+    StepContext,
+    StepOutcome,
+    TimedStep,
+)
+
+log = logging.getLogger("spotwatch.response")
+
+
+class StepJournal(Protocol):
+    """Where step progress goes: the state file, and through it metrics and webhooks."""
+
+    def finished_status(self, step: str) -> Optional[str]:
+        """The step's status if it finished in an earlier run of this response, else None."""
+
+    def step_started(self, step: Step, wall: float) -> None: ...
+
+    def step_ended(self, step: Step, outcome: StepOutcome, started: float, ended: float) -> None:
+        """`started`/`ended` are wall times (Unix seconds)."""
+
+    def response_ended(self, plan: Plan, outcomes: Dict[str, StepOutcome]) -> None: ...
+
+
+class Runner:
+    def __init__(
+        self,
+        plan: Plan,
+        ctx: StepContext,
+        journal: StepJournal,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.plan = plan
+        self.ctx = ctx
+        self.journal = journal
+        self._wall = wall
+        self.outcomes: Dict[str, StepOutcome] = {}
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+
+    # ----------------------------------------------------------------- running
+
+    def run(self) -> Dict[str, StepOutcome]:
+        """Run the whole plan in this thread; returns every step's outcome by name."""
+        timed = [self._start_timed(t) for t in self.plan.timed]
+        for stage in self.plan.stages:
+            self._run_stage(stage)
+        for thread in timed:
+            self._join_unless_cancelled(thread)
+        for stage in self.plan.finale:
+            self._run_stage(stage)
+        if not self.ctx.cancel.is_set():
+            self.journal.response_ended(self.plan, dict(self.outcomes))
+        self.done.set()
+        return dict(self.outcomes)
+
+    def _run_stage(self, stage: Sequence[Step]) -> None:
+        if self.ctx.cancel.is_set():
+            return
+        if len(stage) == 1:
+            self._run_step(stage[0])
+            return
+        threads = [
+            threading.Thread(target=self._run_step, args=(s,), name=f"step:{s.name}", daemon=True)
+            for s in stage
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _run_step(self, step: Step) -> None:
+        earlier = self.journal.finished_status(step.name)
+        if earlier in FINISHED:
+            assert earlier is not None
+            emit(log, logging.INFO, "step-already-done", f"{step.name}: {earlier} before restart")
+            self._record(step, StepOutcome(earlier, "finished before a restart"))
+            return
+        if self.ctx.cancel.is_set():
+            return
+        started = self._wall()
+        self.journal.step_started(step, started)
+        try:
+            outcome = step.run(self.ctx)
+        except Exception as failure:  # a bug in one step must not stop the others
+            log.exception("step %s raised", step.name)
+            outcome = StepOutcome(FAILED, f"internal error: {failure!r}")
+        self._record(step, outcome)
+        self.journal.step_ended(step, outcome, started, self._wall())
+
+    def _record(self, step: Step, outcome: StepOutcome) -> None:
+        with self._lock:
+            self.outcomes[step.name] = outcome
+
+    # ----------------------------------------------------------------- timed steps
+
+    def _start_timed(self, timed: TimedStep) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._wait_then_run, args=(timed,), name=f"timed:{timed.step.name}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _wait_then_run(self, timed: TimedStep) -> None:
+        clock = self.ctx.clock
+        while not self.ctx.cancel.is_set():
+            remaining = timed.start_at(clock) - clock.now()
+            if remaining <= 0:
+                break
+            # Wake on a moved notice time (the start moment moves with it) or on shutdown.
+            clock.moved.wait(min(remaining, 1.0))
+            clock.moved.clear()
+        self._run_step(timed.step)
+
+    def _join_unless_cancelled(self, thread: threading.Thread) -> None:
+        while thread.is_alive():
+            thread.join(0.5)
+            if self.ctx.cancel.is_set() and thread.is_alive():
+                return
+
+    def start(self) -> threading.Thread:
+        """Run the plan in a background thread (the poll loop goes on meanwhile)."""
+        thread = threading.Thread(target=self.run, name="response", daemon=True)
+        thread.start()
+        return thread
+
+
+def summarize(outcomes: Dict[str, StepOutcome]) -> List[str]:
+    return [f"{name}={outcome.status}" for name, outcome in outcomes.items()]

@@ -1,0 +1,97 @@
+"""`spotwatch` command line (CONTRACT.md §1). Each subcommand lives in a module of its own;
+this file only parses arguments, loads the config and maps failures to exit statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+from spotwatch import __version__
+from spotwatch.config.errors import ConfigError
+from spotwatch.config.schema import DEFAULT_CONFIG_PATH
+
+EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def config_path(args: argparse.Namespace) -> Optional[str]:
+    """-c, else $SPOTWATCH_CONFIG, else None (the default file, missing = all defaults)."""
+    return args.config or os.environ.get("SPOTWATCH_CONFIG") or None
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="PATH",
+        help=f"config file (default: $SPOTWATCH_CONFIG, else {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spotwatch",
+        description="EC2 Spot interruption daemon: detect the notice, respond before the deadline.",
+    )
+    parser.add_argument("--version", action="version", version=f"spotwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="the daemon: poll, detect, respond")
+    run.add_argument("--dry-run", action="store_true", help="hooks run; no ECS/EC2 change, no hibernation")
+    run.add_argument("--once", action="store_true", help="one poll (and its response), then exit")
+
+    check = sub.add_parser("check", help="validate the config and run preflight checks")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    status = sub.add_parser("status", help="what the daemon last recorded")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sim = sub.add_parser("simulate-imds", help="a standalone IMDS simulator on 127.0.0.1")
+    sim.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    sim.add_argument("--action", choices=["terminate", "stop", "hibernate"], help="raise this notice")
+    sim.add_argument("--lead", type=float, default=None, help="seconds of warning (default 120; hibernate 0)")
+    sim.add_argument("--delay", type=float, default=0.0, help="delay every answer by this many seconds")
+    sim.add_argument("--imdsv2-only", action="store_true", help="refuse requests without a token")
+
+    for parser_ in sub.choices.values():
+        _add_config_option(parser_)
+    for name, (help_text, configure) in EXTRA_COMMANDS.items():
+        extra = sub.add_parser(name, help=help_text)
+        _add_config_option(extra)
+        configure(extra)
+    return parser
+
+
+# Subcommands contributed by other parts of the service: name -> (help, add arguments).
+EXTRA_COMMANDS: Dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def _dispatch() -> Dict[str, Command]:
+    from spotwatch.service import commands
+
+    return commands.COMMANDS
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from spotwatch.service import commands  # registers EXTRA_COMMANDS
+
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    handler = commands.COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as problems:
+        for line in problems.problems:
+            print(line, file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return EX_OK
+
+
+def config_lines(problems: ConfigError) -> List[str]:
+    return list(problems.problems)

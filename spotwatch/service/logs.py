@@ -1,0 +1,71 @@
+"""Log output for the service: text or JSON lines on stderr (the journal under systemd).
+
+Records carry structured fields from `spotwatch.logevents.emit`; JSON lines include them,
+text lines show the message alone (the message already says what happened).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any, Optional
+
+from spotwatch.logevents import emit as emit  # re-exported for the service's own modules
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+ROOT = "spotwatch"
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
+        return _utc(record.created)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": _utc(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "spotwatch", None)
+        if isinstance(fields, dict):
+            data.update({k: v for k, v in fields.items() if k not in data})
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def _utc(created: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+def under_systemd() -> bool:
+    """True when systemd started us with our output going to the journal."""
+    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    """(Re)configure the `spotwatch` logger tree; safe to call again on reload."""
+    logger = logging.getLogger(ROOT)
+    logger.setLevel(LEVELS.get(level, logging.INFO))
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    handler = make_handler(fmt, stream)
+    logger.addHandler(handler)
+
+
+def make_handler(fmt: str, stream: Any = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    return handler

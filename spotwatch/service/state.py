@@ -1,0 +1,293 @@
+"""What the daemon remembers across restarts, in `state_dir`.
+
+`state.json` holds the notice trackers and each response (its notice, deadline and every
+step's status). It is written atomically (temp file, fsync, rename, fsync of the folder)
+whenever any of that changes, so a kill -9 leaves the old or the new file, never half of
+one. It is keyed to the boot and the instance: a state file from another boot (the
+instance was stopped and started) or another instance (a baked AMI) is set aside, not
+obeyed. A file that cannot be read is moved aside with a warning.
+
+`poll.json` holds the last poll's time and result. It changes every poll, so it is renamed
+into place without fsync: losing it in a crash costs nothing but a stale `status` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+from spotwatch.detection.notices import Notice
+from spotwatch.logevents import emit
+from spotwatch.response.plan import FINISHED, PENDING, RUNNING, Step, StepOutcome
+
+log = logging.getLogger("spotwatch.state")
+
+STATE_FILE = "state.json"
+POLL_FILE = "poll.json"
+FORMAT_VERSION = 1
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def iso(epoch: Optional[float]) -> Optional[str]:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def read_boot_id(path: str = BOOT_ID_PATH) -> str:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def write_atomically(path: str, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, whole."""
+    folder = os.path.dirname(path) or "."
+    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    if durable:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class StateStore:
+    """The state directory; every method is thread-safe."""
+
+    def __init__(self, state_dir: str, *, boot_id: Optional[str] = None) -> None:
+        self.dir = state_dir
+        self.path = os.path.join(state_dir, STATE_FILE)
+        self.poll_path = os.path.join(state_dir, POLL_FILE)
+        self.boot_id = boot_id or read_boot_id()
+        self._lock = threading.RLock()
+        self._last_ok: Optional[float] = None
+        self.data: Dict[str, Any] = self._fresh()
+
+    def _fresh(self) -> Dict[str, Any]:
+        return {
+            "version": FORMAT_VERSION,
+            "boot_id": self.boot_id,
+            "instance_id": None,
+            "trackers": {},
+            "responses": {},
+        }
+
+    # ----------------------------------------------------------------- loading
+
+    def load(self, instance_id: Optional[str] = None) -> None:
+        """Read the state file; set aside one that is unreadable or from another boot."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        with self._lock:
+            self.data = self._fresh()
+            stored = self._read_json(self.path)
+            if stored is None:
+                return
+            reason = self._mismatch(stored, instance_id)
+            if reason:
+                emit(log, logging.INFO, "state-reset", f"starting with fresh state: {reason}")
+                self.data["previous"] = {"responses": stored.get("responses", {}), "why": reason}
+            else:
+                self.data.update(stored)
+            if instance_id:
+                self.data["instance_id"] = instance_id
+
+    def _mismatch(self, stored: Dict[str, Any], instance_id: Optional[str]) -> Optional[str]:
+        if stored.get("boot_id") != self.boot_id:
+            return "the state file is from an earlier boot"
+        known = stored.get("instance_id")
+        if instance_id and known and known != instance_id:
+            return f"the state file is from instance {known}"
+        return None
+
+    def _read_json(self, path: str) -> Optional[Dict[str, Any]]:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as failure:
+            self._set_aside(path, f"cannot read it: {failure.strerror}")
+            return None
+        try:
+            value = json.loads(raw.decode("utf-8"))
+            valid = (
+                isinstance(value, dict)
+                and value.get("version") == FORMAT_VERSION
+                and isinstance(value.get("trackers"), dict)
+                and isinstance(value.get("responses"), dict)
+            )
+        except (UnicodeDecodeError, ValueError):
+            valid = False
+        if not valid:
+            self._set_aside(path, "it is not a spotwatch state file of this version")
+            return None
+        assert isinstance(value, dict)
+        return value
+
+    def _set_aside(self, path: str, why: str) -> None:
+        aside = f"{path}.corrupt-{int(time.time())}"
+        try:
+            os.replace(path, aside)
+            where = f"moved to {aside}"
+        except OSError as failure:
+            where = f"could not move it aside: {failure.strerror}"
+        emit(log, logging.WARNING, "state-corrupt", f"state file {path} ignored ({why}); {where}")
+
+    # ----------------------------------------------------------------- saving
+
+    def save(self) -> None:
+        with self._lock:
+            payload = json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8")
+            try:
+                write_atomically(self.path, payload)
+            except OSError as failure:
+                emit(log, logging.ERROR, "state-write-failed", f"cannot write {self.path}: {failure}")
+
+    def record_poll(self, wall: float, result: str, ok: bool) -> None:
+        """Cheap, every poll: the last poll and the last successful one."""
+        with self._lock:
+            if ok:
+                self._last_ok = wall
+            body = {"time": iso(wall), "result": result, "last_success": iso(self._last_ok)}
+            try:
+                write_atomically(self.poll_path, json.dumps(body).encode("utf-8"), durable=False)
+            except OSError as failure:
+                emit(log, logging.ERROR, "state-write-failed", f"cannot write {self.poll_path}: {failure}")
+
+    # ----------------------------------------------------------------- trackers
+
+    def tracker(self, monitor: str) -> Any:
+        with self._lock:
+            return self.data["trackers"].get(monitor)
+
+    def set_tracker(self, monitor: str, value: Dict[str, Any]) -> None:
+        with self._lock:
+            if self.data["trackers"].get(monitor) == value:
+                return
+            self.data["trackers"][monitor] = value
+            self.save()
+
+    # ----------------------------------------------------------------- responses
+
+    def response(self, monitor: str) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            found = self.data["responses"].get(monitor)
+            return dict(found) if isinstance(found, dict) else None
+
+    def begin_response(
+        self, monitor: str, notice: Notice, deadline_epoch: float, steps: List[Step]
+    ) -> None:
+        """Record a new response with every step pending (replacing the previous one)."""
+        with self._lock:
+            self.data["responses"][monitor] = {
+                "notice": notice.to_json(),
+                "first_seen": iso(time.time()),
+                "deadline": iso(deadline_epoch),
+                "done": False,
+                "steps": [_step_record(s) for s in steps],
+            }
+            self.save()
+
+    def continue_response(self, monitor: str, steps: List[Step], deadline_epoch: float) -> None:
+        """After a restart: steps that were running are `interrupted`; new steps are added."""
+        with self._lock:
+            record = self.data["responses"][monitor]
+            record["deadline"] = iso(deadline_epoch)
+            known = {s["name"]: s for s in record["steps"]}
+            for entry in known.values():
+                if entry["status"] == RUNNING:
+                    entry["status"] = "interrupted"
+            record["steps"] = [known.get(s.name) or _step_record(s) for s in steps]
+            self.save()
+
+    def move_deadline(self, monitor: str, notice: Notice, deadline_epoch: float) -> None:
+        with self._lock:
+            record = self.data["responses"].get(monitor)
+            if record:
+                record["notice"] = notice.to_json()
+                record["deadline"] = iso(deadline_epoch)
+                self.save()
+
+    def finished_status(self, monitor: str, step: str) -> Optional[str]:
+        with self._lock:
+            record = self.data["responses"].get(monitor) or {}
+            for entry in record.get("steps", []):
+                if entry.get("name") == step and entry.get("status") in FINISHED:
+                    status = entry["status"]
+                    return str(status)
+            return None
+
+    def update_step(self, monitor: str, step: Step, **changes: Any) -> None:
+        with self._lock:
+            record = self.data["responses"].get(monitor)
+            if not record:
+                return
+            for entry in record["steps"]:
+                if entry["name"] == step.name:
+                    entry.update(changes)
+                    break
+            else:
+                record["steps"].append({**_step_record(step), **changes})
+            self.save()
+
+    def end_response(self, monitor: str) -> None:
+        with self._lock:
+            record = self.data["responses"].get(monitor)
+            if record:
+                record["done"] = True
+                record["ended"] = iso(time.time())
+                self.save()
+
+
+def _step_record(step: Step) -> Dict[str, Any]:
+    return {
+        "name": step.name,
+        "kind": step.kind,
+        "status": PENDING,
+        "started": None,
+        "ended": None,
+        "detail": "",
+    }
+
+
+class StoreJournal:
+    """The runner's `StepJournal` for one response, backed by the state store."""
+
+    def __init__(self, store: StateStore, monitor: str) -> None:
+        self.store = store
+        self.monitor = monitor
+
+    def finished_status(self, step: str) -> Optional[str]:
+        return self.store.finished_status(self.monitor, step)
+
+    def step_started(self, step: Step, wall: float) -> None:
+        self.store.update_step(self.monitor, step, status=RUNNING, started=iso(wall))
+
+    def step_ended(self, step: Step, outcome: StepOutcome, started: float, ended: float) -> None:
+        self.store.update_step(
+            self.monitor, step, status=outcome.status, ended=iso(ended), detail=outcome.detail
+        )
+
+    def response_ended(self, plan: object, outcomes: Dict[str, StepOutcome]) -> None:
+        self.store.end_response(self.monitor)
