@@ -270,7 +270,8 @@ class ImdsSimulator:
             thread.join(timeout=5)
 
     def __enter__(self) -> "ImdsSimulator":
-        return self.start()
+        # Tolerates `with ImdsSimulator().start() as sim:`, a common way to write it.
+        return self if self._server is not None else self.start()
 
     def __exit__(
         self,
