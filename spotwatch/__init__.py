@@ -5,7 +5,7 @@ Layers, and the one direction imports flow in:
     detection  IMDS client -> watcher -> notices (imports config)
     response   plan -> hooks, ECS, instance, hibernate (imports detection, config)
     service    CLI, daemon, state, systemd, telemetry (imports everything below)
-    simulator  an IMDS stand-in for rehearsals and tests (imports detection.notices only)
+    simulator  an IMDS stand-in for rehearsals and tests (stdlib only, imports nothing of ours)
 """
 
 __version__ = "0.1.0"

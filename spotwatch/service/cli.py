@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from spotwatch import __version__
 from spotwatch.config.errors import ConfigError
@@ -71,12 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: Dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
-def _dispatch() -> Dict[str, Command]:
-    from spotwatch.service import commands
-
-    return commands.COMMANDS
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from spotwatch.service import commands  # registers EXTRA_COMMANDS
 
@@ -92,6 +86,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         return EX_OK
 
-
-def config_lines(problems: ConfigError) -> List[str]:
-    return list(problems.problems)

@@ -1,0 +1,102 @@
+"""`spotwatch status`: what the daemon last recorded in its state directory.
+
+JSON (CONTRACT.md §1): {"last_poll": {"time", "result"}, "notice": {...} or null,
+"steps": [...]}. The interruption notice's response is shown when there is one, else the
+rebalance recommendation's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from typing import Any, Dict, List, Optional
+
+from spotwatch.service.state import POLL_FILE, STATE_FILE
+
+EX_OK, EX_NO_STATE = 0, 1
+
+
+def _read(path: str) -> Optional[Dict[str, Any]]:
+    try:
+        with open(path, "rb") as handle:
+            value = json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def collect(state_dir: str) -> Optional[Dict[str, Any]]:
+    """The status document, or None when the daemon has recorded nothing yet."""
+    state = _read(os.path.join(state_dir, STATE_FILE))
+    poll = _read(os.path.join(state_dir, POLL_FILE))
+    if state is None and poll is None:
+        return None
+    responses = (state or {}).get("responses") or {}
+    chosen = responses.get("spot") or responses.get("rebalance")
+    notice = None
+    steps: List[Dict[str, Any]] = []
+    if isinstance(chosen, dict):
+        given = chosen.get("notice") or {}
+        notice = {
+            "action": given.get("action"),
+            "time": given.get("time"),
+            "source": given.get("source"),
+            "first_seen": chosen.get("first_seen"),
+            "deadline": chosen.get("deadline"),
+            "done": bool(chosen.get("done")),
+        }
+        steps = [
+            {k: s.get(k) for k in ("name", "kind", "status", "started", "ended", "detail")}
+            for s in chosen.get("steps", [])
+            if isinstance(s, dict)
+        ]
+    last_poll = None
+    if poll is not None:
+        last_poll = {
+            "time": poll.get("time"),
+            "result": poll.get("result"),
+            "last_success": poll.get("last_success"),
+        }
+    return {"last_poll": last_poll, "notice": notice, "steps": steps}
+
+
+def _age(stamp: Optional[str]) -> str:
+    if not stamp:
+        return "never"
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return stamp
+    return f"{max(0.0, time.time() - moment):.0f} s ago ({stamp})"
+
+
+def render(doc: Dict[str, Any]) -> str:
+    lines = []
+    poll = doc["last_poll"] or {}
+    lines.append(f"last poll:     {_age(poll.get('time'))}: {poll.get('result', 'unknown')}")
+    lines.append(f"last success:  {_age(poll.get('last_success'))}")
+    notice = doc["notice"]
+    if notice is None:
+        lines.append("notice:        none handled")
+    else:
+        state = "handled" if notice["done"] else "response running or unfinished"
+        lines.append(f"notice:        {notice['action']} at {notice['time']} ({notice['source']}), {state}")
+        lines.append(f"deadline:      {notice['deadline']}")
+    for step in doc["steps"]:
+        lines.append(f"  {step['status']:<11} {step['name']:<28} {step.get('detail') or ''}")
+    return "\n".join(lines)
+
+
+def run_status(path: Optional[str], *, as_json: bool) -> int:
+    from spotwatch.config.load import load_config
+
+    config = load_config(path)
+    doc = collect(config.state_dir)
+    if doc is None:
+        print(f"no state yet in {config.state_dir}", file=sys.stderr)
+        return EX_NO_STATE
+    print(json.dumps(doc, indent=1) if as_json else render(doc))
+    return EX_OK
