@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
-from spotwatch.config import validate
+from spotwatch.config import validate, values
 from spotwatch.config.errors import ConfigError, describe
 from spotwatch.config.schema import DEFAULT_CONFIG_PATH, Config
 from spotwatch.config.userdata import extract_spotwatch_section
@@ -194,8 +194,7 @@ def _permission_problem(path: str) -> str:
         return f"{path}: cannot stat: {error.strerror}"
     if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return (
-            f"{path}: must be owned by root and not writable by group or others "
-            "(hooks run as root)"
+            f"{path}: must be owned by root and not writable by group or others (hooks run as root)"
         )
     return ""
 
@@ -237,13 +236,13 @@ def _env_flag(value: str) -> bool:
 
 # variable -> (key path in the config, how to read its text)
 _ENV_SETTINGS: Dict[str, Tuple[Tuple[str, ...], Callable[[str], Any]]] = {
-    "SPOTWATCH_POLL_INTERVAL": (("poll_interval",), validate.positive_duration),
+    "SPOTWATCH_POLL_INTERVAL": (("poll_interval",), values.positive_duration),
     "SPOTWATCH_DRY_RUN": (("dry_run",), _env_flag),
     "SPOTWATCH_LOG_LEVEL": (
         ("log", "level"),
-        validate.one_of("debug", "info", "warning", "error", fold_case=True),
+        values.one_of("debug", "info", "warning", "error", fold_case=True),
     ),
-    "AWS_EC2_METADATA_SERVICE_ENDPOINT": (("imds", "endpoint"), validate.http_endpoint),
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT": (("imds", "endpoint"), values.http_endpoint),
 }
 
 

@@ -147,7 +147,7 @@ def _from_mime(raw: bytes) -> Tuple[Section, str]:
         if usable is not None:
             found.append(usable)
     if not found:
-        raise _Skip(f"user data is a MIME archive of {len(parts)} parts, none for spotwatch")
+        raise _Skip(f"user data is a MIME archive of {len(parts)} part(s), none for spotwatch")
     section, description = found[0]
     extra = f"; {len(found) - 1} later spotwatch parts ignored" if len(found) > 1 else ""
     return section, f"{description} of a MIME archive{extra}"
