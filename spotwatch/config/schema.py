@@ -111,7 +111,8 @@ class Config:
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
-    # Where each layer came from, for `check` and logs: e.g. ("defaults", "/etc/spotwatch/config.yaml").
+    # Where each layer came from, for `check` and logs:
+    # e.g. ("defaults", "/etc/spotwatch/config.yaml").
     sources: Tuple[str, ...] = ("defaults",)
 
     def hooks_for(self, action: str) -> Tuple[HookSpec, ...]:

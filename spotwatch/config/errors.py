@@ -1,0 +1,46 @@
+"""The one exception a bad configuration raises."""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Union
+
+_SHOWN_CHARS = 40
+
+
+def describe(value: object) -> str:
+    """A short, one-line rendering of a bad value for an error message.
+
+    Strings are shown quoted and cut short (they may come from user data, which is never
+    echoed whole); containers are named by kind only.
+    """
+    if isinstance(value, str):
+        shown = value if len(value) <= _SHOWN_CHARS else value[: _SHOWN_CHARS - 3] + "..."
+        return '"' + shown.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used, with every problem found, one line each.
+
+    Each problem reads `key.path: message`, optionally after the file it came from
+    (`/etc/spotwatch/conf.d/10-x.yaml: hooks[0].name: required`). The CLI prints one line
+    per problem and exits 78, so all problems are collected before raising: fixing a config
+    one error per run is miserable.
+    """
+
+    def __init__(self, problems: Union[str, Iterable[str]]) -> None:
+        self.problems: List[str] = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)

@@ -1,0 +1,326 @@
+"""Check one layer of raw YAML settings and normalise it, collecting every problem.
+
+Each layer (a file, a conf.d file, the user-data section) is checked on its own, so a
+problem can name the layer it came from. That works because nothing spans layers: hooks
+are a list, and a later list replaces an earlier one whole.
+
+Normalised values are what the dataclasses in `schema` hold: durations as float seconds,
+lists as tuples, hooks as `HookSpec`. Layers are then merged by `load`, and the merge
+is turned into a `Config` by `build_config`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import fields
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+
+from spotwatch.config.errors import describe
+from spotwatch.config.schema import (
+    HOOK_ACTIONS,
+    Config,
+    EcsSettings,
+    HibernateSettings,
+    HookSpec,
+    ImdsSettings,
+    InstanceSettings,
+    LogSettings,
+    MetricsSettings,
+    RebalanceSettings,
+    WebhookSettings,
+)
+from spotwatch.config.values import (
+    Leaf,
+    absolute_path,
+    boolean,
+    command,
+    http_endpoint,
+    http_url,
+    integer,
+    listen_address,
+    non_negative_duration,
+    non_negative_integer,
+    one_of,
+    optional,
+    positive_duration,
+    run_as_user,
+    scalar_text,
+    stop_reason,
+    text,
+    token_ttl,
+)
+
+Problems = List[str]
+
+
+class _Invalid:
+    """Marks a value that failed its check (its problem is already recorded)."""
+
+
+INVALID: Any = _Invalid()
+
+# A check gets the raw value and its key path, records problems, and returns the
+# normalised value or INVALID.
+Check = Callable[[Any, str, Problems], Any]
+
+
+def leaf(convert: Leaf) -> Check:
+    def check(value: Any, path: str, problems: Problems) -> Any:
+        try:
+            return convert(value)
+        except ValueError as error:
+            problems.append(f"{path}: {error}")
+            return INVALID
+
+    return check
+
+
+# --- compound checks (record problems themselves) -----------------------------------
+
+
+def _unknown_key(path: str, key: Any, known: Any) -> str:
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return f"{path}: unknown key{hint}"
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _is_mapping(value: Any, path: str, problems: Problems) -> bool:
+    if isinstance(value, dict):
+        return True
+    problems.append(f"{path}: expected a mapping, got {describe(value)}")
+    return False
+
+
+def section(spec: Mapping[str, Check]) -> Check:
+    """A mapping with known keys; returns only the keys given (later layers merge into it)."""
+
+    def check(value: Any, path: str, problems: Problems) -> Any:
+        if value is None:  # `imds:` with every line commented out
+            return {}
+        if not _is_mapping(value, path, problems):
+            return INVALID
+        result: Dict[str, Any] = {}
+        for key, raw in value.items():
+            key_path = _join(path, key)
+            if key not in spec:
+                problems.append(_unknown_key(key_path, key, spec))
+                continue
+            checked = spec[key](raw, key_path, problems)
+            if checked is not INVALID:
+                result[key] = checked
+        return result
+
+    return check
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _string_map(name_pattern: Any, name_rule: str, reserved_prefix: Optional[str] = None) -> Check:
+    def check(value: Any, path: str, problems: Problems) -> Any:
+        if value is None:
+            return {}
+        if not _is_mapping(value, path, problems):
+            return INVALID
+        result: Dict[str, str] = {}
+        for key, raw in value.items():
+            key_path = _join(path, key)
+            if not isinstance(key, str) or not name_pattern.fullmatch(key):
+                problems.append(f"{key_path}: not a valid {name_rule}")
+                continue
+            if reserved_prefix and key.startswith(reserved_prefix):
+                problems.append(f"{key_path}: {reserved_prefix}* names are set by spotwatch")
+                continue
+            try:
+                converted = scalar_text(raw)
+            except ValueError as error:
+                problems.append(f"{key_path}: {error}")
+                continue
+            if "\n" in converted or "\r" in converted or "\0" in converted:
+                problems.append(f"{key_path}: must not contain line breaks or NUL")
+                continue
+            result[key] = converted
+        return result
+
+    return check
+
+
+hook_env = _string_map(_ENV_NAME, "environment variable name", reserved_prefix="SPOTWATCH_")
+http_headers = _string_map(_HEADER_NAME, "HTTP header name")
+
+
+def hook_actions(value: Any, path: str, problems: Problems) -> Any:
+    if not isinstance(value, list) or not value:
+        problems.append(
+            f"{path}: expected a non-empty list of {', '.join(HOOK_ACTIONS)}, got {describe(value)}"
+        )
+        return INVALID
+    seen: Set[str] = set()
+    ok = True
+    for index, action in enumerate(value):
+        if action not in HOOK_ACTIONS:
+            choices = " | ".join(HOOK_ACTIONS)
+            problems.append(f"{path}[{index}]: expected one of {choices}, got {describe(action)}")
+            ok = False
+        elif action in seen:
+            problems.append(f"{path}[{index}]: {action} is listed twice")
+            ok = False
+        seen.add(action)
+    return tuple(value) if ok else INVALID
+
+
+_HOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def hook_name(value: Any) -> str:
+    if not isinstance(value, str) or not _HOOK_NAME.fullmatch(value):
+        raise ValueError(f"expected letters, digits, _ . - only, got {describe(value)}")
+    return value
+
+
+_HOOK_FIELDS: Dict[str, Check] = {
+    "name": leaf(hook_name),
+    "command": leaf(command),
+    "actions": hook_actions,
+    "timeout": leaf(positive_duration),
+    "order": leaf(integer),
+    "user": leaf(run_as_user),
+    "env": hook_env,
+}
+_REQUIRED_HOOK_FIELDS = ("name", "command")
+
+
+def hooks(value: Any, path: str, problems: Problems) -> Any:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problems.append(f"{path}: expected a list of hooks, got {describe(value)}")
+        return INVALID
+    specs: List[HookSpec] = []
+    first_seen: Dict[str, str] = {}
+    before = len(problems)
+    for index, raw in enumerate(value):
+        hook_path = f"{path}[{index}]"
+        if not _is_mapping(raw, hook_path, problems):
+            continue
+        checked = section(_HOOK_FIELDS)(raw, hook_path, problems)
+        for required in _REQUIRED_HOOK_FIELDS:
+            if required not in raw:
+                problems.append(f"{hook_path}.{required}: required")
+        name = checked.get("name")
+        if name is not None:
+            if name in first_seen:
+                problems.append(
+                    f"{hook_path}.name: duplicate name {describe(name)} (also {first_seen[name]})"
+                )
+            first_seen.setdefault(name, hook_path)
+        if all(required in checked for required in _REQUIRED_HOOK_FIELDS):
+            specs.append(HookSpec(**checked))
+    return tuple(specs) if len(problems) == before else INVALID
+
+
+# --- the whole layout of §2 ------------------------------------------------------------
+
+SECTIONS: Dict[str, Check] = {
+    "poll_interval": leaf(positive_duration),
+    "deadline_margin": leaf(non_negative_duration),
+    "dry_run": leaf(boolean),
+    "state_dir": leaf(absolute_path),
+    "imds": section(
+        {
+            "endpoint": leaf(http_endpoint),
+            "timeout": leaf(positive_duration),
+            "token_ttl": leaf(token_ttl),
+            "allow_imdsv1": leaf(boolean),
+            "user_data": leaf(boolean),
+        }
+    ),
+    "rebalance": section({"enabled": leaf(boolean)}),
+    "hooks": hooks,
+    "ecs": section(
+        {
+            "enabled": leaf(one_of(True, False, "auto")),
+            "agent_url": leaf(http_url),
+            "region": leaf(optional(text)),
+            "drain": leaf(boolean),
+            "stop": leaf(one_of("none", "standalone", "all")),
+            "final_stop": leaf(boolean),
+            "stop_timeout": leaf(non_negative_duration),
+            "stop_reason": leaf(stop_reason),
+        }
+    ),
+    "instance": section(
+        {
+            "after_response": leaf(one_of("none", "stop", "hibernate", "terminate")),
+            "after_rebalance": leaf(one_of("none", "stop", "terminate")),
+        }
+    ),
+    "hibernate": section(
+        {
+            "trigger": leaf(one_of("auto", "command", "none")),
+            "command": leaf(command),
+            "budget": leaf(positive_duration),
+        }
+    ),
+    "log": section(
+        {
+            "level": leaf(one_of("debug", "info", "warning", "error", fold_case=True)),
+            "format": leaf(one_of("auto", "journal", "json", "text")),
+        }
+    ),
+    "metrics": section(
+        {
+            "textfile": leaf(optional(absolute_path)),
+            "listen": leaf(optional(listen_address)),
+        }
+    ),
+    "webhook": section(
+        {
+            "url": leaf(optional(http_url)),
+            "headers": http_headers,
+            "timeout": leaf(positive_duration),
+            "retries": leaf(non_negative_integer),
+        }
+    ),
+}
+
+_check_layer = section(SECTIONS)
+
+
+def check_layer(raw: Any) -> Tuple[Dict[str, Any], Problems]:
+    """Normalise one layer's top-level mapping; returns (settings given, problems)."""
+    problems: Problems = []
+    if not isinstance(raw, dict):
+        return {}, [f"expected a mapping of settings at the top level, got {describe(raw)}"]
+    checked = _check_layer(raw, "", problems)
+    return checked, problems
+
+
+_SECTION_TYPES = {
+    "imds": ImdsSettings,
+    "rebalance": RebalanceSettings,
+    "ecs": EcsSettings,
+    "instance": InstanceSettings,
+    "hibernate": HibernateSettings,
+    "log": LogSettings,
+    "metrics": MetricsSettings,
+    "webhook": WebhookSettings,
+}
+
+
+def build_config(merged: Mapping[str, Any], sources: Tuple[str, ...]) -> Config:
+    """Turn merged, already-checked settings into a `Config`; absent keys keep defaults."""
+    values: Dict[str, Any] = {}
+    for item in fields(Config):
+        if item.name not in merged:
+            continue
+        section_type = _SECTION_TYPES.get(item.name)
+        value = merged[item.name]
+        values[item.name] = section_type(**value) if section_type else value
+    return Config(**values, sources=sources)

@@ -1,0 +1,177 @@
+"""Single-value checks: each normalises one raw YAML value or raises ValueError.
+
+The message says what was expected and shows (a short form of) what was given; the caller
+adds the key path. `validate` wires these to keys; `load` reuses some for env variables.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any, Callable, Tuple
+from urllib.parse import urlsplit
+
+from spotwatch.config.durations import parse_duration
+from spotwatch.config.errors import describe
+
+# Normalises one raw value or raises ValueError with the message.
+Leaf = Callable[[Any], Any]
+
+
+def boolean(value: Any) -> bool:
+    # YAML already reads yes/no/on/off as booleans; a quoted "yes" is a string on purpose.
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {describe(value)}")
+    return value
+
+
+def integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {describe(value)}")
+    return int(value)
+
+
+def non_negative_integer(value: Any) -> int:
+    number = integer(value)
+    if number < 0:
+        raise ValueError(f"must be >= 0, got {number}")
+    return number
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {describe(value)}")
+    return value
+
+
+def optional(convert: Leaf) -> Leaf:
+    return lambda value: None if value is None else convert(value)
+
+
+def one_of(*choices: Any, fold_case: bool = False) -> Leaf:
+    def convert(value: Any) -> Any:
+        candidate = value.lower() if fold_case and isinstance(value, str) else value
+        # `bool` is an int subclass: keep True from matching 1 (and so on) by type-checking too.
+        for choice in choices:
+            if type(candidate) is type(choice) and candidate == choice:
+                return choice
+        shown = " | ".join(describe(c).strip('"') for c in choices)
+        raise ValueError(f"expected one of {shown}, got {describe(value)}")
+
+    return convert
+
+
+def duration_at_least(minimum: float, *, inclusive: bool = True) -> Leaf:
+    def convert(value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds < minimum or (not inclusive and seconds == minimum):
+            relation = ">=" if inclusive else ">"
+            raise ValueError(f"must be {relation} {minimum:g}s, got {describe(value)}")
+        return seconds
+
+    return convert
+
+
+positive_duration = duration_at_least(0.0, inclusive=False)
+non_negative_duration = duration_at_least(0.0)
+
+
+def token_ttl(value: Any) -> float:
+    seconds = parse_duration(value)
+    if not 1.0 <= seconds <= 21600.0:
+        raise ValueError(f"must be between 1s and 6h (as IMDS allows), got {describe(value)}")
+    return seconds
+
+
+def absolute_path(value: Any) -> str:
+    path = text(value)
+    if not path.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {describe(value)}")
+    return path
+
+
+def _split_http_url(value: Any) -> Tuple[str, Any]:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an http:// or https:// URL, got {describe(value)}")
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 -- evaluated for its ValueError on a bad port
+    except ValueError as error:
+        raise ValueError(f"not a valid URL ({error}): {describe(value)}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {describe(value)}")
+    return value.strip(), parts
+
+
+def http_url(value: Any) -> str:
+    return _split_http_url(value)[0]
+
+
+def http_endpoint(value: Any) -> str:
+    """http(s)://host[:port], nothing after it: IMDS paths are appended to it."""
+    url, parts = _split_http_url(value)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"expected http(s)://host[:port] with no path, got {describe(value)}")
+    return url.rstrip("/")
+
+
+def listen_address(value: Any) -> str:
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f'expected "host:port" like "127.0.0.1:9464", got {describe(value)}')
+    host, _, port = value.rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f'expected "host:port" with a port 1..65535 like "127.0.0.1:9464", '
+            f"got {describe(value)}"
+        )
+    return value
+
+
+def stop_reason(value: Any) -> str:
+    reason = text(value)
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(reason) if name is not None]
+    except ValueError as error:
+        raise ValueError(f"not a valid template ({error}); write a literal brace as {{{{") from None
+    for name in names:
+        if name not in ("action", "time"):
+            raise ValueError(
+                f"unknown field {{{name}}}: only {{action}} and {{time}} are filled in"
+            )
+    return reason
+
+
+def command(value: Any) -> Any:
+    """An argv list (run without a shell) or a string (run by /bin/sh -c)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("expected a non-empty command")
+        return value
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("expected a non-empty argv list")
+        for arg in value:
+            if not isinstance(arg, str):
+                raise ValueError(f"argv items must be strings (quote them), got {describe(arg)}")
+        if not value[0].strip():
+            raise ValueError("the program (first argv item) must not be empty")
+        return tuple(value)
+    raise ValueError(
+        f"expected an argv list of strings or a shell command string, got {describe(value)}"
+    )
+
+
+def run_as_user(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(f"expected a user name, a uid >= 0, or null, got {describe(value)}")
+
+
+def scalar_text(value: Any) -> str:
+    """YAML turns `PORT: 8080` into an int; environment values are strings in the end."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValueError(f"expected a string, got {describe(value)}")
