@@ -16,6 +16,7 @@ import http.client
 import logging
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
@@ -64,7 +65,7 @@ class ImdsClient:
         token_ttl: float = 21600.0,
         allow_imdsv1: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        cancel: Optional[threading.Event] = None,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme != "http" or not parts.hostname:
@@ -76,7 +77,8 @@ class ImdsClient:
         self._ttl = max(1, min(21600, int(token_ttl)))
         self._allow_v1 = allow_imdsv1
         self._clock = clock
-        self._sleep = sleep
+        # Set when the daemon stops: a poll stuck in retries gives up at once.
+        self._cancel = cancel or threading.Event()
         self._conn: Optional[http.client.HTTPConnection] = None
         self._token: Optional[str] = None
         self._token_expires = 0.0
@@ -103,9 +105,12 @@ class ImdsClient:
                 attempt += 1
                 pause = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
                 if self._clock() + pause + MIN_ATTEMPT >= deadline:
-                    raise ImdsError(f"{full_path}: {failure} (after {attempt} attempts)") from None
+                    # The attempt count stays out of the message: repeats must read the same.
+                    log.debug("IMDS %s: giving up after %d attempts", full_path, attempt)
+                    raise ImdsError(f"{full_path}: {failure}") from None
                 log.debug("IMDS %s: %s; retrying in %.0f ms", full_path, failure, pause * 1000)
-                self._sleep(pause)
+                if self._cancel.wait(pause):
+                    raise ImdsError(f"{full_path}: {failure} (stopping)") from None
 
     def invalidate_token(self) -> None:
         """Forget the token (after a resume from hibernation the old one may be stale)."""

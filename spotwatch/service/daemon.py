@@ -95,6 +95,7 @@ class Daemon:
         self._reload_config = reload_config
         self.notifier = notifier or Notifier()
         self.hooks = hooks or DaemonHooks()
+        self._stopping = threading.Event()
         self.client = self._make_client(config)
         self.store = StateStore(config.state_dir)
         self.instance_id: Optional[str] = None
@@ -113,6 +114,7 @@ class Daemon:
             timeout=config.imds.timeout,
             token_ttl=config.imds.token_ttl,
             allow_imdsv1=config.imds.allow_imdsv1,
+            cancel=self._stopping,
         )
 
     def _monitors(self) -> List[Tuple[Monitor, NoticeTracker]]:
@@ -180,6 +182,7 @@ class Daemon:
 
         def stop(signum: int, _frame: Optional[FrameType]) -> None:
             emit(log, logging.INFO, "stopping", f"{signal.Signals(signum).name} received, stopping")
+            self._stopping.set()
             if self.watcher is not None:
                 self.watcher.stop()
 
