@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     run = sub.add_parser("run", help="the daemon: poll, detect, respond")
-    run.add_argument("--dry-run", action="store_true", help="hooks run; no ECS/EC2 change, no hibernation")
+    run.add_argument(
+        "--dry-run", action="store_true", help="hooks run; no ECS/EC2 change, no hibernation"
+    )
     run.add_argument("--once", action="store_true", help="one poll (and its response), then exit")
 
     check = sub.add_parser("check", help="validate the config and run preflight checks")
@@ -53,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate-imds", help="a standalone IMDS simulator on 127.0.0.1")
     sim.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    sim.add_argument("--action", choices=["terminate", "stop", "hibernate"], help="raise this notice")
-    sim.add_argument("--lead", type=float, default=None, help="seconds of warning (default 120; hibernate 0)")
-    sim.add_argument("--delay", type=float, default=0.0, help="delay every answer by this many seconds")
+    sim.add_argument(
+        "--action", choices=["terminate", "stop", "hibernate"], help="raise this notice"
+    )
+    sim.add_argument(
+        "--lead", type=float, default=None, help="seconds of warning (default 120; hibernate 0)"
+    )
+    sim.add_argument(
+        "--delay", type=float, default=0.0, help="delay every answer by this many seconds"
+    )
     sim.add_argument("--imdsv2-only", action="store_true", help="refuse requests without a token")
 
     for parser_ in sub.choices.values():
@@ -85,4 +93,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EX_CONFIG
     except KeyboardInterrupt:
         return EX_OK
-

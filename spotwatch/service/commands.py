@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Callable, Dict
 
 from spotwatch.service import logs
@@ -37,10 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     except OSError as failure:
         logs.emit(
-            logs.logging.getLogger("spotwatch"),
-            logs.logging.CRITICAL,
-            "fatal",
-            f"cannot run: {failure}",
+            logging.getLogger("spotwatch"), logging.CRITICAL, "fatal", f"cannot run: {failure}"
         )
         return EX_FAILURE
 

@@ -191,7 +191,11 @@ class Daemon:
             if self.watcher is not None:
                 self.watcher.poke()
 
-        for signum, handler in ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, reload)):
+        for signum, handler in (
+            (signal.SIGTERM, stop),
+            (signal.SIGINT, stop),
+            (signal.SIGHUP, reload),
+        ):
             previous[signum] = signal.signal(signum, handler)
         return previous
 
@@ -225,6 +229,9 @@ class Daemon:
     # ----------------------------------------------------------------- WatchListener
 
     def on_notice(self, monitor: str, observation: Observation) -> None:
+        # Remember the notice before acting on it: a crash from here on must not make a
+        # restarted daemon take it for new and run finished steps again.
+        self._save_tracker(monitor)
         notice = observation.notice
         if observation.change is Change.NEW and notice is not None:
             emit(
@@ -263,14 +270,22 @@ class Daemon:
                 action=gone.action,
             )
 
+    def _save_tracker(self, name: str) -> None:
+        assert self.watcher is not None
+        for monitor, tracker in self.watcher.monitors:
+            if monitor.name == name:
+                self.store.set_tracker(name, tracker.to_json())
+
     def on_poll(self, report: PollReport) -> None:
         self.last_report = report
         assert self.watcher is not None
-        for monitor, tracker in self.watcher.monitors:
-            self.store.set_tracker(monitor.name, tracker.to_json())
+        for monitor, _tracker in self.watcher.monitors:
+            self._save_tracker(monitor.name)
         self.store.record_poll(report.wall_time, report.result, report.ok)
         if self.instance_id is None and report.ok:
             self._learn_instance_id(time.monotonic() + self.config.imds.timeout)
+            if self.instance_id is not None:
+                self.store.set_instance_id(self.instance_id)
         for callback in self.hooks.on_poll:
             callback(report)
         status = self.status_line(report)
@@ -320,7 +335,9 @@ class Daemon:
             self.store.continue_response(monitor, plan.all_steps(), clock.deadline_epoch)
         else:
             self.store.begin_response(monitor, notice, clock.deadline_epoch, plan.all_steps())
-        ctx = StepContext(clock=clock, instance_id=self.instance_id or "unknown", dry_run=self.dry_run)
+        ctx = StepContext(
+            clock=clock, instance_id=self.instance_id or "unknown", dry_run=self.dry_run
+        )
         journal = FanoutJournal(
             StoreJournal(self.store, monitor), [make(monitor) for make in self.hooks.journals]
         )
@@ -338,7 +355,12 @@ class Daemon:
         try:
             fresh = self._reload_config()
         except Exception as failure:  # a bad new config keeps the old one
-            emit(log, logging.ERROR, "reload-failed", f"reload refused, keeping the old config:\n{failure}")
+            emit(
+                log,
+                logging.ERROR,
+                "reload-failed",
+                f"reload refused, keeping the old config:\n{failure}",
+            )
             self.notifier.status("reload failed; running on the previous config")
             return
         old = self.config

@@ -14,7 +14,12 @@ from typing import Any, Optional
 
 from spotwatch.logevents import emit as emit  # re-exported for the service's own modules
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 ROOT = "spotwatch"
 
 
@@ -22,7 +27,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
-    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
         return _utc(record.created)
 
 
@@ -45,7 +50,10 @@ class JsonFormatter(logging.Formatter):
 def _utc(created: float) -> str:
     import time
 
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created % 1 * 1000):03d}Z"
+    )
 
 
 def under_systemd() -> bool:

@@ -7,6 +7,7 @@ NOTIFY_SOCKET (not under systemd, or tests) every call is a cheap no-op.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from typing import Callable, Optional
@@ -14,7 +15,9 @@ from typing import Callable, Optional
 
 def _systemd_python() -> Optional[Callable[[str], bool]]:
     try:
-        from systemd import daemon
+        # By name: the repository's own systemd/ folder (unit files) must not be mistaken
+        # for the library by the type checker.
+        daemon = importlib.import_module("systemd.daemon")
     except ImportError:
         return None
     notify = getattr(daemon, "notify", None)

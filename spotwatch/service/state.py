@@ -102,7 +102,7 @@ class StateStore:
             self.data = self._fresh()
             stored = self._read_json(self.path)
             if stored is None:
-                return
+                stored = self.data
             reason = self._mismatch(stored, instance_id)
             if reason:
                 emit(log, logging.INFO, "state-reset", f"starting with fresh state: {reason}")
@@ -111,6 +111,13 @@ class StateStore:
                 self.data.update(stored)
             if instance_id:
                 self.data["instance_id"] = instance_id
+            self.save()  # the file now says which boot and instance it belongs to
+
+    def set_instance_id(self, instance_id: str) -> None:
+        with self._lock:
+            if self.data.get("instance_id") != instance_id:
+                self.data["instance_id"] = instance_id
+                self.save()
 
     def _mismatch(self, stored: Dict[str, Any], instance_id: Optional[str]) -> Optional[str]:
         if stored.get("boot_id") != self.boot_id:
@@ -162,7 +169,9 @@ class StateStore:
             try:
                 write_atomically(self.path, payload)
             except OSError as failure:
-                emit(log, logging.ERROR, "state-write-failed", f"cannot write {self.path}: {failure}")
+                emit(
+                    log, logging.ERROR, "state-write-failed", f"cannot write {self.path}: {failure}"
+                )
 
     def record_poll(self, wall: float, result: str, ok: bool) -> None:
         """Cheap, every poll: the last poll and the last successful one."""
@@ -173,7 +182,12 @@ class StateStore:
             try:
                 write_atomically(self.poll_path, json.dumps(body).encode("utf-8"), durable=False)
             except OSError as failure:
-                emit(log, logging.ERROR, "state-write-failed", f"cannot write {self.poll_path}: {failure}")
+                emit(
+                    log,
+                    logging.ERROR,
+                    "state-write-failed",
+                    f"cannot write {self.poll_path}: {failure}",
+                )
 
     # ----------------------------------------------------------------- trackers
 

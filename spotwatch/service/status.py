@@ -83,7 +83,9 @@ def render(doc: Dict[str, Any]) -> str:
         lines.append("notice:        none handled")
     else:
         state = "handled" if notice["done"] else "response running or unfinished"
-        lines.append(f"notice:        {notice['action']} at {notice['time']} ({notice['source']}), {state}")
+        lines.append(
+            f"notice:        {notice['action']} at {notice['time']} ({notice['source']}), {state}"
+        )
         lines.append(f"deadline:      {notice['deadline']}")
     for step in doc["steps"]:
         lines.append(f"  {step['status']:<11} {step['name']:<28} {step.get('detail') or ''}")
