@@ -127,14 +127,15 @@ class Daemon:
             pairs.append((rebalance, NoticeTracker.from_json(self.store.tracker(rebalance.name))))
         return pairs
 
-    def _learn_instance_id(self, deadline: float) -> None:
+    def _learn_instance_id(self, deadline: float) -> Optional[str]:
         try:
             reply = self.client.get(INSTANCE_ID_PATH, deadline=deadline)
         except ImdsError:
-            return
+            return None
         text = reply.body.decode("ascii", "replace").strip()
         if reply.status == 200 and text.startswith("i-") and len(text) < 40:
             self.instance_id = text
+        return self.instance_id
 
     def prepare(self) -> None:
         """Everything before the first poll: state, trackers, unfinished responses."""
@@ -283,9 +284,9 @@ class Daemon:
             self._save_tracker(monitor.name)
         self.store.record_poll(report.wall_time, report.result, report.ok)
         if self.instance_id is None and report.ok:
-            self._learn_instance_id(time.monotonic() + self.config.imds.timeout)
-            if self.instance_id is not None:
-                self.store.set_instance_id(self.instance_id)
+            learned = self._learn_instance_id(time.monotonic() + self.config.imds.timeout)
+            if learned is not None:
+                self.store.set_instance_id(learned)
         for callback in self.hooks.on_poll:
             callback(report)
         status = self.status_line(report)
