@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from spotwatch import __version__
 from spotwatch.config.errors import ConfigError
@@ -68,19 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for parser_ in sub.choices.values():
         _add_config_option(parser_)
-    for name, (help_text, configure) in EXTRA_COMMANDS.items():
-        extra = sub.add_parser(name, help=help_text)
-        _add_config_option(extra)
-        configure(extra)
     return parser
 
 
-# Subcommands contributed by other parts of the service: name -> (help, add arguments).
-EXTRA_COMMANDS: Dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from spotwatch.service import commands  # registers EXTRA_COMMANDS
+    from spotwatch.service import commands
 
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
