@@ -1,0 +1,114 @@
+"""The state directory: atomic, keyed to the boot and instance, and never a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
+from spotwatch.response.plan import OK, RUNNING, Step, StepContext, StepOutcome
+from spotwatch.service.state import StateStore, StoreJournal, write_atomically
+
+
+class _Named(Step):
+    kind = "hook"
+
+    def run(self, ctx: StepContext) -> StepOutcome:
+        return StepOutcome(OK)
+
+
+NOTICE = Notice(
+    "terminate",
+    datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc),
+    "2026-11-21T12:00:00Z",
+    SOURCE_INSTANCE_ACTION,
+)
+
+
+def _store(path: Path, boot: str = "boot-1", instance: str = "i-1") -> StateStore:
+    store = StateStore(str(path), boot_id=boot)
+    store.load(instance)
+    return store
+
+
+def test_writes_are_whole_files_with_no_temp_left_behind(tmp_path):
+    """write_atomically replaces the file in one rename and cleans up after itself."""
+    target = tmp_path / "state.json"
+    for n in range(20):
+        write_atomically(str(target), json.dumps({"n": n}).encode())
+    assert json.loads(target.read_text()) == {"n": 19}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_step_progress_survives_a_reload(tmp_path):
+    """What a restarted daemon reads back: finished steps with their status, running ones
+    marked interrupted when the response is continued."""
+    store = _store(tmp_path)
+    first, second = _Named("hook:a"), _Named("hook:b")
+    store.begin_response("spot", NOTICE, NOTICE.epoch - 10, [first, second])
+    journal = StoreJournal(store, "spot")
+    journal.step_started(first, 1.0)
+    journal.step_ended(first, StepOutcome(OK, "exit 0"), 1.0, 2.0)
+    journal.step_started(second, 2.0)
+
+    again = _store(tmp_path)
+    assert again.finished_status("spot", "hook:a") == OK
+    assert again.finished_status("spot", "hook:b") is None
+    statuses = {s["name"]: s["status"] for s in again.response("spot")["steps"]}
+    assert statuses == {"hook:a": OK, "hook:b": RUNNING}
+    again.continue_response("spot", [first, second], NOTICE.epoch - 10)
+    statuses = {s["name"]: s["status"] for s in again.response("spot")["steps"]}
+    assert statuses == {"hook:a": OK, "hook:b": "interrupted"}
+
+
+def test_state_from_another_boot_is_not_obeyed(tmp_path):
+    """After a stop/start (new boot id) the old response is kept for the record only."""
+    store = _store(tmp_path, boot="boot-1")
+    store.begin_response("spot", NOTICE, NOTICE.epoch, [_Named("hook:a")])
+    later = _store(tmp_path, boot="boot-2")
+    assert later.response("spot") is None
+    assert "earlier boot" in later.data["previous"]["why"]
+
+
+def test_state_from_another_instance_is_not_obeyed(tmp_path):
+    """A state directory baked into an AMI does not carry over to the instances launched."""
+    _store(tmp_path, instance="i-baker").begin_response("spot", NOTICE, NOTICE.epoch, [])
+    assert _store(tmp_path, instance="i-new").response("spot") is None
+
+
+def test_a_corrupt_file_is_moved_aside(tmp_path, caplog):
+    """Garbage, a wrong version or a non-object: moved aside with a warning, fresh state."""
+    for garbage in (b"\x00\xff", b"[1, 2]", b'{"version": 99}', b""):
+        (tmp_path / "state.json").write_bytes(garbage)
+        store = _store(tmp_path)
+        assert store.response("spot") is None
+    aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert aside, "the corrupt file should be kept for inspection"
+    assert "ignored" in caplog.text
+
+
+def test_an_unwritable_state_dir_is_logged_not_raised(tmp_path, caplog):
+    """A full or read-only disk must not kill the daemon mid-response."""
+    store = _store(tmp_path)
+    os.chmod(tmp_path, 0o500)
+    try:
+        if os.geteuid() == 0:  # root writes anyway: take the folder away instead
+            store.path = str(tmp_path / "missing" / "state.json")
+        store.begin_response("spot", NOTICE, NOTICE.epoch, [])
+        store.record_poll(0.0, "ok", True)
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert "cannot write" in caplog.text
+
+
+def test_the_poll_file_says_the_last_poll_and_last_success(tmp_path):
+    """poll.json: every poll's result, and when the last successful one was."""
+    store = _store(tmp_path)
+    store.record_poll(1_000_000.0, "ok", True)
+    store.record_poll(1_000_005.0, "error", False)
+    data = json.loads((tmp_path / "poll.json").read_text())
+    assert data["result"] == "error"
+    assert data["time"].startswith("1970-01-12T13:46:45")
+    assert data["last_success"].startswith("1970-01-12T13:46:40")
