@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Tuple, Union
 
 import pytest
 from response_support import (
@@ -341,7 +341,8 @@ def test_user_switches_uid_gid_groups_and_home(
     """As root, `user:` (by name, by uid, and by uid written as text) runs the hook with the
     user's uid, primary gid, supplementary groups and HOME."""
     user = throwaway_user
-    for index, who in enumerate((user.name, user.uid, str(user.uid))):
+    forms: Tuple[Union[str, int], ...] = (user.name, user.uid, str(user.uid))
+    for index, who in enumerate(forms):
         name = f"as-{index}"
         spec = HookSpec(name, 'id -u; id -g; id -G; echo "$HOME"', user=who)
         result = run_hook(spec, context(60))
