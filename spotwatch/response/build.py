@@ -50,6 +50,7 @@ def hook_stages(
 def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = None) -> Plan:
     parts = providers or Providers()
     plan = Plan(notice=notice)
+    plan.warnings += parts.extra_warnings  # whatever the action
 
     def add(stage_list: List[Tuple[Step, ...]], provider: Optional[StepsFor]) -> None:
         if provider is not None:
@@ -73,5 +74,4 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
     if parts.ecs_final is not None:
         plan.timed += list(parts.ecs_final(notice, config))
     add(plan.finale, parts.instance)
-    plan.warnings += parts.extra_warnings
     return plan

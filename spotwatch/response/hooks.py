@@ -10,6 +10,7 @@ selector reads both pipes, so no thread can hang on a pipe a leftover child hold
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -31,6 +32,9 @@ KILL_GRACE = 5.0  # SIGTERM, then SIGKILL this long after (CONTRACT.md §4)
 MIN_BUDGET = 2.0  # past the deadline a hook still gets this long: never skip silently
 LINE_LIMIT = 4096  # a longer line is logged in pieces
 OUTPUT_LIMIT = 256 * 1024  # bytes of output logged per hook; the rest is counted, not kept
+# Lines logged per hook: millions of one-byte lines must not flood the journal (whose rate
+# limit would then also swallow spotwatch's own messages) or cost a log record each.
+OUTPUT_LINES = 2000
 DRAIN_AFTER_EXIT = 1.0  # how long to read leftovers after the hook's main process ended
 WAIT_SLICE = 0.25
 
@@ -48,22 +52,42 @@ class UserError(Exception):
     """`user:` cannot be honoured (unknown user, or we are not root)."""
 
 
+@dataclass(frozen=True)
+class RunAs:
+    """Who a hook runs as; `switch` is False when that is already who we are."""
+
+    uid: int
+    gid: int
+    groups: Tuple[int, ...]
+    home: str
+    switch: bool
+
+
 def resolve_user(user: object) -> Tuple[int, int, str]:
-    """(uid, gid, home) for a hook's `user:` value (a name or a uid)."""
+    """(uid, gid, home) for a hook's `user:` value (a name, a uid, or a uid written as text)."""
     import pwd  # POSIX-only; imported here so config checks on other platforms still work
 
     try:
-        entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(str(user))
+        if isinstance(user, int):
+            entry = pwd.getpwuid(user)
+        else:
+            try:
+                entry = pwd.getpwnam(str(user))
+            except KeyError:
+                if not str(user).isdigit():
+                    raise
+                entry = pwd.getpwuid(int(str(user)))
     except KeyError:
         raise UserError(f"no such user: {user}") from None
     return entry.pw_uid, entry.pw_gid, entry.pw_dir
 
 
 def hook_environment(spec: HookSpec, ctx: StepContext, home: Optional[str]) -> Dict[str, str]:
+    """Exactly CONTRACT.md §4: the SPOTWATCH_* variables, a minimal PATH, HOME when `user:`
+    is set, and the hook's own `env`; nothing of the daemon's environment."""
     notice = ctx.notice
     env = {
         "PATH": MINIMAL_PATH,
-        "LANG": "C.UTF-8",
         "SPOTWATCH_ACTION": notice.action,
         "SPOTWATCH_NOTICE_TIME": notice.time_text,
         "SPOTWATCH_DEADLINE": str(int(ctx.clock.deadline_epoch)),
@@ -97,50 +121,76 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, end_by: Optional[float] = None
     """Run one hook to its end or its time limit, whichever is first."""
     started = time.monotonic()
     try:
-        popen_user = _user_arguments(spec)
+        run_as = _run_as(spec)
     except UserError as problem:
         emit(log, logging.ERROR, "hook-failed", f"hook {spec.name}: {problem}", hook=spec.name)
         return HookResult(FAILED, None, 0.0, False, str(problem))
-    home = popen_user.pop("home", None)
-    env = hook_environment(spec, ctx, home if isinstance(home, str) else None)
+    env = hook_environment(spec, ctx, run_as.home if run_as is not None else None)
 
-    def limit() -> float:
-        """The monotonic moment this hook must end by, asked again while it runs."""
+    def limit() -> Tuple[float, str]:
+        """The monotonic moment this hook must end by, and what sets it; asked again while
+        it runs, so a moved notice time moves the hook's end too."""
+        own = (started + spec.timeout, f"its timeout of {spec.timeout:g} s")
         if end_by is not None:  # hibernate: its budget stands in for the (absent) warning
-            return min(started + spec.timeout, end_by)
-        return min(started + spec.timeout, max(ctx.clock.deadline, started + MIN_BUDGET))
+            return min(own, (end_by, "the hibernate budget"))
+        deadline = ctx.clock.deadline
+        if deadline < started + MIN_BUDGET:
+            floor = f"the {MIN_BUDGET:g} s minimum past the deadline"
+            return min(own, (started + MIN_BUDGET, floor))
+        return min(own, (deadline, "the deadline"))
 
+    allowed, why = limit()
+    left = ctx.clock.deadline - started
+    if end_by is None and left < MIN_BUDGET:
+        # Never skip a hook silently: it still runs, for the floor, and the log says so.
+        when = f"passed {-left:.1f} s ago" if left <= 0 else f"is only {left:.1f} s away"
+        emit(
+            log,
+            logging.WARNING,
+            "hook-past-deadline",
+            f"hook {spec.name}: the deadline {when}; running it anyway for the "
+            f"minimum of {MIN_BUDGET:g} s",
+            hook=spec.name,
+            action=ctx.notice.action,
+        )
     emit(
         log,
         logging.INFO,
         "hook-start",
-        f"hook {spec.name} started ({limit() - started:.1f} s allowed)",
+        f"hook {spec.name} started ({allowed - started:.1f} s allowed by {why})",
         hook=spec.name,
         action=ctx.notice.action,
     )
+    argv = spec.argv()
     try:
+        if not argv:
+            raise ValueError("the command is empty")
         process = subprocess.Popen(
-            spec.argv(),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
             start_new_session=True,
             close_fds=True,
-            **popen_user,  # type: ignore[arg-type]
+            user=run_as.uid if run_as is not None and run_as.switch else None,
+            group=run_as.gid if run_as is not None and run_as.switch else None,
+            extra_groups=run_as.groups if run_as is not None and run_as.switch else None,
         )
-    except OSError as failure:
-        detail = f"cannot start {spec.argv()[0]}: {failure.strerror or failure}"
+    except (OSError, subprocess.SubprocessError, ValueError) as failure:
+        reason = failure.strerror if isinstance(failure, OSError) and failure.strerror else failure
+        detail = f"cannot start {argv[0] if argv else 'the hook'}: {reason}"
         emit(log, logging.ERROR, "hook-failed", f"hook {spec.name}: {detail}", hook=spec.name)
         return HookResult(FAILED, None, time.monotonic() - started, False, detail)
 
     output = _OutputPump(spec.name, process)
-    timed_out = _wait(process, output, limit)
+    stopped_by = _wait(process, output, limit)
     output.drain(DRAIN_AFTER_EXIT)
-    _kill_group(process.pid, signal.SIGKILL)  # nothing of a timed-out hook outlives it
+    if group_alive(process.pid):  # nothing of a hook outlives it
+        _kill_group(process.pid, signal.SIGKILL)
     output.close()
     duration = time.monotonic() - started
-    result = _result(spec, process.returncode, timed_out, duration, output.dropped)
+    result = _result(spec, process.returncode, stopped_by, duration, output.dropped)
     level = logging.INFO if result.status == OK else logging.WARNING
     emit(
         log,
@@ -154,55 +204,105 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, end_by: Optional[float] = None
     return result
 
 
-def _user_arguments(spec: HookSpec) -> Dict[str, object]:
+def _run_as(spec: HookSpec) -> Optional[RunAs]:
     if spec.user is None:
-        return {}
+        return None
     uid, gid, home = resolve_user(spec.user)
     if os.geteuid() != 0:
         if uid == os.geteuid():
-            return {"home": home}
+            return RunAs(uid, gid, (), home, switch=False)
         raise UserError(f"cannot run as user {spec.user}: spotwatch is not running as root")
     import pwd
 
     name = pwd.getpwuid(uid).pw_name
-    groups = os.getgrouplist(name, gid)
-    return {"user": uid, "group": gid, "extra_groups": groups, "home": home}
+    return RunAs(uid, gid, tuple(os.getgrouplist(name, gid)), home, switch=True)
 
 
 def _wait(
-    process: subprocess.Popen[bytes], output: _OutputPump, limit: Callable[[], float]
-) -> bool:
-    """Pump output until the process ends; on reaching `limit()` stop the group. True if so."""
+    process: subprocess.Popen[bytes],
+    output: _OutputPump,
+    limit: Callable[[], Tuple[float, str]],
+) -> Optional[str]:
+    """Pump output until the process ends; on reaching `limit()` stop the group and
+    return what the limit was (None when the hook ended by itself)."""
     while process.poll() is None:
-        remaining = limit() - time.monotonic()
+        moment, why = limit()
+        remaining = moment - time.monotonic()
         if remaining <= 0:
-            _stop_group(process, output)
-            return True
+            if _stop_group(process, output):
+                return f"{why} (SIGTERM, then SIGKILL after {KILL_GRACE:g} s)"
+            return f"{why} (SIGTERM)"
         output.pump(min(remaining, WAIT_SLICE))
+    return None
+
+
+def _stop_group(process: subprocess.Popen[bytes], output: _OutputPump) -> bool:
+    """SIGTERM to the whole group; SIGKILL KILL_GRACE later to whatever of it is left.
+
+    The grace lasts while any member lives, not only the leader: with `sh -c "a; b"` the
+    shell dies at once and `b` must still get its grace to save what it has."""
+    _kill_group(process.pid, signal.SIGTERM)
+    grace_end = time.monotonic() + KILL_GRACE
+    while not (process.poll() is not None and not group_alive(process.pid)):
+        left = grace_end - time.monotonic()
+        if left <= 0:
+            _kill_group(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+        output.pump(min(WAIT_SLICE, left))
     return False
 
 
-def _stop_group(process: subprocess.Popen[bytes], output: _OutputPump) -> None:
-    _kill_group(process.pid, signal.SIGTERM)
-    grace_end = time.monotonic() + KILL_GRACE
-    while process.poll() is None and time.monotonic() < grace_end:
-        output.pump(min(WAIT_SLICE, grace_end - time.monotonic()))
-    _kill_group(process.pid, signal.SIGKILL)
-    process.wait()
+def group_members(pgid: int) -> List[int]:
+    """Live (non-zombie) processes of process group `pgid`, from /proc.
+
+    `os.killpg(pgid, 0)` is not enough: orphans that already exited stay zombies in the
+    group until init reaps them, and in a container init may never do so."""
+    members: List[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [pgid] if _killpg_alive(pgid) else []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    return bool(group_members(pgid))
+
+
+def _killpg_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _result(
-    spec: HookSpec, code: Optional[int], timed_out: bool, duration: float, dropped: int
+    spec: HookSpec, code: Optional[int], stopped_by: Optional[str], duration: float, dropped: int
 ) -> HookResult:
+    timed_out = stopped_by is not None
     if timed_out:
-        status, detail = TIMEOUT, f"timed out after {duration:.1f} s, process group killed"
+        status = TIMEOUT
+        detail = f"stopped by {stopped_by} after {duration:.1f} s; process group ended"
     elif code == 0:
         status, detail = OK, f"exit 0 after {duration:.2f} s"
     elif code is not None and code < 0:
@@ -210,7 +310,10 @@ def _result(
     else:
         status, detail = FAILED, f"exit {code} after {duration:.2f} s"
     if dropped:
-        detail += f"; {dropped} bytes of output not logged (limit {OUTPUT_LIMIT})"
+        detail += (
+            f"; {dropped} bytes of output not logged"
+            f" (limit {OUTPUT_LIMIT} bytes, {OUTPUT_LINES} lines)"
+        )
     return HookResult(status, code, duration, timed_out, detail)
 
 
@@ -219,10 +322,12 @@ class _OutputPump:
 
     def __init__(self, name: str, process: subprocess.Popen[bytes]) -> None:
         self.name = name
+        self.process = process
         self.selector = selectors.DefaultSelector()
         self.partial: Dict[int, bytearray] = {}
         self.stream_names: Dict[int, str] = {}
         self.logged = 0
+        self.lines = 0
         self.dropped = 0
         for stream, label in ((process.stdout, "stdout"), (process.stderr, "stderr")):
             assert stream is not None
@@ -235,7 +340,13 @@ class _OutputPump:
 
     def pump(self, timeout: float) -> None:
         if not self.selector.get_map():
-            time.sleep(max(0.0, timeout))
+            # Both pipes are closed: wait for the process itself, not a whole slice (and
+            # once it is gone, for the slice: its leftovers are watched through /proc).
+            if self.process.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(max(0.0, timeout))
+            else:
+                time.sleep(max(0.0, timeout))
             return
         for key, _ in self.selector.select(max(0.0, timeout)):
             fd = key.fd
@@ -265,7 +376,15 @@ class _OutputPump:
             if stream is not None:
                 stream.close()
 
+    def full(self) -> bool:
+        return self.logged >= OUTPUT_LIMIT or self.lines >= OUTPUT_LINES
+
     def _take(self, fd: int, chunk: bytes) -> None:
+        if self.full():
+            # Past the cap: count, do not split into lines (a hook printing millions of short
+            # lines must not cost the daemon a Python loop per line).
+            self.dropped += len(chunk)
+            return
         buffer = self.partial[fd]
         buffer += chunk
         lines: List[bytes] = []
@@ -285,14 +404,18 @@ class _OutputPump:
     def _flush(self, fd: int) -> None:
         buffer = self.partial.get(fd)
         if buffer:
-            self._log(fd, bytes(buffer))
+            if self.full():
+                self.dropped += len(buffer)
+            else:
+                self._log(fd, bytes(buffer))
             buffer.clear()
 
     def _log(self, fd: int, line: bytes) -> None:
-        if self.logged >= OUTPUT_LIMIT:
+        if self.full():
             self.dropped += len(line) + 1
             return
         self.logged += len(line) + 1
+        self.lines += 1
         emit(
             log,
             logging.INFO,

@@ -1,6 +1,6 @@
 """A response plan: what to do about one notice, in which order, against which deadline.
 
-The deadline is notice time − `deadline_margin`. It is kept on the monotonic clock (wall
+The deadline is notice time - `deadline_margin`. It is kept on the monotonic clock (wall
 time is read only to compare with the notice time) and follows the notice when its time
 moves. A plan is ordered stages (steps of one stage run in parallel), timed steps that
 start at a moment of their own (ECS's final stop), and a finale that runs once everything

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set
 
 from spotwatch.logevents import emit
 from spotwatch.response.plan import (
@@ -24,6 +24,8 @@ from spotwatch.response.plan import (
 )
 
 log = logging.getLogger("spotwatch.response")
+
+WAIT_SLICE = 0.5  # how often a waiting timed step looks at the clock and at shutdown
 
 
 class StepJournal(Protocol):
@@ -54,6 +56,7 @@ class Runner:
         self.journal = journal
         self._wall = wall
         self.outcomes: Dict[str, StepOutcome] = {}
+        self._running: Set[str] = set()
         self._lock = threading.Lock()
         self.done = threading.Event()
 
@@ -61,11 +64,11 @@ class Runner:
 
     def run(self) -> Dict[str, StepOutcome]:
         """Run the whole plan in this thread; returns every step's outcome by name."""
-        timed = [self._start_timed(t) for t in self.plan.timed]
+        timed = [(self._start_timed(t), t.step) for t in self.plan.timed]
         for stage in self.plan.stages:
             self._run_stage(stage)
-        for thread in timed:
-            self._join_unless_cancelled(thread)
+        for thread, step in timed:
+            self._join_unless_cancelled(thread, step)
         for stage in self.plan.finale:
             self._run_stage(stage)
         if not self.ctx.cancel.is_set():
@@ -95,17 +98,23 @@ class Runner:
             emit(log, logging.INFO, "step-already-done", f"{step.name}: {earlier} before restart")
             self._record(step, StepOutcome(earlier, "finished before a restart"))
             return
-        if self.ctx.cancel.is_set():
-            return
-        started = self._wall()
-        self.journal.step_started(step, started)
+        with self._lock:  # one lock with _join_unless_cancelled: started or not, never both
+            if self.ctx.cancel.is_set():
+                return
+            self._running.add(step.name)
         try:
-            outcome = step.run(self.ctx)
-        except Exception as failure:  # a bug in one step must not stop the others
-            log.exception("step %s raised", step.name)
-            outcome = StepOutcome(FAILED, f"internal error: {failure!r}")
-        self._record(step, outcome)
-        self.journal.step_ended(step, outcome, started, self._wall())
+            started = self._wall()
+            self.journal.step_started(step, started)
+            try:
+                outcome = step.run(self.ctx)
+            except Exception as failure:  # a bug in one step must not stop the others
+                log.exception("step %s raised", step.name)
+                outcome = StepOutcome(FAILED, f"internal error: {failure!r}")
+            self._record(step, outcome)
+            self.journal.step_ended(step, outcome, started, self._wall())
+        finally:
+            with self._lock:
+                self._running.discard(step.name)
 
     def _record(self, step: Step, outcome: StepOutcome) -> None:
         with self._lock:
@@ -123,19 +132,36 @@ class Runner:
     def _wait_then_run(self, timed: TimedStep) -> None:
         clock = self.ctx.clock
         while not self.ctx.cancel.is_set():
-            remaining = timed.start_at(clock) - clock.now()
+            try:
+                remaining = timed.start_at(clock) - clock.now()
+            except Exception as failure:  # a bug in one step must not stop the others
+                log.exception("timed step %s: cannot compute its start", timed.step.name)
+                self._fail_unstarted(timed.step, f"internal error: {failure!r}")
+                return
             if remaining <= 0:
                 break
             # Wake on a moved notice time (the start moment moves with it) or on shutdown.
-            clock.moved.wait(min(remaining, 1.0))
+            clock.moved.wait(min(remaining, WAIT_SLICE))
             clock.moved.clear()
         self._run_step(timed.step)
 
-    def _join_unless_cancelled(self, thread: threading.Thread) -> None:
+    def _fail_unstarted(self, step: Step, detail: str) -> None:
+        outcome = StepOutcome(FAILED, detail)
+        now = self._wall()
+        self.journal.step_started(step, now)
+        self._record(step, outcome)
+        self.journal.step_ended(step, outcome, now, now)
+
+    def _join_unless_cancelled(self, thread: threading.Thread, step: Step) -> None:
+        """Wait for a timed step; on shutdown stop waiting for one that has not started,
+        but let one that is running finish (as stage steps do)."""
         while thread.is_alive():
-            thread.join(0.5)
+            thread.join(WAIT_SLICE)
             if self.ctx.cancel.is_set() and thread.is_alive():
-                return
+                with self._lock:
+                    running = step.name in self._running
+                if not running:
+                    return
 
     def start(self) -> threading.Thread:
         """Run the plan in a background thread (the poll loop goes on meanwhile)."""
