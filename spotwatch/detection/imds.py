@@ -116,6 +116,10 @@ class ImdsClient:
                 if self._cancel.wait(pause):
                     raise ImdsError(f"{full_path}: {failure} (stopping)") from None
 
+    def now(self) -> float:
+        """The client's monotonic clock, on which deadlines are given."""
+        return self._clock()
+
     def invalidate_token(self) -> None:
         """Forget the token (after a resume from hibernation the old one may be stale)."""
         self._token = None
