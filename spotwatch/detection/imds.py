@@ -7,7 +7,8 @@
   once: the 401 storms of other tools come from never renewing.
 - Transient failures (connect errors, timeouts, 429, 5xx) are retried with full-jitter
   backoff, but never past the caller's deadline, so a sick IMDS cannot delay the next poll.
-- IMDSv1 (no token) only when allowed, and then with one warning.
+- IMDSv1 (no token) only when allowed, and then with one warning; a token is asked for again
+  after `V1_RETRY_AFTER`, or at once when a tokenless request is answered 401.
 """
 
 from __future__ import annotations
