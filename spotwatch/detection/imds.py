@@ -7,7 +7,8 @@
   once: the 401 storms of other tools come from never renewing.
 - Transient failures (connect errors, timeouts, 429, 5xx) are retried with full-jitter
   backoff, but never past the caller's deadline, so a sick IMDS cannot delay the next poll.
-- IMDSv1 (no token) only when allowed, and then with one warning.
+- IMDSv1 (no token) only when allowed, and then with one warning; a token is asked for again
+  after `V1_RETRY_AFTER`, or at once when a tokenless request is answered 401.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ MAX_BODY = 256 * 1024  # user data is at most 16 KB; anything far larger is not 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
 MIN_ATTEMPT = 0.02  # an attempt with less time than this left is not worth starting
+# After falling back to IMDSv1, ask for a token again only this often: a token PUT that times
+# out (hop limit, DOMAIN.md) would otherwise cost a whole `timeout` before every GET.
+V1_RETRY_AFTER = 300.0
 
 
 class ImdsError(Exception):
@@ -83,6 +87,7 @@ class ImdsClient:
         self._token: Optional[str] = None
         self._token_expires = 0.0
         self._warned_v1 = False
+        self._v1_until = 0.0  # while the clock is before this, use IMDSv1 without asking
         self.token_renewals = 0  # successful token PUTs, for metrics
         self.requests = 0  # HTTP requests sent, for metrics and benchmarks
 
@@ -112,6 +117,10 @@ class ImdsClient:
                 if self._cancel.wait(pause):
                     raise ImdsError(f"{full_path}: {failure} (stopping)") from None
 
+    def now(self) -> float:
+        """The client's monotonic clock, on which deadlines are given."""
+        return self._clock()
+
     def invalidate_token(self) -> None:
         """Forget the token (after a resume from hibernation the old one may be stale)."""
         self._token = None
@@ -130,14 +139,19 @@ class ImdsClient:
 
     def _get_once(self, full_path: str, deadline: float) -> Reply:
         token = self._current_token(deadline)
-        status, headers, body = self._request("GET", full_path, self._token_headers(token), deadline)
-        if status == 401 and token is not None:
-            # The token was revoked or expired early: renew now and retry this once.
+        status, headers, body = self._request(
+            "GET", full_path, self._token_headers(token), deadline
+        )
+        if status == 401:
+            # The token was revoked or expired early, or IMDS now refuses IMDSv1: get a token
+            # now and retry this once.
             self.invalidate_token()
-            token = self._current_token(deadline)
-            status, headers, body = self._request(
-                "GET", full_path, self._token_headers(token), deadline
-            )
+            self._v1_until = 0.0
+            retry_token = self._current_token(deadline)
+            if token is not None or retry_token is not None:
+                status, headers, body = self._request(
+                    "GET", full_path, self._token_headers(retry_token), deadline
+                )
         if _is_transient_status(status):
             raise _Transient(f"HTTP {status}")
         self._note_ttl(headers.get(TTL_HEADER))
@@ -150,11 +164,14 @@ class ImdsClient:
         now = self._clock()
         if self._token is not None and now < self._token_expires:
             return self._token
+        if self._allow_v1 and now < self._v1_until:
+            return None
         try:
             return self._renew_token(deadline)
         except (ImdsError, _Transient) as failure:
             if not self._allow_v1:
                 raise
+            self._v1_until = self._clock() + V1_RETRY_AFTER
             if not self._warned_v1:
                 self._warned_v1 = True
                 emit(
@@ -209,6 +226,10 @@ class ImdsClient:
             # so reconnect at once instead of backing off.
             stale = isinstance(failure, (http.client.RemoteDisconnected, ConnectionError))
             if not (reused and stale):
+                raise _Transient(_describe(failure)) from None
+            # Only the time still left: the failed try may have waited a while first.
+            budget = min(self.timeout, deadline - self._clock())
+            if budget < MIN_ATTEMPT:
                 raise _Transient(_describe(failure)) from None
             try:
                 response, body = self._exchange(method, path, headers, budget)

@@ -88,7 +88,10 @@ class SpotMonitor(Monitor):
         self._wall = wall
 
     def check(self, deadline: float) -> Reading:
-        reply, error = self._fetch(INSTANCE_ACTION, deadline)
+        # Retries of instance-action may use only the first half of the time left: the
+        # fallback must still have time to ask termination-time in this poll.
+        now = self.client.now()
+        reply, error = self._fetch(INSTANCE_ACTION, now + max(0.0, deadline - now) / 2)
         if reply is not None:
             if reply.status == 404:
                 return Reading(ok=True)

@@ -9,8 +9,9 @@ no usable answer falls back to termination-time).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from spotwatch.config.schema import NOTICE_ACTIONS
@@ -42,10 +43,14 @@ class Notice:
 
     @classmethod
     def from_json(cls, data: dict[str, str]) -> Notice:
-        time = parse_utc_time(data["time"])
+        """Rebuild from `to_json()`; raises KeyError or ValueError on anything else."""
+        action, time_text, source = data["action"], data["time"], data["source"]
+        if not all(isinstance(value, str) for value in (action, time_text, source)):
+            raise ValueError("a stored notice needs string action, time and source")
+        time = parse_utc_time(time_text)
         if time is None:
-            raise ValueError(f"not a UTC time: {data['time']!r}")
-        return cls(action=data["action"], time=time, time_text=data["time"], source=data["source"])
+            raise ValueError(f"not a UTC time: {time_text[:40]!r}")
+        return cls(action=action, time=time, time_text=time_text, source=source)
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,28 @@ class Parsed:
 NO_NOTICE = Parsed()
 
 
+# IMDS writes `YYYY-MM-DDTHH:MM:SSZ`. Parsed by hand rather than with `fromisoformat`, whose
+# accepted forms grew between Python 3.9 and 3.11: the same body must mean the same everywhere.
+_UTC_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?(?:[Zz]|\+00:00)"
+)
+
+
 def parse_utc_time(text: str) -> Optional[datetime]:
-    """Parse IMDS's `YYYY-MM-DDTHH:MM:SSZ` (fractions and +00:00 tolerated); None if not a UTC time."""
-    text = text.strip()
-    if not text or len(text) > 40:
+    """Parse IMDS's `YYYY-MM-DDTHH:MM:SSZ` (fractions, `+00:00` tolerated); None if not UTC."""
+    match = _UTC_TIME.fullmatch(text.strip()) if len(text) <= 64 else None
+    if match is None:
         return None
-    candidate = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
     try:
-        parsed = datetime.fromisoformat(candidate.replace("t", "T"))
+        parsed = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
     except ValueError:
         return None
-    if parsed.tzinfo is None or parsed.utcoffset() != timezone.utc.utcoffset(None):
-        return None
-    return parsed.astimezone(timezone.utc)
+    fraction = match.group(7)
+    if fraction:
+        parsed += timedelta(microseconds=int(fraction[:6].ljust(6, "0")))
+    return parsed
 
 
 def _decode(body: bytes) -> Optional[str]:
@@ -89,7 +103,7 @@ def _json_object(body: bytes) -> Optional[dict[str, object]]:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError
         return None
     return value if isinstance(value, dict) else None
 
@@ -101,7 +115,7 @@ def parse_instance_action(body: bytes) -> Parsed:
         return Parsed(problem="instance-action body is not a JSON object")
     action, time_text = data.get("action"), data.get("time")
     if action not in NOTICE_ACTIONS:
-        return Parsed(problem=f"instance-action has unknown action {action!r}")
+        return Parsed(problem=f"instance-action has unknown action {_short(action)}")
     if not isinstance(time_text, str):
         return Parsed(problem="instance-action has no time")
     time = parse_utc_time(time_text)
@@ -130,6 +144,12 @@ def parse_rebalance(body: bytes) -> Parsed:
     if time is None:
         return Parsed(problem=f"rebalance noticeTime {time_text[:40]!r} is not a UTC time")
     return Parsed(Notice(REBALANCE, time, time_text, SOURCE_REBALANCE))
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """repr() of a value from the wire, cut short for a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def excerpt(body: bytes, limit: int = 120) -> str:

@@ -83,6 +83,6 @@ class NoticeTracker:
             known = data.get("known")
             tracker.known = Notice.from_json(known) if known else None
             tracker.absent_polls = max(0, int(data.get("absent_polls", 0)))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # int(inf): OverflowError
             return cls()
         return tracker

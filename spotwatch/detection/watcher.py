@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Protocol, Tuple
+from typing import Callable, List, Optional, Protocol, Set, Tuple
 
-from spotwatch.detection.monitors import Monitor
+from spotwatch.detection.monitors import Monitor, Reading
 from spotwatch.detection.notices import Notice
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.logevents import RepeatFilter
@@ -71,6 +71,7 @@ class Watcher:
         self._wake = threading.Event()
         self._stopping = False
         self._failures = RepeatFilter(log, "poll-failed")
+        self._crashes: Set[str] = set()
         self.polls = 0
 
     def poll_once(self, deadline: Optional[float] = None) -> PollReport:
@@ -82,7 +83,7 @@ class Watcher:
         known: List[Optional[Notice]] = []
         spot_ok = True
         for index, (monitor, tracker) in enumerate(self.monitors):
-            reading = monitor.check(deadline)
+            reading = self._check(monitor, deadline)
             if reading.ok:
                 observation = tracker.observe(reading.notice)
                 if observation.change in REPORTED_CHANGES:
@@ -110,6 +111,25 @@ class Watcher:
         )
         self.listener.on_poll(report)
         return report
+
+    def _check(self, monitor: Monitor, deadline: float) -> Reading:
+        """`monitor.check`, with an unexpected exception (a bug) turned into a failed reading:
+        a detector that stops polling over one bad answer protects nothing."""
+        try:
+            return monitor.check(deadline)
+        except Exception as error:
+            text = f"{monitor.name}: unexpected {type(error).__name__}: {error}"[:300]
+            if text not in self._crashes:  # the traceback once per distinct failure
+                if len(self._crashes) >= 64:
+                    self._crashes.clear()
+                self._crashes.add(text)
+                log.error(
+                    "%s",
+                    text,
+                    exc_info=True,
+                    extra={"spotwatch": {"event": "monitor-crashed", "monitor": monitor.name}},
+                )
+            return Reading(ok=False, error=text)
 
     def run(self) -> None:
         """Poll until `stop()`; `poke()` asks for a poll now (and re-anchors the grid)."""
