@@ -1,7 +1,8 @@
 """A small IMDSv2 client built for polling every few seconds for weeks.
 
-- One keep-alive connection (stdlib `http.client`: a poll costs a fraction of what
-  `requests` costs in CPU, and the daemon does not pay `requests`' ~28 MB to import it).
+- One keep-alive connection through our own minimal HTTP/1.1 reader (`detection.http`): a
+  poll costs a fraction of what `http.client` or `requests` cost in CPU, and the daemon does
+  not pay `requests`' ~28 MB to import it.
 - The session token is reused until shortly before it expires (by the TTL header IMDS sends
   back, else by our own monotonic record), renewed at once on a 401 and the request retried
   once: the 401 storms of other tools come from never renewing.
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import http.client
 import logging
 import random
 import socket
@@ -24,6 +24,7 @@ from typing import Callable, Dict, Optional
 from urllib.parse import urlsplit
 
 from spotwatch import __version__
+from spotwatch.detection.http import Connection, HttpError, Response, StaleConnection
 from spotwatch.logevents import emit
 
 log = logging.getLogger("spotwatch.imds")
@@ -83,7 +84,8 @@ class ImdsClient:
         self._clock = clock
         # Set when the daemon stops: a poll stuck in retries gives up at once.
         self._cancel = cancel or threading.Event()
-        self._conn: Optional[http.client.HTTPConnection] = None
+        self._conn = Connection(self._host, self._port)
+        self._agent = f"spotwatch/{__version__}"
         self._token: Optional[str] = None
         self._token_expires = 0.0
         self._warned_v1 = False
@@ -127,9 +129,7 @@ class ImdsClient:
         self._token_expires = 0.0
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._conn.close()
 
     @property
     def has_token(self) -> bool:
@@ -154,7 +154,7 @@ class ImdsClient:
                 )
         if _is_transient_status(status):
             raise _Transient(f"HTTP {status}")
-        self._note_ttl(headers.get(TTL_HEADER))
+        self._note_ttl(headers.get(TTL_HEADER.lower()))
         return Reply(status, body)
 
     def _token_headers(self, token: Optional[str]) -> Dict[str, str]:
@@ -212,51 +212,35 @@ class ImdsClient:
 
     def _request(
         self, method: str, path: str, headers: Dict[str, str], deadline: float
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    ) -> tuple[int, Dict[str, str], bytes]:
         budget = min(self.timeout, deadline - self._clock())
         if budget < MIN_ATTEMPT:
             raise _Transient("no time left in this poll")
-        headers = {"User-Agent": f"spotwatch/{__version__}", **headers}
-        reused = self._conn is not None and self._conn.sock is not None
+        headers = {"User-Agent": self._agent, **headers}
         try:
-            response, body = self._exchange(method, path, headers, budget)
-        except (OSError, http.client.HTTPException) as failure:
-            self.close()
+            response = self._exchange(method, path, headers, budget)
+        except StaleConnection as failure:
             # IMDS may close an idle keep-alive connection between polls: that is no failure,
-            # so reconnect at once instead of backing off.
-            stale = isinstance(failure, (http.client.RemoteDisconnected, ConnectionError))
-            if not (reused and stale):
-                raise _Transient(_describe(failure)) from None
-            # Only the time still left: the failed try may have waited a while first.
+            # so reconnect at once instead of backing off, with only the time still left.
+            self.close()
             budget = min(self.timeout, deadline - self._clock())
             if budget < MIN_ATTEMPT:
                 raise _Transient(_describe(failure)) from None
             try:
-                response, body = self._exchange(method, path, headers, budget)
-            except (OSError, http.client.HTTPException) as again:
+                response = self._exchange(method, path, headers, budget)
+            except OSError as again:
                 self.close()
                 raise _Transient(_describe(again)) from None
-        if len(body) > MAX_BODY or response.will_close:
+        except OSError as failure:
             self.close()
-        return response.status, response.msg, body[:MAX_BODY]
+            raise _Transient(_describe(failure)) from None
+        return response.status, response.headers, response.body
 
     def _exchange(
         self, method: str, path: str, headers: Dict[str, str], budget: float
-    ) -> tuple[http.client.HTTPResponse, bytes]:
-        conn = self._connection(budget)
+    ) -> Response:
         self.requests += 1
-        conn.request(method, path, headers=headers)
-        response = conn.getresponse()
-        return response, response.read(MAX_BODY + 1)
-
-    def _connection(self, budget: float) -> http.client.HTTPConnection:
-        if self._conn is None:
-            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=budget)
-        else:
-            self._conn.timeout = budget
-            if self._conn.sock is not None:
-                self._conn.sock.settimeout(budget)
-        return self._conn
+        return self._conn.request(method, path, headers, budget, MAX_BODY)
 
 
 def _describe(failure: BaseException) -> str:
@@ -266,7 +250,7 @@ def _describe(failure: BaseException) -> str:
         return "connection refused"
     if isinstance(failure, ConnectionResetError):
         return "connection reset"
-    if isinstance(failure, http.client.RemoteDisconnected):
-        return "connection closed without an answer"
+    if isinstance(failure, HttpError):
+        return str(failure) or "connection closed without an answer"
     text = str(failure) or type(failure).__name__
     return text[:200]
