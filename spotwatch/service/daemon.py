@@ -465,6 +465,8 @@ class Daemon:
         self.store.set_value("resume_generation", self._resumes_seen)
         if run_hooks:
             self._run_resume_hooks()
+        if self.watcher is not None:
+            self.watcher.poke()  # poll again now: fresh token, re-armed trackers
 
     def _rearm(self, why: str) -> None:
         """Close the handled notices: if one shows again, it is a new one."""

@@ -79,7 +79,7 @@ def run_sleep_hook(path: Optional[str], phase: str, action: str) -> int:
         worker.join(config.hibernate.budget + KILL_GRACE + EXIT_SLACK)
         if worker.is_alive():
             emit(log, logging.ERROR, "sleep-hook", f"sleep-hook {phase}: out of time; exiting")
-    except BaseException as failure:  # noqa: BLE001 - must never block sleep
+    except BaseException as failure:
         emit(log, logging.ERROR, "sleep-hook", f"sleep-hook {phase} {action} failed: {failure!r}")
     return 0
 
