@@ -99,9 +99,17 @@ class Probes:
 
     def agent(self) -> Optional[str]:
         """What shows the hibinit agent or an acpid sleep handler is installed, or None."""
+        return self.hibinit() or self.acpi_handler()
+
+    def hibinit(self) -> Optional[str]:
+        """A file of the hibinit agent (or the legacy hibagent), or None."""
         for relative in AGENT_FILES:
             if os.path.exists(self.path(relative)):
                 return "/" + relative
+        return None
+
+    def acpi_handler(self) -> Optional[str]:
+        """An acpid handler that turns EC2's sleep-button event into hibernation, or None."""
         for relative in ACPI_ACTIONS:
             if os.path.exists(self.path(relative)):
                 return "/" + relative
