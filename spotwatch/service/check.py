@@ -94,6 +94,17 @@ def check_state_dir(config: Config) -> Iterable[CheckResult]:
 PREFLIGHTS: List[Preflight] = [check_imds, check_hooks, check_state_dir]
 
 
+def check_hibernation(config: Config) -> Iterable[CheckResult]:
+    """Hibernation readiness (spotwatch.service.hibernation_check; imported late: it needs
+    this module's names)."""
+    from spotwatch.service.hibernation_check import check_hibernation as run
+
+    return run(config)
+
+
+PREFLIGHTS.append(check_hibernation)
+
+
 def run_check(path: Optional[str], *, as_json: bool) -> int:
     from spotwatch.service.settings import load_service_config
 

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what the daemon last recorded")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    hook = sub.add_parser("sleep-hook", help="called by systemd-sleep: pre|post ACTION; exits 0")
+    hook.add_argument("phase", metavar="pre|post", help="before sleep or after resume")
+    hook.add_argument("action", metavar="ACTION", help="hibernate (others are ignored)")
+
     sim = sub.add_parser("simulate-imds", help="a standalone IMDS simulator on 127.0.0.1")
     sim.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     sim.add_argument(

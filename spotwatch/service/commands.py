@@ -55,6 +55,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(config_path(args), as_json=args.json)
 
 
+def cmd_sleep_hook(args: argparse.Namespace) -> int:
+    from spotwatch.service.sleephook import run_sleep_hook
+
+    return run_sleep_hook(config_path(args), args.phase, args.action)
+
+
 def cmd_simulate_imds(args: argparse.Namespace) -> int:
     from spotwatch.simulator.imds import serve
 
@@ -72,5 +78,6 @@ COMMANDS: Dict[str, Command] = {
     "run": cmd_run,
     "check": cmd_check,
     "status": cmd_status,
+    "sleep-hook": cmd_sleep_hook,
     "simulate-imds": cmd_simulate_imds,
 }

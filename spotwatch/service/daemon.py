@@ -19,21 +19,31 @@ from typing import Callable, Dict, List, Optional, Tuple
 from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.monitors import Monitor, RebalanceMonitor, SpotMonitor
-from spotwatch.detection.notices import Notice
+from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport, Watcher
 from spotwatch.logevents import emit
 from spotwatch.response.build import Providers, build_plan
-from spotwatch.response.plan import NoticeClock, StepContext, StepOutcome
+from spotwatch.response.hibernate import hooks_plan, notice_key, now_notice, skip_hooks
+from spotwatch.response.plan import NoticeClock, Plan, StepContext, StepOutcome
 from spotwatch.response.runner import Runner, StepJournal
 from spotwatch.service import logs
 from spotwatch.service.notify import Notifier
-from spotwatch.service.state import StateStore, StoreJournal
+from spotwatch.service.state import BY_DAEMON, HibernateLedger, StateStore, StoreJournal
 
 log = logging.getLogger("spotwatch.daemon")
 
 INSTANCE_ID_PATH = "meta-data/instance-id"
 SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit: TimeoutStopSec=90)
+HIBERNATION_CONFIGURED_PATH = "meta-data/hibernation/configured"
+CONFIGURED_REFRESH = 3600.0  # re-read hibernation/configured this rarely (never on the hot path)
+RESUME_JUMP = 1.0  # CLOCK_BOOTTIME gaining this much on CLOCK_MONOTONIC between polls = a sleep
+RESUME = "resume"  # the resume hooks' record in the state file
+
+
+def boot_and_monotonic() -> Tuple[float, float]:
+    """(CLOCK_BOOTTIME, CLOCK_MONOTONIC): the first goes on while asleep, the second stops."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME), time.monotonic()
 
 
 @dataclass
@@ -88,6 +98,7 @@ class Daemon:
         dry_run: bool = False,
         notifier: Optional[Notifier] = None,
         hooks: Optional[DaemonHooks] = None,
+        clock_pair: Callable[[], Tuple[float, float]] = boot_and_monotonic,
     ) -> None:
         self.config = config
         self._forced_dry_run = dry_run  # --dry-run holds across reloads
@@ -98,6 +109,12 @@ class Daemon:
         self._stopping = threading.Event()
         self.client = self._make_client(config)
         self.store = StateStore(config.state_dir)
+        # Shared with `spotwatch sleep-hook`: who ran the hibernate hooks, resumes, the trigger.
+        self.ledger = HibernateLedger(config.state_dir)
+        self._clock_pair = clock_pair
+        self._sleep_offset = 0.0  # CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last look
+        self._resumes_seen = 0  # the ledger's resume count when we last looked
+        self._configured_at: Optional[float] = None  # monotonic; hibernation/configured read
         self.instance_id: Optional[str] = None
         self.responses: Dict[str, ActiveResponse] = {}
         self._lock = threading.Lock()
@@ -142,6 +159,7 @@ class Daemon:
         self._learn_instance_id(time.monotonic() + self.config.imds.timeout * 2)
         self.store.load(self.instance_id)
         self.watcher = Watcher(self._monitors(), self, self.config.poll_interval)
+        self._prepare_hibernation()
         for monitor, tracker in self.watcher.monitors:
             self._resume_unfinished(monitor.name, tracker)
 
@@ -280,6 +298,8 @@ class Daemon:
     def on_poll(self, report: PollReport) -> None:
         self.last_report = report
         assert self.watcher is not None
+        self._check_resume()
+        self._refresh_configured_if_stale()
         for monitor, _tracker in self.watcher.monitors:
             self._save_tracker(monitor.name)
         self.store.record_poll(report.wall_time, report.result, report.ok)
@@ -322,6 +342,8 @@ class Daemon:
         margin = 0.0 if notice.action == "hibernate" else config.deadline_margin
         clock = NoticeClock(notice, margin)
         plan = build_plan(notice, config, self.hooks.providers(config, self.dry_run))
+        if notice.action == "hibernate":
+            self._claim_hibernate_hooks(notice, plan)
         for warning in plan.warnings:
             emit(log, logging.WARNING, "plan-warning", warning, action=notice.action)
         if clock.time_left() <= 0 and notice.action != "hibernate":
@@ -346,6 +368,141 @@ class Daemon:
         thread = runner.start()
         with self._lock:
             self.responses[monitor] = ActiveResponse(monitor, clock, ctx, runner, thread)
+
+    # ----------------------------------------------------------------- hibernation
+
+    def _hibernation_relevant(self) -> bool:
+        return self.config.hibernate.trigger == "auto"
+
+    def _prepare_hibernation(self) -> None:
+        """Baselines for resume detection; a resume the sleep hook handled while we were not
+        running re-arms now; `hibernation/configured` is read once here, then rarely."""
+        boot, mono = self._clock_pair()
+        self._sleep_offset = boot - mono
+        self._resumes_seen = self.ledger.resumes()
+        stored = self.store.value("resume_generation")
+        if isinstance(stored, int) and self._resumes_seen > stored:
+            self._rearm("a resume handled by the sleep hook while the daemon was not running")
+        self.store.set_value("resume_generation", self._resumes_seen)
+        if self._hibernation_relevant():
+            self._refresh_configured(time.monotonic() + self.config.imds.timeout)
+
+    def _refresh_configured_if_stale(self) -> None:
+        if not self._hibernation_relevant():
+            return
+        if self._configured_at is None or time.monotonic() - self._configured_at > (
+            CONFIGURED_REFRESH
+        ):
+            self._refresh_configured(time.monotonic() + self.config.imds.timeout)
+
+    def _refresh_configured(self, deadline: float) -> None:
+        """Cache `hibernation/configured` in the ledger, where the trigger reads it."""
+        self._configured_at = time.monotonic()
+        try:
+            reply = self.client.get(HIBERNATION_CONFIGURED_PATH, deadline=deadline)
+        except ImdsError as failure:
+            log.debug("hibernation/configured not read: %s", failure)
+            return  # keep what we knew
+        if reply.status == 404:
+            value: Optional[bool] = False
+        elif reply.status == 200:
+            value = reply.body.strip().lower() == b"true"
+        else:
+            return
+        if value != self.ledger.configured():
+            self.ledger.set_configured(value)
+            emit(
+                log,
+                logging.INFO,
+                "hibernation-configured",
+                f"IMDS hibernation/configured: {str(value).lower()}",
+            )
+
+    def _claim_hibernate_hooks(self, notice: Notice, plan: Plan) -> None:
+        """The sleep hook may have run the hibernate hooks already (EC2's ACPI event outran
+        our poll): then they are skipped here, and only the trigger step decides."""
+        try:
+            standing = self.ledger.claim_hooks(notice_key(notice), BY_DAEMON)
+        except OSError as failure:  # no coordination possible: run them rather than not
+            emit(log, logging.ERROR, "ledger-failed", f"hibernate ledger unusable: {failure}")
+            return
+        if standing is not None:
+            skip_hooks(plan, "the systemd-sleep hook ran the hibernate hooks")
+            emit(
+                log,
+                logging.INFO,
+                "hibernate-hooks-skipped",
+                "the systemd-sleep hook already ran the hibernate hooks for this sleep",
+                action=notice.action,
+            )
+
+    def _check_resume(self) -> None:
+        """Between two polls: did the machine sleep? CLOCK_BOOTTIME gained on CLOCK_MONOTONIC
+        (the time asleep), or the sleep hook's `post` recorded a resume."""
+        boot, mono = self._clock_pair()
+        offset = boot - mono
+        slept = offset - self._sleep_offset
+        self._sleep_offset = offset
+        try:
+            generation = self.ledger.resumes()
+            by_hook = generation > self._resumes_seen
+            run_hooks = False
+            if slept > RESUME_JUMP and not by_hook:
+                run_hooks = self.ledger.claim_resume(BY_DAEMON, self._resumes_seen)
+            if not (run_hooks or by_hook or slept > RESUME_JUMP):
+                return
+            self._resumes_seen = self.ledger.resumes()
+        except OSError as failure:
+            emit(log, logging.ERROR, "ledger-failed", f"hibernate ledger unusable: {failure}")
+            if slept <= RESUME_JUMP:
+                return
+            run_hooks = True
+        how = f"asleep for {slept:.1f} s" if slept > RESUME_JUMP else "the sleep hook saw it"
+        emit(log, logging.WARNING, "resumed", f"resumed from sleep ({how})")
+        # After a resume the old token may be gone with the old host: get a fresh one.
+        self.client.invalidate_token()
+        self._rearm("resumed from hibernation")
+        self.store.set_value("resume_generation", self._resumes_seen)
+        if run_hooks:
+            self._run_resume_hooks()
+        if self.watcher is not None:
+            self.watcher.poke()  # poll again now: fresh token, re-armed trackers
+
+    def _rearm(self, why: str) -> None:
+        """Close the handled notices: if one shows again, it is a new one."""
+        assert self.watcher is not None
+        for monitor, tracker in self.watcher.monitors:
+            known = tracker.rearm()
+            self._save_tracker(monitor.name)
+            if known is not None:
+                emit(
+                    log,
+                    logging.INFO,
+                    "notice-rearmed",
+                    f"{known.action} notice for {known.time_text} closed ({why})",
+                    action=known.action,
+                )
+
+    def _run_resume_hooks(self) -> None:
+        hooks = self.config.hooks_for(RESUME)
+        if not hooks:
+            return
+        budget = self.config.hibernate.budget
+        notice = now_notice(RESUME, SOURCE_INSTANCE_ACTION)
+        # The resume hooks share hibernate's budget: their deadline is resume time + budget.
+        clock = NoticeClock(notice, -budget)
+        plan = hooks_plan(notice, hooks, time.monotonic() + budget)
+        self.store.begin_response(RESUME, notice, clock.deadline_epoch, plan.all_steps())
+        ctx = StepContext(
+            clock=clock, instance_id=self.instance_id or "unknown", dry_run=self.dry_run
+        )
+        journal = FanoutJournal(
+            StoreJournal(self.store, RESUME), [make(RESUME) for make in self.hooks.journals]
+        )
+        runner = Runner(plan, ctx, journal)
+        thread = runner.start()
+        with self._lock:
+            self.responses[RESUME] = ActiveResponse(RESUME, clock, ctx, runner, thread)
 
     # ----------------------------------------------------------------- reload
 

@@ -1,0 +1,308 @@
+"""Hibernate (CONTRACT.md §5): who pulls the trigger, and the trigger step itself.
+
+A hibernate notice comes with no warning. The plan runs the hibernate hooks within
+`hibernate.budget`, then `hibernate:trigger` (kind `hibernate`) decides, in this order:
+
+1. `trigger: none` → never.
+2. Already triggered for this notice (recorded before the command runs, so a restart
+   does not trigger again), or the notice is older than the last resume (it is the very
+   notice we just woke up from) → no.
+3. A sleep is already under way: the systemd-sleep hook fired (`sleep-hook pre` left its
+   marker) or systemd has a sleep job queued (`systemctl list-jobs`) → no.
+4. `trigger: auto` and EC2's agent is in charge: IMDS `hibernation/configured` is `true`
+   (cached by the daemon; never fetched here) and the hibinit agent or an acpid sleep
+   handler is installed → no: EC2's ACPI sleep button event does it.
+5. Dry run → "would run …". Otherwise run `hibernate.command`, bounded.
+
+Where to look is a `Probes` seam: a filesystem root prefix and the systemctl command
+(`SPOTWATCH_PROBE_ROOT`, `SPOTWATCH_SYSTEMCTL` set them for tests and rehearsals).
+This module knows nothing of the state directory: the ledger comes in as a `TriggerGate`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Callable, List, Mapping, Optional, Protocol, Sequence, Tuple
+
+from spotwatch.config.schema import Config, HibernateSettings, HookSpec
+from spotwatch.detection.notices import Notice
+from spotwatch.logevents import emit
+from spotwatch.response.build import Providers, hook_stages
+from spotwatch.response.hooks import HookStep, run_hook
+from spotwatch.response.plan import (
+    SKIPPED,
+    Plan,
+    Step,
+    StepContext,
+    StepOutcome,
+)
+
+log = logging.getLogger("spotwatch.hibernate")
+
+TRIGGER_STEP = "hibernate:trigger"
+TRIGGER_TIMEOUT = 10.0  # `systemctl hibernate` only queues a job: it returns at once
+PROBE_TIMEOUT = 1.0  # systemctl list-jobs; no answer in time = unknown
+SLEEP_MARKER_SLACK = 60.0  # a `pre` marker older than budget + this is a sleep that never came
+
+# What the hibinit agent (ec2-hibinit-agent, Amazon Linux / Ubuntu) and the legacy Spot
+# hibernation agent (hibagent) install; any one of them means the agent is there.
+AGENT_FILES = (
+    "usr/bin/hibinit-agent",
+    "usr/sbin/hibinit-agent",
+    "usr/lib/systemd/system/hibinit-agent.service",
+    "lib/systemd/system/hibinit-agent.service",
+    "etc/systemd/system/hibinit-agent.service",
+    "etc/hibinit-config.cfg",
+    "var/lib/dpkg/info/ec2-hibinit-agent.list",
+    "usr/bin/hibagent",
+    "usr/bin/enable-ec2-spot-hibernation",
+)
+# acpid turns EC2's sleep-button event into `systemctl hibernate` through these.
+ACPI_ACTIONS = ("etc/acpi/actions/sleep.sh", "etc/acpi/sleep.sh", "etc/acpi/actions/hibernate.sh")
+ACPI_EVENTS = "etc/acpi/events"
+SLEEP_WORDS = ("sleep", "hibernat", "sbtn")
+SLEEP_UNITS = (
+    "hibernate.target",
+    "sleep.target",
+    "hybrid-sleep.target",
+    "suspend-then-hibernate.target",
+    "systemd-hibernate.service",
+    "systemd-hybrid-sleep.service",
+    "systemd-suspend-then-hibernate.service",
+)
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Where the host is looked at: a root prefix for files, and the systemctl command."""
+
+    root: str = "/"
+    systemctl: Tuple[str, ...] = ("systemctl",)
+    timeout: float = PROBE_TIMEOUT
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Probes:
+        env = os.environ if env is None else env
+        root = env.get("SPOTWATCH_PROBE_ROOT") or "/"
+        systemctl = tuple(shlex.split(env.get("SPOTWATCH_SYSTEMCTL") or "systemctl"))
+        return cls(root=root, systemctl=systemctl or ("systemctl",))
+
+    def path(self, relative: str) -> str:
+        return os.path.join(self.root, relative.lstrip("/"))
+
+    def agent(self) -> Optional[str]:
+        """What shows the hibinit agent or an acpid sleep handler is installed, or None."""
+        return self.hibinit() or self.acpi_handler()
+
+    def hibinit(self) -> Optional[str]:
+        """A file of the hibinit agent (or the legacy hibagent), or None."""
+        for relative in AGENT_FILES:
+            if os.path.exists(self.path(relative)):
+                return "/" + relative
+        return None
+
+    def acpi_handler(self) -> Optional[str]:
+        """An acpid handler that turns EC2's sleep-button event into hibernation, or None."""
+        for relative in ACPI_ACTIONS:
+            if os.path.exists(self.path(relative)):
+                return "/" + relative
+        for event in sorted(glob.glob(os.path.join(self.path(ACPI_EVENTS), "*"))):
+            if _mentions_sleep(event):
+                return "/" + os.path.relpath(event, self.root)
+        return None
+
+    def sleep_job(self) -> Optional[str]:
+        """The queued systemd job that puts the machine to sleep, or None (none, or unknown:
+        no systemd, no answer within the timeout)."""
+        try:
+            answer = subprocess.run(
+                [*self.systemctl, "list-jobs", "--no-legend", "--no-pager"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                timeout=self.timeout,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        if answer.returncode != 0:
+            return None
+        for line in answer.stdout.decode("utf-8", "replace").splitlines():
+            words = line.split()
+            if any(unit in words for unit in SLEEP_UNITS):
+                return " ".join(words[:3])
+        return None
+
+
+def _mentions_sleep(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(64 * 1024).decode("utf-8", "replace").lower()
+    except OSError:
+        return False
+    lines = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return any(word in line for line in lines for word in SLEEP_WORDS)
+
+
+class TriggerGate(Protocol):
+    """What the trigger needs from the state directory (`service.state.HibernateLedger`)."""
+
+    def hooks_done(self, key: str) -> None: ...
+
+    def triggered(self, key: str) -> Optional[float]: ...
+
+    def claim_trigger(self, key: str) -> bool: ...
+
+    def sleep_under_way(self, window: float) -> Optional[str]: ...
+
+    def configured(self) -> Optional[bool]: ...
+
+    def last_resume(self) -> Optional[float]: ...
+
+
+def notice_key(notice: Notice) -> str:
+    """Names one notice across processes and restarts."""
+    return f"{notice.action}@{notice.time_text}"
+
+
+def command_text(command: object) -> str:
+    if isinstance(command, str):
+        return command
+    return " ".join(shlex.quote(str(part)) for part in command)  # type: ignore[attr-defined]
+
+
+class HibernateTrigger(Step):
+    kind = "hibernate"
+
+    def __init__(
+        self,
+        settings: HibernateSettings,
+        gate: TriggerGate,
+        probes: Probes,
+        *,
+        timeout: float = TRIGGER_TIMEOUT,
+    ) -> None:
+        super().__init__(TRIGGER_STEP)
+        self.settings = settings
+        self.gate = gate
+        self.probes = probes
+        self.timeout = timeout
+
+    def run(self, ctx: StepContext) -> StepOutcome:
+        notice = ctx.notice
+        key = notice_key(notice)
+        # The hooks are over (done, cut or skipped): a waiting sleep hook may go on.
+        self.gate.hooks_done(key)
+        reason = self._reason_not_to(notice, key)
+        if reason is not None:
+            emit(log, logging.INFO, "hibernate-no-trigger", f"not triggering: {reason}")
+            return StepOutcome(SKIPPED, reason)
+        what = command_text(self.settings.command)
+        if ctx.dry_run:
+            emit(log, logging.WARNING, "hibernate-trigger", f"dry run: would run {what}")
+            return StepOutcome(SKIPPED, f"dry run: would run {what}")
+        if not self.gate.claim_trigger(key):
+            return StepOutcome(SKIPPED, "already triggered for this notice")
+        emit(log, logging.WARNING, "hibernate-trigger", f"triggering hibernation: {what}")
+        spec = HookSpec(
+            name="hibernate-trigger",
+            command=self.settings.command,
+            actions=("hibernate",),
+            timeout=self.timeout,
+        )
+        result = run_hook(spec, ctx, end_by=time.monotonic() + self.timeout)
+        return StepOutcome(result.status, f"{what}: {result.detail}")
+
+    def _reason_not_to(self, notice: Notice, key: str) -> Optional[str]:
+        mode = self.settings.trigger
+        if mode == "none":
+            return "hibernate.trigger is none"
+        when = self.gate.triggered(key)
+        if when is not None:
+            return f"already triggered for this notice at {_iso(when)}"
+        resumed = self.gate.last_resume()
+        if resumed is not None and notice.epoch + 1.0 < resumed:
+            return f"the notice predates the resume at {_iso(resumed)}: we woke up from it"
+        marker = self.gate.sleep_under_way(self.settings.budget + SLEEP_MARKER_SLACK)
+        if marker is not None:
+            return f"a sleep is already under way ({marker})"
+        job = self.probes.sleep_job()
+        if job is not None:
+            return f"a sleep is already under way (systemd job {job})"
+        if mode == "auto":
+            configured = self.gate.configured()
+            agent = self.probes.agent() if configured else None
+            if configured and agent is not None:
+                return (
+                    "EC2's hibernation agent is in charge "
+                    f"(hibernation/configured is true, {agent} installed)"
+                )
+        return None
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SkippedStep(Step):
+    """A step that stands in for one another party already did (kept in the status)."""
+
+    def __init__(self, name: str, kind: str, detail: str) -> None:
+        super().__init__(name)
+        self.kind = kind
+        self.detail = detail
+
+    def run(self, ctx: StepContext) -> StepOutcome:
+        return StepOutcome(SKIPPED, self.detail)
+
+
+def skip_hooks(plan: Plan, detail: str) -> None:
+    """Replace the plan's hook steps by skipped ones (the sleep hook ran them)."""
+    plan.stages = [
+        tuple(SkippedStep(s.name, s.kind, detail) if isinstance(s, HookStep) else s for s in stage)
+        for stage in plan.stages
+    ]
+
+
+def add_hibernate_trigger(
+    base: Callable[[Config, bool], Providers],
+    make_gate: Callable[[str], TriggerGate],
+    probes: Optional[Probes] = None,
+) -> Callable[[Config, bool], Providers]:
+    """Wrap a `Providers` factory so that it also gives the hibernate trigger step."""
+
+    def providers(config: Config, dry_run: bool) -> Providers:
+        parts = base(config, dry_run)
+        if parts.hibernate_trigger is None:
+            gate = make_gate(config.state_dir)
+            where = probes or Probes.from_env()
+
+            def steps(_notice: Notice, cfg: Config) -> List[Step]:
+                return [HibernateTrigger(cfg.hibernate, gate, where)]
+
+            parts.hibernate_trigger = steps
+        return parts
+
+    return providers
+
+
+def hooks_plan(notice: Notice, hooks: Sequence[HookSpec], end_by: float) -> Plan:
+    """Just hooks, every one bounded by `end_by` (the sleep hook's and resume's plans)."""
+    return Plan(notice=notice, stages=hook_stages(hooks, end_by=end_by))
+
+
+def now_notice(action: str, source: str, wall: Optional[float] = None) -> Notice:
+    moment = datetime.fromtimestamp(time.time() if wall is None else wall, timezone.utc)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Notice(action=action, time=moment.replace(microsecond=0), time_text=text, source=source)
+
+
+def with_source(notice: Notice, source: str) -> Notice:
+    return replace(notice, source=source)

@@ -1,0 +1,56 @@
+"""Fixtures for the hibernate tests (helpers live in hibsupport.py)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+from hibsupport import Daemon, child_env, write_config
+
+from spotwatch.simulator.imds import ImdsSimulator
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsSimulator]:
+    with ImdsSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def hib(tmp_path: Path, imds: ImdsSimulator) -> Iterator[HibEnv]:
+    env = HibEnv(tmp_path, imds)
+    yield env
+    for daemon in env.started:
+        daemon.stop(signal.SIGKILL)
+
+
+class HibEnv:
+    """One test's world: a state dir, a fake filesystem root for the probes, a config."""
+
+    def __init__(self, tmp_path: Path, imds: ImdsSimulator) -> None:
+        self.dir = tmp_path
+        self.imds = imds
+        self.state = tmp_path / "state"
+        self.root = tmp_path / "root"  # SPOTWATCH_PROBE_ROOT: empty = no agent installed
+        self.root.mkdir()
+        self.config_path = tmp_path / "config.yaml"
+        self.started: List[Daemon] = []
+        self.env = child_env(self.root)
+
+    def config(self, hooks: Optional[List[Dict[str, Any]]] = None, **overrides: Any) -> Path:
+        return write_config(
+            self.config_path, self.state, self.imds.endpoint, hooks or [], **overrides
+        )
+
+    def daemon(self, *extra: str) -> Daemon:
+        daemon = Daemon(self.config_path, self.dir / "daemon.log", self.env, *extra)
+        self.started.append(daemon)
+        return daemon
+
+    def install_agent(self, relative: str = "usr/bin/hibinit-agent", text: str = "") -> None:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text or "#!/bin/sh\n")
+        path.chmod(0o755)

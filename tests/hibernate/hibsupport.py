@@ -1,0 +1,148 @@
+"""Helpers for the hibernate tests: the daemon and the sleep hook as real processes, with the
+probe seams (SPOTWATCH_PROBE_ROOT, SPOTWATCH_SYSTEMCTL) pointed into the test's folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import yaml
+
+from spotwatch.simulator.imds import format_time
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def lines(path: Path) -> List[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def in_seconds(seconds: float) -> str:
+    return format_time(datetime.now(timezone.utc) + timedelta(seconds=seconds))
+
+
+def read_json(path: Path) -> Dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def steps(state_dir: Path, monitor: str = "spot") -> Dict[str, Dict[str, Any]]:
+    record = read_json(state_dir / "state.json").get("responses", {}).get(monitor) or {}
+    return {s["name"]: s for s in record.get("steps", [])}
+
+
+def child_env(root: Path, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTWATCH_", "NOTIFY_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env["SPOTWATCH_PROBE_ROOT"] = str(root)
+    env["SPOTWATCH_SYSTEMCTL"] = "/bin/false"  # no systemd here: "unknown", never a sleep job
+    env.update(extra or {})
+    return env
+
+
+def write_config(
+    path: Path, state_dir: Path, endpoint: str, hooks: List[Dict[str, Any]], **overrides: Any
+) -> Path:
+    config: Dict[str, Any] = {
+        "poll_interval": "200ms",
+        "deadline_margin": "1s",
+        "state_dir": str(state_dir),
+        "imds": {"endpoint": endpoint, "timeout": "300ms"},
+        "ecs": {"enabled": False},
+        "rebalance": {"enabled": False},
+        "hooks": hooks,
+    }
+    config.update(overrides)
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def record_hook(name: str, out: Path, *, sleep: float = 0.0, actions: Any = None) -> Dict[str, Any]:
+    """Appends '<name> <action> <source>' to `out` (then sleeps, if asked)."""
+    script = f'echo "{name} $SPOTWATCH_ACTION $SPOTWATCH_SOURCE" >> {out}'
+    if sleep:
+        script += f"; sleep {sleep}"
+    return {"name": name, "command": script, "actions": actions or ["hibernate"]}
+
+
+def marker_command(out: Path) -> str:
+    """A trigger command standing in for `systemctl hibernate`: appends a line to `out`."""
+    return f'echo "trigger $SPOTWATCH_ACTION" >> {out}'
+
+
+class Daemon:
+    def __init__(self, config: Path, log: Path, env: Dict[str, str], *extra: str) -> None:
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "spotwatch", "run", "-c", str(config), *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(REPO),
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(20)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._log.close()
+
+
+def sleep_hook_command(config: Path, phase: str, action: str = "hibernate") -> List[str]:
+    return [sys.executable, "-m", "spotwatch", "sleep-hook", "-c", str(config), phase, action]
+
+
+def run_sleep_hook(
+    config: Path, phase: str, env: Dict[str, str], action: str = "hibernate"
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        sleep_hook_command(config, phase, action),
+        env=env,
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def ended_step(state_dir: Path, name: str, monitor: str = "spot") -> Dict[str, Any]:
+    """Wait for step `name` to end; its record."""
+
+    def ended() -> Optional[Dict[str, Any]]:
+        step = steps(state_dir, monitor).get(name)
+        return step if step and step.get("ended") else None
+
+    value = wait_for(ended)
+    assert isinstance(value, dict)
+    return value

@@ -1,0 +1,106 @@
+"""`spotwatch sleep-hook pre|post ACTION` as systemd-sleep runs it: a real process, always
+exit 0, coordinated with a real daemon through the state directory."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+
+from hibsupport import (
+    REPO,
+    ended_step,
+    lines,
+    read_json,
+    record_hook,
+    run_sleep_hook,
+    sleep_hook_command,
+    wait_for,
+)
+
+
+def test_pre_and_post_without_a_daemon(hib):
+    """No notice at all (the ACPI event outran the poll): pre runs the hibernate hooks once
+    per sleep, post the resume hooks once; other actions and broken configs do nothing; all
+    exit 0."""
+    out = hib.dir / "out"
+    config = hib.config([record_hook("save", out), record_hook("back", out, actions=["resume"])])
+    for phase in ("pre", "pre", "post", "post"):
+        assert run_sleep_hook(config, phase, hib.env).returncode == 0
+    assert lines(out) == ["save hibernate sleep-hook", "back resume sleep-hook"]
+    assert run_sleep_hook(config, "pre", hib.env, action="suspend").returncode == 0
+    assert run_sleep_hook(config, "post", hib.env, action="suspend").returncode == 0
+    assert len(lines(out)) == 2
+    # The next cycle is a new one.
+    assert run_sleep_hook(config, "pre", hib.env).returncode == 0
+    assert len(lines(out)) == 3
+
+    config.write_text("hooks: [")  # invalid YAML: logged, still 0
+    assert run_sleep_hook(config, "pre", hib.env).returncode == 0
+
+
+def test_pre_bounded_by_the_budget(hib):
+    out = hib.dir / "out"
+    config = hib.config([record_hook("slow", out, sleep=30)], hibernate={"budget": "1s"})
+    started = time.monotonic()
+    done = run_sleep_hook(config, "pre", hib.env)
+    assert done.returncode == 0
+    assert time.monotonic() - started < 5
+    assert lines(out) == ["slow hibernate sleep-hook"]
+
+
+def test_pre_and_post_after_the_daemon_handled_the_notice(hib):
+    """The daemon ran the hooks: pre does not run them again; post runs the resume hooks and
+    the daemon re-arms (a fresh token; the same notice again is new)."""
+    out = hib.dir / "out"
+    config = hib.config(
+        [record_hook("save", out), record_hook("back", out, actions=["resume"])],
+        hibernate={"trigger": "none"},
+    )
+    daemon = hib.daemon()
+    hib.imds.set_instance_action("hibernate")
+    ended_step(hib.state, "hibernate:trigger")
+    assert lines(out) == ["save hibernate instance-action"]
+    assert run_sleep_hook(config, "pre", hib.env).returncode == 0
+    assert lines(out) == ["save hibernate instance-action"]
+
+    tokens = hib.imds.token_puts
+    assert run_sleep_hook(config, "post", hib.env).returncode == 0
+    assert lines(out)[1:] == ["back resume sleep-hook"]
+    wait_for(lambda: "closed (resumed from hibernation)" in daemon.log())
+    wait_for(lambda: hib.imds.token_puts > tokens)
+    # The notice still shows: after a resume it is a new one.
+    wait_for(lambda: len(lines(out)) == 3)
+    assert lines(out)[2] == "save hibernate instance-action"
+
+
+def test_daemon_and_sleep_hook_racing_never_both_run_the_hooks(hib):
+    """Ten sleep cycles; in each the notice and `sleep-hook pre` arrive together (jittered
+    either way). The hibernate hooks run exactly once per cycle, by one or the other."""
+    out = hib.dir / "out"
+    config = hib.config([record_hook("save", out)], hibernate={"trigger": "none"})
+    daemon = hib.daemon()
+    wait_for(lambda: hib.imds.count(path="/latest/meta-data/spot/instance-action") > 1)
+    rng = random.Random(7)
+    rounds = 10
+    for cycle in range(1, rounds + 1):
+        hook = subprocess.Popen(
+            sleep_hook_command(config, "pre"),
+            env=hib.env,
+            cwd=str(REPO),
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.0, 0.5))  # the hook's start-up is ~0.3 s: either may win
+        hib.imds.raise_notice("hibernate", cycle)  # a new time every cycle
+        assert hook.wait(30) == 0
+        wait_for(lambda c=cycle: len(lines(out)) >= c)
+        wait_for(lambda c=cycle: read_json(hib.state / "hibernate.json")["hooks"]["done"])
+        time.sleep(0.1)  # time for a (wrong) second run to show (later cycles would see it too)
+        assert len(lines(out)) == cycle, lines(out)
+        assert run_sleep_hook(config, "post", hib.env).returncode == 0
+        wait_for(lambda c=cycle: read_json(hib.state / "state.json")["resume_generation"] == c)
+        hib.imds.clear_instance_action()
+    sources = [line.split()[-1] for line in lines(out)]
+    assert len(sources) == rounds
+    assert "Traceback" not in daemon.log()
+    print("winners:", {s: sources.count(s) for s in set(sources)})
