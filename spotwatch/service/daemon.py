@@ -262,7 +262,12 @@ class Daemon:
                 notice_time=notice.time_text,
                 source=notice.source,
             )
-            self._start_response(monitor, notice, resume=False)
+            try:
+                self._start_response(monitor, notice, resume=False)
+            except Exception:  # never foreseen; the notice must not be lost with it
+                log.exception("the response to the %s notice could not start", notice.action)
+                self._forget(monitor)
+                return
             for callback in self.hooks.on_notice:
                 callback(monitor, notice)
         elif observation.change is Change.MOVED and notice is not None:
@@ -288,6 +293,14 @@ class Daemon:
                 f"{gone.action} notice for {gone.time_text} is gone; a new one will be handled",
                 action=gone.action,
             )
+
+    def _forget(self, name: str) -> None:
+        """Un-know a notice whose response could not start, so the next poll tries again."""
+        assert self.watcher is not None
+        for monitor, tracker in self.watcher.monitors:
+            if monitor.name == name:
+                tracker.rearm()
+        self._save_tracker(name)
 
     def _save_tracker(self, name: str) -> None:
         assert self.watcher is not None
