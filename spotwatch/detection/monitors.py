@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Optional, Set
+from typing import Callable, FrozenSet, Optional, Set
 
 from spotwatch.detection.imds import ImdsClient, ImdsError, Reply
 from spotwatch.detection.notices import (
@@ -36,11 +36,19 @@ STALE_TERMINATION_TIME = 600.0
 MAX_REMEMBERED_BODIES = 64
 
 
+# spot/termination-time only ever shows terminate notices: when it stands in for an unusable
+# instance-action, its "none" is no evidence that a stop or hibernate notice went away.
+FALLBACK_SPEAKS_FOR: FrozenSet[str] = frozenset({"terminate"})
+
+
 @dataclass(frozen=True)
 class Reading:
     ok: bool  # IMDS gave a usable answer
     notice: Optional[Notice] = None
     error: Optional[str] = None
+    # When no notice was seen: the actions this "none" can vouch for (None: every action).
+    # A known notice of another action is then neither seen nor counted absent.
+    speaks_for: Optional[FrozenSet[str]] = None
 
 
 class Monitor:
@@ -110,7 +118,7 @@ class SpotMonitor(Monitor):
         if reply is None:
             return Reading(ok=False, error=f"{why}; termination-time: {error}")
         if reply.status == 404:
-            return Reading(ok=True)
+            return Reading(ok=True, speaks_for=FALLBACK_SPEAKS_FOR)
         if reply.status != 200:
             return Reading(ok=False, error=f"{why}; termination-time answered HTTP {reply.status}")
         notice = parse_termination_time(reply.body).notice
@@ -118,7 +126,7 @@ class SpotMonitor(Monitor):
             stale_at = datetime.fromtimestamp(notice.epoch, timezone.utc).isoformat()
             emit(log, logging.DEBUG, "stale-termination-time", f"ignoring old time {stale_at}")
             notice = None
-        return Reading(ok=True, notice=notice)
+        return Reading(ok=True, notice=notice, speaks_for=FALLBACK_SPEAKS_FOR)
 
 
 class RebalanceMonitor(Monitor):
@@ -136,6 +144,8 @@ class RebalanceMonitor(Monitor):
             return Reading(ok=False, error=f"rebalance answered HTTP {reply.status}")
         parsed = parse_rebalance(reply.body)
         if not parsed.usable:
+            # Not a notice, but no evidence either: it must not count as the absence of a
+            # known recommendation, or a garbled body would make it new again.
             self._report_malformed(parsed, reply.body)
-            return Reading(ok=True)  # not a notice; nothing to fall back to
+            return Reading(ok=True, speaks_for=frozenset())
         return Reading(ok=True, notice=parsed.notice)

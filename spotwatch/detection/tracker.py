@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import AbstractSet, Any, Dict, Optional
 
 from spotwatch.detection.notices import Notice
 
@@ -42,12 +42,21 @@ class NoticeTracker:
         self.known: Optional[Notice] = None
         self.absent_polls = 0
 
-    def observe(self, seen: Optional[Notice]) -> Observation:
-        """Feed one successful poll's answer (None: no notice there)."""
+    def observe(
+        self, seen: Optional[Notice], speaks_for: Optional[AbstractSet[str]] = None
+    ) -> Observation:
+        """Feed one successful poll's answer (None: no notice there).
+
+        `speaks_for`: the actions whose absence that answer can vouch for (None: all). The
+        termination-time fallback only knows terminate notices, so its "none" leaves a known
+        stop or hibernate notice as it was, neither seen nor absent.
+        """
         known = self.known
         if seen is None:
             if known is None:
                 return Observation(Change.NONE, None)
+            if speaks_for is not None and known.action not in speaks_for:
+                return Observation(Change.SAME, known)  # nothing learned about it
             self.absent_polls += 1
             if self.absent_polls >= ABSENT_POLLS_TO_FORGET:
                 self.known, self.absent_polls = None, 0

@@ -85,7 +85,7 @@ class Watcher:
         for index, (monitor, tracker) in enumerate(self.monitors):
             reading = self._check(monitor, deadline)
             if reading.ok:
-                observation = tracker.observe(reading.notice)
+                observation = tracker.observe(reading.notice, reading.speaks_for)
                 if observation.change in REPORTED_CHANGES:
                     self.listener.on_notice(monitor.name, observation)
             else:

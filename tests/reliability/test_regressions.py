@@ -1,0 +1,109 @@
+"""Counterexamples the property-based suites found, kept as plain, fast regression tests."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Iterator, List, Optional
+
+import pytest
+
+from spotwatch.detection.imds import ImdsClient
+from spotwatch.detection.monitors import RebalanceMonitor, SpotMonitor
+from spotwatch.detection.notices import Notice
+from spotwatch.detection.tracker import NoticeTracker, Observation
+from spotwatch.detection.watcher import PollReport, Watcher
+from spotwatch.simulator.imds import (
+    INSTANCE_ACTION_PATH,
+    REBALANCE_PATH,
+    ImdsSimulator,
+    format_time,
+)
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.new: List[Notice] = []
+
+    def on_notice(self, monitor: str, observation: Observation) -> None:
+        if observation.change.value == "new" and observation.notice is not None:
+            self.new.append(observation.notice)
+
+    def on_poll(self, report: PollReport) -> None:
+        pass
+
+
+@pytest.fixture
+def sim() -> Iterator[ImdsSimulator]:
+    with ImdsSimulator() as simulator:
+        yield simulator
+
+
+def watcher_for(sim: ImdsSimulator, listener: Listener, rebalance: bool = False) -> Watcher:
+    client = ImdsClient(sim.endpoint, timeout=0.2)
+    monitors = [(SpotMonitor(client), NoticeTracker())]
+    if rebalance:
+        monitors.append((RebalanceMonitor(client), NoticeTracker()))
+    return Watcher(monitors, listener, 1.0)  # type: ignore[arg-type]
+
+
+def poll(watcher: Watcher) -> None:
+    watcher.poll_once(deadline=time.monotonic() + 0.5)
+
+
+@pytest.mark.parametrize("action", ["stop", "hibernate"])
+@pytest.mark.parametrize("broken", ["503", "malformed"])
+def test_fallback_none_is_no_evidence_that_a_stop_notice_went_away(
+    sim: ImdsSimulator, action: str, broken: str
+) -> None:
+    """Found by test_stateful_daemon: a stop (or hibernate) notice, then instance-action gave
+    no usable answer for 3 polls. The termination-time fallback answered 404 (it only ever
+    shows terminate notices), which counted as 3 polls of absence: the notice was forgotten
+    and, when instance-action answered again, handled a second time."""
+    listener = Listener()
+    watcher = watcher_for(sim, listener)
+    sim.set_instance_action(action, format_time(datetime.now(timezone.utc) + timedelta(minutes=2)))
+    poll(watcher)
+    assert len(listener.new) == 1
+    if broken == "503":
+        sim.inject_status(503, path=INSTANCE_ACTION_PATH, count=None)
+    else:
+        sim.set_path(INSTANCE_ACTION_PATH, 200, b"{not json")
+    for _ in range(4):
+        poll(watcher)
+    sim.clear_faults()
+    sim.clear_path(INSTANCE_ACTION_PATH)
+    poll(watcher)
+    assert len(listener.new) == 1, "the same notice was handled twice"
+
+
+def test_fallback_still_forgets_a_terminate_notice_that_is_gone(sim: ImdsSimulator) -> None:
+    """termination-time does speak for terminate notices: its 404 counts as absence."""
+    listener = Listener()
+    watcher = watcher_for(sim, listener)
+    sim.set_instance_action("terminate")
+    poll(watcher)
+    sim.clear_instance_action()
+    sim.inject_status(503, path=INSTANCE_ACTION_PATH, count=None)
+    for _ in range(3):
+        poll(watcher)
+    sim.clear_faults()
+    sim.set_instance_action("terminate")
+    poll(watcher)
+    assert len(listener.new) == 2
+
+
+def test_a_malformed_rebalance_body_is_not_the_recommendations_absence(sim: ImdsSimulator) -> None:
+    """Found by test_stateful_daemon: a garbled rebalance body for 3 polls counted as absence,
+    so a recommendation still standing was handled again afterwards."""
+    listener = Listener()
+    watcher = watcher_for(sim, listener, rebalance=True)
+    sim.set_rebalance(datetime.now(timezone.utc))
+    poll(watcher)
+    sim.set_path(REBALANCE_PATH, 200, b"[]")
+    for _ in range(4):
+        poll(watcher)
+    sim.clear_path(REBALANCE_PATH)
+    poll(watcher)
+    actions: List[Optional[str]] = [n.action for n in listener.new]
+    assert actions == ["rebalance"]
