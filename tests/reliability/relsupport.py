@@ -1,0 +1,171 @@
+"""Helpers for the reliability suites: run modes, a daemon in this process driven poll by
+poll against the IMDS simulator, and the real daemon as a child process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import yaml
+from hypothesis import HealthCheck, settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+LONG = os.environ.get("SPOTWATCH_LONG", "") not in ("", "0")
+"""`SPOTWATCH_LONG=1`: the long local mode (many more examples, polls and kill rounds)."""
+
+
+def record_stats(suite: str, **counts: float) -> None:
+    """Add to the running totals in `$SPOTWATCH_STATS` (a JSON file), when it is set: how the
+    long runs' figures (examples, polls, faults) are gathered for the report."""
+    path = os.environ.get("SPOTWATCH_STATS")
+    if not path:
+        return
+    try:
+        totals = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        totals = {}
+    mine = totals.setdefault(suite, {})
+    for key, value in counts.items():
+        mine[key] = mine.get(key, 0) + value
+    Path(path).write_text(json.dumps(totals, indent=1, sort_keys=True))
+
+
+def suite_settings(ci_examples: int, long_examples: int, **extra: Any) -> settings:
+    """Hypothesis settings for one test: bounded and derandomized (reproducible) in CI; many
+    more, randomized examples in the long mode."""
+    return settings(
+        max_examples=long_examples if LONG else ci_examples,
+        derandomize=not LONG,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        **extra,
+    )
+
+
+def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTWATCH_", "NOTIFY_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra or {})
+    return env
+
+
+def write_config(path: Path, data: Dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    path.chmod(0o600)
+    return path
+
+
+def base_config(
+    state_dir: Path, endpoint: str, hooks: List[Dict[str, Any]], **extra: Any
+) -> Dict[str, Any]:
+    config: Dict[str, Any] = {
+        "poll_interval": "200ms",
+        "deadline_margin": "1s",
+        "state_dir": str(state_dir),
+        "imds": {"endpoint": endpoint, "timeout": "300ms", "user_data": False},
+        "ecs": {"enabled": False},
+        "hibernate": {"trigger": "none"},
+        "hooks": hooks,
+    }
+    config.update(extra)
+    return config
+
+
+def append_hook(name: str, out: Path, actions: List[str], **extra: Any) -> Dict[str, Any]:
+    """A hook that appends '<name> <action> <notice time>' to `out`."""
+    script = f'echo "{name} $SPOTWATCH_ACTION $SPOTWATCH_NOTICE_TIME" >> {out}'
+    return {"name": name, "command": script, "actions": actions, **extra}
+
+
+def lines(path: Path) -> List[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class Clocks:
+    """The daemon's (CLOCK_BOOTTIME, CLOCK_MONOTONIC) seam, with a sleep we can add."""
+
+    def __init__(self) -> None:
+        self.asleep = 0.0
+
+    def __call__(self) -> Tuple[float, float]:
+        now = time.monotonic()
+        return now + self.asleep, now
+
+
+class ErrorRecords(logging.Handler):
+    """Collects records that carry a traceback, or say something was unexpected or raised:
+    the fingerprints of an exception that a safety net caught."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info or "unexpected" in message or " raised" in message:
+            self.records.append(record)
+
+    def texts(self) -> List[str]:
+        return [f"{r.name}: {r.getMessage()}" for r in self.records]
+
+    def __enter__(self) -> ErrorRecords:
+        logging.getLogger("spotwatch").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("spotwatch").removeHandler(self)
+
+
+class DaemonProcess:
+    """`python -m spotwatch run` in a child process, its output in a log file."""
+
+    def __init__(self, config: Path, log: Path, *extra: str, env: Optional[Dict[str, str]] = None):
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "spotwatch", "run", "-c", str(config), *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env or child_env(),
+            cwd=str(REPO),
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> Optional[int]:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._log.close()
