@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -39,6 +40,9 @@ MIN_ATTEMPT = 0.02  # an attempt with less time than this left is not worth star
 # After falling back to IMDSv1, ask for a token again only this often: a token PUT that times
 # out (hop limit, DOMAIN.md) would otherwise cost a whole `timeout` before every GET.
 V1_RETRY_AFTER = 300.0
+
+
+_TOKEN = re.compile(rb"[\x21-\x7e]{1,1024}")  # IMDS tokens are base64 text
 
 
 class ImdsError(Exception):
@@ -191,7 +195,12 @@ class ImdsClient:
             raise _Transient(f"token PUT answered HTTP {status}")
         if status != 200 or not body:
             raise ImdsError(f"token PUT answered HTTP {status}")
-        self._token = body.decode("ascii", "replace").strip()
+        token = body.strip()
+        if not _TOKEN.fullmatch(token):
+            # It goes into a header of every request: a byte outside printable ASCII would
+            # fail every GET until the token expired (hours), and CR/LF would inject headers.
+            raise _Transient(f"token PUT answered {len(body)} bytes that are not a token")
+        self._token = token.decode("ascii")
         # Renew a little early: a tenth of the TTL, at most a minute (6 h TTL -> 1 min early).
         self._token_expires = self._clock() + self._ttl - min(60.0, self._ttl / 10)
         self.token_renewals += 1

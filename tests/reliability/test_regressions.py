@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterator, List, Optional
 
 import pytest
 
-from spotwatch.detection.imds import ImdsClient
+from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.monitors import RebalanceMonitor, SpotMonitor
 from spotwatch.detection.notices import Notice
 from spotwatch.detection.tracker import NoticeTracker, Observation
@@ -107,3 +109,54 @@ def test_a_malformed_rebalance_body_is_not_the_recommendations_absence(sim: Imds
     poll(watcher)
     actions: List[Optional[str]] = [n.action for n in listener.new]
     assert actions == ["rebalance"]
+
+
+class TokenServer:
+    """A one-answer-per-connection HTTP server: the token PUT gets `token`, a GET 404."""
+
+    def __init__(self, token: bytes) -> None:
+        self.token = token
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.gets: List[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(65536)
+                if request.startswith(b"PUT"):
+                    body, status = self.token, b"200 OK"
+                else:
+                    self.gets.append(request)
+                    body, status = b"", b"404 Not Found"
+                head = (
+                    b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                )
+                conn.sendall(head % len(body) + body)
+
+
+@pytest.mark.parametrize("token", [b"\x00\x00\x00\x80", b"abc\r\nX-Injected: 1", "tök".encode()])
+def test_a_garbage_token_is_not_kept(token: bytes) -> None:
+    """Found by test_fuzz_inputs: a token PUT answered with bytes outside printable ASCII was
+    kept as the token; every GET then raised UnicodeEncodeError (not an ImdsError) building
+    its header, until the token's TTL ran out (up to 6 h of failed polls). CR/LF in it would
+    have injected headers. Now such an answer is a failed (retried) token request."""
+    server = TokenServer(token)
+    client = ImdsClient(server.endpoint, timeout=0.2)
+    try:
+        with pytest.raises(ImdsError):
+            client.get("meta-data/spot/instance-action", deadline=time.monotonic() + 0.3)
+        assert not client.has_token and server.gets == []
+        server.token = b"AQAEAKx7_good-token=="
+        reply = client.get("meta-data/spot/instance-action", deadline=time.monotonic() + 0.5)
+        assert reply.status == 404 and b"AQAEAKx7_good-token==" in server.gets[-1]
+    finally:
+        client.close()
+        server.sock.close()
