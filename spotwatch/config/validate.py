@@ -85,8 +85,14 @@ def _unknown_key(path: str, key: Any, known: Any) -> str:
     return f"{path}: unknown key{hint}"
 
 
+# A key shown as it is in a key path; any other key (newlines, control or bidi characters,
+# very long, not a string) is shown quoted and escaped, so each problem stays one line.
+_PLAIN_KEY = re.compile(r"[\w .:/@+-]{1,40}")
+
+
 def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    shown = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else describe(key)
+    return f"{path}.{shown}" if path else shown
 
 
 def _is_mapping(value: Any, path: str, problems: Problems) -> bool:

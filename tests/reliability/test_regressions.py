@@ -160,3 +160,22 @@ def test_a_garbage_token_is_not_kept(token: bytes) -> None:
     finally:
         client.close()
         server.sock.close()
+
+
+@pytest.mark.parametrize("key", ["\n", "a\nb: c", "\u202eevil", "x" * 300, 5, True])
+def test_an_unknown_key_is_reported_on_one_line(tmp_path, key) -> None:
+    """Found by test_fuzz_inputs: a key holding a newline (quoted keys can) was printed raw,
+    so one problem spread over several lines of stderr. Odd keys are shown quoted, escaped."""
+    import yaml
+
+    from spotwatch.config.errors import ConfigError
+    from spotwatch.config.load import load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"imds": {key: 1}, key: 2}))
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path), env={}, check_permissions=False)
+    assert len(raised.value.problems) == 2
+    for problem in raised.value.problems:
+        assert "\n" not in problem and "\u202e" not in problem and len(problem) < 200
+        assert problem.startswith(f"{path}: ") and "unknown key" in problem
