@@ -177,7 +177,8 @@ def hook_actions(value: Any, path: str, problems: Problems) -> Any:
         elif action in seen:
             problems.append(f"{path}[{index}]: {action} is listed twice")
             ok = False
-        seen.add(action)
+        else:  # only known (hashable) actions: a list in the list is a problem, not a crash
+            seen.add(action)
     return tuple(value) if ok else INVALID
 
 

@@ -179,3 +179,19 @@ def test_an_unknown_key_is_reported_on_one_line(tmp_path, key) -> None:
     for problem in raised.value.problems:
         assert "\n" not in problem and "\u202e" not in problem and len(problem) < 200
         assert problem.startswith(f"{path}: ") and "unknown key" in problem
+
+
+def test_a_list_inside_a_hooks_actions_is_a_config_error(tmp_path) -> None:
+    """Found by test_fuzz_inputs: `actions: [[]]` raised TypeError (unhashable list) out of
+    the loader: a traceback and exit 1 instead of a key-path line and exit 78."""
+    from spotwatch.config.errors import ConfigError
+    from spotwatch.config.load import load_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text("hooks:\n  - {name: a, command: [/bin/true], actions: [[], {x: 1}, stop]}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(path), env={}, check_permissions=False)
+    assert [p.split(": ")[1] for p in raised.value.problems] == [
+        "hooks[0].actions[0]",
+        "hooks[0].actions[1]",
+    ]
