@@ -31,7 +31,7 @@ log = logging.getLogger("spotwatch.aws")
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 5.0
-MAX_ATTEMPTS = 4  # standard mode: worst case ~4 x 7 s plus backoff, well inside 110 s
+MAX_ATTEMPTS = 4  # in all, first try included: worst case ~4 x 7 s plus backoff
 POOL_SIZE = 16  # as many connections as concurrent StopTask calls
 REGION_PATH = "meta-data/placement/region"
 
@@ -177,7 +177,7 @@ class AwsClients:
         from botocore.config import Config as BotoConfig
 
         config = BotoConfig(
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
             max_pool_connections=POOL_SIZE,
