@@ -137,7 +137,8 @@ class EcsTarget:
         self.clients = clients
         self._fetch = fetch
         self._budget = budget
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below
+        self._refresh_lock = threading.Lock()  # one refresh at a time
         self._info: Optional[AgentInfo] = None
         self._refreshed_for: Optional[NoticeClock] = None
         self._decided: Optional[Tuple[Notice, bool]] = None
@@ -195,33 +196,41 @@ class EcsTarget:
         """The agent's answer, asked again once per notice and retried within the budget.
 
         Falls back to the answer found earlier when the agent does not answer now; raises
-        `DiscoveryError` when there is none at all."""
-        with self._lock:
-            if self._refreshed_for is ctx.clock and self._info is not None:
-                return self._info
+        `DiscoveryError` when there is none at all (a later step then tries again)."""
+        # One refresh at a time; the state lock is never held while waiting on the agent,
+        # so `wanted()` on the poll thread cannot be held up by a refresh.
+        with self._refresh_lock:
+            with self._lock:
+                if self._refreshed_for is ctx.clock and self._info is not None:
+                    return self._info
             give_up = time.monotonic() + max(0.0, min(self._budget, ctx.clock.time_left()))
             while True:
                 try:
                     info = self._fetch(self.settings.agent_url, AGENT_TIMEOUT)
+                    break
                 except DiscoveryError as failure:
                     if time.monotonic() + RETRY_PAUSE >= give_up or ctx.cancel.is_set():
-                        return self._fallback_locked(failure)
+                        return self._fallback(failure, ctx)
                     time.sleep(RETRY_PAUSE)
-                    continue
+            with self._lock:
                 self._found_locked(info)
                 self._refreshed_for = ctx.clock
-                return info
+            return info
 
-    def _fallback_locked(self, failure: DiscoveryError) -> AgentInfo:
-        if self._info is None:
+    def _fallback(self, failure: DiscoveryError, ctx: StepContext) -> AgentInfo:
+        with self._lock:
+            known = self._info
+            if known is not None:
+                self._refreshed_for = ctx.clock  # tried for this notice: do not wait again
+        if known is None:
             raise failure
         emit(
             log,
             logging.WARNING,
             "ecs-agent-unreachable",
-            f"ECS agent not answering ({failure}); using {self._info} found earlier",
+            f"ECS agent not answering ({failure}); using {known} found earlier",
         )
-        return self._info
+        return known
 
     def _found(self, info: AgentInfo) -> None:
         with self._lock:

@@ -247,6 +247,11 @@ def test_an_agent_gone_at_notice_time_falls_back_to_what_it_said_before(
     outcome = EcsDrainStep(target, target.settings).run(ctx)
     assert outcome.status == OK, outcome.detail
     assert world.instance_status() == "DRAINING"
+    # Tried once for this notice: the next step does not wait for the agent again.
+    hits, began = agent.hits, time.monotonic()
+    assert EcsStopStep(target, target.settings).run(ctx).status == OK
+    assert agent.hits == hits
+    assert time.monotonic() - began < 0.5
 
 
 def test_discovery_is_refreshed_once_per_notice(world: EcsWorld, agent: FakeAgent) -> None:
