@@ -9,8 +9,10 @@
 - Retries: botocore's standard mode (throttling and transient errors, with backoff), with
   timeouts short enough that a few attempts fit well inside a two-minute notice.
 - Clients are created on first use, not at start (bench/aws_client_cost.py): warming both
-  at start costs ~45 MB of idle RSS for weeks (29 -> 74 MB) to save ~0.15-0.4 s once, on
-  the first call after a notice (cold 157-414 ms vs warm 6-19 ms) out of a ~110 s budget.
+  at start costs ~35 MB of idle RSS for weeks (29 -> 64 MB) to save ~0.15-0.3 s once, on
+  the first call after a notice (cold 176-325 ms vs warm 7-17 ms) out of a ~110 s budget.
+- Clients come straight from botocore (boto3's `client()` is a thin wrapper over it; boto3
+  itself would add ~10 MB for resources we do not use).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class AwsClients:
         self._imds_region: Optional[str] = None
         self._built_region: Optional[str] = None
         self._clients: Dict[str, Any] = {}
+        self._session: Any = None  # one botocore session: credentials resolved once
 
     def prefer_region(self, region: Optional[str]) -> None:
         """The region of the container instance ARN: wins over the environment and IMDS."""
@@ -173,8 +176,7 @@ class AwsClients:
             return client
 
     def _make(self, service: str, region: str) -> Any:
-        # Lazy on purpose: warm clients cost ~45 MB idle to save ~0.2 s once (module docstring).
-        import boto3
+        # Lazy on purpose: warm clients cost ~35 MB idle to save ~0.2 s once (module docstring).
         from botocore.config import Config as BotoConfig
 
         config = BotoConfig(
@@ -185,8 +187,32 @@ class AwsClients:
         )
         # None lets botocore resolve the endpoint itself (including the variables above).
         endpoint = None if _endpoint_env_is_native() else endpoint_from_env(service)
-        session = boto3.session.Session(region_name=region)
-        client = session.client(service, config=config, endpoint_url=endpoint)  # type: ignore[call-overload]
+        with _make_lock:
+            if self._session is None:
+                self._session = _new_session()
+            client = self._session.create_client(
+                service, region_name=region, config=config, endpoint_url=endpoint
+            )
         where = client.meta.endpoint_url
         emit(log, logging.DEBUG, "aws-client", f"{service} client for {region} at {where}")
         return client
+
+
+# Client creation is not thread-safe in botocore; and parsed service models are kept across
+# sessions (EC2's takes ~0.4 s to load), so a reload or `check` does not pay for them again.
+_make_lock = threading.Lock()
+_shared_loader: Any = None
+
+
+def _new_session() -> Any:
+    """A botocore session (what boto3 wraps: the same credential chain, config files and
+    endpoint variables) sharing one model loader with the others."""
+    import botocore.session
+
+    global _shared_loader
+    session = botocore.session.get_session()
+    if _shared_loader is None:
+        _shared_loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _shared_loader)
+    return session
