@@ -79,11 +79,16 @@ def build_world(*, service: int = 2, standalone: int = 3, cluster: str = "spot")
         family="app", containerDefinitions=[{"name": "app", "image": "busybox", "memory": 8}]
     )
 
-    def run(count: int, **extra: str) -> List[str]:
+    def run(count: int, group: Optional[str] = None) -> List[str]:
         arns: List[str] = []
         while count > 0:  # RunTask starts at most 10 at once
             batch = min(10, count)
-            answer = ecs.run_task(cluster=cluster, taskDefinition="app", count=batch, **extra)
+            if group:
+                answer = ecs.run_task(
+                    cluster=cluster, taskDefinition="app", count=batch, group=group
+                )
+            else:  # moto then sets the group to family:app, as ECS does
+                answer = ecs.run_task(cluster=cluster, taskDefinition="app", count=batch)
             arns += [t["taskArn"] for t in answer["tasks"]]
             count -= batch
         return arns

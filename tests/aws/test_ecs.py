@@ -313,11 +313,11 @@ def test_list_tasks_follows_every_page_and_describe_goes_by_hundreds(aws_env: An
 
 def test_stubber_bypasses_botocore_retries(aws_env: Any) -> None:
     """Why throttling is tested against an HTTP endpoint: a stubbed error is never retried."""
-    _, stubber = stubbed_target()
+    target, stubber = stubbed_target()
     stubber.add_client_error("stop_task", "ThrottlingException", "Rate exceeded", 400)
     stubber.add_response("stop_task", {})
     with pytest.raises(ClientError, match="ThrottlingException"):
-        stubber.client.stop_task(cluster="spot", task=task_arn(1))
+        target.clients.ecs().stop_task(cluster="spot", task=task_arn(1))
 
 
 def test_throttling_is_retried_by_the_standard_mode(
@@ -432,3 +432,14 @@ def test_region_order(aws_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         assert clients.region() == "eu-west-3"  # the container instance ARN beats both
         assert clients.ec2().meta.region_name == "eu-west-3"
     assert AwsClients(region="sa-east-1", imds_endpoint=imds.endpoint).region() == "sa-east-1"
+
+
+def test_endpoint_variables_are_applied_by_hand_on_older_botocore(
+    aws_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("spotwatch.response.aws._endpoint_env_is_native", lambda: False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", "http://127.0.0.1:8")
+    clients = AwsClients(region=REGION)
+    assert clients.ec2().meta.endpoint_url == "http://127.0.0.1:8"
+    assert clients.ecs().meta.endpoint_url == "http://127.0.0.1:9"
