@@ -5,7 +5,8 @@
   by ECS discovery), else `AWS_REGION` / `AWS_DEFAULT_REGION`, else IMDS
   `meta-data/placement/region`.
 - Endpoints: botocore reads `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` itself
-  (botocore >= 1.31.57); on older botocore we read them here so a local endpoint still works.
+  (detected at run time by its `ignore_configured_endpoint_urls` setting); on older botocore
+  we read them here so a local endpoint still works.
 - Retries: botocore's standard mode (throttling and transient errors, with backoff), with
   timeouts short enough that a few attempts fit well inside a two-minute notice.
 - Clients are created on first use, not at start (bench/aws_client_cost.py): warming both
