@@ -1,4 +1,4 @@
-"""One boto3 session and its ECS and EC2 clients, shared by every AWS step.
+"""One botocore session and its ECS and EC2 clients, shared by every AWS step.
 
 - Credentials come from boto3's default chain (the instance profile on EC2).
 - Region: `ecs.region` when set, else the region of the container instance ARN (told to us
