@@ -91,7 +91,27 @@ def check_state_dir(config: Config) -> Iterable[CheckResult]:
         yield CheckResult("state_dir", ERROR, f"{folder}: not writable by uid {os.geteuid()}")
 
 
-PREFLIGHTS: List[Preflight] = [check_imds, check_hooks, check_state_dir]
+def check_ecs(config: Config) -> Iterable[CheckResult]:
+    """ECS agent, cluster and container instance; ECS mixed with hibernation."""
+    from spotwatch.service.check_aws import ecs_checks  # boto3 only when checking
+
+    return ecs_checks(config)
+
+
+def check_instance_action(config: Config) -> Iterable[CheckResult]:
+    """`instance.*`: may we stop / hibernate / terminate this instance? (DryRun=True)"""
+    from spotwatch.service.check_aws import instance_checks
+
+    return instance_checks(config)
+
+
+PREFLIGHTS: List[Preflight] = [
+    check_imds,
+    check_hooks,
+    check_state_dir,
+    check_ecs,
+    check_instance_action,
+]
 
 
 def check_hibernation(config: Config) -> Iterable[CheckResult]:
