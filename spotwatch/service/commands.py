@@ -55,6 +55,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(config_path(args), as_json=args.json)
 
 
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from spotwatch.service.rehearse import run_rehearse
+
+    return run_rehearse(
+        config_path(args), action=args.action, lead=args.lead, live_ecs=args.live_ecs
+    )
+
+
 def cmd_simulate_imds(args: argparse.Namespace) -> int:
     from spotwatch.simulator.imds import serve
 
@@ -72,5 +80,6 @@ COMMANDS: Dict[str, Command] = {
     "run": cmd_run,
     "check": cmd_check,
     "status": cmd_status,
+    "rehearse": cmd_rehearse,
     "simulate-imds": cmd_simulate_imds,
 }

@@ -21,6 +21,7 @@ import queue
 import random
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import unquote, urlsplit
@@ -76,6 +77,13 @@ class _Item:
 
 
 _STOP = object()
+_SENDERS: weakref.WeakSet[WebhookSender] = weakref.WeakSet()
+
+
+def flush_all(timeout: float) -> bool:
+    """Wait (bounded) until every sender of this process has delivered or given up."""
+    end = time.monotonic() + timeout
+    return all(s.flush(max(0.0, end - time.monotonic())) for s in list(_SENDERS))
 
 
 class WebhookSender:
@@ -99,6 +107,7 @@ class WebhookSender:
         self._session: Any = None
         self.delivered = 0
         self.dropped = 0
+        _SENDERS.add(self)
 
     # ----------------------------------------------------------------- producer side
 
