@@ -6,7 +6,7 @@ holds up the response. Each is tried `1 + webhook.retries` times with exponentia
 deadline, or a little after the event for a notice already past it). 5xx, 408, 429 and
 connection failures are retried; any other answer is final. `requests` is imported on first
 use (it honours HTTPS_PROXY/NO_PROXY, which instances behind a proxy need); userinfo in
-the URL is sent as basic auth.
+the URL is sent as basic auth, unless an Authorization header is configured.
 
 Secrets: the URL's userinfo, path and query, and every header value are kept out of the
 log. The URL is logged as scheme://host[:port] only, and failure text is scrubbed of every
@@ -214,6 +214,10 @@ class WebhookSender:
             import requests  # only when a webhook is configured: ~40 ms of imports
 
             self._session = requests.Session()
+        if "@" in urlsplit(url).netloc and any(k.lower() == "authorization" for k in headers):
+            # requests would let the URL's userinfo replace the configured header: it wins.
+            parts = urlsplit(url)
+            url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         response = self._session.post(url, json=event, headers=headers, timeout=timeout)
         response.close()
         return int(response.status_code)
