@@ -1,12 +1,10 @@
-"""Fixtures for the operator commands: a simulated IMDS, configs with real hook scripts, a
-local webhook receiver, and `python -m spotwatch` run from this worktree."""
+"""Fixtures for the operator commands: a simulated IMDS, configs with real hook scripts and a
+local webhook receiver. Helpers the tests import live in operator_support.py: test modules
+never import `conftest` (another directory's conftest may be the one in sys.modules)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,34 +14,6 @@ import pytest
 import yaml
 
 from spotwatch.simulator.imds import ImdsSimulator
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def clean_env(**extra: str) -> Dict[str, str]:
-    """The environment for a child spotwatch: no SPOTWATCH_*/NOTIFY_*/AWS IMDS variables."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SPOTWATCH_", "NOTIFY_", "AWS_EC2_METADATA"))
-    }
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra)
-    return env
-
-
-def spotwatch(
-    *args: str, timeout: float = 60.0, env: Optional[Dict[str, str]] = None, cwd: Any = None
-) -> subprocess.CompletedProcess:
-    """`python -m spotwatch ARGS` with this worktree's code; output captured as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "spotwatch", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or clean_env(),
-        cwd=str(cwd or REPO),
-    )
 
 
 @pytest.fixture

@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
-from typing import Any, Callable, Dict, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> Dict[str, str]:
+    """The environment for a child spotwatch: no SPOTWATCH_*/NOTIFY_*/AWS IMDS variables."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SPOTWATCH_", "NOTIFY_", "AWS_EC2_METADATA"))
+    }
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def spotwatch(
+    *args: str, timeout: float = 60.0, env: Optional[Dict[str, str]] = None, cwd: Any = None
+) -> subprocess.CompletedProcess:
+    """`python -m spotwatch ARGS` with this worktree's code; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "spotwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or clean_env(),
+        cwd=str(cwd or REPO),
+    )
+
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 

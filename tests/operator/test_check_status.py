@@ -6,7 +6,7 @@ import json
 import time
 from email.utils import formatdate
 
-from conftest import spotwatch
+from operator_support import spotwatch
 
 from spotwatch.config.schema import Config, ImdsSettings
 from spotwatch.service.check import ERROR, OK, WARNING, check_clock

@@ -9,8 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import REPO, clean_env
-from operator_support import free_port, parse_metrics, wait_for
+from operator_support import REPO, clean_env, free_port, parse_metrics, wait_for
 
 from spotwatch.detection.watcher import PollReport
 from spotwatch.service.metrics import Metrics, TextfileWriter, parse_listen

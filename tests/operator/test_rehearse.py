@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import clean_env, spotwatch
+from operator_support import clean_env, spotwatch
 
 from spotwatch.config.schema import DEFAULT_CONFD_DIR, DEFAULT_CONFIG_PATH
 from spotwatch.service.rehearse import StepRecord, Timeline, verdict

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import spotwatch
-from operator_support import wait_for
+from operator_support import spotwatch, wait_for
 
 from spotwatch.config.schema import WebhookSettings
 from spotwatch.service.webhook import WebhookSender, redact, safe_url, secrets_of
