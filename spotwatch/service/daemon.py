@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -63,7 +63,10 @@ class DaemonHooks:
     # Extra journals (metrics, webhook) told about every step, beside the state file.
     journals: List[Callable[[str], StepJournal]] = field(default_factory=list)
     on_poll: List[Callable[[PollReport], None]] = field(default_factory=list)
+    # Told of each new notice before its response starts, so their events come first.
     on_notice: List[Callable[[str, Notice], None]] = field(default_factory=list)
+    # Told the daemon once it is prepared (telemetry reads its IMDS client's counters).
+    on_start: List[Callable[[Daemon], None]] = field(default_factory=list)
 
 
 class FanoutJournal:
@@ -99,8 +102,12 @@ class Daemon:
         notifier: Optional[Notifier] = None,
         hooks: Optional[DaemonHooks] = None,
         clock_pair: Callable[[], Tuple[float, float]] = boot_and_monotonic,
+        notice_source: Optional[str] = None,
     ) -> None:
         self.config = config
+        # `spotwatch rehearse`: every notice handled carries this source instead of the
+        # IMDS path it came from (SPOTWATCH_SOURCE=rehearsal for hooks, state, webhook).
+        self.notice_source = notice_source
         self._forced_dry_run = dry_run  # --dry-run holds across reloads
         self.dry_run = dry_run or config.dry_run
         self._reload_config = reload_config
@@ -162,6 +169,8 @@ class Daemon:
         self._prepare_hibernation()
         for monitor, tracker in self.watcher.monitors:
             self._resume_unfinished(monitor.name, tracker)
+        for callback in self.hooks.on_start:
+            callback(self)
 
     def _resume_unfinished(self, monitor: str, tracker: NoticeTracker) -> None:
         record = self.store.response(monitor)
@@ -251,7 +260,7 @@ class Daemon:
         # Remember the notice before acting on it: a crash from here on must not make a
         # restarted daemon take it for new and run finished steps again.
         self._save_tracker(monitor)
-        notice = observation.notice
+        notice = self._relabel(observation.notice)
         if observation.change is Change.NEW and notice is not None:
             emit(
                 log,
@@ -262,14 +271,13 @@ class Daemon:
                 notice_time=notice.time_text,
                 source=notice.source,
             )
+            for callback in self.hooks.on_notice:
+                callback(monitor, notice)
             try:
                 self._start_response(monitor, notice, resume=False)
             except Exception:  # never foreseen; the notice must not be lost with it
                 log.exception("the response to the %s notice could not start", notice.action)
                 self._forget(monitor)
-                return
-            for callback in self.hooks.on_notice:
-                callback(monitor, notice)
         elif observation.change is Change.MOVED and notice is not None:
             emit(
                 log,
@@ -301,6 +309,11 @@ class Daemon:
             if monitor.name == name:
                 tracker.rearm()
         self._save_tracker(name)
+
+    def _relabel(self, notice: Optional[Notice]) -> Optional[Notice]:
+        if notice is None or self.notice_source is None:
+            return notice
+        return replace(notice, source=self.notice_source)
 
     def _save_tracker(self, name: str) -> None:
         assert self.watcher is not None

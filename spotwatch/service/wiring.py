@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.response.aws import AwsClients
@@ -63,10 +63,26 @@ class AwsParts:
             parts.ecs_final = ecs.final
         return parts
 
+if TYPE_CHECKING:
+    from spotwatch.service.telemetry import Telemetry
+
+
+def add_telemetry(hooks: DaemonHooks, config: Config) -> Telemetry:
+    """Metrics (textfile, /metrics, /healthz) and webhook events on the daemon's seams."""
+    from spotwatch.service.telemetry import Telemetry
+
+    telemetry = Telemetry(config)
+    hooks.on_start.append(telemetry.bind)
+    hooks.on_poll.append(telemetry.on_poll)
+    hooks.on_notice.append(telemetry.on_notice)
+    hooks.journals.append(telemetry.journal)
+    return telemetry
+
 
 def daemon_hooks(config: Config) -> DaemonHooks:
     """The seams of the daemon filled for this config (ECS, hibernation, telemetry)."""
     aws = AwsParts(config)
     hooks = DaemonHooks(providers=aws.providers)
     hooks.providers = add_hibernate_trigger(hooks.providers, HibernateLedger)  # §5 trigger
+    add_telemetry(hooks, config)
     return hooks
