@@ -123,7 +123,7 @@ def test_rebalance_gets_only_the_instance_step_and_hibernate_none(
         instance=InstanceSettings(after_response="terminate", after_rebalance="stop"),
     )
     assert plan_names(config, REBALANCE) == ["hook:checkpoint", "instance:stop"]
-    assert plan_names(config, "hibernate") == ["hook:checkpoint"]
+    assert plan_names(config, "hibernate") == ["hook:checkpoint", "hibernate:trigger"]
 
 
 def test_a_reload_that_moves_the_agent_starts_afresh(

@@ -54,10 +54,13 @@ def test_rehearse_runs_every_step_of_the_configured_response(
     assert _lines(out) == [f"first {action} rehearsal 1", f"second {action} rehearsal 1"]
     # The webhook got the events, marked as a rehearsal.
     kinds = [(e["event"], e["step"]) for e in sink.events]
+    # Hibernate ends with the trigger step (a dry run in a rehearsal).
+    trigger = [("step", "hibernate:trigger")] if action == "hibernate" else []
     assert kinds == [
         ("notice", None),
         ("step", "hook:first"),
         ("step", "hook:second"),
+        *trigger,
         ("complete", None),
     ]
     assert {e["source"] for e in sink.events} == {"rehearsal"}
