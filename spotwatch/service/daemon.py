@@ -25,6 +25,7 @@ from spotwatch.detection.watcher import PollReport, Watcher
 from spotwatch.logevents import emit
 from spotwatch.response.build import Providers, build_plan
 from spotwatch.response.hibernate import hooks_plan, notice_key, now_notice, skip_hooks
+from spotwatch.response.hooks import KILL_GRACE
 from spotwatch.response.plan import NoticeClock, Plan, StepContext, StepOutcome
 from spotwatch.response.runner import Runner, StepJournal
 from spotwatch.service import logs
@@ -357,6 +358,17 @@ class Daemon:
 
     # ----------------------------------------------------------------- responses
 
+    @staticmethod
+    def _notice_clock(notice: Notice, config: Config) -> NoticeClock:
+        if notice.action == "hibernate":  # no warning at all: the budget is the deadline
+            return NoticeClock.budget(notice, config.hibernate.budget)
+        if notice.action == "rebalance":  # no deadline: each hook gets its own timeout
+            groups: Dict[int, float] = {}
+            for hook in config.hooks_for("rebalance"):
+                groups[hook.order] = max(groups.get(hook.order, 0.0), hook.timeout)
+            return NoticeClock.budget(notice, sum(groups.values()) + KILL_GRACE * len(groups))
+        return NoticeClock(notice, config.deadline_margin)
+
     def _start_response(self, monitor: str, notice: Notice, *, resume: bool) -> None:
         with self._lock:
             previous = self.responses.get(monitor)
@@ -364,9 +376,7 @@ class Daemon:
             # The action changed: the old plan no longer fits; let running steps end.
             previous.ctx.cancel.set()
         config = self.config
-        # Hibernate comes with no warning: its hooks are bounded by hibernate.budget instead.
-        margin = 0.0 if notice.action == "hibernate" else config.deadline_margin
-        clock = NoticeClock(notice, margin)
+        clock = self._notice_clock(notice, config)
         plan = build_plan(notice, config, self.hooks.providers(config, self.dry_run))
         if notice.action == "hibernate":
             self._claim_hibernate_hooks(notice, plan)
