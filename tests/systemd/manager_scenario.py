@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional
 UNIT = "spotwatch-test.service"
 # Directives of the real unit replaced in the test copy (and why):
 TEST_OVERRIDES = {
-    "WatchdogSec": "2s",  # a frozen loop is noticed in seconds, not 30
+    "WatchdogSec": "3s",  # a frozen loop is noticed in seconds, not 30
     "RestartSec": "1s",  # and restarted quickly
 }
 
@@ -95,6 +95,13 @@ def main(repo: Path, work: Path) -> Dict[str, Any]:
     from spotwatch.simulator.imds import ImdsSimulator, format_time
 
     facts: Dict[str, Any] = {}
+    # Byte-compile first: a daemon compiling its modules on a loaded machine must not be
+    # mistaken for a frozen one by the short test watchdog.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(repo / "spotwatch")],
+        check=False,
+        capture_output=True,
+    )
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/systemd"], check=True)
     os.makedirs("/run/systemd/system")
     os.makedirs("/run/systemd/journal")
@@ -146,7 +153,7 @@ def main(repo: Path, work: Path) -> Dict[str, Any]:
             state_dir.mkdir()
             hook = {
                 "name": "checkpoint",
-                "command": f"echo start >> {marker}; sleep 3; echo end >> {marker}",
+                "command": f"echo start >> {marker}; sleep 5; echo end >> {marker}",
                 "actions": ["terminate"],
                 "timeout": "30s",
             }
@@ -232,10 +239,12 @@ def main(repo: Path, work: Path) -> Dict[str, Any]:
             notice_time = format_time(datetime.now(timezone.utc) + timedelta(seconds=60))
             imds.set_instance_action("terminate", notice_time)
             hook_started = wait_for(lambda: marker.exists() and "start" in marker.read_text(), 15)
+            before_stop = show()
             began = time.monotonic()
             stopped = systemctl("stop", UNIT, timeout=60)
             facts["stop"] = {
                 "hook_started": bool(hook_started),
+                "before": before_stop,
                 "rc": stopped.returncode,
                 "stderr": stopped.stderr,
                 "seconds": time.monotonic() - began,
