@@ -555,7 +555,7 @@ class Daemon:
                 "reload-failed",
                 f"reload refused, keeping the old config:\n{failure}",
             )
-            self.notifier.status("reload failed; running on the previous config")
+            self.notifier.reloaded("reload failed; running on the previous config")
             return
         old = self.config
         self.config = fresh
@@ -569,4 +569,4 @@ class Daemon:
             if fresh.imds != old.imds or fresh.rebalance != old.rebalance:
                 self.watcher.monitors = self._monitors()
         emit(log, logging.INFO, "reloaded", f"config reloaded from {', '.join(fresh.sources)}")
-        self.notifier.send("READY=1")
+        self.notifier.reloaded(f"config reloaded; polling every {fresh.poll_interval:g} s")
