@@ -286,13 +286,13 @@ def run_ecs(results: Results, plan: Plan) -> None:
             [r["first_call_ms"] for r in runs],
         )
     for tasks in plan.growth_tasks:
-        times = [ecs_stop.stop_step(tasks, RTT_FOR_TARGETS) for _ in range(plan.ecs_rounds)]
+        step_times = [ecs_stop.stop_step(tasks, RTT_FOR_TARGETS) for _ in range(plan.ecs_rounds)]
         results.add(
             "growth",
             f"ECS stop step (list, describe, stop) for {tasks} tasks, "
             f"{RTT_FOR_TARGETS * 1000:g} ms per API call",
             "s",
-            times,
+            step_times,
         )
 
 
