@@ -1,6 +1,6 @@
 """Measure what warming the AWS clients at start would buy and cost.
 
-    python bench/aws_client_cost.py [--runs 3]
+    python -m bench.aws_client_cost [--runs 3]     (also part of `python -m bench`, section ecs)
 
 For each mode a fresh interpreter imports what the idle daemon with ECS on imports
 (`requests`, for discovery), then either creates the ECS and EC2 clients at once ("warm")
@@ -16,7 +16,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+from typing import Dict
 
 CHILD = r"""
 import json, os, sys, time
@@ -39,42 +39,38 @@ print(json.dumps({"idle_rss_mb": idle, "first_call_ms": first * 1000}))
 """
 
 
+def measure(mode: str) -> Dict[str, float]:
+    """One fresh interpreter in `mode` ("lazy" or "warm"), against the AWS endpoint named by
+    AWS_ENDPOINT_URL (moto's server), on a cluster named "bench" that must exist."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, root],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answer: Dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    from moto.server import ThreadedMotoServer
+    from bench.common import MotoProcess
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://{host}:{port}"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    moto = MotoProcess()
     try:
         import boto3
 
         boto3.client("ecs", region_name="us-east-1").create_cluster(clusterName="bench")
         for mode in ("lazy", "warm"):
-            rows = []
-            for _ in range(args.runs):
-                done = subprocess.run(
-                    [sys.executable, "-c", CHILD, mode, root],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-                time.sleep(0.1)
+            rows = [measure(mode) for _ in range(args.runs)]
             rss = sorted(r["idle_rss_mb"] for r in rows)[len(rows) // 2]
             first = sorted(r["first_call_ms"] for r in rows)[len(rows) // 2]
             print(f"{mode}: idle RSS {rss:.0f} MB, first ListTasks after a notice {first:.0f} ms")
     finally:
-        server.stop()
+        moto.close()
 
 
 if __name__ == "__main__":
