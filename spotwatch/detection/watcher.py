@@ -24,6 +24,9 @@ log = logging.getLogger("spotwatch.watcher")
 
 # Leave this much of the interval unused by retries, so the loop is on time for the next tick.
 TICK_SLACK = 0.05
+# ...but a poll always gets at least this long: with an interval below TICK_SLACK + the IMDS
+# client's smallest attempt (~70 ms, as benchmarks and tests use) no request was ever sent.
+MIN_POLL_BUDGET = 0.1
 REPORTED_CHANGES = (Change.NEW, Change.MOVED, Change.FORGOTTEN)
 
 
@@ -41,6 +44,11 @@ class PollReport:
     @property
     def duration(self) -> float:
         return self.ended - self.started
+
+
+def poll_budget(interval: float) -> float:
+    """How long one poll (with its retries) may take, from its tick."""
+    return max(interval - TICK_SLACK, MIN_POLL_BUDGET)
 
 
 class WatchListener(Protocol):
@@ -78,7 +86,7 @@ class Watcher:
         """One poll of every monitor; notices reach the listener as soon as they are seen."""
         started, wall = self._clock(), self._wall()
         if deadline is None:
-            deadline = started + self.interval - TICK_SLACK
+            deadline = started + poll_budget(self.interval)
         errors: List[str] = []
         known: List[Optional[Notice]] = []
         spot_ok = True
@@ -135,7 +143,7 @@ class Watcher:
         """Poll until `stop()`; `poke()` asks for a poll now (and re-anchors the grid)."""
         next_tick = self._clock()
         while not self._stopping:
-            self.poll_once(deadline=next_tick + self.interval - TICK_SLACK)
+            self.poll_once(deadline=next_tick + poll_budget(self.interval))
             now = self._clock()
             next_tick += self.interval
             if next_tick <= now:  # overran: skip the missed ticks, stay on the grid

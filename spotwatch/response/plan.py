@@ -48,6 +48,24 @@ class NoticeClock:
         self.moved = threading.Event()  # set on every move; waiters re-read the deadline
         self.notice = notice
         self._deadline = self._to_monotonic(notice.epoch - margin)
+        self._fixed_epoch: Optional[float] = None
+
+    @classmethod
+    def budget(
+        cls,
+        notice: Notice,
+        seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> NoticeClock:
+        """A deadline `seconds` from now, whatever the notice time says. For signals whose
+        time is no deadline: hibernate (it starts now; `hibernate.budget` bounds the
+        hooks) and rebalance (its noticeTime is when EC2 said it, already past)."""
+        made = cls(notice, 0.0, clock=clock, wall=wall)
+        made._deadline = made._clock() + seconds
+        made._fixed_epoch = made._wall() + seconds
+        return made
 
     def _to_monotonic(self, wall_moment: float) -> float:
         return self._clock() + (wall_moment - self._wall())
@@ -56,7 +74,8 @@ class NoticeClock:
         """The notice's time moved: every remaining step's budget follows it."""
         with self._lock:
             self.notice = notice
-            self._deadline = self._to_monotonic(notice.epoch - self.margin)
+            if self._fixed_epoch is None:
+                self._deadline = self._to_monotonic(notice.epoch - self.margin)
         self.moved.set()
 
     @property
@@ -69,6 +88,8 @@ class NoticeClock:
     def deadline_epoch(self) -> float:
         """The deadline as Unix seconds, for SPOTWATCH_DEADLINE and status."""
         with self._lock:
+            if self._fixed_epoch is not None:
+                return self._fixed_epoch
             return self.notice.epoch - self.margin
 
     def time_left(self) -> float:

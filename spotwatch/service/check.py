@@ -7,17 +7,20 @@ theirs to `PREFLIGHTS`; each says ok, warning or error with a one-line reason. E
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
 from typing import Callable, Iterable, List, Optional
+from urllib.parse import urlsplit
 
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.detection.imds import TTL_HEADER, ImdsClient, ImdsError
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 EX_OK, EX_FAILED, EX_CONFIG = 0, 1, 78
@@ -61,7 +64,9 @@ def check_imds(config: Config) -> Iterable[CheckResult]:
 
 def check_hooks(config: Config) -> Iterable[CheckResult]:
     if not config.hooks:
-        yield CheckResult("hooks", WARNING, "no hooks configured: a notice only gets ECS/instance steps")
+        yield CheckResult(
+            "hooks", WARNING, "no hooks configured: a notice only gets ECS/instance steps"
+        )
     for hook in config.hooks:
         program = hook.argv()[0]
         found = program if os.path.isabs(program) else shutil.which(program, path=_hook_path())
@@ -91,7 +96,86 @@ def check_state_dir(config: Config) -> Iterable[CheckResult]:
         yield CheckResult("state_dir", ERROR, f"{folder}: not writable by uid {os.geteuid()}")
 
 
-PREFLIGHTS: List[Preflight] = [check_imds, check_hooks, check_state_dir]
+def check_ecs(config: Config) -> Iterable[CheckResult]:
+    """ECS agent, cluster and container instance; ECS mixed with hibernation."""
+    from spotwatch.service.check_aws import ecs_checks  # boto3 only when checking
+
+    return ecs_checks(config)
+
+
+def check_instance_action(config: Config) -> Iterable[CheckResult]:
+    """`instance.*`: may we stop / hibernate / terminate this instance? (DryRun=True)"""
+    from spotwatch.service.check_aws import instance_checks
+
+    return instance_checks(config)
+
+
+
+
+CLOCK_WARN = 5.0  # seconds of skew that shorten (or stretch) every hook's time
+CLOCK_ERROR = 60.0  # half the two-minute warning: the deadline arithmetic is meaningless
+
+
+def check_clock(config: Config) -> Iterable[CheckResult]:
+    """Compare the wall clock with IMDS's HTTP Date header: the deadline is the notice time
+    (IMDS's clock) minus the margin, measured on ours, so a skewed clock moves every deadline."""
+    parts = urlsplit(config.imds.endpoint)
+    conn = http.client.HTTPConnection(
+        parts.hostname or "169.254.169.254", parts.port or 80, timeout=config.imds.timeout
+    )
+    before = time.time()
+    started = time.monotonic()
+    try:
+        # A token PUT with the shortest TTL: every IMDS answer, even a refusal, has a Date.
+        conn.request("PUT", "/latest/api/token", headers={TTL_HEADER: "1"})
+        response = conn.getresponse()
+        response.read()
+        date = response.getheader("Date")
+    except (OSError, http.client.HTTPException) as failure:
+        yield CheckResult("clock", WARNING, f"not compared: IMDS did not answer ({failure})")
+        return
+    finally:
+        conn.close()
+    took = time.monotonic() - started
+    try:
+        theirs = parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        theirs = None
+    if theirs is None:
+        yield CheckResult("clock", OK, "not compared: IMDS sent no Date header", took)
+        return
+    # Date has whole seconds: their clock read somewhere in [theirs, theirs + 1).
+    skew = (before + took / 2) - (theirs + 0.5)
+    uncertainty = 0.5 + took / 2
+    detail = (
+        f"{abs(skew):.1f} s {'ahead of' if skew > 0 else 'behind'} IMDS (+/- {uncertainty:.1f} s)"
+    )
+    if abs(skew) - uncertainty > CLOCK_ERROR:
+        status, detail = ERROR, detail + ": every deadline is off by that much; fix time sync"
+    elif abs(skew) - uncertainty > CLOCK_WARN:
+        status, detail = WARNING, detail + ": hooks get that much more or less time; check chrony"
+    else:
+        status = OK
+    yield CheckResult("clock", status, detail, took)
+
+
+PREFLIGHTS: List[Preflight] = [
+    check_imds,
+    check_clock,
+    check_hooks,
+    check_state_dir,
+    check_ecs,
+    check_instance_action,
+]
+
+
+def run_preflight(preflight: Preflight, config: Config) -> List[CheckResult]:
+    """One preflight's results; a preflight that raises is reported as a failed check."""
+    try:
+        return list(preflight(config))
+    except Exception as failure:
+        name = getattr(preflight, "__name__", "preflight").replace("check_", "")
+        return [CheckResult(name, ERROR, f"the check itself failed: {failure!r}")]
 
 
 def check_hibernation(config: Config) -> Iterable[CheckResult]:
@@ -106,8 +190,10 @@ PREFLIGHTS.append(check_hibernation)
 
 
 def run_check(path: Optional[str], *, as_json: bool) -> int:
+    from spotwatch.service import logs
     from spotwatch.service.settings import load_service_config
 
+    logs.configure("warning")  # config and user-data warnings print as log lines on stderr
     try:
         config = load_service_config(path)
     except ConfigError as problems:
@@ -118,7 +204,7 @@ def run_check(path: Optional[str], *, as_json: bool) -> int:
         return EX_CONFIG
     results: List[CheckResult] = [CheckResult("config", OK, "valid: " + " < ".join(config.sources))]
     for preflight in PREFLIGHTS:
-        results.extend(preflight(config))
+        results.extend(run_preflight(preflight, config))
     failed = any(r.status == ERROR for r in results)
     if as_json:
         print(json.dumps({"ok": not failed, "checks": [asdict(r) for r in results]}, indent=1))
@@ -130,4 +216,13 @@ def run_check(path: Optional[str], *, as_json: bool) -> int:
 def render_table(results: List[CheckResult]) -> str:
     marks = {OK: "ok", WARNING: "WARN", ERROR: "FAIL"}
     width = max(len(r.name) for r in results)
-    return "\n".join(f"{marks[r.status]:<4}  {r.name:<{width}}  {r.detail}" for r in results)
+    lines = [
+        f"{marks.get(r.status, r.status):<4}  {r.name:<{width}}  {r.detail}"
+        + (f" [{r.seconds * 1000:.0f} ms]" if r.seconds is not None and r.name != "imds" else "")
+        for r in results
+    ]
+    errors = sum(r.status == ERROR for r in results)
+    warnings = sum(r.status == WARNING for r in results)
+    verdict = f"{errors} failed" if errors else "all checks passed"
+    lines.append(f"{verdict}, {warnings} warning{'s' if warnings != 1 else ''}")
+    return "\n".join(lines)

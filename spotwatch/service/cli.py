@@ -23,6 +23,16 @@ def config_path(args: argparse.Namespace) -> Optional[str]:
     return args.config or os.environ.get("SPOTWATCH_CONFIG") or None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= 21600:
+        raise argparse.ArgumentTypeError(f"expected 0 to 21600 seconds, got {text!r}")
+    return value
+
+
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c",
@@ -56,6 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     hook = sub.add_parser("sleep-hook", help="called by systemd-sleep: pre|post ACTION; exits 0")
     hook.add_argument("phase", metavar="pre|post", help="before sleep or after resume")
     hook.add_argument("action", metavar="ACTION", help="hibernate (others are ignored)")
+    rehearse = sub.add_parser(
+        "rehearse", help="run the configured response against a simulated notice"
+    )
+    rehearse.add_argument(
+        "--action",
+        choices=["terminate", "stop", "hibernate", "rebalance"],
+        default="terminate",
+        help="the notice to raise (default terminate)",
+    )
+    rehearse.add_argument(
+        "--lead",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds of warning before the notice time (default 120; hibernate 0)",
+    )
+    rehearse.add_argument(
+        "--live-ecs",
+        action="store_true",
+        help="really drain and stop ECS tasks (default: dry-run)",
+    )
 
     sim = sub.add_parser("simulate-imds", help="a standalone IMDS simulator on 127.0.0.1")
     sim.add_argument("--port", type=int, default=0, help="port (default: a free one)")

@@ -59,6 +59,12 @@ def cmd_sleep_hook(args: argparse.Namespace) -> int:
     from spotwatch.service.sleephook import run_sleep_hook
 
     return run_sleep_hook(config_path(args), args.phase, args.action)
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from spotwatch.service.rehearse import run_rehearse
+
+    return run_rehearse(
+        config_path(args), action=args.action, lead=args.lead, live_ecs=args.live_ecs
+    )
 
 
 def cmd_simulate_imds(args: argparse.Namespace) -> int:
@@ -79,5 +85,6 @@ COMMANDS: Dict[str, Command] = {
     "check": cmd_check,
     "status": cmd_status,
     "sleep-hook": cmd_sleep_hook,
+    "rehearse": cmd_rehearse,
     "simulate-imds": cmd_simulate_imds,
 }

@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -25,6 +25,7 @@ from spotwatch.detection.watcher import PollReport, Watcher
 from spotwatch.logevents import emit
 from spotwatch.response.build import Providers, build_plan
 from spotwatch.response.hibernate import hooks_plan, notice_key, now_notice, skip_hooks
+from spotwatch.response.hooks import KILL_GRACE
 from spotwatch.response.plan import NoticeClock, Plan, StepContext, StepOutcome
 from spotwatch.response.runner import Runner, StepJournal
 from spotwatch.service import logs
@@ -63,7 +64,10 @@ class DaemonHooks:
     # Extra journals (metrics, webhook) told about every step, beside the state file.
     journals: List[Callable[[str], StepJournal]] = field(default_factory=list)
     on_poll: List[Callable[[PollReport], None]] = field(default_factory=list)
+    # Told of each new notice before its response starts, so their events come first.
     on_notice: List[Callable[[str, Notice], None]] = field(default_factory=list)
+    # Told the daemon once it is prepared (telemetry reads its IMDS client's counters).
+    on_start: List[Callable[[Daemon], None]] = field(default_factory=list)
 
 
 class FanoutJournal:
@@ -99,8 +103,12 @@ class Daemon:
         notifier: Optional[Notifier] = None,
         hooks: Optional[DaemonHooks] = None,
         clock_pair: Callable[[], Tuple[float, float]] = boot_and_monotonic,
+        notice_source: Optional[str] = None,
     ) -> None:
         self.config = config
+        # `spotwatch rehearse`: every notice handled carries this source instead of the
+        # IMDS path it came from (SPOTWATCH_SOURCE=rehearsal for hooks, state, webhook).
+        self.notice_source = notice_source
         self._forced_dry_run = dry_run  # --dry-run holds across reloads
         self.dry_run = dry_run or config.dry_run
         self._reload_config = reload_config
@@ -162,6 +170,8 @@ class Daemon:
         self._prepare_hibernation()
         for monitor, tracker in self.watcher.monitors:
             self._resume_unfinished(monitor.name, tracker)
+        for callback in self.hooks.on_start:
+            callback(self)
 
     def _resume_unfinished(self, monitor: str, tracker: NoticeTracker) -> None:
         record = self.store.response(monitor)
@@ -251,7 +261,7 @@ class Daemon:
         # Remember the notice before acting on it: a crash from here on must not make a
         # restarted daemon take it for new and run finished steps again.
         self._save_tracker(monitor)
-        notice = observation.notice
+        notice = self._relabel(observation.notice)
         if observation.change is Change.NEW and notice is not None:
             emit(
                 log,
@@ -262,14 +272,13 @@ class Daemon:
                 notice_time=notice.time_text,
                 source=notice.source,
             )
+            for callback in self.hooks.on_notice:
+                callback(monitor, notice)
             try:
                 self._start_response(monitor, notice, resume=False)
             except Exception:  # never foreseen; the notice must not be lost with it
                 log.exception("the response to the %s notice could not start", notice.action)
                 self._forget(monitor)
-                return
-            for callback in self.hooks.on_notice:
-                callback(monitor, notice)
         elif observation.change is Change.MOVED and notice is not None:
             emit(
                 log,
@@ -301,6 +310,11 @@ class Daemon:
             if monitor.name == name:
                 tracker.rearm()
         self._save_tracker(name)
+
+    def _relabel(self, notice: Optional[Notice]) -> Optional[Notice]:
+        if notice is None or self.notice_source is None:
+            return notice
+        return replace(notice, source=self.notice_source)
 
     def _save_tracker(self, name: str) -> None:
         assert self.watcher is not None
@@ -344,6 +358,17 @@ class Daemon:
 
     # ----------------------------------------------------------------- responses
 
+    @staticmethod
+    def _notice_clock(notice: Notice, config: Config) -> NoticeClock:
+        if notice.action == "hibernate":  # no warning at all: the budget is the deadline
+            return NoticeClock.budget(notice, config.hibernate.budget)
+        if notice.action == "rebalance":  # no deadline: each hook gets its own timeout
+            groups: Dict[int, float] = {}
+            for hook in config.hooks_for("rebalance"):
+                groups[hook.order] = max(groups.get(hook.order, 0.0), hook.timeout)
+            return NoticeClock.budget(notice, sum(groups.values()) + KILL_GRACE * len(groups))
+        return NoticeClock(notice, config.deadline_margin)
+
     def _start_response(self, monitor: str, notice: Notice, *, resume: bool) -> None:
         with self._lock:
             previous = self.responses.get(monitor)
@@ -351,9 +376,7 @@ class Daemon:
             # The action changed: the old plan no longer fits; let running steps end.
             previous.ctx.cancel.set()
         config = self.config
-        # Hibernate comes with no warning: its hooks are bounded by hibernate.budget instead.
-        margin = 0.0 if notice.action == "hibernate" else config.deadline_margin
-        clock = NoticeClock(notice, margin)
+        clock = self._notice_clock(notice, config)
         plan = build_plan(notice, config, self.hooks.providers(config, self.dry_run))
         if notice.action == "hibernate":
             self._claim_hibernate_hooks(notice, plan)
@@ -532,7 +555,7 @@ class Daemon:
                 "reload-failed",
                 f"reload refused, keeping the old config:\n{failure}",
             )
-            self.notifier.status("reload failed; running on the previous config")
+            self.notifier.reloaded("reload failed; running on the previous config")
             return
         old = self.config
         self.config = fresh
@@ -546,4 +569,4 @@ class Daemon:
             if fresh.imds != old.imds or fresh.rebalance != old.rebalance:
                 self.watcher.monitors = self._monitors()
         emit(log, logging.INFO, "reloaded", f"config reloaded from {', '.join(fresh.sources)}")
-        self.notifier.send("READY=1")
+        self.notifier.reloaded(f"config reloaded; polling every {fresh.poll_interval:g} s")

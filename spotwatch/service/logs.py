@@ -1,7 +1,14 @@
-"""Log output for the service: text or JSON lines on stderr (the journal under systemd).
+"""Log output for the service: text or JSON lines on stderr, or the journal under systemd.
 
 Records carry structured fields from `spotwatch.logevents.emit`; JSON lines include them,
-text lines show the message alone (the message already says what happened).
+journal entries carry them as SPOTWATCH_<NAME> fields (see journal.py), text lines show the
+message alone (the message already says what happened).
+
+`log.format`:
+- `auto`: the journal when systemd started us (JOURNAL_STREAM or INVOCATION_ID is set) and
+  journald answers on its socket; otherwise text on stderr.
+- `journal`: the journal; if journald cannot be reached, text on stderr after one warning.
+- `json`, `text`: on stderr.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from spotwatch.logevents import emit as emit  # re-exported for the service's own modules
 
@@ -61,7 +68,16 @@ def under_systemd() -> bool:
     return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+_warned_unreachable = False
+
+
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: Any = None,
+    *,
+    journal_socket: Optional[str] = None,
+) -> None:
     """(Re)configure the `spotwatch` logger tree; safe to call again on reload."""
     logger = logging.getLogger(ROOT)
     logger.setLevel(LEVELS.get(level, logging.INFO))
@@ -69,11 +85,35 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    handler = make_handler(fmt, stream)
+    handler, warning = choose_handler(fmt, stream, journal_socket=journal_socket)
     logger.addHandler(handler)
+    if warning:
+        emit(logger, logging.WARNING, "journal-unreachable", warning)
+
+
+def choose_handler(
+    fmt: str, stream: Any = None, *, journal_socket: Optional[str] = None
+) -> Tuple[logging.Handler, Optional[str]]:
+    """The handler for `fmt`, and a warning to log once it is installed (or None)."""
+    global _warned_unreachable
+    if fmt == "journal" or (fmt == "auto" and under_systemd()):
+        from spotwatch.service.journal import JOURNAL_SOCKET, JournalHandler
+
+        journal = JournalHandler.create(journal_socket)
+        if journal is not None:
+            return journal, None
+        if fmt == "journal" and not _warned_unreachable:
+            _warned_unreachable = True  # once per process, not on every reload
+            where = journal_socket or JOURNAL_SOCKET
+            return make_handler("text", stream), (
+                f"log.format is journal but journald does not answer at {where}; "
+                "logging text to stderr"
+            )
+    return make_handler(fmt, stream), None
 
 
 def make_handler(fmt: str, stream: Any = None) -> logging.Handler:
+    """A stderr (or `stream`) handler: JSON lines for `json`, text for anything else."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     return handler

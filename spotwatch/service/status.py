@@ -59,18 +59,48 @@ def collect(state_dir: str) -> Optional[Dict[str, Any]]:
             "time": poll.get("time"),
             "result": poll.get("result"),
             "last_success": poll.get("last_success"),
+            "age_seconds": _seconds_since(poll.get("time")),
         }
     return {"last_poll": last_poll, "notice": notice, "steps": steps}
+
+
+def _epoch(stamp: Any) -> Optional[float]:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _seconds_since(stamp: Any) -> Optional[float]:
+    moment = _epoch(stamp)
+    return None if moment is None else round(max(0.0, time.time() - moment), 3)
 
 
 def _age(stamp: Optional[str]) -> str:
     if not stamp:
         return "never"
-    try:
-        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    age = _seconds_since(stamp)
+    if age is None:
         return stamp
-    return f"{max(0.0, time.time() - moment):.0f} s ago ({stamp})"
+    return f"{age:.0f} s ago ({stamp})"
+
+
+def _deadline(stamp: Optional[str]) -> str:
+    moment = _epoch(stamp)
+    if moment is None:
+        return str(stamp)
+    left = moment - time.time()
+    when = f"in {left:.0f} s" if left >= 0 else f"{-left:.0f} s ago"
+    return f"{stamp} ({when})"
+
+
+def _clock(stamp: Any) -> str:
+    """HH:MM:SS.ss of an ISO time, for the step table."""
+    if not isinstance(stamp, str) or "T" not in stamp:
+        return "-"
+    return stamp.split("T", 1)[1].rstrip("Z")
 
 
 def render(doc: Dict[str, Any]) -> str:
@@ -86,9 +116,15 @@ def render(doc: Dict[str, Any]) -> str:
         lines.append(
             f"notice:        {notice['action']} at {notice['time']} ({notice['source']}), {state}"
         )
-        lines.append(f"deadline:      {notice['deadline']}")
+        lines.append(f"deadline:      {_deadline(notice['deadline'])}")
+    if doc["steps"]:
+        width = max(len(str(step["name"])) for step in doc["steps"])
+        lines.append(f"  {'status':<11} {'step':<{width}}  {'started':<11}  {'ended':<11}  detail")
     for step in doc["steps"]:
-        lines.append(f"  {step['status']:<11} {step['name']:<28} {step.get('detail') or ''}")
+        lines.append(
+            f"  {step['status']:<11} {step['name']:<{width}}  {_clock(step.get('started')):<11}"
+            f"  {_clock(step.get('ended')):<11}  {step.get('detail') or ''}"
+        )
     return "\n".join(lines)
 
 

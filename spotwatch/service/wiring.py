@@ -2,14 +2,87 @@
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING, Optional, Tuple
+
 from spotwatch.config.schema import Config
+from spotwatch.response.aws import AwsClients
+from spotwatch.response.build import Providers
+from spotwatch.response.ecs import EcsResponse, EcsTarget
 from spotwatch.response.hibernate import add_hibernate_trigger
+from spotwatch.response.instance import InstanceResponse
 from spotwatch.service.daemon import DaemonHooks
 from spotwatch.service.state import HibernateLedger
 
 
+def aws_clients(config: Config) -> AwsClients:
+    """The one AWS session of this process (clients are made on first use)."""
+    return AwsClients(
+        region=config.ecs.region,
+        imds_endpoint=config.imds.endpoint,
+        imds_timeout=config.imds.timeout,
+        allow_imdsv1=config.imds.allow_imdsv1,
+    )
+
+
+class AwsParts:
+    """ECS and instance steps for each notice. ECS discovery runs at start; a reload that
+    changes where ECS or AWS is found (enabled, agent_url, region, IMDS) starts afresh."""
+
+    def __init__(self, config: Config) -> None:
+        self._lock = threading.Lock()
+        self._key: Optional[Tuple[object, ...]] = None
+        self.ecs: Optional[EcsResponse] = None
+        self.instance: InstanceResponse
+        self._setup(config)
+
+    @staticmethod
+    def _key_of(config: Config) -> Tuple[object, ...]:
+        return (config.ecs.enabled, config.ecs.agent_url, config.ecs.region, config.imds)
+
+    def _setup(self, config: Config) -> None:
+        self._key = self._key_of(config)
+        clients = aws_clients(config)
+        self.instance = InstanceResponse(clients)
+        self.ecs = None
+        if config.ecs.enabled is not False:
+            target = EcsTarget(config.ecs, clients)
+            target.start()
+            self.ecs = EcsResponse(target)
+
+    def providers(self, config: Config, dry_run: bool) -> Providers:
+        """The daemon asks on every notice, with the config then in force."""
+        with self._lock:
+            if self._key_of(config) != self._key:
+                self._setup(config)
+            ecs, instance = self.ecs, self.instance
+        parts = Providers(instance=instance.steps)
+        if ecs is not None:
+            parts.ecs_drain = ecs.drain
+            parts.ecs_stop = ecs.stop
+            parts.ecs_final = ecs.final
+        return parts
+
+if TYPE_CHECKING:
+    from spotwatch.service.telemetry import Telemetry
+
+
+def add_telemetry(hooks: DaemonHooks, config: Config) -> Telemetry:
+    """Metrics (textfile, /metrics, /healthz) and webhook events on the daemon's seams."""
+    from spotwatch.service.telemetry import Telemetry
+
+    telemetry = Telemetry(config)
+    hooks.on_start.append(telemetry.bind)
+    hooks.on_poll.append(telemetry.on_poll)
+    hooks.on_notice.append(telemetry.on_notice)
+    hooks.journals.append(telemetry.journal)
+    return telemetry
+
+
 def daemon_hooks(config: Config) -> DaemonHooks:
     """The seams of the daemon filled for this config (ECS, hibernation, telemetry)."""
-    hooks = DaemonHooks()
+    aws = AwsParts(config)
+    hooks = DaemonHooks(providers=aws.providers)
     hooks.providers = add_hibernate_trigger(hooks.providers, HibernateLedger)  # §5 trigger
+    add_telemetry(hooks, config)
     return hooks

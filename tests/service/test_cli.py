@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any, Dict, Optional
 
-from conftest import REPO
+from service_support import REPO
 
 from spotwatch import __version__
 

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from conftest import counter_hook, lines, state, wait_for
+from service_support import counter_hook, lines, state, wait_for
 
 from spotwatch.simulator.imds import ImdsSimulator, format_time
 
@@ -249,3 +249,21 @@ def test_state_survives_in_the_state_dir(imds, workdir, write_config, daemons):
     assert data["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert data["instance_id"] == "i-0123456789abcdef0"
     assert daemon.stop() == 0
+
+
+def test_a_rebalance_from_the_past_still_gives_hooks_their_timeout(
+    imds, workdir, write_config, daemons
+):
+    """EC2's rebalance noticeTime is when it was said, already past: it is no deadline, so
+    the rebalance hooks get their own timeout, not the short floor."""
+    out = workdir / "hooks.out"
+    hook = {
+        "name": "early",
+        "command": f'echo "$SPOTWATCH_SECONDS_LEFT" >> {out}',
+        "actions": ["rebalance"],
+        "timeout": "45s",
+    }
+    daemons(write_config([hook]))
+    imds.set_rebalance(_in(-600))
+    wait_for(lambda: len(lines(out)) == 1)
+    assert 40 <= int(lines(out)[0]) <= 50

@@ -1,0 +1,402 @@
+"""spotwatch benchmarks: how fast, how light, against what operators would use instead.
+
+    python -m bench [--quick] [--json PATH] [--only SECTION,...]
+
+Runs the real daemon (`python -m spotwatch run`) against the IMDS simulator on loopback,
+each in a process of its own, and prints a table (Markdown) of medians over repeated runs
+with min and max; comparisons are ratios measured in the same run. The table also goes to
+`--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
+small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
+Sections: idle, detection, hibernate, fanout, ecs, startup. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from bench import aws_client_cost, detection, ecs_stop, fanout, idle, startup
+from bench.common import (
+    MotoProcess,
+    Results,
+    SimProcess,
+    median,
+    percentile,
+    table,
+)
+
+SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup")
+
+
+@dataclass(frozen=True)
+class Plan:
+    reps: int  # repetitions of each whole-process measurement
+    interval: float  # idle poll interval (s)
+    checkpoints: Tuple[int, int, int]  # idle: polls at which CPU and RSS are read
+    shell_checkpoints: Tuple[int, int]
+    detection_trials: int
+    detection_interval: float
+    hibernate_trials: int
+    hibernate_hooks: Tuple[int, ...]
+    fanout_hooks: int
+    fanout_sleep: float
+    ecs_tasks: int
+    ecs_rounds: int
+    ecs_rtts: Tuple[float, ...]
+    growth_tasks: Tuple[int, ...]
+    startup_reps: int
+
+
+FULL = Plan(
+    reps=3,
+    interval=0.01,
+    checkpoints=(100, 1000, 10000),
+    shell_checkpoints=(10, 1010),
+    detection_trials=40,
+    detection_interval=0.5,
+    hibernate_trials=20,
+    hibernate_hooks=(0, 1, 3),
+    fanout_hooks=20,
+    fanout_sleep=0.2,
+    ecs_tasks=100,
+    ecs_rounds=3,
+    ecs_rtts=(0.0, 0.03),
+    growth_tasks=(10, 100, 1000),
+    startup_reps=5,
+)
+QUICK = Plan(
+    reps=1,
+    interval=0.005,
+    checkpoints=(100, 200, 2000),
+    shell_checkpoints=(10, 110),
+    detection_trials=8,
+    detection_interval=0.5,
+    hibernate_trials=5,
+    hibernate_hooks=(1,),
+    fanout_hooks=20,
+    fanout_sleep=0.2,
+    ecs_tasks=100,
+    ecs_rounds=1,
+    ecs_rtts=(0.0, 0.03),
+    growth_tasks=(10, 100),
+    startup_reps=2,
+)
+RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
+
+
+def machine() -> Dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "kernel": platform.release(),
+        "load_at_start": list(os.getloadavg()),
+    }
+
+
+# --------------------------------------------------------------------- sections
+
+
+def run_idle(results: Results, sim: SimProcess, plan: Plan) -> None:
+    a, b, c = plan.checkpoints
+    ms = f"{plan.interval * 1000:g} ms"
+    ours: List[List[idle.Sample]] = []
+    shell: List[List[idle.Sample]] = []
+    for _ in range(plan.reps):
+        ours.append(idle.spotwatch_run(sim, plan.checkpoints, plan.interval))
+        shell.append(idle.shell_run(sim, plan.shell_checkpoints, plan.interval))
+    cpu = [idle.per_poll_ms(s[0], s[1]) for s in ours]
+    shell_cpu = [idle.per_poll_ms(s[0], s[1]) for s in shell]
+    ratios = [theirs / mine for mine, theirs in zip(cpu, shell_cpu)]
+    results.add(
+        "idle",
+        f"CPU per poll, spotwatch daemon (polls {a}→{b}, every {ms})",
+        "ms",
+        cpu,
+        target="< 1 ms",
+        met=median(cpu) < 1.0,
+    )
+    x, y = plan.shell_checkpoints
+    results.add(
+        "idle",
+        f"CPU per poll, AWS docs shell loop (curl token + GET, sleep {ms}; iterations {x}→{y})",
+        "ms",
+        shell_cpu,
+    )
+    results.add(
+        "idle",
+        "shell loop CPU ÷ spotwatch CPU, per poll",
+        "x",
+        ratios,
+        target="≥ 10x",
+        met=median(ratios) >= 10,
+    )
+    rss_b = [s[1].rss for s in ours]
+    results.add(
+        "idle",
+        f"RSS after {b} polls, ECS off",
+        "MB",
+        rss_b,
+        target="< 35 MB",
+        met=max(rss_b) < 35,
+    )
+    results.add(
+        "idle", "RSS of the shell loop (bash alone, between curls)", "MB", [s[1].rss for s in shell]
+    )
+    growth_ab = [s[1].rss - s[0].rss for s in ours]
+    results.add(
+        "idle",
+        f"RSS growth, polls {a}→{b}",
+        "MB",
+        growth_ab,
+        target="flat (< 1 MB)",
+        met=max(growth_ab) < 1.0,
+    )
+    results.add(
+        "growth",
+        f"CPU per poll, polls {b}→{c}",
+        "ms",
+        [idle.per_poll_ms(s[1], s[2]) for s in ours],
+        target="< 1 ms",
+        met=median([idle.per_poll_ms(s[1], s[2]) for s in ours]) < 1.0,
+    )
+    growth_bc = [s[2].rss - s[1].rss for s in ours]
+    results.add(
+        "growth",
+        f"RSS growth, polls {b}→{c}",
+        "MB",
+        growth_bc,
+        target="flat (< 1 MB)",
+        met=max(growth_bc) < 1.0,
+    )
+    results.add("growth", f"RSS after {c} polls", "MB", [s[2].rss for s in ours])
+
+
+def run_detection(results: Results, sim: SimProcess, plan: Plan) -> None:
+    found = detection.detection(sim, plan.detection_trials, plan.detection_interval)
+    interval = f"{plan.detection_interval * 1000:g} ms"
+    results.add(
+        "detection",
+        f"notice raised → first hook started (poll every {interval}, random phase)",
+        "ms",
+        found["absolute"],
+        p99=percentile(found["absolute"], 99),
+    )
+    overhead = found["overhead"]
+    results.add(
+        "detection",
+        "our overhead: answer carrying the notice → first hook started",
+        "ms",
+        overhead,
+        p99=percentile(overhead, 99),
+        target="p99 < 20 ms",
+        met=percentile(overhead, 99) < 20,
+    )
+
+
+def run_hibernate(results: Results, sim: SimProcess, plan: Plan) -> None:
+    for hooks in plan.hibernate_hooks:
+        times = detection.hibernate(sim, plan.hibernate_trials, hooks)
+        row = results.add(
+            "hibernate",
+            f"answer carrying the notice → trigger command started, {hooks} quick hook(s)",
+            "ms",
+            times,
+            p99=percentile(times, 99),
+        )
+        if hooks:
+            row.target, row.met = "p99 < 50 ms", percentile(times, 99) < 50
+
+
+def run_fanout(results: Results, sim: SimProcess, plan: Plan) -> None:
+    parallel: List[float] = []
+    sequential: List[float] = []
+    for _ in range(plan.reps):
+        parallel.append(fanout.hook_stage(sim, plan.fanout_hooks, plan.fanout_sleep, True))
+        sequential.append(fanout.hook_stage(sim, plan.fanout_hooks, plan.fanout_sleep, False))
+    what = f"{plan.fanout_hooks} hooks of `sleep {plan.fanout_sleep:g}`"
+    results.add("fan-out", f"{what}, one order (parallel): first start → last end", "s", parallel)
+    results.add("fan-out", f"{what}, {plan.fanout_hooks} orders (sequential)", "s", sequential)
+    results.add(
+        "fan-out",
+        "sequential ÷ parallel",
+        "x",
+        [s / p for s, p in zip(sequential, parallel)],
+        note=f"ideal {plan.fanout_hooks}x",
+    )
+
+
+def run_ecs(results: Results, plan: Plan) -> None:
+    for rtt in plan.ecs_rtts:
+        times = ecs_stop.stop_comparison(plan.ecs_tasks, 16, plan.ecs_rounds, rtt)
+        label = f"modelled API round trip {rtt * 1000:g} ms"
+        results.add(
+            "ECS stop",
+            f"{plan.ecs_tasks} StopTask, 16 at a time ({label})",
+            "s",
+            times["concurrent"],
+        )
+        results.add(
+            "ECS stop",
+            f"{plan.ecs_tasks} StopTask, one by one ({label})",
+            "s",
+            times["one by one"],
+        )
+        ratios = [o / c for o, c in zip(times["one by one"], times["concurrent"])]
+        row = results.add("ECS stop", f"one by one ÷ concurrent ({label})", "x", ratios)
+        if rtt == RTT_FOR_TARGETS:
+            row.target, row.met = "≥ 5x", median(ratios) >= 5
+        elif rtt == 0:
+            row.note = "moto serves one request at a time"
+    import boto3
+
+    boto3.client("ecs", region_name="us-east-1").create_cluster(clusterName="bench")
+    for mode in ("lazy", "warm"):
+        runs = [aws_client_cost.measure(mode) for _ in range(plan.ecs_rounds)]
+        note = "as shipped" if mode == "lazy" else "boto3 clients made at start"
+        results.add(
+            "ECS clients",
+            f"RSS idle, ECS on, AWS clients {mode}",
+            "MB",
+            [r["idle_rss_mb"] for r in runs],
+            note=note,
+        )
+        results.add(
+            "ECS clients",
+            f"first ListTasks after a notice, AWS clients {mode}",
+            "ms",
+            [r["first_call_ms"] for r in runs],
+        )
+    for tasks in plan.growth_tasks:
+        step_times = [ecs_stop.stop_step(tasks, RTT_FOR_TARGETS) for _ in range(plan.ecs_rounds)]
+        results.add(
+            "growth",
+            f"ECS stop step (list, describe, stop) for {tasks} tasks, "
+            f"{RTT_FOR_TARGETS * 1000:g} ms per API call",
+            "s",
+            step_times,
+        )
+
+
+def run_startup(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
+    runs = [startup.start_once(sim) for _ in range(plan.startup_reps)]
+    results.add("start-up", "exec → first poll, ECS off", "ms", [r["first_poll"] for r in runs])
+    results.add("start-up", "exec → READY=1, ECS off", "ms", [r["ready"] for r in runs])
+    if moto is None:
+        return
+    cluster, container_instance = startup.ecs_world()
+    agent = startup.FakeAgent(cluster, container_instance)
+    try:
+        runs = [
+            startup.start_once(sim, agent_url=agent.url, aws_endpoint=moto.endpoint)
+            for _ in range(plan.startup_reps)
+        ]
+    finally:
+        agent.close()
+    results.add(
+        "start-up", "exec → first poll, ECS on (agent found)", "ms", [r["first_poll"] for r in runs]
+    )
+    results.add("start-up", "exec → READY=1, ECS on", "ms", [r["ready"] for r in runs])
+    results.add(
+        "start-up",
+        "RSS at READY, ECS on (requests imported for discovery)",
+        "MB",
+        [r["rss"] for r in runs],
+    )
+
+
+# --------------------------------------------------------------------- main
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions, small counts")
+    parser.add_argument("--json", default="bench-results.json", help="where to write the results")
+    parser.add_argument("--only", default="", help=f"comma-separated: {', '.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(unknown)}")
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("spotwatch").setLevel(logging.ERROR)  # the ECS steps log every task
+
+    began = time.monotonic()
+    info = machine()
+    results = Results()
+    sim = SimProcess()
+    moto: Optional[MotoProcess] = None
+    try:
+        if "ecs" in chosen or "startup" in chosen:
+            moto = MotoProcess()
+        steps: Dict[str, Callable[[], None]] = {
+            "idle": lambda: run_idle(results, sim, plan),
+            "detection": lambda: run_detection(results, sim, plan),
+            "hibernate": lambda: run_hibernate(results, sim, plan),
+            "fanout": lambda: run_fanout(results, sim, plan),
+            "ecs": lambda: run_ecs(results, plan),
+            "startup": lambda: run_startup(results, sim, plan, moto),
+        }
+        for name in chosen:
+            section_began = time.monotonic()
+            print(f"# {name} ...", file=sys.stderr, flush=True)
+            try:
+                steps[name]()
+            except Exception:
+                results.errors.append(f"{name}: {traceback.format_exc()}")
+                print(f"# {name} FAILED:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            print(
+                f"# {name}: {time.monotonic() - section_began:.1f} s", file=sys.stderr, flush=True
+            )
+    finally:
+        sim.close()
+        if moto is not None:
+            moto.close()
+    took = time.monotonic() - began
+    info["load_at_end"] = list(os.getloadavg())
+    print(table(results))
+    missed = [r for r in results.rows if r.target and not r.met]
+    print(
+        f"\n{'quick' if args.quick else 'full'} run in {took:.1f} s on {info['cpu']} "
+        f"({info['cores']} cores), Python {info['python']}, kernel {info['kernel']}; "
+        f"load {info['load_at_start'][0]:.2f} → {info['load_at_end'][0]:.2f}; "
+        f"targets missed: {len(missed)}"
+    )
+    document = {
+        "mode": "quick" if args.quick else "full",
+        "seconds": took,
+        "machine": info,
+        "plan": plan.__dict__,
+        "rows": [row.as_json() for row in results.rows],
+        "errors": results.errors,
+    }
+    with open(args.json, "w") as out:
+        json.dump(document, out, indent=2)
+        out.write("\n")
+    if results.errors:
+        print(f"{len(results.errors)} section(s) crashed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Start-up: process start -> first poll (the simulator's first GET of spot/instance-action)
+and -> READY=1 on a NOTIFY_SOCKET we bind, as systemd would; with ECS off, and with ECS on
+(a fake ECS agent introspection server here, moto's server for the AWS API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Optional, Tuple
+
+from bench.common import AWS_ENV, INSTANCE_ACTION, DaemonProcess, SimProcess, rss_mb
+
+
+class FakeAgent:
+    """The ECS agent's introspection API: GET /v1/metadata names the cluster and instance."""
+
+    def __init__(self, cluster: str, container_instance_arn: str) -> None:
+        body = json.dumps(
+            {"Cluster": cluster, "ContainerInstanceArn": container_instance_arn, "Version": "bench"}
+        ).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                found = self.path.startswith("/v1/metadata")
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body) if found else 0))
+                self.end_headers()
+                if found:
+                    self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_once(
+    sim: SimProcess, *, agent_url: Optional[str] = None, aws_endpoint: Optional[str] = None
+) -> Dict[str, float]:
+    """{"first_poll", "ready"} in ms from just before the exec, and "rss" (MB) at READY."""
+    folder = tempfile.mkdtemp(prefix="spotwatch-notify-")
+    address = os.path.join(folder, "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    settings: Dict[str, Any] = {}
+    env = {"NOTIFY_SOCKET": address}
+    if agent_url is not None:
+        settings["ecs"] = {"enabled": True, "agent_url": agent_url, "region": "us-east-1"}
+        env.update(AWS_ENV)
+        if aws_endpoint:
+            env["AWS_ENDPOINT_URL"] = aws_endpoint
+    daemon = DaemonProcess(sim.endpoint, settings, env=env)
+    try:
+        daemon.start()
+        listener.settimeout(30)
+        ready_at = 0.0
+        while not ready_at:
+            message = listener.recv(4096).decode("utf-8", "replace")
+            if "READY=1" in message.split("\n"):
+                ready_at = time.monotonic()
+        rss = rss_mb(daemon.pid)
+        first = next(
+            row[0]
+            for row in sim.log(daemon.started)
+            if row[2] == "GET" and row[3] == INSTANCE_ACTION
+        )
+        return {
+            "first_poll": (first - daemon.started) * 1000,
+            "ready": (ready_at - daemon.started) * 1000,
+            "rss": rss,
+        }
+    finally:
+        daemon.cleanup()
+        listener.close()
+        os.unlink(address)
+        os.rmdir(folder)
+
+
+def ecs_world() -> Tuple[str, str]:
+    """A cluster with a container instance on moto (the environment points boto3 at it)."""
+    from bench.ecs_stop import world
+
+    cluster = f"startup-{time.monotonic_ns()}"
+    container_instance, _ = world(1, cluster)
+    return cluster, container_instance

@@ -1,0 +1,148 @@
+"""`check` preflights for the AWS parts: the ECS agent, the cluster and container
+instance, ECS mixed with hibernation, and the permission to end the instance."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterable, Optional
+
+from spotwatch.config.schema import Config
+from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.response.aws import AwsClients, AwsSetupError, describe_error, error_code
+from spotwatch.response.ecs import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
+from spotwatch.response.instance import ALLOWED, DENIED, check_permission
+from spotwatch.service.check import ERROR, OK, WARNING, CheckResult
+from spotwatch.service.wiring import aws_clients
+
+HIBERNATION_PATH = "meta-data/hibernation/configured"
+
+
+def _imds_get(config: Config, path: str) -> Optional[str]:
+    """One IMDS value, or None when IMDS does not give it."""
+    client = ImdsClient(
+        config.imds.endpoint,
+        timeout=config.imds.timeout,
+        token_ttl=60,
+        allow_imdsv1=config.imds.allow_imdsv1,
+    )
+    try:
+        reply = client.get(path)
+    except ImdsError:
+        return None
+    finally:
+        client.close()
+    if reply.status != 200:
+        return None
+    return reply.body.decode("ascii", "replace").strip()
+
+
+def hibernation_configured(config: Config) -> Optional[str]:
+    """Why this instance counts as set up for hibernation, or None."""
+    if config.instance.after_response == "hibernate":
+        return "instance.after_response is hibernate"
+    hooks = [h.name for h in config.hooks if "hibernate" in h.actions]
+    if config.hibernate.trigger != "none" and hooks:
+        trigger = config.hibernate.trigger
+        return f"hibernate hooks ({', '.join(hooks)}) with hibernate.trigger: {trigger}"
+    if (_imds_get(config, HIBERNATION_PATH) or "").lower() == "true":
+        return f"IMDS {HIBERNATION_PATH} is true"
+    return None
+
+
+def ecs_checks(config: Config) -> Iterable[CheckResult]:
+    settings = config.ecs
+    if settings.enabled is False:
+        yield CheckResult("ecs", OK, "off (ecs.enabled: false)")
+        return
+    started = time.monotonic()
+    try:
+        info = discover(settings.agent_url, AGENT_TIMEOUT)
+    except DiscoveryError as failure:
+        if settings.enabled == "auto":
+            yield CheckResult("ecs", OK, f"agent not answering ({failure}): ECS steps off (auto)")
+        else:
+            yield CheckResult("ecs", ERROR, f"ecs.enabled is true but the agent: {failure}")
+        return
+    took = time.monotonic() - started
+    yield CheckResult("ecs", OK, f"agent answered in {took * 1000:.0f} ms: {info}", took)
+    clients = aws_clients(config)
+    clients.prefer_region(info.region)
+    yield cluster_check(clients, info)
+    why = hibernation_configured(config)
+    if why is not None:
+        yield CheckResult(
+            "ecs+hibernation",
+            WARNING,
+            f"ECS is in use and hibernation is configured ({why}): "
+            "EC2 cannot hibernate an instance used by ECS",
+        )
+
+
+def cluster_check(clients: AwsClients, info: AgentInfo) -> CheckResult:
+    """The cluster answers ListTasks for this instance (a call the response needs), and the
+    container instance exists (DescribeContainerInstances, needed by `check` only)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = "ecs:cluster"
+    try:
+        ecs = clients.ecs()
+        ecs.list_tasks(
+            cluster=info.cluster,
+            containerInstance=info.container_instance_arn,
+            desiredStatus="RUNNING",
+            maxResults=1,
+        )
+    except (ClientError, BotoCoreError, AwsSetupError) as failure:
+        return CheckResult(name, ERROR, f"ListTasks in {info.cluster}: {describe_error(failure)}")
+    try:
+        answer = ecs.describe_container_instances(
+            cluster=info.cluster, containerInstances=[info.container_instance_arn]
+        )
+    except (ClientError, BotoCoreError) as failure:
+        status = WARNING if error_code(failure).startswith("AccessDenied") else ERROR
+        return CheckResult(
+            name, status, f"cannot verify the container instance: {describe_error(failure)}"
+        )
+    if answer.get("failures"):
+        reason = answer["failures"][0].get("reason", "?")
+        return CheckResult(name, ERROR, f"{info}: {reason}")
+    found = answer["containerInstances"][0]
+    state = found.get("status", "?")
+    running = found.get("runningTasksCount", 0)
+    detail = f"{info}: {state}, {running} tasks running ({clients.region()})"
+    if state != "ACTIVE" or not found.get("agentConnected", True):
+        return CheckResult(
+            name,
+            WARNING,
+            detail + ("" if found.get("agentConnected", True) else ", agent not connected"),
+        )
+    return CheckResult(name, OK, detail)
+
+
+def instance_checks(config: Config) -> Iterable[CheckResult]:
+    wanted = [
+        a for a in (config.instance.after_response, config.instance.after_rebalance) if a != "none"
+    ]
+    actions = sorted(set(wanted))
+    if not actions:
+        return
+    instance_id = _imds_get(config, "meta-data/instance-id")
+    if not instance_id:
+        yield CheckResult("instance", ERROR, "cannot check: IMDS gave no instance id")
+        return
+    clients = aws_clients(config)
+    if config.ecs.enabled is not False:
+        # Else the region comes from the environment or IMDS.
+        with contextlib.suppress(DiscoveryError):
+            clients.prefer_region(discover(config.ecs.agent_url, AGENT_TIMEOUT).region)
+    for action in actions:
+        try:
+            status, detail = check_permission(clients.ec2(), action, instance_id)
+        except AwsSetupError as failure:
+            yield CheckResult(f"instance:{action}", ERROR, str(failure))
+            continue
+        mark = OK if status == ALLOWED else ERROR
+        if status == DENIED:
+            detail += " (see docs/iam.md)"
+        yield CheckResult(f"instance:{action}", mark, detail)

@@ -1,0 +1,120 @@
+"""Fixtures for the operator commands: a simulated IMDS, configs with real hook scripts and a
+local webhook receiver. Helpers the tests import live in operator_support.py: test modules
+never import `conftest` (another directory's conftest may be the one in sys.modules)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import pytest
+import yaml
+
+from spotwatch.simulator.imds import ImdsSimulator
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsSimulator]:
+    with ImdsSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, imds: ImdsSimulator) -> Callable[..., Path]:
+    """A config pointing at the simulator, fast polls, no ECS, no user data."""
+
+    def write(hooks: Optional[List[Dict[str, Any]]] = None, **overrides: Any) -> Path:
+        config: Dict[str, Any] = {
+            "poll_interval": "200ms",
+            "deadline_margin": "1s",
+            "state_dir": str(tmp_path / "state"),
+            "imds": {"endpoint": imds.endpoint, "timeout": "300ms", "user_data": False},
+            "ecs": {"enabled": False},
+            "hooks": hooks or [],
+        }
+        config.update(overrides)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def hook_script(tmp_path: Path) -> Callable[..., str]:
+    """A real executable shell script that appends its SPOTWATCH_* environment to OUT."""
+
+    def make(name: str, out: Path, *, sleep: float = 0.0, exit_code: int = 0) -> str:
+        script = tmp_path / f"{name}.sh"
+        body = [
+            "#!/bin/sh",
+            f'echo "{name} $SPOTWATCH_ACTION $SPOTWATCH_SOURCE $SPOTWATCH_DRY_RUN" >> "{out}"',
+            f'echo "{name} says hello"',
+        ]
+        if sleep:
+            body.append(f"sleep {sleep}")
+        body.append(f"exit {exit_code}")
+        script.write_text("\n".join(body) + "\n")
+        script.chmod(0o755)
+        return str(script)
+
+    return make
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: answers 500 to the first `fail` requests."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.requests = 0
+        self.events: List[Dict[str, Any]] = []
+        self.headers: List[Dict[str, str]] = []
+        self.paths: List[str] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    receiver.requests += 1
+                    failing = receiver.requests <= receiver.fail
+                    if not failing:
+                        receiver.events.append(json.loads(body))
+                        receiver.headers.append(dict(self.headers))
+                        receiver.paths.append(self.path)
+                self.send_response(500 if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[..., Receiver]]:
+    made: List[Receiver] = []
+
+    def make(fail: int = 0) -> Receiver:
+        made.append(Receiver(fail))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()

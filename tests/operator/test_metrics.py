@@ -1,0 +1,120 @@
+"""Metrics: the textfile and /metrics after a notice and its steps; /healthz; the cost."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from operator_support import REPO, clean_env, free_port, parse_metrics, wait_for
+
+from spotwatch.detection.watcher import PollReport
+from spotwatch.service.metrics import Metrics, TextfileWriter, parse_listen
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as failure:
+        return failure.code, failure.read().decode()
+
+
+def test_textfile_and_http_metrics_after_a_notice_then_healthz_goes_stale(
+    write_config, hook_script, imds, tmp_path
+):
+    prom = tmp_path / "spotwatch.prom"
+    port = free_port()
+    out = tmp_path / "hooks.out"
+    config = write_config(
+        [
+            {"name": "good", "command": [hook_script("good", out)]},
+            {"name": "bad", "command": [hook_script("bad", out, exit_code=1)], "order": 1},
+        ],
+        metrics={"textfile": str(prom), "listen": f"127.0.0.1:{port}"},
+    )
+    log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "spotwatch", "run", "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=clean_env(),
+        cwd=str(REPO),
+    )
+    try:
+        wait_for(prom.exists)
+        assert _get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        imds.raise_notice("terminate", 60)
+
+        def settled():
+            samples = parse_metrics(prom.read_text())
+            return (
+                samples
+                if ("spotwatch_step_failures_total", '{step="hook:bad"}') in samples
+                and (
+                    "spotwatch_step_duration_seconds",
+                    '{step="hook:bad"}',
+                )
+                in samples
+                else None
+            )
+
+        samples = wait_for(settled)
+        assert samples[("spotwatch_polls_total", '{result="notice"}')] >= 1
+        assert samples[("spotwatch_polls_total", '{result="ok"}')] >= 1
+        assert samples[("spotwatch_polls_total", '{result="error"}')] == 0
+        assert samples[("spotwatch_notices_total", '{action="terminate"}')] == 1
+        assert samples[("spotwatch_notices_total", '{action="stop"}')] == 0
+        assert samples[("spotwatch_step_duration_seconds", '{step="hook:good"}')] > 0
+        assert samples[("spotwatch_step_failures_total", '{step="hook:good"}')] == 0
+        assert samples[("spotwatch_step_failures_total", '{step="hook:bad"}')] == 1
+        assert abs(samples[("spotwatch_last_poll_success_timestamp_seconds", "")] - time.time()) < 5
+        assert 0 < samples[("spotwatch_detection_latency_seconds", "")] < 1.0
+        assert samples[("spotwatch_imds_token_renewals_total", "")] >= 1
+        status, body = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        served = parse_metrics(body)
+        assert served[("spotwatch_notices_total", '{action="terminate"}')] == 1
+        assert not list(tmp_path.glob(".spotwatch.prom*"))  # no temp files left behind
+
+        imds.stop()  # IMDS stops answering; 3 intervals of 200 ms later /healthz says so
+        time.sleep(1.0)
+        status, body = wait_for(
+            lambda: (lambda a: a if a[0] == 503 else None)(
+                _get(f"http://127.0.0.1:{port}/healthz")
+            ),
+            timeout=5,
+        )
+        assert "s ago" in body
+        errors = parse_metrics(prom.read_text())[("spotwatch_polls_total", '{result="error"}')]
+        assert errors >= 1
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(20) == 0
+        log.close()
+
+
+def test_textfile_rewrite_costs_well_under_a_millisecond(tmp_path):
+    metrics = Metrics(5.0)
+    writer = TextfileWriter()
+    path = str(tmp_path / "spotwatch.prom")
+    report = PollReport(0.0, 0.001, time.time(), True, "ok", (), None, None)
+    rounds = 500
+    started = time.process_time()
+    for _ in range(rounds):
+        metrics.on_poll(report)
+        assert writer.write(path, metrics.render())
+    per_poll = (time.process_time() - started) / rounds
+    print(f"textfile render + atomic rewrite: {per_poll * 1e6:.0f} us CPU per poll")
+    assert per_poll < 0.001
+    assert (tmp_path / "spotwatch.prom").stat().st_mode & 0o777 == 0o644
+
+
+def test_healthz_before_any_poll_and_listen_parsing():
+    metrics = Metrics(1.0)
+    assert metrics.health()[0] == 503
+    assert parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert parse_listen("[::1]:9464") == ("::1", 9464)
