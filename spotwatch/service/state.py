@@ -110,9 +110,35 @@ class StateStore:
                 self.data["previous"] = {"responses": stored.get("responses", {}), "why": reason}
             else:
                 self.data.update(stored)
+                self._drop_damaged_responses()
             if instance_id:
                 self.data["instance_id"] = instance_id
             self.save()  # the file now says which boot and instance it belongs to
+
+    def _drop_damaged_responses(self) -> None:
+        """Keep only response records the daemon can act on. A record whose notice cannot be
+        read is dropped whole (which notice it was for is unknown); unreadable step entries
+        are dropped one by one, so well-formed ones keep their status (finished stays
+        finished). Damage (a hand edit, a bad disk) must not stop the daemon from starting."""
+        responses: Dict[str, Any] = self.data["responses"]
+        for monitor in list(responses):
+            record = responses[monitor]
+            problem = _unusable_response(record)
+            if problem is not None:
+                del responses[monitor]
+            else:
+                steps = record["steps"]
+                record["steps"] = [entry for entry in steps if _readable_step(entry)]
+                dropped = len(steps) - len(record["steps"])
+                if not dropped:
+                    continue
+                problem = f"{dropped} unreadable step record(s) dropped"
+            emit(
+                log,
+                logging.WARNING,
+                "state-corrupt",
+                f"state file: the {monitor[:40]!r} response record is damaged ({problem})",
+            )
 
     def set_instance_id(self, instance_id: str) -> None:
         with self._lock:
@@ -284,6 +310,27 @@ class StateStore:
                 record["done"] = True
                 record["ended"] = iso(time.time())
                 self.save()
+
+
+def _unusable_response(record: Any) -> Optional[str]:
+    """Why a stored response record cannot be acted on, or None when it can."""
+    if not isinstance(record, dict):
+        return "not a mapping"
+    try:
+        Notice.from_json(record.get("notice"))  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return "its notice is unreadable"
+    if not isinstance(record.get("steps"), list):
+        return "its steps are not a list"
+    return None
+
+
+def _readable_step(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("status"), str)
+    )
 
 
 def _step_record(step: Step) -> Dict[str, Any]:

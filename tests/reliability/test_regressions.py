@@ -195,3 +195,71 @@ def test_a_list_inside_a_hooks_actions_is_a_config_error(tmp_path) -> None:
         "hooks[0].actions[0]",
         "hooks[0].actions[1]",
     ]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"notice": None, "done": False, "steps": []},
+        {"notice": {"action": "terminate"}, "done": False, "steps": []},
+        "a string",
+        "steps-null",
+        "steps-garbage",
+    ],
+)
+def test_a_damaged_response_record_does_not_stop_the_daemon(tmp_path, record) -> None:
+    """Found by test_fuzz_inputs: a state file of the right version whose response record
+    was damaged (no readable notice, steps null or not mappings) made Daemon.prepare() raise
+    (TypeError/KeyError): the daemon could not start at all, and under Restart=always it
+    would crash-loop without ever polling. Now the damaged parts are dropped with a warning;
+    readable finished steps stay finished."""
+    import json
+
+    from spotwatch.service.daemon import Daemon, DaemonHooks
+    from spotwatch.service.settings import load_service_config
+    from spotwatch.service.state import read_boot_id
+
+    notice = {"action": "terminate", "time": "2030-01-01T00:00:00Z", "source": "instance-action"}
+    done_step = {"name": "hook:h", "kind": "hook", "status": "ok"}
+    if record == "steps-null":
+        record = {"notice": notice, "done": False, "steps": None}
+    elif record == "steps-garbage":
+        record = {"notice": notice, "done": False, "steps": [done_step, None, {"name": 5}, {}]}
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "state.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "boot_id": read_boot_id(),
+                "instance_id": None,
+                "trackers": {"spot": {"known": notice, "absent_polls": 0}},
+                "responses": {"spot": record},
+            }
+        )
+    )
+    out = tmp_path / "out"
+    with ImdsSimulator() as sim:
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "state_dir": str(state_dir),
+                    "imds": {"endpoint": sim.endpoint, "timeout": "300ms"},
+                    "ecs": {"enabled": False},
+                    "hooks": [{"name": "h", "command": f"echo ran >> {out}"}],
+                }
+            )
+        )
+        daemon = Daemon(load_service_config(str(config), env={}, with_user_data=False),
+                        hooks=DaemonHooks())  # fmt: skip
+        try:
+            daemon.prepare()
+            assert daemon.wait_for_responses(20)
+        finally:
+            daemon.shutdown()
+    stored = json.loads((state_dir / "state.json").read_text())
+    if isinstance(record, dict) and record.get("steps") and record["steps"][0] == done_step:
+        # The finished hook was not run again; the response was finished.
+        assert not out.exists()
+        assert stored["responses"]["spot"]["done"] is True
