@@ -34,12 +34,17 @@ def collect(state_dir: str) -> Optional[Dict[str, Any]]:
     poll = _read(os.path.join(state_dir, POLL_FILE))
     if state is None and poll is None:
         return None
-    responses = (state or {}).get("responses") or {}
+    # Read defensively: status is how an operator looks at a state folder in any condition.
+    responses = (state or {}).get("responses")
+    if not isinstance(responses, dict):
+        responses = {}
     chosen = responses.get("spot") or responses.get("rebalance")
     notice = None
     steps: List[Dict[str, Any]] = []
     if isinstance(chosen, dict):
-        given = chosen.get("notice") or {}
+        given = chosen.get("notice")
+        if not isinstance(given, dict):
+            given = {}
         notice = {
             "action": given.get("action"),
             "time": given.get("time"),
@@ -50,7 +55,7 @@ def collect(state_dir: str) -> Optional[Dict[str, Any]]:
         }
         steps = [
             {k: s.get(k) for k in ("name", "kind", "status", "started", "ended", "detail")}
-            for s in chosen.get("steps", [])
+            for s in _as_list(chosen.get("steps"))
             if isinstance(s, dict)
         ]
     last_poll = None
@@ -62,6 +67,10 @@ def collect(state_dir: str) -> Optional[Dict[str, Any]]:
             "age_seconds": _seconds_since(poll.get("time")),
         }
     return {"last_poll": last_poll, "notice": notice, "steps": steps}
+
+
+def _as_list(value: Any) -> List[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _epoch(stamp: Any) -> Optional[float]:
@@ -122,7 +131,7 @@ def render(doc: Dict[str, Any]) -> str:
         lines.append(f"  {'status':<11} {'step':<{width}}  {'started':<11}  {'ended':<11}  detail")
     for step in doc["steps"]:
         lines.append(
-            f"  {step['status']:<11} {step['name']:<{width}}  {_clock(step.get('started')):<11}"
+            f"  {step['status']!s:<11} {step['name']!s:<{width}}  {_clock(step.get('started')):<11}"
             f"  {_clock(step.get('ended')):<11}  {step.get('detail') or ''}"
         )
     return "\n".join(lines)
