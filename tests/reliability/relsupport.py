@@ -115,6 +115,32 @@ class Clocks:
         return now + self.asleep, now
 
 
+class Captured(logging.Handler):
+    """Every record of the `spotwatch` loggers, at every level, while in a `with` block."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> str:
+        return "\n".join(r.getMessage() for r in self.records)
+
+    def __enter__(self) -> Captured:
+        logger = logging.getLogger("spotwatch")
+        self._level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logger = logging.getLogger("spotwatch")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
+
+
 class ErrorRecords(logging.Handler):
     """Collects records that carry a traceback, or say something was unexpected or raised:
     the fingerprints of an exception that a safety net caught."""
