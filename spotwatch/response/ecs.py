@@ -110,7 +110,7 @@ def discover(agent_url: str, timeout: float = AGENT_TIMEOUT) -> AgentInfo:
         raise DiscoveryError(f"{url}: HTTP {reply.status_code}")
     try:
         data = reply.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
         raise DiscoveryError(f"{url}: the answer is not JSON") from None
     cluster = data.get("Cluster") if isinstance(data, dict) else None
     arn = data.get("ContainerInstanceArn") if isinstance(data, dict) else None

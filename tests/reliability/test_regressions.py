@@ -263,3 +263,31 @@ def test_a_damaged_response_record_does_not_stop_the_daemon(tmp_path, record) ->
         # The finished hook was not run again; the response was finished.
         assert not out.exists()
         assert stored["responses"]["spot"]["done"] is True
+
+
+def test_a_deeply_nested_ecs_agent_answer_is_a_discovery_error() -> None:
+    """Found by test_fuzz_ecs: `[[[[...` from /v1/metadata raised RecursionError out of
+    discover() (json raises it, not ValueError, for deep nesting) instead of DiscoveryError."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from spotwatch.response.ecs import DiscoveryError, discover
+
+    class Deep(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"[" * 100_000
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(DiscoveryError):
+            discover(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
