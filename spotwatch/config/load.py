@@ -84,6 +84,11 @@ def load_config_report(
 
     problems: List[str] = []
     if check_permissions:
+        confd = _confd_path(config_path, confd_dir)
+        if os.path.isdir(confd):
+            # Whoever can write to the folder decides which root-owned files make up the
+            # config: they can remove or rename a layer, or symlink any root-owned YAML in.
+            problems.extend(p for p in [_permission_problem(confd, "folder")] if p)
         problems.extend(problem for problem in map(_permission_problem, files) if problem)
     layers: List[Dict[str, Any]] = []
     for file_path in files:
@@ -172,7 +177,7 @@ def _layer_files(config_path: str, named: bool, confd_dir: Optional[str]) -> Lis
         files.append(config_path)
     elif named:
         raise ConfigError(f"{config_path}: config file not found")
-    confd = confd_dir or os.path.join(os.path.dirname(config_path), "conf.d")
+    confd = _confd_path(config_path, confd_dir)
     if not os.path.exists(confd):
         return files
     try:
@@ -187,14 +192,19 @@ def _layer_files(config_path: str, named: bool, confd_dir: Optional[str]) -> Lis
     return files
 
 
-def _permission_problem(path: str) -> str:
+def _confd_path(config_path: str, confd_dir: Optional[str]) -> str:
+    return confd_dir or os.path.join(os.path.dirname(config_path), "conf.d")
+
+
+def _permission_problem(path: str, what: str = "") -> str:
     try:
         info = os.stat(path)
     except OSError as error:
         return f"{path}: cannot stat: {error.strerror}"
     if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return (
-            f"{path}: must be owned by root and not writable by group or others (hooks run as root)"
+            f"{path}: {what + ' ' if what else ''}must be owned by root and not writable by "
+            "group or others (hooks run as root)"
         )
     return ""
 
