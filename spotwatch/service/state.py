@@ -99,6 +99,7 @@ class StateStore:
     def load(self, instance_id: Optional[str] = None) -> None:
         """Read the state file; set aside one that is unreadable or from another boot."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self._remove_stale_temp_files()
         with self._lock:
             self.data = self._fresh()
             stored = self._read_json(self.path)
@@ -114,6 +115,20 @@ class StateStore:
             if instance_id:
                 self.data["instance_id"] = instance_id
             self.save()  # the file now says which boot and instance it belongs to
+
+    def _remove_stale_temp_files(self) -> None:
+        """A kill during `write_atomically` leaves its temp file behind (the rename never
+        came); one per crash would pile up forever. Only this daemon writes these two files,
+        and it is starting, so any such temp file is an orphan."""
+        prefixes = tuple("." + os.path.basename(p) + "." for p in (self.path, self.poll_path))
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(prefixes):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.dir, name))
 
     def _drop_damaged_responses(self) -> None:
         """Keep only response records the daemon can act on. A record whose notice cannot be

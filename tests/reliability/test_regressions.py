@@ -291,3 +291,19 @@ def test_a_deeply_nested_ecs_agent_answer_is_a_discovery_error() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_temp_files_left_by_a_kill_during_a_state_write_are_removed_at_start(tmp_path) -> None:
+    """Found by test_crash (long mode): each kill -9 that landed inside write_atomically left
+    its `.state.json.XXXX` temp file behind, forever; now the next start removes them."""
+    from spotwatch.service.state import StateStore
+
+    for name in (".state.json.abc123", ".poll.json.x", ".hibernate.json.keep", "other"):
+        (tmp_path / name).write_text("{")
+    store = StateStore(str(tmp_path))
+    store.load()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".hibernate.json.keep",  # the ledger is shared with the sleep hook: not ours to clean
+        "other",
+        "state.json",
+    ]
