@@ -73,6 +73,36 @@ def write_atomically(path: str, data: bytes, *, durable: bool = True) -> None:
             os.close(dir_fd)
 
 
+POLL_RECORD_SIZE = 256
+
+
+class PollFile:
+    """`poll.json`, rewritten in place by one pwrite of a fixed-size, space-padded record.
+
+    Why not temp file + rename like state.json: on ext4 a rename over an existing file
+    flushes the new file's data (auto_da_alloc), which cost ~1.2 ms of wall time and ~0.14 ms
+    of CPU on every poll (bench/). One small pwrite at offset 0 costs a few microseconds.
+    A reader can in principle catch a torn record; `spotwatch status` reads again then.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+
+    def write(self, record: bytes) -> None:
+        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
+            self.close()  # someone removed the file: write a new one
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o644)
+        os.pwrite(self._fd, record.ljust(POLL_RECORD_SIZE) + b"\n", 0)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class StateStore:
     """The state directory; every method is thread-safe."""
 
@@ -80,6 +110,7 @@ class StateStore:
         self.dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
         self.poll_path = os.path.join(state_dir, POLL_FILE)
+        self._poll_file = PollFile(self.poll_path)
         self.boot_id = boot_id or read_boot_id()
         self._lock = threading.RLock()
         self._last_ok: Optional[float] = None
@@ -228,19 +259,18 @@ class StateStore:
 
     def record_poll(self, wall: float, result: str, ok: bool) -> None:
         """Cheap, every poll: the last poll and the last successful one."""
-        with self._lock:
-            if ok:
-                self._last_ok = wall
-            body = {"time": iso(wall), "result": result, "last_success": iso(self._last_ok)}
-            try:
-                write_atomically(self.poll_path, json.dumps(body).encode("utf-8"), durable=False)
-            except OSError as failure:
-                emit(
-                    log,
-                    logging.ERROR,
-                    "state-write-failed",
-                    f"cannot write {self.poll_path}: {failure}",
-                )
+        if ok:
+            self._last_ok = wall
+        body = {"time": iso(wall), "result": result, "last_success": iso(self._last_ok)}
+        try:
+            self._poll_file.write(json.dumps(body).encode("utf-8"))
+        except OSError as failure:
+            emit(
+                log,
+                logging.ERROR,
+                "state-write-failed",
+                f"cannot write {self.poll_path}: {failure}",
+            )
 
     # ----------------------------------------------------------------- trackers
 

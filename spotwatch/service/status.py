@@ -20,12 +20,18 @@ EX_OK, EX_NO_STATE = 0, 1
 
 
 def _read(path: str) -> Optional[Dict[str, Any]]:
-    try:
-        with open(path, "rb") as handle:
-            value = json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
+    # poll.json is rewritten in place every poll: a torn read is possible, and read again.
+    for attempt in range(3):
+        try:
+            with open(path, "rb") as handle:
+                value = json.loads(handle.read().decode("utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            if attempt < 2 and os.path.exists(path):
+                time.sleep(0.01)
+                continue
+            return None
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def collect(state_dir: str) -> Optional[Dict[str, Any]]:

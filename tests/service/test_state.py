@@ -112,3 +112,20 @@ def test_the_poll_file_says_the_last_poll_and_last_success(tmp_path):
     assert data["result"] == "error"
     assert data["time"].startswith("1970-01-12T13:46:45")
     assert data["last_success"].startswith("1970-01-12T13:46:40")
+
+
+def test_the_poll_file_is_rewritten_in_place_and_recreated_when_removed(tmp_path):
+    """poll.json costs one pwrite a poll (no rename); every read parses; removed, it comes
+    back at the next poll."""
+    store = _store(tmp_path)
+    inode = None
+    for n in range(50):
+        store.record_poll(1_000_000.0 + n, "ok", True)
+        text = (tmp_path / "poll.json").read_text()
+        assert json.loads(text)["result"] == "ok"
+        current = (tmp_path / "poll.json").stat().st_ino
+        assert inode in (None, current)
+        inode = current
+    (tmp_path / "poll.json").unlink()
+    store.record_poll(1_000_100.0, "error", False)
+    assert json.loads((tmp_path / "poll.json").read_text())["result"] == "error"
