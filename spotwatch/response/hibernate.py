@@ -152,7 +152,7 @@ def _mentions_sleep(path: str) -> bool:
 
 
 class TriggerGate(Protocol):
-    """What the trigger needs from the state directory (`service.state.HibernateLedger`)."""
+    """What the trigger needs from the state directory (`service.ledger.HibernateLedger`)."""
 
     def hooks_done(self, key: str) -> None: ...
 

@@ -29,8 +29,9 @@ from spotwatch.response.hooks import KILL_GRACE
 from spotwatch.response.plan import NoticeClock, Plan, StepContext, StepOutcome
 from spotwatch.response.runner import Runner, StepJournal
 from spotwatch.service import logs
+from spotwatch.service.ledger import BY_DAEMON, HibernateLedger
 from spotwatch.service.notify import Notifier
-from spotwatch.service.state import BY_DAEMON, HibernateLedger, StateStore, StoreJournal
+from spotwatch.service.state import StateStore, StoreJournal
 
 log = logging.getLogger("spotwatch.daemon")
 

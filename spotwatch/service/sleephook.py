@@ -34,7 +34,8 @@ from spotwatch.response.hibernate import hooks_plan, now_notice, with_source
 from spotwatch.response.hooks import KILL_GRACE
 from spotwatch.response.plan import NoticeClock, Plan, Step, StepContext, StepOutcome
 from spotwatch.response.runner import Runner, summarize
-from spotwatch.service.state import BY_SLEEP_HOOK, STATE_FILE, HibernateLedger
+from spotwatch.service.ledger import BY_SLEEP_HOOK, HibernateLedger
+from spotwatch.service.state import STATE_FILE
 
 log = logging.getLogger("spotwatch.sleephook")
 

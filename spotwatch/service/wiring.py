@@ -12,7 +12,7 @@ from spotwatch.response.ecs import EcsResponse, EcsTarget
 from spotwatch.response.hibernate import add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
 from spotwatch.service.daemon import DaemonHooks
-from spotwatch.service.state import HibernateLedger
+from spotwatch.service.ledger import HibernateLedger
 
 
 def aws_clients(config: Config) -> AwsClients:
@@ -62,6 +62,7 @@ class AwsParts:
             parts.ecs_stop = ecs.stop
             parts.ecs_final = ecs.final
         return parts
+
 
 if TYPE_CHECKING:
     from spotwatch.service.telemetry import Telemetry
