@@ -110,8 +110,6 @@ def check_instance_action(config: Config) -> Iterable[CheckResult]:
     return instance_checks(config)
 
 
-
-
 CLOCK_WARN = 5.0  # seconds of skew that shorten (or stretch) every hook's time
 CLOCK_ERROR = 60.0  # half the two-minute warning: the deadline arithmetic is meaningless
 

@@ -59,6 +59,8 @@ def cmd_sleep_hook(args: argparse.Namespace) -> int:
     from spotwatch.service.sleephook import run_sleep_hook
 
     return run_sleep_hook(config_path(args), args.phase, args.action)
+
+
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from spotwatch.service.rehearse import run_rehearse
 

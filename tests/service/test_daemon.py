@@ -109,7 +109,8 @@ def test_restart_mid_response_reruns_no_finished_step(imds, workdir, write_confi
     wait_for(lambda: len(lines(second)) == 1)
     daemon.stop(signal.SIGKILL)
     steps = {s["name"]: s["status"] for s in state(workdir)["responses"]["spot"]["steps"]}
-    assert steps == {"hook:first": "ok", "hook:second": "running"}
+    # "running" is written off the hook's path: a kill may come before it lands.
+    assert steps["hook:first"] == "ok" and steps["hook:second"] in ("running", "pending")
 
     daemons(config)
     wait_for(lambda: len(lines(second)) == 2)

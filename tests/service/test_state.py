@@ -52,6 +52,7 @@ def test_step_progress_survives_a_reload(tmp_path):
     journal.step_started(first, 1.0)
     journal.step_ended(first, StepOutcome(OK, "exit 0"), 1.0, 2.0)
     journal.step_started(second, 2.0)
+    store.flush()  # "running" is written by a background thread; don't race it
 
     again = _store(tmp_path)
     assert again.finished_status("spot", "hook:a") == OK
