@@ -345,3 +345,18 @@ def test_watcher_needs_a_monitor() -> None:
     """A watcher without monitors is refused."""
     with pytest.raises(ValueError):
         Watcher([], Listener(), 1.0)
+
+
+def test_a_very_short_interval_still_polls(
+    sim: ImdsSimulator,
+    make_client: MakeClient,
+    running: Callable[[Watcher], Running],
+) -> None:
+    """poll_interval 10 ms (benchmarks use it): each poll still gets enough time to ask IMDS
+    (a floor of MIN_POLL_BUDGET), so polls succeed instead of all failing for lack of time."""
+    listener = Listener()
+    run = running(spot_watcher(make_client(), listener, 0.01))
+    time.sleep(0.5)
+    run.stop()
+    assert len(listener.reports) >= 10
+    assert all(r.ok for r in listener.reports), [r.errors for r in listener.reports if not r.ok]
