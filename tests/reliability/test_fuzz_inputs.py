@@ -140,7 +140,7 @@ def folder() -> Iterator[Path]:
         yield Path(name)
 
 
-@suite_settings(ci_examples=300, long_examples=10000)
+@suite_settings(ci_examples=150, long_examples=10000)
 @given(document=config_documents())
 def test_config_file_structure(folder: Path, document: Any) -> None:
     path = folder / "config.yaml"
@@ -272,7 +272,7 @@ def user_data(draw: st.DrawFn) -> bytes:
     return data
 
 
-@suite_settings(ci_examples=300, long_examples=10000)
+@suite_settings(ci_examples=150, long_examples=10000)
 @given(raw=user_data())
 def test_user_data_never_raises_and_is_never_echoed(folder: Path, raw: bytes) -> None:
     record_stats("user-data", examples=1)
@@ -341,7 +341,7 @@ def shared_sim() -> Iterator[ImdsSimulator]:
         yield simulator
 
 
-@suite_settings(ci_examples=150, long_examples=3000)
+@suite_settings(ci_examples=100, long_examples=3000)
 @given(
     answers=st.lists(st.tuples(st.sampled_from([INSTANCE_ACTION_PATH, TERMINATION_TIME_PATH,
                                                 REBALANCE_PATH]), STATUSES, BODIES), max_size=3),
@@ -509,7 +509,7 @@ def state_files(draw: st.DrawFn) -> bytes:
     return json.dumps(data).encode()
 
 
-@suite_settings(ci_examples=150, long_examples=3000)
+@suite_settings(ci_examples=80, long_examples=3000)
 @given(content=state_files(), notice=st.booleans())
 def test_state_file_into_load_and_prepare(
     shared_sim: ImdsSimulator, content: bytes, notice: bool
@@ -561,7 +561,7 @@ def test_state_store_sets_aside_garbage(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "state.json").read_text())["version"] == 1
 
 
-@suite_settings(ci_examples=200, long_examples=5000)
+@suite_settings(ci_examples=100, long_examples=5000)
 @given(
     content=state_files(),
     poll=st.one_of(
