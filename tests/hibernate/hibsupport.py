@@ -8,30 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
+from testkit import lines, wait_for  # noqa: F401 - shared helpers, re-exported
 
 from spotwatch.simulator.imds import format_time
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
-def lines(path: Path) -> List[str]:
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def in_seconds(seconds: float) -> str:

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 from hypothesis import HealthCheck, settings
+from testkit import lines, wait_for  # noqa: F401 - shared helpers, re-exported
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,22 +87,8 @@ def append_hook(name: str, out: Path, actions: List[str], **extra: Any) -> Dict[
     return {"name": name, "command": script, "actions": actions, **extra}
 
 
-def lines(path: Path) -> List[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 class Clocks:

@@ -7,26 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict
+
+from testkit import lines, wait_for  # noqa: F401 - shared helpers, re-exported
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `predicate` until it is truthy; fail the test with a clear message on timeout."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
-def lines(path: Path) -> List[str]:
-    return path.read_text().splitlines() if path.exists() else []
 
 
 class DaemonProcess:
