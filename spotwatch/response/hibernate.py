@@ -118,12 +118,12 @@ class Probes:
                 return "/" + os.path.relpath(event, self.root)
         return None
 
-    def sleep_job(self) -> Optional[str]:
-        """The queued systemd job that puts the machine to sleep, or None (none, or unknown:
-        no systemd, no answer within the timeout)."""
+    def ask_systemctl(self, *args: str) -> Optional[Tuple[int, str]]:
+        """(exit status, stdout) of `systemctl ARGS`, or None when systemd cannot say (no
+        systemctl, no answer within the timeout)."""
         try:
             answer = subprocess.run(
-                [*self.systemctl, "list-jobs", "--no-legend", "--no-pager"],
+                [*self.systemctl, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -132,9 +132,15 @@ class Probes:
             )
         except (OSError, subprocess.SubprocessError):
             return None
-        if answer.returncode != 0:
+        return answer.returncode, answer.stdout.decode("utf-8", "replace")
+
+    def sleep_job(self) -> Optional[str]:
+        """The queued systemd job that puts the machine to sleep, or None (none, or unknown:
+        no systemd, no answer within the timeout)."""
+        answer = self.ask_systemctl("list-jobs", "--no-legend", "--no-pager")
+        if answer is None or answer[0] != 0:
             return None
-        for line in answer.stdout.decode("utf-8", "replace").splitlines():
+        for line in answer[1].splitlines():
             words = line.split()
             if any(unit in words for unit in SLEEP_UNITS):
                 return " ".join(words[:3])

@@ -22,7 +22,6 @@ systemd is asked through `Probes.systemctl`, so tests point both at a folder of 
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from typing import Iterable, List, Optional, Tuple
 
@@ -190,18 +189,8 @@ def _check_resume(where: Probes) -> CheckResult:
 
 def _enabled(where: Probes, unit: str) -> Optional[str]:
     """`systemctl is-enabled unit`'s answer, or None when systemd cannot say."""
-    try:
-        answer = subprocess.run(
-            [*where.systemctl, "is-enabled", unit],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            timeout=where.timeout,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    words = answer.stdout.decode("utf-8", "replace").split()
+    answer = where.ask_systemctl("is-enabled", unit)
+    words = answer[1].split() if answer is not None else []
     return words[0] if words else None
 
 
