@@ -9,9 +9,12 @@ watching for a moved time or a changed action) goes on while hooks run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
+import os
+import select
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Protocol, Set, Tuple
 
@@ -46,6 +49,47 @@ class PollReport:
         return self.ended - self.started
 
 
+class Waker:
+    """Wakes a sleeping poll loop: a non-blocking self-pipe rather than a threading.Event.
+
+    A signal handler may write to it: `os.write` takes no lock, whereas `Event.set()` from a
+    handler deadlocks when the signal lands while the main thread holds that Event's lock.
+    Its write end also serves as `signal.set_wakeup_fd`, so a signal delivered to any thread
+    ends the loop's sleep at once instead of when the sleep would have ended anyway.
+    """
+
+    def __init__(self) -> None:
+        self._read, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(self._read, select.POLLIN)
+        self._close = weakref.finalize(self, _close_fds, self._read, self.write_fd)
+
+    def wake(self) -> None:
+        # A full pipe means a wake is pending anyway; a closed one, that nobody sleeps.
+        with contextlib.suppress(OSError):
+            os.write(self.write_fd, b"\0")
+
+    def sleep(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True when woken (pending wakes are consumed)."""
+        if not self._poller.poll(max(0, int(timeout * 1000 + 0.999))):
+            return False
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        return True
+
+    def close(self) -> None:
+        self._close()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
 def poll_budget(interval: float) -> float:
     """How long one poll (with its retries) may take, from its tick."""
     return max(interval - TICK_SLACK, MIN_POLL_BUDGET)
@@ -76,7 +120,7 @@ class Watcher:
         self.interval = interval
         self._clock = clock
         self._wall = wall
-        self._wake = threading.Event()
+        self.waker = Waker()
         self._stopping = False
         self._failures = RepeatFilter(log, "poll-failed")
         self._crashes: Set[str] = set()
@@ -148,13 +192,17 @@ class Watcher:
             next_tick += self.interval
             if next_tick <= now:  # overran: skip the missed ticks, stay on the grid
                 next_tick += ((now - next_tick) // self.interval + 1) * self.interval
-            if self._wake.wait(max(0.0, next_tick - now)):
-                self._wake.clear()
+            if self.waker.sleep(next_tick - now) and not self._stopping:
                 next_tick = self._clock()
 
     def poke(self) -> None:
-        self._wake.set()
+        """Poll now. Safe from any thread and from a signal handler."""
+        self.waker.wake()
 
     def stop(self) -> None:
+        """End `run()` after the poll under way. Safe from any thread and a signal handler."""
         self._stopping = True
-        self._wake.set()
+        self.waker.wake()
+
+    def close(self) -> None:
+        self.waker.close()

@@ -48,6 +48,14 @@ def boot_and_monotonic() -> Tuple[float, float]:
     return time.clock_gettime(time.CLOCK_BOOTTIME), time.monotonic()
 
 
+@dataclass(frozen=True)
+class _SignalSetup:
+    """What `run()` replaced, to put back when it returns."""
+
+    handlers: Dict[int, object]
+    wakeup_fd: int
+
+
 @dataclass
 class ActiveResponse:
     monitor: str
@@ -127,7 +135,8 @@ class Daemon:
         self.instance_id: Optional[str] = None
         self.responses: Dict[str, ActiveResponse] = {}
         self._lock = threading.Lock()
-        self._reload_requested = False
+        self._reload_requested = False  # set by SIGHUP's handler, acted on after a poll
+        self._stop_signal: Optional[int] = None  # set by SIGTERM/SIGINT's handler
         self._ready_sent = False
         self.watcher: Optional[Watcher] = None
         self.last_report: Optional[PollReport] = None
@@ -199,42 +208,48 @@ class Daemon:
             self.watcher.poll_once()
             self.wait_for_responses(None)
             return 0
-        previous = self._install_signal_handlers()
+        previous = self._install_signal_handlers(self.watcher)
         try:
             self.watcher.run()
         finally:
             self._restore_signal_handlers(previous)
+            if self._stop_signal is not None:
+                name = signal.Signals(self._stop_signal).name
+                emit(log, logging.INFO, "stopping", f"{name} received, stopping")
             self.shutdown()
         return 0
 
-    def _install_signal_handlers(self) -> Dict[int, object]:
-        previous: Dict[int, object] = {}
-
+    def _install_signal_handlers(self, watcher: Watcher) -> _SignalSetup:
+        # The handlers only set flags and wake the loop (a pipe write): no locks, no
+        # logging, no Event.set(), any of which can deadlock against the interrupted main
+        # thread. The loop does the work at its next turn.
         def stop(signum: int, _frame: Optional[FrameType]) -> None:
-            emit(log, logging.INFO, "stopping", f"{signal.Signals(signum).name} received, stopping")
-            self._stopping.set()
-            if self.watcher is not None:
-                self.watcher.stop()
+            self._stop_signal = signum
+            watcher.stop()
 
         def reload(_signum: int, _frame: Optional[FrameType]) -> None:
             self._reload_requested = True
-            if self.watcher is not None:
-                self.watcher.poke()
+            watcher.poke()
 
+        handlers: Dict[int, object] = {}
         for signum, handler in (
             (signal.SIGTERM, stop),
             (signal.SIGINT, stop),
             (signal.SIGHUP, reload),
         ):
-            previous[signum] = signal.signal(signum, handler)
-        return previous
+            handlers[signum] = signal.signal(signum, handler)
+        # A signal that lands on another thread (hooks, ECS, webhook) still ends the sleep.
+        wakeup = signal.set_wakeup_fd(watcher.waker.write_fd, warn_on_full_buffer=False)
+        return _SignalSetup(handlers, wakeup)
 
-    def _restore_signal_handlers(self, previous: Dict[int, object]) -> None:
-        for signum, handler in previous.items():
+    def _restore_signal_handlers(self, previous: _SignalSetup) -> None:
+        signal.set_wakeup_fd(previous.wakeup_fd)
+        for signum, handler in previous.handlers.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
         """Start nothing new; let running steps finish (bounded), then say goodbye."""
+        self._stopping.set()  # IMDS retries under way on other threads give up
         self.notifier.stopping()
         with self._lock:
             active = list(self.responses.values())
@@ -245,6 +260,8 @@ class Daemon:
             response.thread.join(max(0.0, deadline - time.monotonic()))
         self.store.flush()
         self.client.close()
+        if self.watcher is not None:
+            self.watcher.close()
 
     def wait_for_responses(self, timeout: Optional[float]) -> bool:
         """Block until every running response has ended; False on timeout."""
