@@ -164,7 +164,8 @@ class TriggerGate(Protocol):
 
     def triggered(self, key: str) -> Optional[float]: ...
 
-    def claim_trigger(self, key: str) -> bool: ...
+    def claim_trigger(self, key: str) -> bool:
+        """Mark the hooks done and claim the trigger, at once; False: triggered already."""
 
     def sleep_under_way(self, window: float) -> Optional[str]: ...
 
@@ -204,14 +205,16 @@ class HibernateTrigger(Step):
     def run(self, ctx: StepContext) -> StepOutcome:
         notice = ctx.notice
         key = notice_key(notice)
-        # The hooks are over (done, cut or skipped): a waiting sleep hook may go on.
-        self.gate.hooks_done(key)
+        # The hooks are over (done, cut or skipped): a waiting sleep hook may go on. Either
+        # hooks_done says so, or claim_trigger does in the same write as its claim.
         reason = self._reason_not_to(notice, key)
         if reason is not None:
+            self.gate.hooks_done(key)
             emit(log, logging.INFO, "hibernate-no-trigger", f"not triggering: {reason}")
             return StepOutcome(SKIPPED, reason)
         what = command_text(self.settings.command)
         if ctx.dry_run:
+            self.gate.hooks_done(key)
             emit(log, logging.WARNING, "hibernate-trigger", f"dry run: would run {what}")
             return StepOutcome(SKIPPED, f"dry run: would run {what}")
         if not self.gate.claim_trigger(key):

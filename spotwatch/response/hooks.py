@@ -278,7 +278,10 @@ def group_members(pgid: int) -> List[int]:
 
 
 def group_alive(pgid: int) -> bool:
-    return bool(group_members(pgid))
+    # killpg first: when the group is gone entirely (the usual end of a hook: its leader,
+    # reaped, was the only member) that answers at once, without reading all of /proc,
+    # which costs milliseconds on a busy host (it sat between the hooks and the trigger).
+    return _killpg_alive(pgid) and bool(group_members(pgid))
 
 
 def _killpg_alive(pgid: int) -> bool:

@@ -73,7 +73,8 @@ class HibernateLedger:
             yield data
             after = json.dumps(data, sort_keys=True)
             if after != before:
-                write_atomically(self.path, after.encode("utf-8"))
+                # Boot-scoped like state.json, so not fsync'd either (see service.state).
+                write_atomically(self.path, after.encode("utf-8"), durable=False)
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
@@ -126,9 +127,7 @@ class HibernateLedger:
 
     def hooks_done(self, key: str) -> None:
         with self._locked() as data:
-            claim = data.get("hooks")
-            if isinstance(claim, dict) and claim.get("key") == key:
-                claim["done"] = True
+            _mark_hooks_done(data, key)
 
     def hooks_claim(self) -> Optional[Dict[str, Any]]:
         """The hooks claim of the current cycle, if any (lock-free read)."""
@@ -173,8 +172,11 @@ class HibernateLedger:
         return float(value) if isinstance(value, (int, float)) else None
 
     def claim_trigger(self, key: str) -> bool:
-        """Record that we trigger hibernation for notice `key`; False if it was already."""
+        """The hooks for notice `key` are over: mark them done and record that we trigger
+        hibernation for it, in one locked write (each write is a disk round trip on the way
+        to the trigger). False if it was triggered already."""
         with self._locked() as data:
+            _mark_hooks_done(data, key)
             triggered: Dict[str, Any] = data["triggered"]
             if key in triggered:
                 return False
@@ -222,3 +224,9 @@ class HibernateLedger:
             data["resumes"] += 1
             data["sleep"] = {"phase": "resumed", "time": time.time(), "by": by}
             return True
+
+
+def _mark_hooks_done(data: Dict[str, Any], key: str) -> None:
+    claim = data.get("hooks")
+    if isinstance(claim, dict) and claim.get("key") == key:
+        claim["done"] = True

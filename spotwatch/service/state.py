@@ -1,14 +1,18 @@
 """What the daemon remembers across restarts, in `state_dir`.
 
 `state.json` holds the notice trackers and each response (its notice, deadline and every
-step's status). It is written atomically (temp file, fsync, rename, fsync of the folder)
-whenever any of that changes, so a kill -9 leaves the old or the new file, never half of
-one. It is keyed to the boot and the instance: a state file from another boot (the
-instance was stopped and started) or another instance (a baked AMI) is set aside, not
-obeyed. A file that cannot be read is moved aside with a warning.
+step's status). It is replaced atomically (temp file, rename) whenever any of that changes,
+so a kill -9 leaves the old or the new file, never half of one. It is keyed to the boot and
+the instance: a state file from another boot (the instance was stopped and started) or
+another instance (a baked AMI) is set aside, not obeyed. A file that cannot be read is moved
+aside with a warning.
 
-`poll.json` holds the last poll's time and result. It changes every poll, so it is renamed
-into place without fsync: losing it in a crash costs nothing but a stale `status` line.
+No fsync: everything that loses the page cache (a kernel crash, power loss, stop/start)
+also starts a new boot, whose daemon sets the file aside anyway; a daemon crash or restart
+loses nothing, and a hibernation keeps the page cache in its image. An fsync would buy no
+safety and cost a disk round trip on the way from a notice to its hooks.
+
+`poll.json` holds the last poll's time and result, rewritten in place every poll (PollFile).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ def read_boot_id(path: str = BOOT_ID_PATH) -> str:
 
 
 def write_atomically(path: str, data: bytes, *, durable: bool = True) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, whole."""
+    """Replace `path` with `data` so that readers see the old or the new file, whole;
+    `durable` also makes it survive power loss (fsync of the file and its folder)."""
     folder = os.path.dirname(path) or "."
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
@@ -111,12 +116,19 @@ class StateStore:
         self.poll_path = os.path.join(state_dir, POLL_FILE)
         self._poll_file = PollFile(self.poll_path)
         self.boot_id = boot_id or read_boot_id()
+        # `_lock` guards `data` and is held only to change or copy it, never during a file
+        # write: hook threads recording their start must not wait behind a disk write.
+        # `_write_lock` lets one write happen at a time, in order; a change that waits for it
+        # is often carried by the write of a later change (group commit), so three hooks
+        # ending together cost one or two writes, not three.
         self._lock = threading.RLock()
+        self._write_lock = threading.Lock()
+        self._version = 0  # bumped by every change to `data`
+        self._saved = 0  # the version the file holds
         self._last_ok: Optional[float] = None
         self.data: Dict[str, Any] = self._fresh()
         # Records a crash may lose ("running") are written by a background thread, off the
         # path from notice to hook start; every other change is written before going on.
-        self._dirty = False
         self._wake = threading.Event()
         self._writer: Optional[threading.Thread] = None
 
@@ -149,7 +161,7 @@ class StateStore:
                 self._drop_damaged_responses()
             if instance_id:
                 self.data["instance_id"] = instance_id
-            self.save()  # the file now says which boot and instance it belongs to
+        self.save()  # the file now says which boot and instance it belongs to
 
     def _remove_stale_temp_files(self) -> None:
         """A kill during `write_atomically` leaves its temp file behind (the rename never
@@ -191,10 +203,7 @@ class StateStore:
             )
 
     def set_instance_id(self, instance_id: str) -> None:
-        with self._lock:
-            if self.data.get("instance_id") != instance_id:
-                self.data["instance_id"] = instance_id
-                self.save()
+        self.set_value("instance_id", instance_id)
 
     def value(self, key: str) -> Any:
         """A top-level entry other parts keep in the state file (e.g. `resume_generation`)."""
@@ -203,9 +212,10 @@ class StateStore:
 
     def set_value(self, key: str, value: Any) -> None:
         with self._lock:
-            if self.data.get(key) != value:
-                self.data[key] = value
-                self.save()
+            if self.data.get(key) == value:
+                return
+            self.data[key] = value
+        self.save()
 
     def _mismatch(self, stored: Dict[str, Any], instance_id: Optional[str]) -> Optional[str]:
         if stored.get("boot_id") != self.boot_id:
@@ -254,7 +264,7 @@ class StateStore:
     def save_soon(self) -> None:
         """Persist shortly, on the writer thread (later saves carry the change anyway)."""
         with self._lock:
-            self._dirty = True
+            self._version += 1
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_when_dirty, name="state-writer", daemon=True
@@ -264,28 +274,37 @@ class StateStore:
 
     def flush(self) -> None:
         """Write now what `save_soon` has not written yet (at shutdown; in tests)."""
-        with self._lock:
-            if self._dirty:
-                self.save()
+        self._persist(self._version)
 
     def _write_when_dirty(self) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
-            with self._lock:
-                if self._dirty:
-                    self.save()
+            self._persist(self._version)
 
     def save(self) -> None:
+        """Write every change made so far; returns once the file holds them. Never call it
+        with `_lock` held: it waits for `_write_lock`, whose holder needs `_lock` briefly."""
         with self._lock:
-            self._dirty = False
-            payload = json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8")
+            self._version += 1
+            version = self._version
+        self._persist(version)
+
+    def _persist(self, version: int) -> None:
+        with self._write_lock:
+            if self._saved >= version:
+                return  # a write since this change was made carried it
+            with self._lock:
+                payload = json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8")
+                writing = self._version
             try:
-                write_atomically(self.path, payload)
+                write_atomically(self.path, payload, durable=False)
             except OSError as failure:
                 emit(
                     log, logging.ERROR, "state-write-failed", f"cannot write {self.path}: {failure}"
                 )
+                return
+            self._saved = writing
 
     def record_poll(self, wall: float, result: str, ok: bool) -> None:
         """Cheap, every poll: the last poll and the last successful one."""
@@ -314,8 +333,10 @@ class StateStore:
             if self.data["trackers"].get(monitor) == value:
                 return
             self.data["trackers"][monitor] = value
-            if save:
-                self.save()
+            if not save:
+                self._version += 1  # unwritten: a flush at shutdown still writes it
+                return
+        self.save()
 
     # ----------------------------------------------------------------- responses
 
@@ -336,7 +357,7 @@ class StateStore:
                 "done": False,
                 "steps": [_step_record(s) for s in steps],
             }
-            self.save()
+        self.save()
 
     def continue_response(self, monitor: str, steps: List[Step], deadline_epoch: float) -> None:
         """After a restart: steps that were running are `interrupted`; new steps are added."""
@@ -348,15 +369,16 @@ class StateStore:
                 if entry["status"] == RUNNING:
                     entry["status"] = "interrupted"
             record["steps"] = [known.get(s.name) or _step_record(s) for s in steps]
-            self.save()
+        self.save()
 
     def move_deadline(self, monitor: str, notice: Notice, deadline_epoch: float) -> None:
         with self._lock:
             record = self.data["responses"].get(monitor)
-            if record:
-                record["notice"] = notice.to_json()
-                record["deadline"] = iso(deadline_epoch)
-                self.save()
+            if not record:
+                return
+            record["notice"] = notice.to_json()
+            record["deadline"] = iso(deadline_epoch)
+        self.save()
 
     def finished_status(self, monitor: str, step: str) -> Optional[str]:
         with self._lock:
@@ -380,18 +402,19 @@ class StateStore:
                     break
             else:
                 record["steps"].append({**_step_record(step), **changes})
-            if durable:
-                self.save()
-            else:
-                self.save_soon()
+        if durable:
+            self.save()
+        else:
+            self.save_soon()
 
     def end_response(self, monitor: str) -> None:
         with self._lock:
             record = self.data["responses"].get(monitor)
-            if record:
-                record["done"] = True
-                record["ended"] = iso(time.time())
-                self.save()
+            if not record:
+                return
+            record["done"] = True
+            record["ended"] = iso(time.time())
+        self.save()
 
 
 def _unusable_response(record: Any) -> Optional[str]:

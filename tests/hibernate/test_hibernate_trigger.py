@@ -32,6 +32,8 @@ def test_hooks_then_trigger_once_across_polls_and_restart(hib):
     assert lines(out) == ["save hibernate instance-action", "trigger hibernate"]
     trigger = ended_step(hib.state, "hibernate:trigger")
     assert (trigger["kind"], trigger["status"]) == ("hibernate", "ok")
+    # The trigger's claim also told a waiting sleep hook that the hooks are over.
+    assert read_json(hib.state / "hibernate.json")["hooks"]["done"] is True
 
     polls = hib.imds.count(path="/latest/meta-data/spot/instance-action")
     wait_for(lambda: hib.imds.count(path="/latest/meta-data/spot/instance-action") > polls + 5)

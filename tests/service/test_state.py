@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -130,3 +132,68 @@ def test_the_poll_file_is_rewritten_in_place_and_recreated_when_removed(tmp_path
     (tmp_path / "poll.json").unlink()
     store.record_poll(1_000_100.0, "error", False)
     assert json.loads((tmp_path / "poll.json").read_text())["result"] == "error"
+
+
+class _SlowDisk:
+    """Stands in for a disk whose writes take `seconds`: wraps the real write_atomically
+    (the file is still really written) and counts the writes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.writes = 0
+        self.writing = threading.Event()
+
+    def __call__(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        self.writing.set()
+        time.sleep(self.seconds)
+        write_atomically(path, data, durable=durable)
+        self.writes += 1
+
+
+def test_recording_a_step_start_never_waits_for_a_write_under_way(tmp_path, monkeypatch):
+    """A hook thread recording "running" must not queue behind another step's fsync: the
+    store's lock is held to change the data, not while the file is written."""
+    store = _store(tmp_path)
+    steps = [_Named(f"hook:{n}") for n in range(3)]
+    store.begin_response("spot", NOTICE, NOTICE.epoch, steps)
+    disk = _SlowDisk(0.5)
+    monkeypatch.setattr("spotwatch.service.state.write_atomically", disk)
+    journal = StoreJournal(store, "spot")
+    ending = threading.Thread(
+        target=journal.step_ended, args=(steps[0], StepOutcome(OK), 1.0, 2.0)
+    )
+    ending.start()
+    assert disk.writing.wait(5)
+    began = time.monotonic()
+    journal.step_started(steps[1], 3.0)
+    assert time.monotonic() - began < 0.25  # not the 0.5 s write
+    ending.join()
+    store.flush()
+    again = _store(tmp_path)
+    statuses = {s["name"]: s["status"] for s in again.response("spot")["steps"]}
+    assert statuses == {"hook:0": OK, "hook:1": RUNNING, "hook:2": "pending"}
+
+
+def test_changes_made_together_share_writes(tmp_path, monkeypatch):
+    """Eight steps ending while a write is under way: each returns only once its change is
+    on disk, but the waiting changes go out together (group commit), not in eight writes."""
+    store = _store(tmp_path)
+    steps = [_Named(f"hook:{n}") for n in range(9)]
+    store.begin_response("spot", NOTICE, NOTICE.epoch, steps)
+    disk = _SlowDisk(0.3)
+    monkeypatch.setattr("spotwatch.service.state.write_atomically", disk)
+    journal = StoreJournal(store, "spot")
+    first = threading.Thread(target=journal.step_ended, args=(steps[0], StepOutcome(OK), 1, 2))
+    first.start()
+    assert disk.writing.wait(5)
+    rest = [
+        threading.Thread(target=journal.step_ended, args=(step, StepOutcome(OK), 1, 2))
+        for step in steps[1:]
+    ]
+    for thread in rest:
+        thread.start()
+    for thread in [first, *rest]:
+        thread.join()
+    assert disk.writes <= 3  # the first, then one (rarely two) for the other eight
+    on_disk = json.loads((tmp_path / "state.json").read_text())
+    assert {s["status"] for s in on_disk["responses"]["spot"]["steps"]} == {OK}
