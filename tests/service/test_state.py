@@ -150,20 +150,25 @@ class _SlowDisk:
         self.writes += 1
 
 
-def test_recording_a_step_start_never_waits_for_a_write_under_way(tmp_path, monkeypatch):
-    """A hook thread recording "running" must not queue behind another step's fsync: the
-    store's lock is held to change the data, not while the file is written."""
+def _ending_on_a_slow_disk(tmp_path, monkeypatch, seconds: float, count: int):
+    """A response of `count` steps whose first step ends while writes take `seconds`;
+    returns once that step's write is under way."""
     store = _store(tmp_path)
-    steps = [_Named(f"hook:{n}") for n in range(3)]
+    steps = [_Named(f"hook:{n}") for n in range(count)]
     store.begin_response("spot", NOTICE, NOTICE.epoch, steps)
-    disk = _SlowDisk(0.5)
+    disk = _SlowDisk(seconds)
     monkeypatch.setattr("spotwatch.service.state.write_atomically", disk)
     journal = StoreJournal(store, "spot")
-    ending = threading.Thread(
-        target=journal.step_ended, args=(steps[0], StepOutcome(OK), 1.0, 2.0)
-    )
+    ending = threading.Thread(target=journal.step_ended, args=(steps[0], StepOutcome(OK), 1, 2))
     ending.start()
     assert disk.writing.wait(5)
+    return store, disk, journal, steps, ending
+
+
+def test_recording_a_step_start_never_waits_for_a_write_under_way(tmp_path, monkeypatch):
+    """A hook thread recording "running" must not queue behind another step's write: the
+    store's lock is held to change the data, not while the file is written."""
+    store, _disk, journal, steps, ending = _ending_on_a_slow_disk(tmp_path, monkeypatch, 0.5, 3)
     began = time.monotonic()
     journal.step_started(steps[1], 3.0)
     assert time.monotonic() - began < 0.25  # not the 0.5 s write
@@ -177,15 +182,7 @@ def test_recording_a_step_start_never_waits_for_a_write_under_way(tmp_path, monk
 def test_changes_made_together_share_writes(tmp_path, monkeypatch):
     """Eight steps ending while a write is under way: each returns only once its change is
     on disk, but the waiting changes go out together (group commit), not in eight writes."""
-    store = _store(tmp_path)
-    steps = [_Named(f"hook:{n}") for n in range(9)]
-    store.begin_response("spot", NOTICE, NOTICE.epoch, steps)
-    disk = _SlowDisk(0.3)
-    monkeypatch.setattr("spotwatch.service.state.write_atomically", disk)
-    journal = StoreJournal(store, "spot")
-    first = threading.Thread(target=journal.step_ended, args=(steps[0], StepOutcome(OK), 1, 2))
-    first.start()
-    assert disk.writing.wait(5)
+    _, disk, journal, steps, first = _ending_on_a_slow_disk(tmp_path, monkeypatch, 0.3, 9)
     rest = [
         threading.Thread(target=journal.step_ended, args=(step, StepOutcome(OK), 1, 2))
         for step in steps[1:]
