@@ -27,6 +27,7 @@ from bench import aws_client_cost, detection, ecs_stop, fanout, idle, startup
 from bench.common import (
     MotoProcess,
     Results,
+    Row,
     SimProcess,
     median,
     percentile,
@@ -244,28 +245,32 @@ def run_fanout(results: Results, sim: SimProcess, plan: Plan) -> None:
     )
 
 
-def run_ecs(results: Results, plan: Plan) -> None:
+def run_ecs(results: Results, plan: Plan, moto: Optional[MotoProcess]) -> None:
+    assert moto is not None
     for rtt in plan.ecs_rtts:
-        times = ecs_stop.stop_comparison(plan.ecs_tasks, 16, plan.ecs_rounds, rtt)
-        label = f"modelled API round trip {rtt * 1000:g} ms"
+        times = ecs_stop.stop_comparison(plan.ecs_tasks, 16, plan.ecs_rounds, rtt, moto.proc.pid)
+        _ecs_rows(results, plan, f"moto, modelled API round trip {rtt * 1000:g} ms", times)
+        ceiling = [o / c for o, c in zip(times["one by one"], times["moto cpu"])]
         results.add(
             "ECS stop",
-            f"{plan.ecs_tasks} StopTask, 16 at a time ({label})",
+            f"moto's CPU during the concurrent run ({rtt * 1000:g} ms)",
             "s",
-            times["concurrent"],
+            times["moto cpu"],
+            note=f"moto's ceiling for the ratio: one by one ÷ this = {median(ceiling):.2f}x",
         )
-        results.add(
-            "ECS stop",
-            f"{plan.ecs_tasks} StopTask, one by one ({label})",
-            "s",
-            times["one by one"],
-        )
-        ratios = [o / c for o, c in zip(times["one by one"], times["concurrent"])]
-        row = results.add("ECS stop", f"one by one ÷ concurrent ({label})", "x", ratios)
-        if rtt == RTT_FOR_TARGETS:
-            row.target, row.met = "≥ 5x", median(ratios) >= 5
-        elif rtt == 0:
-            row.note = "moto serves one request at a time"
+    # The target is judged against an endpoint that serves calls at once, as AWS does:
+    # on moto the concurrent time is moto's own serial CPU (row above), not ours.
+    times = ecs_stop.stop_comparison_concurrent_endpoint(
+        plan.ecs_tasks, 16, plan.ecs_rounds, RTT_FOR_TARGETS
+    )
+    row = _ecs_rows(
+        results,
+        plan,
+        f"concurrent endpoint, {RTT_FOR_TARGETS * 1000:g} ms a call",
+        times,
+        note=f"most calls in flight: {max(times['peak']):.0f}",
+    )
+    row.target, row.met = "≥ 5x", row.median >= 5
     import boto3
 
     boto3.client("ecs", region_name="us-east-1").create_cluster(clusterName="bench")
@@ -294,6 +299,20 @@ def run_ecs(results: Results, plan: Plan) -> None:
             "s",
             step_times,
         )
+
+
+def _ecs_rows(
+    results: Results, plan: Plan, label: str, times: Dict[str, List[float]], note: str = ""
+) -> Row:
+    """The concurrent and one-by-one times and their ratio; returns the ratio's row."""
+    results.add(
+        "ECS stop", f"{plan.ecs_tasks} StopTask, 16 at a time ({label})", "s", times["concurrent"]
+    )
+    results.add(
+        "ECS stop", f"{plan.ecs_tasks} StopTask, one by one ({label})", "s", times["one by one"]
+    )
+    ratios = [o / c for o, c in zip(times["one by one"], times["concurrent"])]
+    return results.add("ECS stop", f"one by one ÷ concurrent ({label})", "x", ratios, note=note)
 
 
 def run_startup(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
@@ -353,7 +372,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "detection": lambda: run_detection(results, sim, plan),
             "hibernate": lambda: run_hibernate(results, sim, plan),
             "fanout": lambda: run_fanout(results, sim, plan),
-            "ecs": lambda: run_ecs(results, plan),
+            "ecs": lambda: run_ecs(results, plan, moto),
             "startup": lambda: run_startup(results, sim, plan, moto),
         }
         for name in chosen:

@@ -15,11 +15,13 @@ import argparse
 import json
 import statistics
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from bench.common import MotoProcess
+from bench.common import MotoProcess, cpu_seconds
+from bench.ecs_endpoint import ConcurrentEcs, endpoint_url
 
 _instances = 0
+TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/bench"
 
 
 def world(tasks: int, cluster: str) -> Tuple[str, List[str]]:
@@ -68,22 +70,58 @@ def client_with_rtt(rtt: float, operation: str = "") -> Any:
     return clients
 
 
-def stop_comparison(tasks: int, workers: int, rounds: int, rtt: float) -> Dict[str, List[float]]:
-    """Seconds for `stop_tasks` over `tasks` tasks, with `workers` threads and with one."""
+def stop_comparison(
+    tasks: int, workers: int, rounds: int, rtt: float, moto_pid: Optional[int] = None
+) -> Dict[str, List[float]]:
+    """Seconds for `stop_tasks` over `tasks` tasks on moto, with `workers` threads and with
+    one; with `moto_pid`, also moto's own CPU seconds during each concurrent run ("moto cpu":
+    the floor under the concurrent time, since moto serves one request at a time)."""
     from spotwatch.response.ecs import stop_tasks
 
     client = client_with_rtt(rtt, "StopTask").ecs()
-    results: Dict[str, List[float]] = {"concurrent": [], "one by one": []}
+    results: Dict[str, List[float]] = {"concurrent": [], "one by one": [], "moto cpu": []}
     for n in range(rounds):
         for mode, count in (("concurrent", workers), ("one by one", 1)):
             cluster = f"cmp-{rtt * 1000:.0f}ms-{n}-{count}-{time.monotonic_ns()}"
             _, arns = world(tasks, cluster)
+            moto_before = cpu_seconds(moto_pid) if moto_pid else 0.0
             began = time.perf_counter()
             stopped, failed = stop_tasks(client, cluster, arns, "bench", workers=count)
             results[mode].append(time.perf_counter() - began)
+            if moto_pid and mode == "concurrent":
+                results["moto cpu"].append(cpu_seconds(moto_pid) - moto_before)
             if len(stopped) != tasks or failed:
                 raise RuntimeError(f"stopped {len(stopped)} of {tasks}: {failed[:1]}")
     return results
+
+
+def stop_comparison_concurrent_endpoint(
+    tasks: int, workers: int, rounds: int, rtt: float
+) -> Dict[str, List[float]]:
+    """As `stop_comparison`, against `ConcurrentEcs` (an endpoint serving calls at once, as
+    AWS does), `rtt` seconds per call; "peak" is the most calls it saw in flight at once."""
+    from spotwatch.response.aws import AwsClients
+    from spotwatch.response.ecs import stop_tasks
+
+    endpoint = ConcurrentEcs(rtt)
+    try:
+        with endpoint_url(endpoint.url):
+            client = AwsClients(region="us-east-1").ecs()
+        results: Dict[str, List[float]] = {"concurrent": [], "one by one": [], "peak": []}
+        for n in range(rounds):
+            for mode, count in (("concurrent", workers), ("one by one", 1)):
+                arns = [f"{TASK_ARN}/{n}{i:04d}" for i in range(tasks)]
+                endpoint.peak = 0
+                began = time.perf_counter()
+                stopped, failed = stop_tasks(client, "bench", arns, "bench", workers=count)
+                results[mode].append(time.perf_counter() - began)
+                if mode == "concurrent":
+                    results["peak"].append(float(endpoint.peak))
+                if len(stopped) != tasks or failed:
+                    raise RuntimeError(f"stopped {len(stopped)} of {tasks}: {failed[:1]}")
+        return results
+    finally:
+        endpoint.close()
 
 
 def stop_step(tasks: int, rtt: float) -> float:
