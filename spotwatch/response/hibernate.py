@@ -26,6 +26,7 @@ import logging
 import os
 import shlex
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -49,6 +50,10 @@ log = logging.getLogger("spotwatch.hibernate")
 TRIGGER_STEP = "hibernate:trigger"
 TRIGGER_TIMEOUT = 10.0  # `systemctl hibernate` only queues a job: it returns at once
 PROBE_TIMEOUT = 1.0  # systemctl list-jobs; no answer in time = unknown
+# The trigger asks systemd for a queued sleep job while the hooks run; an answer this fresh
+# when the hooks are over is used as is. A job queued since then is no harm: systemd merges
+# a second hibernate request into the job already queued.
+LOOKAHEAD_FRESH = 1.0
 SLEEP_MARKER_SLACK = 60.0  # a `pre` marker older than budget + this is a sleep that never came
 
 # What the hibinit agent (ec2-hibinit-agent, Amazon Linux / Ubuntu) and the legacy Spot
@@ -201,6 +206,29 @@ class HibernateTrigger(Step):
         self.gate = gate
         self.probes = probes
         self.timeout = timeout
+        self._lookahead: Optional[threading.Thread] = None
+        self._early: Optional[Tuple[Optional[str], float]] = None  # (job, monotonic when)
+
+    def look_ahead(self) -> None:
+        """Ask systemd for a queued sleep job now, beside the hooks: the answer is ready
+        when the trigger needs it, instead of a systemctl run between hooks and trigger."""
+        if self.settings.trigger == "none" or self._lookahead is not None:
+            return
+
+        def ask() -> None:
+            job = self.probes.sleep_job()
+            self._early = (job, time.monotonic())
+
+        self._lookahead = threading.Thread(target=ask, name="hibernate-probe", daemon=True)
+        self._lookahead.start()
+
+    def _sleep_job(self) -> Optional[str]:
+        if self._lookahead is not None:
+            self._lookahead.join(self.probes.timeout + 1.0)
+            early = self._early
+            if early is not None and time.monotonic() - early[1] < LOOKAHEAD_FRESH:
+                return early[0]
+        return self.probes.sleep_job()
 
     def run(self, ctx: StepContext) -> StepOutcome:
         notice = ctx.notice
@@ -242,7 +270,7 @@ class HibernateTrigger(Step):
         marker = self.gate.sleep_under_way(self.settings.budget + SLEEP_MARKER_SLACK)
         if marker is not None:
             return f"a sleep is already under way ({marker})"
-        job = self.probes.sleep_job()
+        job = self._sleep_job()
         if job is not None:
             return f"a sleep is already under way (systemd job {job})"
         if mode == "auto":
@@ -294,7 +322,9 @@ def add_hibernate_trigger(
             where = probes or Probes.from_env()
 
             def steps(_notice: Notice, cfg: Config) -> List[Step]:
-                return [HibernateTrigger(cfg.hibernate, gate, where)]
+                trigger = HibernateTrigger(cfg.hibernate, gate, where)
+                trigger.look_ahead()  # the plan is being built: its hooks start next
+                return [trigger]
 
             parts.hibernate_trigger = steps
         return parts

@@ -279,7 +279,7 @@ class Daemon:
     def on_notice(self, monitor: str, observation: Observation) -> None:
         # Remember the notice before acting on it: a crash from here on must not make a
         # restarted daemon take it for new and run finished steps again. A new notice is
-        # written together with its response record (one write less before the first hook).
+        # written with its response record, by the background writer (see _start_response).
         self._save_tracker(monitor, durable=observation.change is not Change.NEW)
         notice = self._relabel(observation.notice)
         if observation.change is Change.NEW and notice is not None:
@@ -413,7 +413,12 @@ class Daemon:
         if resume:
             self.store.continue_response(monitor, plan.all_steps(), clock.deadline_epoch)
         else:
-            self.store.begin_response(monitor, notice, clock.deadline_epoch, plan.all_steps())
+            # Not waited for: until a step ends (its record is written durably, and carries
+            # this one), a crash loses nothing a restart would not redo anyway. The notice
+            # would be new to it and every step run, as interrupted ones are.
+            self.store.begin_response(
+                monitor, notice, clock.deadline_epoch, plan.all_steps(), durable=False
+            )
         ctx = StepContext(
             clock=clock, instance_id=self.instance_id or "unknown", dry_run=self.dry_run
         )

@@ -346,9 +346,16 @@ class StateStore:
             return dict(found) if isinstance(found, dict) else None
 
     def begin_response(
-        self, monitor: str, notice: Notice, deadline_epoch: float, steps: List[Step]
+        self,
+        monitor: str,
+        notice: Notice,
+        deadline_epoch: float,
+        steps: List[Step],
+        *,
+        durable: bool = True,
     ) -> None:
-        """Record a new response with every step pending (replacing the previous one)."""
+        """Record a new response with every step pending (replacing the previous one);
+        `durable=False`: written by the background writer (or by the next durable save)."""
         with self._lock:
             self.data["responses"][monitor] = {
                 "notice": notice.to_json(),
@@ -357,7 +364,10 @@ class StateStore:
                 "done": False,
                 "steps": [_step_record(s) for s in steps],
             }
-        self.save()
+        if durable:
+            self.save()
+        else:
+            self.save_soon()
 
     def continue_response(self, monitor: str, steps: List[Step], deadline_epoch: float) -> None:
         """After a restart: steps that were running are `interrupted`; new steps are added."""
