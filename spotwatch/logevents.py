@@ -36,14 +36,24 @@ class RepeatFilter:
         self._last: Optional[str] = None
         self._suppressed = 0
 
-    def failure(self, message: str, level: int = logging.WARNING, **fields: Any) -> bool:
-        """Report a failure; returns True when it was logged (not a repeat)."""
+    def failure(
+        self,
+        message: str,
+        level: int = logging.WARNING,
+        *,
+        key: Optional[str] = None,
+        **fields: Any,
+    ) -> bool:
+        """Report a failure; returns True when it was logged (not a repeat). A repeat is the
+        same `key` (default: the same message): details that vary from one occurrence of the
+        same outage to the next must not make each a new line."""
+        identity = message if key is None else key
         with self._lock:
-            if message == self._last:
+            if identity == self._last:
                 self._suppressed += 1
                 return False
             self._flush_locked()
-            self._last = message
+            self._last = identity
         emit(self._logger, level, self._event, message, **fields)
         return True
 

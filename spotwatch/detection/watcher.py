@@ -147,7 +147,11 @@ class Watcher:
         spot_notice = known[0]
         result = "error" if not spot_ok else ("notice" if spot_notice else "ok")
         if errors:
-            self._failures.failure("IMDS poll failed: " + "; ".join(errors))
+            # The same outage is one log line: a repeat is the same first cause per monitor.
+            # What follows it (the termination-time fallback's answer) varies with how much
+            # of the poll's budget the retries left: refused one poll, "no time left" the next.
+            key = " | ".join(error.split(";", 1)[0] for error in errors)
+            self._failures.failure("IMDS poll failed: " + "; ".join(errors), key=key)
         else:
             self._failures.recovered("IMDS answers again")
         self.polls += 1

@@ -321,6 +321,23 @@ def test_repeated_failures_logged_once_with_count_on_recovery(
     assert len(recovered) == 1
 
 
+def test_one_outage_is_one_line_whatever_the_fallback_said(caplog: pytest.LogCaptureFixture):
+    """With IMDS down, the fallback's part of the message varies with the time the retries
+    left it ("connection refused", then "no time left in this poll"): still one line."""
+    logger = logging.getLogger("spotwatch.test-repeat")
+    repeats = RepeatFilter(logger, "x-failed")
+    cause = "/latest/meta-data/spot/instance-action: connection refused"
+    with caplog.at_level(logging.INFO, logger="spotwatch.test-repeat"):
+        for fallback in ("connection refused", "no time left in this poll", "connection refused"):
+            repeats.failure(f"IMDS poll failed: {cause}; termination-time: {fallback}", key=cause)
+        repeats.failure("IMDS poll failed: other", key="other")
+    assert [r.getMessage()[:40] for r in caplog.records] == [
+        f"IMDS poll failed: {cause}"[:40],
+        "previous message repeated 2 more times: "[:40],
+        "IMDS poll failed: other",
+    ]
+
+
 def test_repeat_filter_unit(caplog: pytest.LogCaptureFixture) -> None:
     """RepeatFilter: identical failures log once; a different one flushes the count first;
     recovery flushes and says so; recovery without a failure says nothing."""
