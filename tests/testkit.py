@@ -3,9 +3,15 @@ for tests/conftest.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, Callable, Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
@@ -22,3 +28,51 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 def lines(path: Path) -> List[str]:
     """A file's lines, or none while it does not exist yet (hooks append to such files)."""
     return path.read_text().splitlines() if path.exists() else []
+
+
+def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment for a spotwatch child process: this checkout's package, and none of
+    the SPOTWATCH_/NOTIFY_ variables the test run itself may carry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTWATCH_", "NOTIFY_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra or {})
+    return env
+
+
+class DaemonProcess:
+    """`python -m spotwatch run` in a child process, its output appended to a log file."""
+
+    def __init__(
+        self, config: Path, log: Path, *extra: str, env: Optional[Dict[str, str]] = None
+    ) -> None:
+        self.log_path = log
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "spotwatch", "run", "-c", str(config), *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env or child_env(),
+            cwd=str(REPO),
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal it (if it still runs) and wait; its exit status. Killed if it outlasts
+        `timeout` (the wait then raises)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._log.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from hibsupport import Daemon, child_env, write_config
+from hibsupport import DaemonProcess, child_env, write_config
 
 from spotwatch.simulator.imds import ImdsSimulator
 
@@ -36,7 +36,7 @@ class HibEnv:
         self.root = tmp_path / "root"  # SPOTWATCH_PROBE_ROOT: empty = no agent installed
         self.root.mkdir()
         self.config_path = tmp_path / "config.yaml"
-        self.started: List[Daemon] = []
+        self.started: List[DaemonProcess] = []
         self.env = child_env(self.root)
 
     def config(self, hooks: Optional[List[Dict[str, Any]]] = None, **overrides: Any) -> Path:
@@ -44,8 +44,8 @@ class HibEnv:
             self.config_path, self.state, self.imds.endpoint, hooks or [], **overrides
         )
 
-    def daemon(self, *extra: str) -> Daemon:
-        daemon = Daemon(self.config_path, self.dir / "daemon.log", self.env, *extra)
+    def daemon(self, *extra: str) -> DaemonProcess:
+        daemon = DaemonProcess(self.config_path, self.dir / "daemon.log", *extra, env=self.env)
         self.started.append(daemon)
         return daemon
 

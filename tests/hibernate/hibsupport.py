@@ -4,16 +4,15 @@ probe seams (SPOTWATCH_PROBE_ROOT, SPOTWATCH_SYSTEMCTL) pointed into the test's 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import testkit
 import yaml
-from testkit import lines, wait_for  # noqa: F401 - shared helpers, re-exported
+from testkit import DaemonProcess, lines, wait_for  # noqa: F401 - shared helpers, re-exported
 
 from spotwatch.simulator.imds import format_time
 
@@ -38,9 +37,7 @@ def steps(state_dir: Path, monitor: str = "spot") -> Dict[str, Dict[str, Any]]:
 
 
 def child_env(root: Path, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTWATCH_", "NOTIFY_"))}
-    env["PYTHONPATH"] = str(REPO)
-    env["SPOTWATCH_PROBE_ROOT"] = str(root)
+    env = testkit.child_env({"SPOTWATCH_PROBE_ROOT": str(root)})
     env["SPOTWATCH_SYSTEMCTL"] = "/bin/false"  # no systemd here: "unknown", never a sleep job
     env.update(extra or {})
     return env
@@ -75,33 +72,6 @@ def record_hook(name: str, out: Path, *, sleep: float = 0.0, actions: Any = None
 def marker_command(out: Path) -> str:
     """A trigger command standing in for `systemctl hibernate`: appends a line to `out`."""
     return f'echo "trigger $SPOTWATCH_ACTION" >> {out}'
-
-
-class Daemon:
-    def __init__(self, config: Path, log: Path, env: Dict[str, str], *extra: str) -> None:
-        self.log_path = log
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "spotwatch", "run", "-c", str(config), *extra],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=str(REPO),
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        try:
-            return self.process.wait(20)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self._log.close()
 
 
 def sleep_hook_command(config: Path, phase: str, action: str = "hibernate") -> List[str]:

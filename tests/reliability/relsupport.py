@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import yaml
 from hypothesis import HealthCheck, settings
-from testkit import lines, wait_for  # noqa: F401 - shared helpers, re-exported
+from testkit import (  # noqa: F401 - shared helpers, re-exported
+    DaemonProcess,
+    child_env,
+    lines,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,13 +52,6 @@ def suite_settings(ci_examples: int, long_examples: int, **extra: Any) -> settin
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         **extra,
     )
-
-
-def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTWATCH_", "NOTIFY_"))}
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra or {})
-    return env
 
 
 def write_config(path: Path, data: Dict[str, Any]) -> Path:
@@ -152,33 +147,3 @@ class ErrorRecords(logging.Handler):
         logging.getLogger("spotwatch").removeHandler(self)
 
 
-class DaemonProcess:
-    """`python -m spotwatch run` in a child process, its output in a log file."""
-
-    def __init__(self, config: Path, log: Path, *extra: str, env: Optional[Dict[str, str]] = None):
-        self.log_path = log
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "spotwatch", "run", "-c", str(config), *extra],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env or child_env(),
-            cwd=str(REPO),
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> Optional[int]:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self._log.close()
