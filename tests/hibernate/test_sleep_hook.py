@@ -66,12 +66,13 @@ def test_pre_and_post_after_the_daemon_handled_the_notice(hib):
 
     tokens = hib.imds.token_puts
     assert run_sleep_hook(config, "post", hib.env).returncode == 0
-    assert lines(out)[1:] == ["back resume sleep-hook"]
+    assert "back resume sleep-hook" in lines(out)[1:]
     wait_for(lambda: "closed (resumed from hibernation)" in daemon.log())
     wait_for(lambda: hib.imds.token_puts > tokens)
-    # The notice still shows: after a resume it is a new one.
+    # The notice still shows: after a resume it is a new one. The daemon may see the resume
+    # and run it before the sleep hook's resume hook has written its line.
     wait_for(lambda: len(lines(out)) == 3)
-    assert lines(out)[2] == "save hibernate instance-action"
+    assert sorted(lines(out)[1:]) == ["back resume sleep-hook", "save hibernate instance-action"]
 
 
 def _seen_gone(tracker: dict) -> bool:
