@@ -73,8 +73,7 @@ class HibernateLedger:
             yield data
             after = json.dumps(data, sort_keys=True)
             if after != before:
-                # Boot-scoped like state.json, so not fsync'd either (see service.state).
-                write_atomically(self.path, after.encode("utf-8"), durable=False)
+                write_atomically(self.path, after.encode("utf-8"))  # boot-scoped: no fsync
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 

@@ -53,28 +53,19 @@ def read_boot_id(path: str = BOOT_ID_PATH) -> str:
         return "unknown"
 
 
-def write_atomically(path: str, data: bytes, *, durable: bool = True) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, whole;
-    `durable` also makes it survive power loss (fsync of the file and its folder)."""
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, whole. No
+    fsync: its files are boot-scoped (see the module's docstring)."""
     folder = os.path.dirname(path) or "."
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    if durable:
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 POLL_RECORD_SIZE = 256
@@ -298,7 +289,7 @@ class StateStore:
                 payload = json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8")
                 writing = self._version
             try:
-                write_atomically(self.path, payload, durable=False)
+                write_atomically(self.path, payload)
             except OSError as failure:
                 emit(
                     log, logging.ERROR, "state-write-failed", f"cannot write {self.path}: {failure}"

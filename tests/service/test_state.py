@@ -143,10 +143,10 @@ class _SlowDisk:
         self.writes = 0
         self.writing = threading.Event()
 
-    def __call__(self, path: str, data: bytes, *, durable: bool = True) -> None:
+    def __call__(self, path: str, data: bytes) -> None:
         self.writing.set()
         time.sleep(self.seconds)
-        write_atomically(path, data, durable=durable)
+        write_atomically(path, data)
         self.writes += 1
 
 
