@@ -1,5 +1,5 @@
 import sys
 
-from spotwatch.service.cli import main
+from spotwatch.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Suite-wide: every test starts with the `spotwatch` logger as the logging module made it.
 
-`spotwatch.service.logs.configure` (run by in-process daemons and rehearsals) gives the
+`spotwatch.host.logs.configure` (run by in-process daemons and rehearsals) gives the
 logger handlers of its own and stops propagation; left that way, a later test's `caplog`
 would see nothing, and which test passed would depend on the order they ran in.
 """

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import boto3
 
-# `spotwatch.service.check` imports the config loader's errors module, which lives on another
+# `spotwatch.commands.check` imports the config loader's errors module, which lives on another
 # branch until it is merged; stand in for it so the check preflights can be tested here.
 try:
     import spotwatch.config.errors  # noqa: F401

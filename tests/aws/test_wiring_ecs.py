@@ -11,17 +11,7 @@ from typing import Any, Iterator, List
 import pytest
 from awshelpers import EcsWorld, FakeAgent, notice_in
 
-from spotwatch.config.schema import (
-    Config,
-    EcsSettings,
-    HibernateSettings,
-    HookSpec,
-    ImdsSettings,
-    InstanceSettings,
-)
-from spotwatch.detection.notices import REBALANCE
-from spotwatch.response.build import build_plan
-from spotwatch.service.check import (
+from spotwatch.commands.check import (
     ERROR,
     OK,
     PREFLIGHTS,
@@ -30,7 +20,17 @@ from spotwatch.service.check import (
     check_ecs,
     check_instance_action,
 )
-from spotwatch.service.wiring import daemon_hooks
+from spotwatch.config.schema import (
+    Config,
+    EcsSettings,
+    HibernateSettings,
+    HookSpec,
+    ImdsSettings,
+    InstanceSettings,
+)
+from spotwatch.daemon.wiring import daemon_hooks
+from spotwatch.detection.notices import REBALANCE
+from spotwatch.response.build import build_plan
 from spotwatch.simulator.imds import ImdsSimulator
 
 HOOK = HookSpec(name="checkpoint", command=("/bin/true",))
@@ -52,7 +52,7 @@ def test_ecs_off_imports_neither_requests_nor_boto3() -> None:
     code = (
         "import sys\n"
         "from spotwatch.config.schema import Config, EcsSettings, InstanceSettings\n"
-        "from spotwatch.service.wiring import daemon_hooks\n"
+        "from spotwatch.daemon.wiring import daemon_hooks\n"
         "config = Config(ecs=EcsSettings(enabled=False),"
         " instance=InstanceSettings(after_response='stop'))\n"
         "daemon_hooks(config).providers(config, False)\n"

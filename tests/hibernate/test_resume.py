@@ -12,9 +12,9 @@ from typing import Tuple
 import pytest
 from hibsupport import in_seconds, lines, marker_command, read_json, record_hook, run_sleep_hook
 
-from spotwatch.service.daemon import Daemon
-from spotwatch.service.settings import load_service_config
-from spotwatch.service.wiring import daemon_hooks
+from spotwatch.commands.settings import load_service_config
+from spotwatch.daemon.shell import Daemon
+from spotwatch.daemon.wiring import daemon_hooks
 
 
 class Clocks:

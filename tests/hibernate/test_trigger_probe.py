@@ -16,7 +16,7 @@ from spotwatch.config.schema import HibernateSettings
 from spotwatch.response import hibernate
 from spotwatch.response.hibernate import HibernateTrigger, Probes, now_notice
 from spotwatch.response.plan import OK, SKIPPED, NoticeClock, StepContext
-from spotwatch.service.ledger import HibernateLedger
+from spotwatch.state.ledger import HibernateLedger
 
 
 class Systemctl:

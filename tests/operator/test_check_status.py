@@ -8,8 +8,8 @@ from email.utils import formatdate
 
 from operator_support import spotwatch
 
+from spotwatch.commands.check import ERROR, OK, WARNING, check_clock
 from spotwatch.config.schema import Config, ImdsSettings
-from spotwatch.service.check import ERROR, OK, WARNING, check_clock
 from spotwatch.simulator import imds as simulator_module
 
 CHECK_FIELDS = {"name", "status", "detail", "seconds"}

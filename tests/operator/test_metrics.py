@@ -12,7 +12,7 @@ import urllib.request
 from operator_support import REPO, clean_env, free_port, parse_metrics, wait_for
 
 from spotwatch.detection.watcher import PollReport
-from spotwatch.service.metrics import Metrics, TextfileWriter, parse_listen
+from spotwatch.telemetry.metrics import Metrics, TextfileWriter, parse_listen
 
 
 def _get(url: str):

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from operator_support import clean_env, spotwatch
 
+from spotwatch.commands.rehearse import StepRecord, Timeline, verdict
 from spotwatch.config.schema import DEFAULT_CONFD_DIR, DEFAULT_CONFIG_PATH
-from spotwatch.service.rehearse import StepRecord, Timeline, verdict
 
 
 def _lines(path: Path) -> list:

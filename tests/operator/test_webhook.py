@@ -5,7 +5,7 @@ from __future__ import annotations
 from operator_support import spotwatch, wait_for
 
 from spotwatch.config.schema import WebhookSettings
-from spotwatch.service.webhook import WebhookSender, redact, safe_url, secrets_of
+from spotwatch.telemetry.webhook import WebhookSender, redact, safe_url, secrets_of
 
 SECRETS = ("s3cretpw", "QUERYSECRET", "T0KENPATH", "HEADERSECRET")
 

@@ -69,8 +69,8 @@ EXPECTED = {
     # path: (mode, is_dir)
     "/usr/bin/spotwatch": (0o755, False),
     "/usr/share/spotwatch/spotwatch/__init__.py": (0o644, False),
-    "/usr/share/spotwatch/spotwatch/service/cli.py": (0o644, False),
-    "/usr/share/spotwatch/spotwatch/service/journal.py": (0o644, False),
+    "/usr/share/spotwatch/spotwatch/cli.py": (0o644, False),
+    "/usr/share/spotwatch/spotwatch/host/journal.py": (0o644, False),
     "/usr/lib/systemd/system/spotwatch.service": (0o644, False),
     "/usr/lib/systemd/system-sleep/spotwatch": (0o755, False),
     "/etc/spotwatch/config.yaml": (0o600, False),
@@ -233,7 +233,7 @@ def test_the_deb_runs_on_the_system_python(packages: Dict[str, Path], tmp_path: 
         [
             str(python), "-s", "-c",
             "import sys; sys.path[0] = sys.argv[1];"
-            "from spotwatch.service.settings import load_service_config as load;"
+            "from spotwatch.commands.settings import load_service_config as load;"
             "c = load(sys.argv[2]); print(c.poll_interval, c.state_dir)",
             str(root / "usr" / "share" / "spotwatch"), str(config),
         ],

@@ -42,24 +42,24 @@ from relsupport import (
     write_config,
 )
 
+from spotwatch.cli import main as cli_main
+from spotwatch.commands.settings import load_service_config
+from spotwatch.commands.status import collect, render
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.load import load_config, load_config_report
 from spotwatch.config.schema import Config
 from spotwatch.config.userdata import extract_spotwatch_section
+from spotwatch.daemon.shell import Daemon, DaemonHooks
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.monitors import RebalanceMonitor, SpotMonitor
 from spotwatch.detection.notices import NOTICE_ACTIONS
-from spotwatch.service.cli import main as cli_main
-from spotwatch.service.daemon import Daemon, DaemonHooks
-from spotwatch.service.settings import load_service_config
-from spotwatch.service.state import StateStore, read_boot_id
-from spotwatch.service.status import collect, render
 from spotwatch.simulator.imds import (
     INSTANCE_ACTION_PATH,
     REBALANCE_PATH,
     TERMINATION_TIME_PATH,
     ImdsSimulator,
 )
+from spotwatch.state.store import StateStore, read_boot_id
 
 # --------------------------------------------------------------------- config files
 

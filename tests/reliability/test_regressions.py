@@ -215,9 +215,9 @@ def test_a_damaged_response_record_does_not_stop_the_daemon(tmp_path, record) ->
     readable finished steps stay finished."""
     import json
 
-    from spotwatch.service.daemon import Daemon, DaemonHooks
-    from spotwatch.service.settings import load_service_config
-    from spotwatch.service.state import read_boot_id
+    from spotwatch.commands.settings import load_service_config
+    from spotwatch.daemon.shell import Daemon, DaemonHooks
+    from spotwatch.state.store import read_boot_id
 
     notice = {"action": "terminate", "time": "2030-01-01T00:00:00Z", "source": "instance-action"}
     done_step = {"name": "hook:h", "kind": "hook", "status": "ok"}
@@ -296,7 +296,7 @@ def test_a_deeply_nested_ecs_agent_answer_is_a_discovery_error() -> None:
 def test_temp_files_left_by_a_kill_during_a_state_write_are_removed_at_start(tmp_path) -> None:
     """Found by test_crash (long mode): each kill -9 that landed inside write_atomically left
     its `.state.json.XXXX` temp file behind, forever; now the next start removes them."""
-    from spotwatch.service.state import StateStore
+    from spotwatch.state.store import StateStore
 
     for name in (".state.json.abc123", ".poll.json.x", ".hibernate.json.keep", "other"):
         (tmp_path / name).write_text("{")

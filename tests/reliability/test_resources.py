@@ -17,12 +17,12 @@ from typing import Dict, List
 
 from relsupport import LONG, append_hook, base_config, lines, record_stats, write_config
 
+from spotwatch.commands.settings import load_service_config
+from spotwatch.daemon.shell import Daemon, DaemonHooks
 from spotwatch.detection.imds import ImdsClient
 from spotwatch.detection.monitors import SpotMonitor
 from spotwatch.detection.tracker import NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport, Watcher
-from spotwatch.service.daemon import Daemon, DaemonHooks
-from spotwatch.service.settings import load_service_config
 from spotwatch.simulator.imds import INSTANCE_ACTION_PATH, ImdsSimulator
 
 POLLS = 100_000 if LONG else 5_000

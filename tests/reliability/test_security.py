@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from relsupport import Captured, append_hook, base_config, write_config
 
+from spotwatch.cli import main as cli_main
+from spotwatch.commands.settings import load_service_config
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.load import config_to_dict, load_config
 from spotwatch.config.schema import HookSpec
+from spotwatch.daemon.shell import Daemon, DaemonHooks
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.notices import Notice, parse_utc_time
 from spotwatch.response.hooks import hook_environment, run_hook
 from spotwatch.response.plan import NoticeClock, StepContext
-from spotwatch.service.cli import main as cli_main
-from spotwatch.service.daemon import Daemon, DaemonHooks
-from spotwatch.service.settings import load_service_config
 from spotwatch.simulator.imds import ImdsSimulator
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root")

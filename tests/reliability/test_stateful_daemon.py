@@ -52,11 +52,11 @@ from relsupport import (
     write_config,
 )
 
+from spotwatch.commands.settings import load_service_config
+from spotwatch.daemon.shell import Daemon, DaemonHooks
 from spotwatch.detection.imds import ImdsClient, Reply
 from spotwatch.detection.monitors import TERMINATION_TIME
 from spotwatch.detection.tracker import ABSENT_POLLS_TO_FORGET
-from spotwatch.service.daemon import Daemon, DaemonHooks
-from spotwatch.service.settings import load_service_config
 from spotwatch.simulator.imds import (
     INSTANCE_ACTION_PATH,
     REBALANCE_PATH,

@@ -42,7 +42,7 @@ from spotwatch.response.plan import (
     TimedStep,
 )
 from spotwatch.response.runner import Runner
-from spotwatch.service.state import StateStore, StoreJournal
+from spotwatch.state.store import StateStore, StoreJournal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -227,7 +227,7 @@ from spotwatch.detection.notices import Notice
 from spotwatch.response.build import build_plan
 from spotwatch.response.plan import NoticeClock, StepContext
 from spotwatch.response.runner import Runner
-from spotwatch.service.state import StateStore, StoreJournal
+from spotwatch.state.store import StateStore, StoreJournal
 args = json.loads(sys.argv[2])
 notice = Notice.from_json(args["notice"])
 config = Config(deadline_margin=10.0, hooks=tuple(HookSpec(**h) for h in args["hooks"]))

@@ -16,7 +16,7 @@ from service_support import wait_for
 
 from spotwatch.config.load import load_config
 from spotwatch.config.schema import Config
-from spotwatch.service.daemon import Daemon
+from spotwatch.daemon.shell import Daemon
 
 SLOW = "30s"
 

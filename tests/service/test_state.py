@@ -11,7 +11,7 @@ from pathlib import Path
 
 from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
 from spotwatch.response.plan import OK, RUNNING, Step, StepContext, StepOutcome
-from spotwatch.service.state import StateStore, StoreJournal, write_atomically
+from spotwatch.state.store import StateStore, StoreJournal, write_atomically
 
 
 class _Named(Step):
@@ -157,7 +157,7 @@ def _ending_on_a_slow_disk(tmp_path, monkeypatch, seconds: float, count: int):
     steps = [_Named(f"hook:{n}") for n in range(count)]
     store.begin_response("spot", NOTICE, NOTICE.epoch, steps)
     disk = _SlowDisk(seconds)
-    monkeypatch.setattr("spotwatch.service.state.write_atomically", disk)
+    monkeypatch.setattr("spotwatch.state.store.write_atomically", disk)
     journal = StoreJournal(store, "spot")
     ending = threading.Thread(target=journal.step_ended, args=(steps[0], StepOutcome(OK), 1, 2))
     ending.start()

@@ -55,7 +55,7 @@ class FakeJournald(threading.Thread):
 
     def __init__(self, path: str) -> None:
         super().__init__(daemon=True)
-        from spotwatch.service.journal import decode
+        from spotwatch.host.journal import decode
 
         self._decode = decode
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

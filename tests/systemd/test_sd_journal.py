@@ -13,9 +13,9 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
+from spotwatch.host import logs
+from spotwatch.host.journal import JournalHandler, decode, encode, field_name, priority
 from spotwatch.logevents import emit
-from spotwatch.service import logs
-from spotwatch.service.journal import JournalHandler, decode, encode, field_name, priority
 
 
 class FakeJournald:

@@ -17,7 +17,7 @@ from typing import Iterator, List
 import pytest
 import yaml
 
-from spotwatch.service.notify import Notifier
+from spotwatch.host.notify import Notifier
 from spotwatch.simulator.imds import ImdsSimulator
 
 REPO = Path(__file__).resolve().parents[2]

@@ -50,7 +50,7 @@ def test_the_contract_directives() -> None:
 
 
 def test_stop_timeout_covers_the_daemons_shutdown_grace() -> None:
-    from spotwatch.service.daemon import SHUTDOWN_GRACE
+    from spotwatch.daemon.shell import SHUTDOWN_GRACE
 
     stop = int(directives(UNIT.read_text())["TimeoutStopSec"][0].rstrip("s"))
     assert stop >= SHUTDOWN_GRACE + 5  # the daemon ends before systemd's SIGKILL

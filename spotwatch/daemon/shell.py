@@ -22,16 +22,16 @@ from spotwatch.detection.monitors import Monitor, RebalanceMonitor, SpotMonitor
 from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport, Watcher
+from spotwatch.host import logs
+from spotwatch.host.notify import Notifier
 from spotwatch.logevents import emit
 from spotwatch.response.build import Providers, build_plan
 from spotwatch.response.hibernate import hooks_plan, notice_key, now_notice, skip_hooks
 from spotwatch.response.hooks import KILL_GRACE
 from spotwatch.response.plan import NoticeClock, Plan, StepContext, StepOutcome
 from spotwatch.response.runner import Runner, StepJournal
-from spotwatch.service import logs
-from spotwatch.service.ledger import BY_DAEMON, HibernateLedger
-from spotwatch.service.notify import Notifier
-from spotwatch.service.state import StateStore, StoreJournal
+from spotwatch.state.ledger import BY_DAEMON, HibernateLedger
+from spotwatch.state.store import StateStore, StoreJournal
 
 log = logging.getLogger("spotwatch.daemon")
 

@@ -13,28 +13,21 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from email.utils import parsedate_to_datetime
-from typing import Callable, Iterable, List, Optional
+from typing import Iterable, List, Optional
 from urllib.parse import urlsplit
 
+from spotwatch.commands.check_aws import ecs_checks, instance_checks
+from spotwatch.commands.check_hibernation import check_hibernation as hibernation_readiness
+from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult, Preflight
+from spotwatch.commands.settings import load_service_config
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.schema import Config
 from spotwatch.detection.imds import TTL_HEADER, ImdsClient, ImdsError
-
-OK, WARNING, ERROR = "ok", "warning", "error"
-EX_OK, EX_FAILED, EX_CONFIG = 0, 1, 78
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    status: str  # ok | warning | error
-    detail: str
-    seconds: Optional[float] = None
-
-
-Preflight = Callable[[Config], Iterable[CheckResult]]
+from spotwatch.exits import EX_CONFIG, EX_FAILURE, EX_OK
+from spotwatch.host import logs
+from spotwatch.response.hooks import MINIMAL_PATH
 
 
 def check_imds(config: Config) -> Iterable[CheckResult]:
@@ -80,7 +73,6 @@ def check_hooks(config: Config) -> Iterable[CheckResult]:
 
 
 def _hook_path() -> str:
-    from spotwatch.response.hooks import MINIMAL_PATH
 
     return MINIMAL_PATH
 
@@ -98,14 +90,12 @@ def check_state_dir(config: Config) -> Iterable[CheckResult]:
 
 def check_ecs(config: Config) -> Iterable[CheckResult]:
     """ECS agent, cluster and container instance; ECS mixed with hibernation."""
-    from spotwatch.service.check_aws import ecs_checks  # boto3 only when checking
 
     return ecs_checks(config)
 
 
 def check_instance_action(config: Config) -> Iterable[CheckResult]:
     """`instance.*`: may we stop / hibernate / terminate this instance? (DryRun=True)"""
-    from spotwatch.service.check_aws import instance_checks
 
     return instance_checks(config)
 
@@ -177,19 +167,14 @@ def run_preflight(preflight: Preflight, config: Config) -> List[CheckResult]:
 
 
 def check_hibernation(config: Config) -> Iterable[CheckResult]:
-    """Hibernation readiness (spotwatch.service.hibernation_check; imported late: it needs
-    this module's names)."""
-    from spotwatch.service.hibernation_check import check_hibernation as run
-
-    return run(config)
+    """Hibernation readiness (spotwatch.commands.check_hibernation)."""
+    return hibernation_readiness(config)
 
 
 PREFLIGHTS.append(check_hibernation)
 
 
 def run_check(path: Optional[str], *, as_json: bool) -> int:
-    from spotwatch.service import logs
-    from spotwatch.service.settings import load_service_config
 
     logs.configure("warning")  # config and user-data warnings print as log lines on stderr
     try:
@@ -208,7 +193,7 @@ def run_check(path: Optional[str], *, as_json: bool) -> int:
         print(json.dumps({"ok": not failed, "checks": [asdict(r) for r in results]}, indent=1))
     else:
         print(render_table(results))
-    return EX_FAILED if failed else EX_OK
+    return EX_FAILURE if failed else EX_OK
 
 
 def render_table(results: List[CheckResult]) -> str:

@@ -5,22 +5,14 @@ this file only parses arguments, loads the config and maps failures to exit stat
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from spotwatch import __version__
+from spotwatch.commands.entry import COMMANDS
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.schema import DEFAULT_CONFIG_PATH
-
-EX_OK, EX_FAILURE, EX_CONFIG = 0, 1, 78
-
-Command = Callable[[argparse.Namespace], int]
-
-
-def config_path(args: argparse.Namespace) -> Optional[str]:
-    """-c, else $SPOTWATCH_CONFIG, else None (the default file, missing = all defaults)."""
-    return args.config or os.environ.get("SPOTWATCH_CONFIG") or None
+from spotwatch.exits import EX_CONFIG, EX_OK
 
 
 def _seconds(text: str) -> float:
@@ -107,11 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from spotwatch.service import commands
-
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
-    handler = commands.COMMANDS[args.command]
+    handler = COMMANDS[args.command]
     try:
         return handler(args)
     except ConfigError as problems:

@@ -14,9 +14,8 @@ import time
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
-from spotwatch.service.state import POLL_FILE, STATE_FILE
-
-EX_OK, EX_NO_STATE = 0, 1
+from spotwatch.exits import EX_NO_STATE, EX_OK
+from spotwatch.state.store import POLL_FILE, STATE_FILE
 
 
 def _read(path: str) -> Optional[Dict[str, Any]]:

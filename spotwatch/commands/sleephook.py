@@ -34,8 +34,8 @@ from spotwatch.response.hibernate import hooks_plan, now_notice, with_source
 from spotwatch.response.hooks import KILL_GRACE
 from spotwatch.response.plan import NoticeClock, Plan, Step, StepContext, StepOutcome
 from spotwatch.response.runner import Runner, summarize
-from spotwatch.service.ledger import BY_SLEEP_HOOK, HibernateLedger
-from spotwatch.service.state import STATE_FILE
+from spotwatch.state.ledger import BY_SLEEP_HOOK, HibernateLedger
+from spotwatch.state.store import STATE_FILE
 
 log = logging.getLogger("spotwatch.sleephook")
 
@@ -62,13 +62,13 @@ class _LogJournal:
 def run_sleep_hook(path: Optional[str], phase: str, action: str) -> int:
     """Everything is caught: the answer to systemd is always 0."""
     try:
-        from spotwatch.service import logs
+        from spotwatch.host import logs
 
         logs.configure()
         if action != "hibernate" or phase not in ("pre", "post"):
             log.debug("sleep-hook %s %s: nothing to do", phase, action)
             return 0
-        from spotwatch.service.settings import load_service_config
+        from spotwatch.commands.settings import load_service_config
 
         config = load_service_config(path)
         logs.configure(config.log.level, config.log.format)

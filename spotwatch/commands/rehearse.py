@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import IO, Callable, Dict, List, Optional
 
+from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import (
     DEFAULT_CONFD_DIR,
     DEFAULT_CONFIG_PATH,
@@ -39,15 +40,20 @@ from spotwatch.config.schema import (
     ImdsSettings,
     MetricsSettings,
 )
-from spotwatch.detection.notices import SOURCE_REHEARSAL, Notice
+from spotwatch.daemon.shell import Daemon
+from spotwatch.daemon.wiring import daemon_hooks
+from spotwatch.detection.notices import SOURCE_REHEARSAL, Notice, parse_utc_time
 from spotwatch.detection.watcher import PollReport
+from spotwatch.exits import EX_FAILURE, EX_OK
+from spotwatch.host import logs
+from spotwatch.host.notify import Notifier
 from spotwatch.response.build import Providers, StepsFor
 from spotwatch.response.hooks import KILL_GRACE
 from spotwatch.response.plan import OK, SKIPPED, Plan, Step, StepContext, StepOutcome
-from spotwatch.service.webhook import flush_all as flush_webhooks
+from spotwatch.simulator.imds import ImdsSimulator
+from spotwatch.telemetry.webhook import flush_all as flush_webhooks
 
 ACTIONS = ("terminate", "stop", "hibernate", "rebalance")
-EX_OK, EX_FAILED = 0, 1
 MAX_POLL_INTERVAL = 0.5  # a rehearsal polls at least this often, so detection is quick
 PROGRESS_EVERY = 0.1
 
@@ -324,8 +330,6 @@ def run_rehearse(
     live_ecs: bool = False,
     out: Optional[IO[str]] = None,
 ) -> int:
-    from spotwatch.service import logs
-    from spotwatch.service.settings import load_service_config
 
     out = out or sys.stdout
     logs.configure("warning")  # config loading speaks through the log
@@ -340,7 +344,7 @@ def run_rehearse(
     if action == "rebalance" and not config.rebalance.enabled:
         print("rebalance.enabled is false: spotwatch ignores rebalance recommendations,", file=out)
         print("so there is nothing to rehearse for --action rebalance.", file=out)
-        return EX_FAILED
+        return EX_FAILURE
     live = bool(getattr(out, "isatty", lambda: False)())
     with tempfile.TemporaryDirectory(prefix="spotwatch-rehearse-") as scratch:
         return Rehearsal(config, where, action, lead, live_ecs, out, live, scratch).run()
@@ -370,11 +374,6 @@ class Rehearsal:
         self.failure: Optional[str] = None
 
     def run(self) -> int:
-        from spotwatch.service import logs
-        from spotwatch.service.daemon import Daemon
-        from spotwatch.service.notify import Notifier
-        from spotwatch.service.wiring import daemon_hooks
-        from spotwatch.simulator.imds import ImdsSimulator
 
         timeline = self.timeline
         with ImdsSimulator() as sim:
@@ -442,7 +441,7 @@ class Rehearsal:
             f"for real with SPOTWATCH_SOURCE=rehearsal"
         )
         if config.webhook.url:
-            from spotwatch.service.webhook import safe_url
+            from spotwatch.telemetry.webhook import safe_url
 
             t.plain(
                 f"  webhook   {safe_url(config.webhook.url)} gets the events (source rehearsal)"
@@ -450,8 +449,6 @@ class Rehearsal:
         t.plain("")
 
     def _supervise(self, daemon: object, sim: object) -> None:
-        from spotwatch.service.daemon import Daemon
-        from spotwatch.simulator.imds import ImdsSimulator
 
         assert isinstance(daemon, Daemon) and isinstance(sim, ImdsSimulator)
         t = self.timeline
@@ -511,7 +508,7 @@ class Rehearsal:
         ]
         if self.failure:
             t.plain(f"rehearsal FAILED: {self.failure}")
-            return EX_FAILED
+            return EX_FAILURE
         if t.detected.is_set() and not records:
             t.plain(f"no steps: nothing is configured to run for {self.action}")
             return EX_OK
@@ -521,7 +518,7 @@ class Rehearsal:
                 f"rehearsal FAILED: {len(bad)} of {len(records)} steps failed or missed the "
                 f"deadline ({late} missed it)"
             )
-            return EX_FAILED
+            return EX_FAILURE
         assert t.deadline is not None
         last = max(r.ended for r in records if r.ended is not None)
         t.plain(
@@ -532,7 +529,6 @@ class Rehearsal:
 
 
 def _epoch(text: str) -> float:
-    from spotwatch.detection.notices import parse_utc_time
 
     parsed = parse_utc_time(text)
     return parsed.timestamp() if parsed is not None else time.time()

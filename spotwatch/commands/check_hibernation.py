@@ -25,10 +25,10 @@ import os
 import time
 from typing import Iterable, List, Optional, Tuple
 
+from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.response.hibernate import Probes
-from spotwatch.service.check import ERROR, OK, WARNING, CheckResult
 
 RAM_LIMIT_BYTES = 150 * 1024**3  # Linux instances with more RAM cannot hibernate (seed 002)
 AGENT_SWAP_FILES = ("swap", "swap-hibinit", "swapfile")  # where the hibinit agent puts it

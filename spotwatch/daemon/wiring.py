@@ -6,13 +6,13 @@ import threading
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from spotwatch.config.schema import Config
+from spotwatch.daemon.shell import DaemonHooks
 from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
 from spotwatch.response.ecs import EcsResponse, EcsTarget
 from spotwatch.response.hibernate import add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
-from spotwatch.service.daemon import DaemonHooks
-from spotwatch.service.ledger import HibernateLedger
+from spotwatch.state.ledger import HibernateLedger
 
 
 def aws_clients(config: Config) -> AwsClients:
@@ -65,12 +65,12 @@ class AwsParts:
 
 
 if TYPE_CHECKING:
-    from spotwatch.service.telemetry import Telemetry
+    from spotwatch.telemetry.events import Telemetry
 
 
 def add_telemetry(hooks: DaemonHooks, config: Config) -> Telemetry:
     """Metrics (textfile, /metrics, /healthz) and webhook events on the daemon's seams."""
-    from spotwatch.service.telemetry import Telemetry
+    from spotwatch.telemetry.events import Telemetry
 
     telemetry = Telemetry(config)
     hooks.on_start.append(telemetry.bind)

@@ -18,12 +18,12 @@ from spotwatch.detection.notices import Notice
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import emit
 from spotwatch.response.plan import OK, SKIPPED, Plan, Step, StepOutcome
-from spotwatch.service.metrics import Metrics, MetricsServer, TextfileWriter, start_server
-from spotwatch.service.state import iso
-from spotwatch.service.webhook import WebhookSender
+from spotwatch.state.store import iso
+from spotwatch.telemetry.metrics import Metrics, MetricsServer, TextfileWriter, start_server
+from spotwatch.telemetry.webhook import WebhookSender
 
 if TYPE_CHECKING:
-    from spotwatch.service.daemon import Daemon
+    from spotwatch.daemon.shell import Daemon
 
 log = logging.getLogger("spotwatch.telemetry")
 

@@ -97,7 +97,7 @@ def choose_handler(
     """The handler for `fmt`, and a warning to log once it is installed (or None)."""
     global _warned_unreachable
     if fmt == "journal" or (fmt == "auto" and under_systemd()):
-        from spotwatch.service.journal import JOURNAL_SOCKET, JournalHandler
+        from spotwatch.host.journal import JOURNAL_SOCKET, JournalHandler
 
         journal = JournalHandler.create(journal_socket)
         if journal is not None:

@@ -7,13 +7,13 @@ import contextlib
 import time
 from typing import Iterable, Optional
 
+from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
+from spotwatch.daemon.wiring import aws_clients
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.response.aws import AwsClients, AwsSetupError, describe_error, error_code
 from spotwatch.response.ecs import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
 from spotwatch.response.instance import ALLOWED, DENIED, check_permission
-from spotwatch.service.check import ERROR, OK, WARNING, CheckResult
-from spotwatch.service.wiring import aws_clients
 
 HIBERNATION_PATH = "meta-data/hibernation/configured"
 

@@ -1,22 +1,32 @@
-"""What each subcommand does, once its arguments are parsed (see cli.py)."""
+"""What each subcommand does, once its arguments are parsed (see cli.py).
+
+Each command's module is imported when that command runs, not before: `spotwatch status`
+or the sleep hook must not pay for importing the daemon, boto3 or the simulator.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import Callable, Dict
+import os
+from typing import Callable, Dict, Optional
 
-from spotwatch.service import logs
-from spotwatch.service.cli import EX_FAILURE, config_path
+from spotwatch.exits import EX_FAILURE
+from spotwatch.host import logs
 
 Command = Callable[[argparse.Namespace], int]
 
 
+def config_path(args: argparse.Namespace) -> Optional[str]:
+    """-c, else $SPOTWATCH_CONFIG, else None (the default file, missing = all defaults)."""
+    return args.config or os.environ.get("SPOTWATCH_CONFIG") or None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from spotwatch.commands.settings import load_service_config
     from spotwatch.config.errors import ConfigError
-    from spotwatch.service.daemon import Daemon
-    from spotwatch.service.settings import load_service_config
-    from spotwatch.service.wiring import daemon_hooks
+    from spotwatch.daemon.shell import Daemon
+    from spotwatch.daemon.wiring import daemon_hooks
 
     path = config_path(args)
     logs.configure()  # until the config says otherwise, so config problems are logged
@@ -44,25 +54,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from spotwatch.service.check import run_check
+    from spotwatch.commands.check import run_check
 
     return run_check(config_path(args), as_json=args.json)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from spotwatch.service.status import run_status
+    from spotwatch.commands.status import run_status
 
     return run_status(config_path(args), as_json=args.json)
 
 
 def cmd_sleep_hook(args: argparse.Namespace) -> int:
-    from spotwatch.service.sleephook import run_sleep_hook
+    from spotwatch.commands.sleephook import run_sleep_hook
 
     return run_sleep_hook(config_path(args), args.phase, args.action)
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    from spotwatch.service.rehearse import run_rehearse
+    from spotwatch.commands.rehearse import run_rehearse
 
     return run_rehearse(
         config_path(args), action=args.action, lead=args.lead, live_ecs=args.live_ecs
