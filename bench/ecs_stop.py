@@ -128,9 +128,11 @@ def stop_step(tasks: int, rtt: float) -> float:
     """Seconds for the ECS stop step (`ecs.stop: standalone`: ListTasks, DescribeTasks,
     StopTask for each) over `tasks` tasks, every call `rtt` seconds longer."""
     from spotwatch.config.schema import Config
+    from spotwatch.detection.notices import now_notice
+    from spotwatch.response.deadline import NoticeClock
     from spotwatch.response.ecs import AgentInfo, EcsStopStep, EcsTarget
-    from spotwatch.response.hibernate import now_notice
-    from spotwatch.response.plan import OK, NoticeClock, StepContext
+    from spotwatch.response.plan import StepContext
+    from spotwatch.state.schema import OK
 
     cluster = f"step-{tasks}-{time.monotonic_ns()}"
     container_instance, _ = world(tasks, cluster)

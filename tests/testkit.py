@@ -76,3 +76,14 @@ class DaemonProcess:
                 self.process.kill()
                 self.process.wait()
             self._log.close()
+
+
+def response_record(state: Dict[str, Any], tracker: str = "spot") -> Dict[str, Any]:
+    """The newest response record of a tracker in a state document ({} when none): records
+    are keyed per notice (`spot#1`, `spot#2`, …), each naming its tracker."""
+    found = [
+        record
+        for key, record in state.get("responses", {}).items()
+        if record.get("tracker", key) == tracker
+    ]
+    return found[-1] if found else {}

@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from spotwatch.commands.settings import load_service_config
     from spotwatch.config.errors import ConfigError
     from spotwatch.daemon.shell import Daemon
-    from spotwatch.daemon.wiring import daemon_hooks
+    from spotwatch.daemon.wiring import daemon_parts
 
     path = config_path(args)
     logs.configure()  # until the config says otherwise, so config problems are logged
@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             config,
             reload_config=reload,  # type: ignore[arg-type]
             dry_run=args.dry_run,
-            hooks=daemon_hooks(config),
+            parts=daemon_parts(config),
         )
         return daemon.run(once=args.once)
     except ConfigError:

@@ -1,4 +1,4 @@
-"""`spotwatch sleep-hook pre|post ACTION`: called by systemd-sleep (CONTRACT.md §1, §5).
+"""`spotwatch sleep-hook pre|post ACTION`: called by systemd-sleep.
 
 systemd runs `/usr/lib/systemd/system-sleep/*` with `pre hibernate` before the machine
 sleeps and `post hibernate` after it resumes. Only `hibernate` concerns us; any other action
@@ -14,28 +14,34 @@ sleeps and `post hibernate` after it resumes. Only `hibernate` concerns us; any 
   bump the resume count; the daemon sees that on its next poll and re-arms (new token, the
   handled notice closed).
 
-Both run with SPOTWATCH_SOURCE=sleep-hook, are bounded by `hibernate.budget` (plus the
-SIGTERM grace a cut hook gets) and always exit 0: failing here must never block sleep.
+Both run with SPOTWATCH_SOURCE=sleep-hook through the one `Responder` (so their deadlines
+follow the one rule: `pre`'s hooks share what is left of `hibernate.budget`, `resume` hooks
+each get their timeout), the whole run is bounded by `hibernate.budget` (plus the SIGTERM
+grace a cut hook gets) from the moment systemd called us, and it always exits 0: failing
+here must never block sleep.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
+from dataclasses import replace
 from typing import Dict, Optional
 
+from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import Config
-from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice
+from spotwatch.daemon.shell import INSTANCE_ID_PATH
+from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
+from spotwatch.host import logs
 from spotwatch.logevents import emit
-from spotwatch.response.hibernate import hooks_plan, now_notice, with_source
-from spotwatch.response.hooks import KILL_GRACE
-from spotwatch.response.plan import NoticeClock, Plan, Step, StepContext, StepOutcome
-from spotwatch.response.runner import Runner, summarize
+from spotwatch.response.deadline import KILL_GRACE
+from spotwatch.response.hibernate import hooks_plan
+from spotwatch.response.responder import Facts, Responder
+from spotwatch.response.runner import summarize
 from spotwatch.state.ledger import BY_SLEEP_HOOK, HibernateLedger
-from spotwatch.state.store import STATE_FILE
+from spotwatch.state.reader import known_notices, read_state
 
 log = logging.getLogger("spotwatch.sleephook")
 
@@ -43,41 +49,23 @@ WAIT_SLICE = 0.05
 EXIT_SLACK = 1.0
 
 
-class _LogJournal:
-    """The sleep hook keeps no response record of its own: the ledger is its record."""
-
-    def finished_status(self, step: str) -> Optional[str]:
-        return None
-
-    def step_started(self, step: Step, wall: float) -> None:
-        pass
-
-    def step_ended(self, step: Step, outcome: StepOutcome, started: float, ended: float) -> None:
-        pass
-
-    def response_ended(self, plan: Plan, outcomes: Dict[str, StepOutcome]) -> None:
-        pass
-
-
 def run_sleep_hook(path: Optional[str], phase: str, action: str) -> int:
     """Everything is caught: the answer to systemd is always 0."""
+    started = time.monotonic()
     try:
-        from spotwatch.host import logs
-
         logs.configure()
         if action != "hibernate" or phase not in ("pre", "post"):
             log.debug("sleep-hook %s %s: nothing to do", phase, action)
             return 0
-        from spotwatch.commands.settings import load_service_config
-
-        config = load_service_config(path)
-        logs.configure(config.log.level, config.log.format)
+        # The file config alone (no IMDS) says how long we may take; user data is read
+        # within that time, by the worker.
+        budget = load_service_config(path, with_user_data=False).hibernate.budget
         worker = threading.Thread(
-            target=_guarded, args=(config, phase), name="sleep-hook", daemon=True
+            target=_guarded, args=(path, phase, started), name="sleep-hook", daemon=True
         )
         worker.start()
         # Never hold up sleep for longer than the budget (and the grace a cut hook gets).
-        worker.join(config.hibernate.budget + KILL_GRACE + EXIT_SLACK)
+        worker.join(max(0.0, started + budget + KILL_GRACE + EXIT_SLACK - time.monotonic()))
         if worker.is_alive():
             emit(log, logging.ERROR, "sleep-hook", f"sleep-hook {phase}: out of time; exiting")
     except BaseException as failure:
@@ -85,18 +73,20 @@ def run_sleep_hook(path: Optional[str], phase: str, action: str) -> int:
     return 0
 
 
-def _guarded(config: Config, phase: str) -> None:
+def _guarded(path: Optional[str], phase: str, started: float) -> None:
     try:
+        config = load_service_config(path)
+        logs.configure(config.log.level, config.log.format)
         if phase == "pre":
-            before_sleep(config)
+            before_sleep(config, started)
         else:
             after_resume(config)
     except Exception:
         log.exception("sleep-hook %s failed", phase)
 
 
-def before_sleep(config: Config) -> None:
-    started = time.monotonic()
+def before_sleep(config: Config, started: Optional[float] = None) -> None:
+    started = time.monotonic() if started is None else started
     end_by = started + config.hibernate.budget
     ledger = HibernateLedger(config.state_dir)
     notice = _current_notice(config) or now_notice("hibernate", SOURCE_SLEEP_HOOK)
@@ -116,7 +106,10 @@ def before_sleep(config: Config) -> None:
         action="hibernate",
     )
     try:
-        _run(config, notice, hooks_plan(notice, hooks, end_by), margin=0.0)
+        # What is left of the budget is the hooks' deadline: the config's hibernate.budget,
+        # shortened by the time spent loading it.
+        left = replace(config.hibernate, budget=max(0.0, end_by - time.monotonic()))
+        _run(replace(config, hibernate=left), notice)
     finally:
         ledger.hooks_done(key)
 
@@ -144,43 +137,48 @@ def after_resume(config: Config) -> None:
         return
     hooks = config.hooks_for("resume")
     emit(log, logging.WARNING, "sleep-hook", f"resumed: running {len(hooks)} resume hook(s)")
-    budget = config.hibernate.budget
-    notice = now_notice("resume", SOURCE_SLEEP_HOOK)
-    _run(config, notice, hooks_plan(notice, hooks, time.monotonic() + budget), margin=-budget)
+    _run(config, now_notice("resume", SOURCE_SLEEP_HOOK))
 
 
-def _run(config: Config, notice: Notice, plan: Plan, *, margin: float) -> None:
-    if not plan.stages:
+def _run(config: Config, notice: Notice) -> None:
+    """The hooks for `notice`, through the one responder (no record: the ledger is ours)."""
+    if not config.hooks_for(notice.action):
         return
-    ctx = StepContext(
-        clock=NoticeClock(notice, margin), instance_id=_instance_id(config), dry_run=config.dry_run
+    instance_id = _instance_id(config)
+    responder = Responder(
+        lambda: config,
+        lambda n, c: hooks_plan(n, c.hooks_for(n.action)),
+        facts=lambda: Facts(instance_id, config.dry_run),
     )
-    outcomes = Runner(plan, ctx, _LogJournal()).run()
-    emit(log, logging.INFO, "sleep-hook", "hooks ended: " + ", ".join(summarize(outcomes)))
-
-
-def _state(config: Config) -> Dict[str, object]:
-    try:
-        with open(os.path.join(config.state_dir, STATE_FILE), "rb") as handle:
-            value = json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    response = responder.start("sleep-hook", "sleep-hook", notice, background=False)
+    emit(
+        log,
+        logging.INFO,
+        "sleep-hook",
+        "hooks ended: " + ", ".join(summarize(response.runner.outcomes)),
+    )
 
 
 def _current_notice(config: Config) -> Optional[Notice]:
     """The hibernate notice the daemon knows, if any (for SPOTWATCH_NOTICE_TIME)."""
-    trackers = _state(config).get("trackers")
-    spot = trackers.get("spot") if isinstance(trackers, dict) else None
-    known = spot.get("known") if isinstance(spot, dict) else None
-    if not isinstance(known, dict) or known.get("action") != "hibernate":
-        return None
-    try:
-        return with_source(Notice.from_json(known), SOURCE_SLEEP_HOOK)
-    except (KeyError, TypeError, ValueError):
-        return None
+    for known in known_notices(read_state(config.state_dir)).values():
+        if known.action == "hibernate":
+            return replace(known, source=SOURCE_SLEEP_HOOK)
+    return None
 
 
 def _instance_id(config: Config) -> str:
-    value = _state(config).get("instance_id")
-    return value if isinstance(value, str) else "unknown"
+    """From the daemon's state, else from IMDS (briefly: sleep is waiting)."""
+    state = read_state(config.state_dir)
+    value = state.get("instance_id") if state is not None else None
+    if isinstance(value, str) and value.startswith("i-"):
+        return value
+    client = ImdsClient(config.imds.endpoint, timeout=config.imds.timeout, token_ttl=60)
+    try:
+        reply = client.get(INSTANCE_ID_PATH, deadline=time.monotonic() + config.imds.timeout)
+        text = reply.body.decode("ascii", "replace").strip()
+        return text if reply.status == 200 and text.startswith("i-") else "unknown"
+    except ImdsError:
+        return "unknown"
+    finally:
+        client.close()

@@ -1,68 +1,51 @@
 """`spotwatch status`: what the daemon last recorded in its state directory.
 
-JSON (CONTRACT.md §1): {"last_poll": {"time", "result"}, "notice": {...} or null,
-"steps": [...]}. The interruption notice's response is shown when there is one, else the
-rebalance recommendation's.
+JSON: {"last_poll": {"time", "result"}, "notice": {...} or null, "notices": [...],
+"steps": [...]}. `notice` is the active notice with the earliest deadline (else the last one
+handled), with its steps; `notices` lists every active one. Read through state/reader.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 from spotwatch.exits import EX_NO_STATE, EX_OK
-from spotwatch.state.store import POLL_FILE, STATE_FILE
+from spotwatch.state.reader import ResponseView, read_poll, read_state, responses
 
 
-def _read(path: str) -> Optional[Dict[str, Any]]:
-    # poll.json is rewritten in place every poll: a torn read is possible, and read again.
-    for attempt in range(3):
-        try:
-            with open(path, "rb") as handle:
-                value = json.loads(handle.read().decode("utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            if attempt < 2 and os.path.exists(path):
-                time.sleep(0.01)
-                continue
-            return None
-        return value if isinstance(value, dict) else None
-    return None
+def _notice_doc(view: ResponseView) -> Dict[str, Any]:
+    given = view.raw_notice
+    doc = {
+        "action": given.get("action"),
+        "time": given.get("time"),
+        "source": given.get("source"),
+        "first_seen": view.first_seen,
+        "deadline": view.deadline,
+        "done": view.done,
+    }
+    for extra in ("event_id", "event_code"):
+        if extra in given:
+            doc[extra] = given[extra]
+    return doc
 
 
 def collect(state_dir: str) -> Optional[Dict[str, Any]]:
     """The status document, or None when the daemon has recorded nothing yet."""
-    state = _read(os.path.join(state_dir, STATE_FILE))
-    poll = _read(os.path.join(state_dir, POLL_FILE))
+    state = read_state(state_dir)
+    poll = read_poll(state_dir)
     if state is None and poll is None:
         return None
-    # Read defensively: status is how an operator looks at a state folder in any condition.
-    responses = (state or {}).get("responses")
-    if not isinstance(responses, dict):
-        responses = {}
-    chosen = responses.get("spot") or responses.get("rebalance")
-    notice = None
-    steps: List[Dict[str, Any]] = []
-    if isinstance(chosen, dict):
-        given = chosen.get("notice")
-        if not isinstance(given, dict):
-            given = {}
-        notice = {
-            "action": given.get("action"),
-            "time": given.get("time"),
-            "source": given.get("source"),
-            "first_seen": chosen.get("first_seen"),
-            "deadline": chosen.get("deadline"),
-            "done": bool(chosen.get("done")),
-        }
-        steps = [
-            {k: s.get(k) for k in ("name", "kind", "status", "started", "ended", "detail")}
-            for s in _as_list(chosen.get("steps"))
-            if isinstance(s, dict)
-        ]
+    views = responses(state)
+    active = sorted((v for v in views if not v.done), key=lambda v: _epoch(v.deadline) or 0.0)
+    chosen = active[0] if active else (views[-1] if views else None)
+    steps = [
+        {k: s.get(k) for k in ("name", "kind", "status", "started", "ended", "detail")}
+        for s in (chosen.steps if chosen is not None else [])
+    ]
     last_poll = None
     if poll is not None:
         last_poll = {
@@ -71,7 +54,12 @@ def collect(state_dir: str) -> Optional[Dict[str, Any]]:
             "last_success": poll.get("last_success"),
             "age_seconds": _seconds_since(poll.get("time")),
         }
-    return {"last_poll": last_poll, "notice": notice, "steps": steps}
+    return {
+        "last_poll": last_poll,
+        "notice": _notice_doc(chosen) if chosen is not None else None,
+        "notices": [_notice_doc(v) for v in active],
+        "steps": steps,
+    }
 
 
 def _as_list(value: Any) -> List[Any]:
@@ -131,6 +119,11 @@ def render(doc: Dict[str, Any]) -> str:
             f"notice:        {notice['action']} at {notice['time']} ({notice['source']}), {state}"
         )
         lines.append(f"deadline:      {_deadline(notice['deadline'])}")
+    for other in doc.get("notices", [])[1:]:
+        lines.append(
+            f"also active:   {other['action']} at {other['time']} ({other['source']}), "
+            f"deadline {_deadline(other['deadline'])}"
+        )
     if doc["steps"]:
         width = max(len(str(step["name"])) for step in doc["steps"])
         lines.append(f"  {'status':<11} {'step':<{width}}  {'started':<11}  {'ended':<11}  detail")

@@ -1,9 +1,9 @@
-"""The daemon: detection on the main thread, each response on a thread of its own.
+"""The daemon's process shell: detection on the main thread, responses beside it.
 
-It restores the notice trackers and any unfinished response from the state directory,
-polls on the watcher's cadence, starts a response for every new notice (the poll loop goes
-on meanwhile and moves the response's deadline when the notice time moves), tells systemd
-how it is doing, and reloads its config on SIGHUP.
+It restores what the state directory remembers, polls on the watcher's cadence, hands what
+the watcher sees to the intake (which starts responses through the one `Responder`), tells
+systemd how it is doing, reloads its config on SIGHUP and stops cleanly on SIGTERM.
+What a response does is response/build.py; how a notice is detected is detection/.
 """
 
 from __future__ import annotations
@@ -12,40 +12,31 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Callable, Dict, List, Optional, Tuple
 
 from spotwatch.config.schema import Config
+from spotwatch.daemon.intake import NoticeIntake
+from spotwatch.daemon.sleep import SleepWatch, boot_and_monotonic
 from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import Monitor, RebalanceMonitor, SpotMonitor
-from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
+from spotwatch.detection.monitors import monitors_for
+from spotwatch.detection.notices import Notice, Source
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
-from spotwatch.detection.watcher import PollReport, Watcher
+from spotwatch.detection.watcher import PollReport, Watcher, monitor_of
 from spotwatch.host import logs
 from spotwatch.host.notify import Notifier
 from spotwatch.logevents import emit
 from spotwatch.response.build import Providers, build_plan
-from spotwatch.response.hibernate import hooks_plan, notice_key, now_notice, skip_hooks
-from spotwatch.response.hooks import KILL_GRACE
-from spotwatch.response.plan import NoticeClock, Plan, StepContext, StepOutcome
-from spotwatch.response.runner import Runner, StepJournal
-from spotwatch.state.ledger import BY_DAEMON, HibernateLedger
-from spotwatch.state.store import StateStore, StoreJournal
+from spotwatch.response.plan import Plan
+from spotwatch.response.responder import Facts, Responder, ResponseListener
+from spotwatch.state.ledger import HibernateLedger
+from spotwatch.state.store import StateStore
 
 log = logging.getLogger("spotwatch.daemon")
 
 INSTANCE_ID_PATH = "meta-data/instance-id"
 SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit: TimeoutStopSec=90)
-HIBERNATION_CONFIGURED_PATH = "meta-data/hibernation/configured"
-CONFIGURED_REFRESH = 3600.0  # re-read hibernation/configured this rarely (never on the hot path)
-RESUME_JUMP = 1.0  # CLOCK_BOOTTIME gaining this much on CLOCK_MONOTONIC between polls = a sleep
-RESUME = "resume"  # the resume hooks' record in the state file
-
-
-def boot_and_monotonic() -> Tuple[float, float]:
-    """(CLOCK_BOOTTIME, CLOCK_MONOTONIC): the first goes on while asleep, the second stops."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME), time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -57,49 +48,15 @@ class _SignalSetup:
 
 
 @dataclass
-class ActiveResponse:
-    monitor: str
-    clock: NoticeClock
-    ctx: StepContext
-    runner: Runner
-    thread: threading.Thread
-
-
-@dataclass
-class DaemonHooks:
-    """Seams the rest of the service plugs into the daemon (all optional)."""
+class DaemonParts:
+    """What the rest of spotwatch plugs into the daemon (all optional)."""
 
     providers: Callable[[Config, bool], Providers] = lambda config, dry_run: Providers()
-    # Extra journals (metrics, webhook) told about every step, beside the state file.
-    journals: List[Callable[[str], StepJournal]] = field(default_factory=list)
+    # Told of every response (metrics, events, the rehearsal's timeline).
+    listeners: List[ResponseListener] = field(default_factory=list)
     on_poll: List[Callable[[PollReport], None]] = field(default_factory=list)
-    # Told of each new notice before its response starts, so their events come first.
-    on_notice: List[Callable[[str, Notice], None]] = field(default_factory=list)
     # Told the daemon once it is prepared (telemetry reads its IMDS client's counters).
     on_start: List[Callable[[Daemon], None]] = field(default_factory=list)
-
-
-class FanoutJournal:
-    """The state file decides what finished; everyone else is told."""
-
-    def __init__(self, primary: StoreJournal, others: List[StepJournal]) -> None:
-        self.primary = primary
-        self.others = others
-
-    def finished_status(self, step: str) -> Optional[str]:
-        return self.primary.finished_status(step)
-
-    def step_started(self, step: object, wall: float) -> None:
-        for journal in [self.primary, *self.others]:
-            journal.step_started(step, wall)  # type: ignore[arg-type]
-
-    def step_ended(self, step: object, outcome: StepOutcome, started: float, ended: float) -> None:
-        for journal in [self.primary, *self.others]:
-            journal.step_ended(step, outcome, started, ended)  # type: ignore[arg-type]
-
-    def response_ended(self, plan: object, outcomes: Dict[str, StepOutcome]) -> None:
-        for journal in [self.primary, *self.others]:
-            journal.response_ended(plan, outcomes)  # type: ignore[arg-type]
 
 
 class Daemon:
@@ -110,31 +67,42 @@ class Daemon:
         reload_config: Optional[Callable[[], Config]] = None,
         dry_run: bool = False,
         notifier: Optional[Notifier] = None,
-        hooks: Optional[DaemonHooks] = None,
+        parts: Optional[DaemonParts] = None,
         clock_pair: Callable[[], Tuple[float, float]] = boot_and_monotonic,
-        notice_source: Optional[str] = None,
+        notice_source: Optional[Source] = None,
     ) -> None:
         self.config = config
-        # `spotwatch rehearse`: every notice handled carries this source instead of the
-        # IMDS path it came from (SPOTWATCH_SOURCE=rehearsal for hooks, state, webhook).
-        self.notice_source = notice_source
         self._forced_dry_run = dry_run  # --dry-run holds across reloads
         self.dry_run = dry_run or config.dry_run
         self._reload_config = reload_config
         self.notifier = notifier or Notifier()
-        self.hooks = hooks or DaemonHooks()
+        self.parts = parts or DaemonParts()
         self._stopping = threading.Event()
+        self._hurry = threading.Event()  # a second SIGTERM: shorten the shutdown's wait
         self.client = self._make_client(config)
         self.store = StateStore(config.state_dir)
         # Shared with `spotwatch sleep-hook`: who ran the hibernate hooks, resumes, the trigger.
         self.ledger = HibernateLedger(config.state_dir)
-        self._clock_pair = clock_pair
-        self._sleep_offset = 0.0  # CLOCK_BOOTTIME - CLOCK_MONOTONIC at the last look
-        self._resumes_seen = 0  # the ledger's resume count when we last looked
-        self._configured_at: Optional[float] = None  # monotonic; hibernation/configured read
         self.instance_id: Optional[str] = None
-        self.responses: Dict[str, ActiveResponse] = {}
-        self._lock = threading.Lock()
+        self.responder = Responder(
+            lambda: self.config,
+            self._plan,
+            store=self.store,
+            facts=lambda: Facts(self.instance_id or "unknown", self.dry_run),
+            listeners=self.parts.listeners,
+        )
+        self.intake = NoticeIntake(
+            self.responder, self.store, cadence_of=self._cadence_of, relabel=notice_source
+        )
+        self.sleep = SleepWatch(
+            lambda: self.config,
+            lambda: self.client,
+            self.store,
+            self.ledger,
+            self.responder,
+            rearm=self._rearm,
+            clock_pair=clock_pair,
+        )
         self._reload_requested = False  # set by SIGHUP's handler, acted on after a poll
         self._stop_signal: Optional[int] = None  # set by SIGTERM/SIGINT's handler
         self._ready_sent = False
@@ -152,15 +120,9 @@ class Daemon:
             cancel=self._stopping,
         )
 
-    def _monitors(self) -> List[Tuple[Monitor, NoticeTracker]]:
-        spot = SpotMonitor(self.client)
-        pairs: List[Tuple[Monitor, NoticeTracker]] = [
-            (spot, NoticeTracker.from_json(self.store.tracker(spot.name)))
-        ]
-        if self.config.rebalance.enabled:
-            rebalance = RebalanceMonitor(self.client)
-            pairs.append((rebalance, NoticeTracker.from_json(self.store.tracker(rebalance.name))))
-        return pairs
+    def _stored_trackers(self) -> Dict[str, NoticeTracker]:
+        stored = self.store.value("trackers") or {}
+        return {name: NoticeTracker.from_json(value) for name, value in stored.items()}
 
     def _learn_instance_id(self, deadline: float) -> Optional[str]:
         try:
@@ -176,27 +138,30 @@ class Daemon:
         """Everything before the first poll: state, trackers, unfinished responses."""
         self._learn_instance_id(time.monotonic() + self.config.imds.timeout * 2)
         self.store.load(self.instance_id)
-        self.watcher = Watcher(self._monitors(), self, self.config.poll_interval)
-        self._prepare_hibernation()
-        for monitor, tracker in self.watcher.monitors:
-            self._resume_unfinished(monitor.name, tracker)
-        for callback in self.hooks.on_start:
+        monitors = monitors_for(self.config, self.client)
+        self.watcher = Watcher(
+            monitors, self, self.config.poll_interval, trackers=self._stored_trackers()
+        )
+        self.sleep.prepare()
+        self.intake.restore(self.watcher.trackers)
+        for callback in self.parts.on_start:
             callback(self)
 
-    def _resume_unfinished(self, monitor: str, tracker: NoticeTracker) -> None:
-        record = self.store.response(monitor)
-        if not record or record.get("done") or tracker.known is None:
-            return
-        if Notice.from_json(record["notice"]).action != tracker.known.action:
-            return
-        emit(
-            log,
-            logging.WARNING,
-            "response-resumed",
-            f"finishing the response to {tracker.known.action} interrupted by a restart",
-            action=tracker.known.action,
-        )
-        self._start_response(monitor, tracker.known, resume=True)
+    def _cadence_of(self, tracker: str) -> float:
+        watcher = self.watcher
+        monitor = None
+        if watcher is not None:
+            name = monitor_of(tracker)
+            monitor = next((m for m in watcher.monitors if m.name == name), None)
+        if monitor is not None and monitor.cadence is not None:
+            return monitor.cadence
+        return self.config.poll_interval
+
+    def _plan(self, notice: Notice, config: Config) -> Plan:
+        plan = build_plan(notice, config, self.parts.providers(config, self.dry_run))
+        if notice.action == "hibernate":
+            self.sleep.claim_hooks(notice, plan)
+        return plan
 
     # ----------------------------------------------------------------- running
 
@@ -206,24 +171,29 @@ class Daemon:
         assert self.watcher is not None
         if once:
             self.watcher.poll_once()
-            self.wait_for_responses(None)
+            self.responder.wait(None)
+            self.shutdown()
             return 0
         previous = self._install_signal_handlers(self.watcher)
         try:
             self.watcher.run()
-        finally:
-            self._restore_signal_handlers(previous)
             if self._stop_signal is not None:
                 name = signal.Signals(self._stop_signal).name
                 emit(log, logging.INFO, "stopping", f"{name} received, stopping")
             self.shutdown()
+        finally:
+            self._restore_signal_handlers(previous)
         return 0
 
     def _install_signal_handlers(self, watcher: Watcher) -> _SignalSetup:
         # The handlers only set flags and wake the loop (a pipe write): no locks, no
         # logging, no Event.set(), any of which can deadlock against the interrupted main
-        # thread. The loop does the work at its next turn.
+        # thread. The loop does the work at its next turn. A second SIGTERM during the
+        # shutdown's wait shortens it (Event.set() there is safe: the main thread is then
+        # waiting in the responder, not holding that Event's lock).
         def stop(signum: int, _frame: Optional[FrameType]) -> None:
+            if self._stop_signal is not None:
+                self._hurry.set()
             self._stop_signal = signum
             watcher.stop()
 
@@ -248,113 +218,53 @@ class Daemon:
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
-        """Start nothing new; let running steps finish (bounded), then say goodbye."""
+        """Start nothing new; let running steps finish (bounded), record what did not, and
+        write the state file one last time."""
         self._stopping.set()  # IMDS retries under way on other threads give up
         self.notifier.stopping()
-        with self._lock:
-            active = list(self.responses.values())
-        for response in active:
-            response.ctx.cancel.set()
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        for response in active:
-            response.thread.join(max(0.0, deadline - time.monotonic()))
+        self.responder.shutdown(SHUTDOWN_GRACE, self._hurry)
         self.store.flush()
         self.client.close()
         if self.watcher is not None:
             self.watcher.close()
 
-    def wait_for_responses(self, timeout: Optional[float]) -> bool:
-        """Block until every running response has ended; False on timeout."""
-        end = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            active = list(self.responses.values())
-        for response in active:
-            response.thread.join(None if end is None else max(0.0, end - time.monotonic()))
-            if response.thread.is_alive():
-                return False
-        return True
-
     # ----------------------------------------------------------------- WatchListener
 
-    def on_notice(self, monitor: str, observation: Observation) -> None:
+    def on_notice(self, tracker: str, observation: Observation) -> None:
         # Remember the notice before acting on it: a crash from here on must not make a
         # restarted daemon take it for new and run finished steps again. A new notice is
-        # written with its response record, by the background writer (see _start_response).
-        self._save_tracker(monitor, durable=observation.change is not Change.NEW)
-        notice = self._relabel(observation.notice)
-        if observation.change is Change.NEW and notice is not None:
-            emit(
-                log,
-                logging.WARNING,
-                "notice",
-                f"{notice.action} notice for {notice.time_text} (from {notice.source})",
-                action=notice.action,
-                notice_time=notice.time_text,
-                source=notice.source,
-            )
-            for callback in self.hooks.on_notice:
-                callback(monitor, notice)
-            try:
-                self._start_response(monitor, notice, resume=False)
-            except Exception:  # never foreseen; the notice must not be lost with it
-                log.exception("the response to the %s notice could not start", notice.action)
-                self._forget(monitor)
-        elif observation.change is Change.MOVED and notice is not None:
-            emit(
-                log,
-                logging.WARNING,
-                "notice-moved",
-                f"{notice.action} notice time moved to {notice.time_text}; the deadline follows",
-                action=notice.action,
-                notice_time=notice.time_text,
-            )
-            with self._lock:
-                active = self.responses.get(monitor)
-            if active is not None:
-                active.clock.update(notice)
-                self.store.move_deadline(monitor, notice, active.clock.deadline_epoch)
-        elif observation.change is Change.FORGOTTEN and observation.previous is not None:
-            gone = observation.previous
-            emit(
-                log,
-                logging.INFO,
-                "notice-gone",
-                f"{gone.action} notice for {gone.time_text} is gone; a new one will be handled",
-                action=gone.action,
-            )
-
-    def _forget(self, name: str) -> None:
-        """Un-know a notice whose response could not start, so the next poll tries again."""
+        # written with its response record, by the background writer.
         assert self.watcher is not None
-        for monitor, tracker in self.watcher.monitors:
-            if monitor.name == name:
-                tracker.rearm()
-        self._save_tracker(name)
-
-    def _relabel(self, notice: Optional[Notice]) -> Optional[Notice]:
-        if notice is None or self.notice_source is None:
-            return notice
-        return replace(notice, source=self.notice_source)
+        known = self.watcher.trackers[tracker]
+        self._save_tracker(tracker, durable=observation.change is not Change.NEW)
+        if not self.intake.on_notice(tracker, observation, known.response_key(tracker)):
+            known.rearm()  # its response could not start: the next poll tries again
+            self._save_tracker(tracker)
 
     def _save_tracker(self, name: str, *, durable: bool = True) -> None:
         assert self.watcher is not None
-        for monitor, tracker in self.watcher.monitors:
-            if monitor.name == name:
-                self.store.set_tracker(name, tracker.to_json(), save=durable)
+        tracker = self.watcher.trackers.get(name)
+        stored = dict(self.store.value("trackers") or {})
+        if tracker is None:
+            if stored.pop(name, None) is not None:
+                self.store.set_value("trackers", stored)
+            return
+        self.store.set_tracker(name, tracker.to_json(), save=durable)
 
     def on_poll(self, report: PollReport) -> None:
         self.last_report = report
         assert self.watcher is not None
-        self._check_resume()
-        self._refresh_configured_if_stale()
-        for monitor, _tracker in self.watcher.monitors:
-            self._save_tracker(monitor.name)
+        if self.sleep.check_resume():
+            self.watcher.poke()  # poll again now: fresh token, re-armed trackers
+        self.sleep.refresh_configured()
+        self._save_trackers()
+        self.intake.on_poll(report, self.watcher.trackers)
         self.store.record_poll(report.wall_time, report.result, report.ok)
         if self.instance_id is None and report.ok:
             learned = self._learn_instance_id(time.monotonic() + self.config.imds.timeout)
             if learned is not None:
                 self.store.set_instance_id(learned)
-        for callback in self.hooks.on_poll:
+        for callback in self.parts.on_poll:
             callback(report)
         status = self.status_line(report)
         if not self._ready_sent:
@@ -367,174 +277,33 @@ class Daemon:
             self._reload_requested = False
             self.reload()
 
+    def _save_trackers(self) -> None:
+        assert self.watcher is not None
+        current = {name: t.to_json() for name, t in self.watcher.trackers.items()}
+        if (self.store.value("trackers") or {}) != current:
+            self.store.set_value("trackers", current)
+
     def status_line(self, report: PollReport) -> str:
         if not report.ok:
             return f"last poll failed: {report.errors[0][:120] if report.errors else 'no answer'}"
+        running = self.responder.running()
+        if running:
+            first = min(running, key=lambda r: r.deadline_epoch)
+            return f"{first.notice.action} notice for {first.notice.time_text}; responding"
         if report.notice is not None:
-            return f"{report.notice.action} notice for {report.notice.time_text}; responding"
-        if report.rebalance is not None:
+            return f"{report.notice.action} notice for {report.notice.time_text}; response done"
+        if report.result == "degraded":
+            return "polling; degraded: instance-action does not answer (termination-time does)"
+        if "rebalance" in report.known:
             return "rebalance recommendation seen; polling"
         return f"polling every {self.config.poll_interval:g} s; no notice"
 
-    # ----------------------------------------------------------------- responses
-
-    @staticmethod
-    def _notice_clock(notice: Notice, config: Config) -> NoticeClock:
-        if notice.action == "hibernate":  # no warning at all: the budget is the deadline
-            return NoticeClock.budget(notice, config.hibernate.budget)
-        if notice.action == "rebalance":  # no deadline: each hook gets its own timeout
-            groups: Dict[int, float] = {}
-            for hook in config.hooks_for("rebalance"):
-                groups[hook.order] = max(groups.get(hook.order, 0.0), hook.timeout)
-            return NoticeClock.budget(notice, sum(groups.values()) + KILL_GRACE * len(groups))
-        return NoticeClock(notice, config.deadline_margin)
-
-    def _start_response(self, monitor: str, notice: Notice, *, resume: bool) -> None:
-        with self._lock:
-            previous = self.responses.get(monitor)
-        if previous is not None and previous.thread.is_alive():
-            # The action changed: the old plan no longer fits; let running steps end.
-            previous.ctx.cancel.set()
-        config = self.config
-        clock = self._notice_clock(notice, config)
-        plan = build_plan(notice, config, self.hooks.providers(config, self.dry_run))
-        if notice.action == "hibernate":
-            self._claim_hibernate_hooks(notice, plan)
-        for warning in plan.warnings:
-            emit(log, logging.WARNING, "plan-warning", warning, action=notice.action)
-        if clock.time_left() <= 0 and notice.action != "hibernate":
-            emit(
-                log,
-                logging.WARNING,
-                "deadline-passed",
-                f"the deadline passed {-clock.time_left():.1f} s ago; running what can still run",
-                action=notice.action,
-            )
-        if resume:
-            self.store.continue_response(monitor, plan.all_steps(), clock.deadline_epoch)
-        else:
-            # Not waited for: until a step ends (its record is written durably, and carries
-            # this one), a crash loses nothing a restart would not redo anyway. The notice
-            # would be new to it and every step run, as interrupted ones are.
-            self.store.begin_response(
-                monitor, notice, clock.deadline_epoch, plan.all_steps(), durable=False
-            )
-        ctx = StepContext(
-            clock=clock, instance_id=self.instance_id or "unknown", dry_run=self.dry_run
-        )
-        journal = FanoutJournal(
-            StoreJournal(self.store, monitor), [make(monitor) for make in self.hooks.journals]
-        )
-        runner = Runner(plan, ctx, journal)
-        thread = runner.start()
-        with self._lock:
-            self.responses[monitor] = ActiveResponse(monitor, clock, ctx, runner, thread)
-
-    # ----------------------------------------------------------------- hibernation
-
-    def _hibernation_relevant(self) -> bool:
-        return self.config.hibernate.trigger == "auto"
-
-    def _prepare_hibernation(self) -> None:
-        """Baselines for resume detection; a resume the sleep hook handled while we were not
-        running re-arms now; `hibernation/configured` is read once here, then rarely."""
-        boot, mono = self._clock_pair()
-        self._sleep_offset = boot - mono
-        self._resumes_seen = self.ledger.resumes()
-        stored = self.store.value("resume_generation")
-        if isinstance(stored, int) and self._resumes_seen > stored:
-            self._rearm("a resume handled by the sleep hook while the daemon was not running")
-        self.store.set_value("resume_generation", self._resumes_seen)
-        if self._hibernation_relevant():
-            self._refresh_configured(time.monotonic() + self.config.imds.timeout)
-
-    def _refresh_configured_if_stale(self) -> None:
-        if not self._hibernation_relevant():
-            return
-        if self._configured_at is None or time.monotonic() - self._configured_at > (
-            CONFIGURED_REFRESH
-        ):
-            self._refresh_configured(time.monotonic() + self.config.imds.timeout)
-
-    def _refresh_configured(self, deadline: float) -> None:
-        """Cache `hibernation/configured` in the ledger, where the trigger reads it."""
-        self._configured_at = time.monotonic()
-        try:
-            reply = self.client.get(HIBERNATION_CONFIGURED_PATH, deadline=deadline)
-        except ImdsError as failure:
-            log.debug("hibernation/configured not read: %s", failure)
-            return  # keep what we knew
-        if reply.status == 404:
-            value: Optional[bool] = False
-        elif reply.status == 200:
-            value = reply.body.strip().lower() == b"true"
-        else:
-            return
-        if value != self.ledger.configured():
-            self.ledger.set_configured(value)
-            emit(
-                log,
-                logging.INFO,
-                "hibernation-configured",
-                f"IMDS hibernation/configured: {str(value).lower()}",
-            )
-
-    def _claim_hibernate_hooks(self, notice: Notice, plan: Plan) -> None:
-        """The sleep hook may have run the hibernate hooks already (EC2's ACPI event outran
-        our poll): then they are skipped here, and only the trigger step decides."""
-        try:
-            standing = self.ledger.claim_hooks(notice_key(notice), BY_DAEMON)
-        except OSError as failure:  # no coordination possible: run them rather than not
-            emit(log, logging.ERROR, "ledger-failed", f"hibernate ledger unusable: {failure}")
-            return
-        if standing is not None:
-            skip_hooks(plan, "the systemd-sleep hook ran the hibernate hooks")
-            emit(
-                log,
-                logging.INFO,
-                "hibernate-hooks-skipped",
-                "the systemd-sleep hook already ran the hibernate hooks for this sleep",
-                action=notice.action,
-            )
-
-    def _check_resume(self) -> None:
-        """Between two polls: did the machine sleep? CLOCK_BOOTTIME gained on CLOCK_MONOTONIC
-        (the time asleep), or the sleep hook's `post` recorded a resume."""
-        boot, mono = self._clock_pair()
-        offset = boot - mono
-        slept = offset - self._sleep_offset
-        self._sleep_offset = offset
-        try:
-            generation = self.ledger.resumes()
-            by_hook = generation > self._resumes_seen
-            run_hooks = False
-            if slept > RESUME_JUMP and not by_hook:
-                run_hooks = self.ledger.claim_resume(BY_DAEMON, self._resumes_seen)
-            if not (run_hooks or by_hook or slept > RESUME_JUMP):
-                return
-            self._resumes_seen = self.ledger.resumes()
-        except OSError as failure:
-            emit(log, logging.ERROR, "ledger-failed", f"hibernate ledger unusable: {failure}")
-            if slept <= RESUME_JUMP:
-                return
-            run_hooks = True
-        how = f"asleep for {slept:.1f} s" if slept > RESUME_JUMP else "the sleep hook saw it"
-        emit(log, logging.WARNING, "resumed", f"resumed from sleep ({how})")
-        # After a resume the old token may be gone with the old host: get a fresh one.
-        self.client.invalidate_token()
-        self._rearm("resumed from hibernation")
-        self.store.set_value("resume_generation", self._resumes_seen)
-        if run_hooks:
-            self._run_resume_hooks()
-        if self.watcher is not None:
-            self.watcher.poke()  # poll again now: fresh token, re-armed trackers
-
     def _rearm(self, why: str) -> None:
         """Close the handled notices: if one shows again, it is a new one."""
-        assert self.watcher is not None
-        for monitor, tracker in self.watcher.monitors:
+        if self.watcher is None:
+            return
+        for tracker in self.watcher.trackers.values():
             known = tracker.rearm()
-            self._save_tracker(monitor.name)
             if known is not None:
                 emit(
                     log,
@@ -543,27 +312,7 @@ class Daemon:
                     f"{known.action} notice for {known.time_text} closed ({why})",
                     action=known.action,
                 )
-
-    def _run_resume_hooks(self) -> None:
-        hooks = self.config.hooks_for(RESUME)
-        if not hooks:
-            return
-        budget = self.config.hibernate.budget
-        notice = now_notice(RESUME, SOURCE_INSTANCE_ACTION)
-        # The resume hooks share hibernate's budget: their deadline is resume time + budget.
-        clock = NoticeClock(notice, -budget)
-        plan = hooks_plan(notice, hooks, time.monotonic() + budget)
-        self.store.begin_response(RESUME, notice, clock.deadline_epoch, plan.all_steps())
-        ctx = StepContext(
-            clock=clock, instance_id=self.instance_id or "unknown", dry_run=self.dry_run
-        )
-        journal = FanoutJournal(
-            StoreJournal(self.store, RESUME), [make(RESUME) for make in self.hooks.journals]
-        )
-        runner = Runner(plan, ctx, journal)
-        thread = runner.start()
-        with self._lock:
-            self.responses[RESUME] = ActiveResponse(RESUME, clock, ctx, runner, thread)
+        self._save_trackers()
 
     # ----------------------------------------------------------------- reload
 
@@ -582,6 +331,16 @@ class Daemon:
             )
             self.notifier.reloaded("reload failed; running on the previous config")
             return
+        if fresh.state_dir != self.config.state_dir:
+            emit(
+                log,
+                logging.ERROR,
+                "reload-failed",
+                f"reload refused: state_dir changed ({self.config.state_dir} -> "
+                f"{fresh.state_dir}); that needs a restart (systemctl restart spotwatch)",
+            )
+            self.notifier.reloaded("reload failed: state_dir needs a restart")
+            return
         old = self.config
         self.config = fresh
         self.dry_run = self._forced_dry_run or fresh.dry_run
@@ -592,6 +351,6 @@ class Daemon:
         if self.watcher is not None:
             self.watcher.interval = fresh.poll_interval
             if fresh.imds != old.imds or fresh.rebalance != old.rebalance:
-                self.watcher.monitors = self._monitors()
+                self.watcher.set_monitors(monitors_for(fresh, self.client), {})
         emit(log, logging.INFO, "reloaded", f"config reloaded from {', '.join(fresh.sources)}")
         self.notifier.reloaded(f"config reloaded; polling every {fresh.poll_interval:g} s")

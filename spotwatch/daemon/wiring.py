@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import Optional, Tuple
 
 from spotwatch.config.schema import Config
-from spotwatch.daemon.shell import DaemonHooks
+from spotwatch.daemon.shell import DaemonParts
 from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
 from spotwatch.response.ecs import EcsResponse, EcsTarget
 from spotwatch.response.hibernate import add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
 from spotwatch.state.ledger import HibernateLedger
+from spotwatch.telemetry.events import Telemetry
 
 
 def aws_clients(config: Config) -> AwsClients:
@@ -64,26 +65,19 @@ class AwsParts:
         return parts
 
 
-if TYPE_CHECKING:
-    from spotwatch.telemetry.events import Telemetry
-
-
-def add_telemetry(hooks: DaemonHooks, config: Config) -> Telemetry:
-    """Metrics (textfile, /metrics, /healthz) and webhook events on the daemon's seams."""
-    from spotwatch.telemetry.events import Telemetry
-
+def add_telemetry(parts: DaemonParts, config: Config) -> Telemetry:
+    """Metrics (textfile, /metrics, /healthz) and events: a listener of every response."""
     telemetry = Telemetry(config)
-    hooks.on_start.append(telemetry.bind)
-    hooks.on_poll.append(telemetry.on_poll)
-    hooks.on_notice.append(telemetry.on_notice)
-    hooks.journals.append(telemetry.journal)
+    parts.on_start.append(telemetry.bind)
+    parts.on_poll.append(telemetry.on_poll)
+    parts.listeners.append(telemetry)
     return telemetry
 
 
-def daemon_hooks(config: Config) -> DaemonHooks:
-    """The seams of the daemon filled for this config (ECS, hibernation, telemetry)."""
+def daemon_parts(config: Config) -> DaemonParts:
+    """The daemon's parts for this config (ECS, EC2, hibernation, telemetry)."""
     aws = AwsParts(config)
-    hooks = DaemonHooks(providers=aws.providers)
-    hooks.providers = add_hibernate_trigger(hooks.providers, HibernateLedger)  # §5 trigger
-    add_telemetry(hooks, config)
-    return hooks
+    parts = DaemonParts(providers=aws.providers)
+    parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger)
+    add_telemetry(parts, config)
+    return parts

@@ -1,8 +1,14 @@
 """One monitor per IMDS signal, behind one small interface.
 
-A monitor asks IMDS once and says what it saw: a notice, none, or that it could not tell.
-It knows nothing about de-duplication or responses; the watcher feeds its answers to a
-`NoticeTracker`. Unusable bodies are logged once per distinct body, truncated.
+A monitor asks IMDS once and says what it saw: the notices there (none, one, or several with
+an identity each), or that it could not tell. It knows nothing about de-duplication or
+responses; the watcher feeds its answers to one `NoticeTracker` per notice. Unusable bodies
+are logged once per distinct body, truncated.
+
+To add a signal: a `Monitor` subclass here (or in a module of its own) with a `name`, a
+`check()` and, if it is not asked every poll, a `cadence`; register it in `monitors_for`.
+Its notices then take the same road as the Spot notice: tracker, responder, plan
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, FrozenSet, Optional, Set
+from typing import Callable, FrozenSet, List, Optional, Set, Tuple
 
+from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError, Reply
 from spotwatch.detection.notices import (
     Notice,
@@ -44,17 +51,38 @@ FALLBACK_SPEAKS_FOR: FrozenSet[str] = frozenset({"terminate"})
 @dataclass(frozen=True)
 class Reading:
     ok: bool  # IMDS gave a usable answer
-    notice: Optional[Notice] = None
+    notices: Tuple[Notice, ...] = ()
     error: Optional[str] = None
     # When no notice was seen: the actions this "none" can vouch for (None: every action).
     # A known notice of another action is then neither seen nor counted absent.
     speaks_for: Optional[FrozenSet[str]] = None
+    # A usable answer that still leaves the monitor half blind (why): the poll is degraded.
+    degraded: Optional[str] = None
+
+    @property
+    def notice(self) -> Optional[Notice]:
+        return self.notices[0] if self.notices else None
+
+
+def seen(
+    notice: Optional[Notice],
+    *,
+    speaks_for: Optional[FrozenSet[str]] = None,
+    degraded: Optional[str] = None,
+) -> Reading:
+    """A usable reading with this notice (or none)."""
+    notices = (notice,) if notice is not None else ()
+    return Reading(True, notices, speaks_for=speaks_for, degraded=degraded)
 
 
 class Monitor:
     """Base: `check(deadline)` asks IMDS once (deadline on the monotonic clock)."""
 
     name = "monitor"
+    # Seconds between checks; None: every poll (`poll_interval`).
+    cadence: Optional[float] = None
+    # Whether its answer decides the poll's result (ok / notice / degraded / error).
+    decides_result = False
 
     def __init__(self, client: ImdsClient) -> None:
         self.client = client
@@ -87,9 +115,10 @@ class Monitor:
 
 
 class SpotMonitor(Monitor):
-    """spot/instance-action, falling back to spot/termination-time (CONTRACT.md §3)."""
+    """spot/instance-action, falling back to spot/termination-time."""
 
     name = "spot"
+    decides_result = True
 
     def __init__(self, client: ImdsClient, wall: Callable[[], float] = time.time) -> None:
         super().__init__(client)
@@ -106,7 +135,7 @@ class SpotMonitor(Monitor):
             if reply.status == 200:
                 parsed = parse_instance_action(reply.body)
                 if parsed.usable:
-                    return Reading(ok=True, notice=parsed.notice)
+                    return seen(parsed.notice)
                 self._report_malformed(parsed, reply.body)
                 error = f"instance-action: {parsed.problem}"
             else:
@@ -117,8 +146,10 @@ class SpotMonitor(Monitor):
         reply, error = self._fetch(TERMINATION_TIME, deadline)
         if reply is None:
             return Reading(ok=False, error=f"{why}; termination-time: {error}")
+        # termination-time answered, but it cannot show stop or hibernate notices.
+        degraded = f"{why}; termination-time answered in its place"
         if reply.status == 404:
-            return Reading(ok=True, speaks_for=FALLBACK_SPEAKS_FOR)
+            return Reading(ok=True, speaks_for=FALLBACK_SPEAKS_FOR, degraded=degraded)
         if reply.status != 200:
             return Reading(ok=False, error=f"{why}; termination-time answered HTTP {reply.status}")
         notice = parse_termination_time(reply.body).notice
@@ -126,7 +157,7 @@ class SpotMonitor(Monitor):
             stale_at = datetime.fromtimestamp(notice.epoch, timezone.utc).isoformat()
             emit(log, logging.DEBUG, "stale-termination-time", f"ignoring old time {stale_at}")
             notice = None
-        return Reading(ok=True, notice=notice, speaks_for=FALLBACK_SPEAKS_FOR)
+        return seen(notice, speaks_for=FALLBACK_SPEAKS_FOR, degraded=degraded)
 
 
 class RebalanceMonitor(Monitor):
@@ -148,4 +179,13 @@ class RebalanceMonitor(Monitor):
             # known recommendation, or a garbled body would make it new again.
             self._report_malformed(parsed, reply.body)
             return Reading(ok=True, speaks_for=frozenset())
-        return Reading(ok=True, notice=parsed.notice)
+        return seen(parsed.notice)
+
+
+def monitors_for(config: Config, client: ImdsClient) -> List[Monitor]:
+    """Every signal the config asks to watch, in the order they are asked each poll (the
+    Spot notice first: its answer decides the poll's result)."""
+    monitors: List[Monitor] = [SpotMonitor(client)]
+    if config.rebalance.enabled:
+        monitors.append(RebalanceMonitor(client))
+    return monitors

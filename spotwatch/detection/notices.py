@@ -2,55 +2,155 @@
 
 The parsers never raise on bad input from the wire: they return a `Parsed` saying whether
 the body was a notice, no notice, or unusable (with a short reason for the log). What an
-unusable body means is the watcher's business (CONTRACT.md §3: instance-action that gives
-no usable answer falls back to termination-time).
+unusable body means is the monitor's business (an instance-action that gives no usable
+answer falls back to termination-time).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Dict, Literal, Optional, cast
 
 from spotwatch.config.schema import NOTICE_ACTIONS
 
-SOURCE_INSTANCE_ACTION = "instance-action"
-SOURCE_TERMINATION_TIME = "termination-time"
-SOURCE_REBALANCE = "rebalance-recommendation"
-SOURCE_SLEEP_HOOK = "sleep-hook"
-SOURCE_REHEARSAL = "rehearsal"
+# What a notice asks of the instance: the actions hooks subscribe to. `resume`, `start` and
+# `cancel` are notices the daemon makes itself (a resume seen, a new boot, a withdrawn event).
+Action = Literal[
+    "terminate",
+    "stop",
+    "hibernate",
+    "rebalance",
+    "resume",
+    "reboot",
+    "maintenance",
+    "start",
+    "cancel",
+]
+ACTIONS: tuple[Action, ...] = (
+    "terminate",
+    "stop",
+    "hibernate",
+    "rebalance",
+    "resume",
+    "reboot",
+    "maintenance",
+    "start",
+    "cancel",
+)
 
-REBALANCE = "rebalance"
+# Where a notice came from: SPOTWATCH_SOURCE for hooks, `source` in state, events and metrics.
+Source = Literal[
+    "instance-action",
+    "termination-time",
+    "rebalance-recommendation",
+    "target-lifecycle-state",
+    "scheduled-event",
+    "instance-start",
+    "resume-detected",
+    "sleep-hook",
+    "rehearsal",
+]
+SOURCES: tuple[Source, ...] = (
+    "instance-action",
+    "termination-time",
+    "rebalance-recommendation",
+    "target-lifecycle-state",
+    "scheduled-event",
+    "instance-start",
+    "resume-detected",
+    "sleep-hook",
+    "rehearsal",
+)
+
+SOURCE_INSTANCE_ACTION: Source = "instance-action"
+SOURCE_TERMINATION_TIME: Source = "termination-time"
+SOURCE_REBALANCE: Source = "rebalance-recommendation"
+SOURCE_RESUME_DETECTED: Source = "resume-detected"
+SOURCE_SLEEP_HOOK: Source = "sleep-hook"
+SOURCE_REHEARSAL: Source = "rehearsal"
+
+REBALANCE: Action = "rebalance"
+
+
+def as_action(value: object) -> Action:
+    """A stored or parsed action, checked; ValueError for anything else."""
+    if value not in ACTIONS:
+        raise ValueError(f"not an action: {str(value)[:40]!r}")
+    return cast(Action, value)
+
+
+def as_source(value: object) -> Source:
+    if value not in SOURCES:
+        raise ValueError(f"not a source: {str(value)[:40]!r}")
+    return cast(Source, value)
 
 
 @dataclass(frozen=True)
 class Notice:
-    """One interruption notice (or rebalance recommendation) as IMDS gave it."""
+    """One signal that the instance is going away (or may be), as the daemon knows it.
 
-    action: str  # terminate | stop | hibernate | rebalance
+    `time` is the moment the signal names: the interruption time of a Spot notice, a
+    scheduled event's NotBefore, when a rebalance recommendation was issued. Signals that
+    come with an identity of their own (a scheduled event's EventId) carry it in `event_id`,
+    so several can be known at once.
+    """
+
+    action: Action
     time: datetime  # aware, UTC
-    time_text: str  # exactly as IMDS wrote it, for SPOTWATCH_NOTICE_TIME
-    source: str
+    time_text: str  # as the hooks get it in SPOTWATCH_NOTICE_TIME (IMDS's own text when ISO)
+    source: Source
+    event_id: Optional[str] = None
+    event_code: Optional[str] = None
 
     @property
     def epoch(self) -> float:
         return self.time.timestamp()
 
-    def to_json(self) -> dict[str, str]:
-        return {"action": self.action, "time": self.time_text, "source": self.source}
+    @property
+    def identity(self) -> str:
+        """Which of a monitor's notices this is ("" for monitors that know one at a time)."""
+        return self.event_id or ""
+
+    def to_json(self) -> Dict[str, str]:
+        data = {"action": self.action, "time": self.time_text, "source": self.source}
+        if self.event_id is not None:
+            data["event_id"] = self.event_id
+        if self.event_code is not None:
+            data["event_code"] = self.event_code
+        return data
 
     @classmethod
-    def from_json(cls, data: dict[str, str]) -> Notice:
+    def from_json(cls, data: Dict[str, str]) -> Notice:
         """Rebuild from `to_json()`; raises KeyError or ValueError on anything else."""
-        action, time_text, source = data["action"], data["time"], data["source"]
-        if not all(isinstance(value, str) for value in (action, time_text, source)):
-            raise ValueError("a stored notice needs string action, time and source")
+        time_text = data["time"]
+        if not isinstance(time_text, str):
+            raise ValueError("a stored notice needs a string time")
         time = parse_utc_time(time_text)
         if time is None:
             raise ValueError(f"not a UTC time: {time_text[:40]!r}")
-        return cls(action=action, time=time, time_text=time_text, source=source)
+        event_id, event_code = data.get("event_id"), data.get("event_code")
+        for value in (event_id, event_code):
+            if value is not None and not isinstance(value, str):
+                raise ValueError("a stored notice's event id and code are strings")
+        return cls(
+            action=as_action(data["action"]),
+            time=time,
+            time_text=time_text,
+            source=as_source(data["source"]),
+            event_id=event_id,
+            event_code=event_code,
+        )
+
+
+def now_notice(action: Action, source: Source, wall: Optional[float] = None) -> Notice:
+    """A notice the daemon makes itself (a resume, a start), timed now (or at `wall`)."""
+    moment = datetime.fromtimestamp(time.time() if wall is None else wall, timezone.utc)
+    moment = moment.replace(microsecond=0)
+    return Notice(action, moment, moment.strftime("%Y-%m-%dT%H:%M:%SZ"), source)
 
 
 @dataclass(frozen=True)
@@ -121,8 +221,7 @@ def parse_instance_action(body: bytes) -> Parsed:
     time = parse_utc_time(time_text)
     if time is None:
         return Parsed(problem=f"instance-action time {time_text[:40]!r} is not a UTC time")
-    assert isinstance(action, str)
-    return Parsed(Notice(action, time, time_text, SOURCE_INSTANCE_ACTION))
+    return Parsed(Notice(as_action(action), time, time_text, SOURCE_INSTANCE_ACTION))
 
 
 def parse_termination_time(body: bytes) -> Parsed:

@@ -1,4 +1,4 @@
-"""De-duplication of notices across polls (CONTRACT.md §3), as a small pure state machine.
+"""De-duplication of notices across polls, as a small pure state machine.
 
 A notice is handled once. It stays the same notice while it keeps appearing, even if its
 `time` moves (the deadline follows the newest time). It becomes a new notice only after it
@@ -6,8 +6,10 @@ was absent for 3 consecutive successful polls, after a resume from hibernation (
 or when its action changes. Failed polls neither count as absence nor break a run of it:
 an IMDS outage says nothing about the notice.
 
-The tracker's whole memory is `to_json()`, which the service stores so that a restarted
-daemon does not handle the same notice again.
+The tracker's whole memory is `to_json()`, which the daemon stores so that a restarted
+daemon does not handle the same notice again. Each new notice bumps its `generation`, which
+names the notice's response record (`response_key`): a notice that comes back, or whose
+action changes, gets a record of its own.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class NoticeTracker:
     def __init__(self) -> None:
         self.known: Optional[Notice] = None
         self.absent_polls = 0
+        self.generation = 0  # how many notices this tracker has taken for new
 
     def observe(
         self, seen: Optional[Notice], speaks_for: Optional[AbstractSet[str]] = None
@@ -65,6 +68,7 @@ class NoticeTracker:
         self.absent_polls = 0
         if known is None or known.action != seen.action:
             self.known = seen
+            self.generation += 1
             return Observation(Change.NEW, seen, previous=known)
         if seen.time != known.time:
             self.known = seen
@@ -76,10 +80,16 @@ class NoticeTracker:
         known, self.known, self.absent_polls = self.known, None, 0
         return known
 
+    def response_key(self, name: str) -> str:
+        """The state file's key for the response to the known notice of tracker `name`.
+        (Generation 0: a state file written before generations were counted.)"""
+        return name if self.generation <= 0 else f"{name}#{self.generation}"
+
     def to_json(self) -> Dict[str, Any]:
         return {
             "known": self.known.to_json() if self.known else None,
             "absent_polls": self.absent_polls,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -92,6 +102,7 @@ class NoticeTracker:
             known = data.get("known")
             tracker.known = Notice.from_json(known) if known else None
             tracker.absent_polls = max(0, int(data.get("absent_polls", 0)))
+            tracker.generation = max(0, int(data.get("generation", 0)))
         except (KeyError, TypeError, ValueError, OverflowError):  # int(inf): OverflowError
             return cls()
         return tracker

@@ -16,7 +16,18 @@ import select
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Protocol, Set, Tuple
+from typing import (
+    Callable,
+    Dict,
+    FrozenSet,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 from spotwatch.detection.monitors import Monitor, Reading
 from spotwatch.detection.notices import Notice
@@ -31,6 +42,27 @@ TICK_SLACK = 0.05
 # client's smallest attempt (~70 ms, as benchmarks and tests use) no request was ever sent.
 MIN_POLL_BUDGET = 0.1
 REPORTED_CHANGES = (Change.NEW, Change.MOVED, Change.FORGOTTEN)
+PRIMARY = "spot"  # the monitor whose notice is "the" interruption notice of a poll
+
+
+def tracker_key(monitor: str, identity: str) -> str:
+    """Trackers are named after their monitor, and the notice's identity where a monitor
+    knows several notices at once (a scheduled event's EventId)."""
+    return f"{monitor}/{identity}" if identity else monitor
+
+
+def monitor_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+@dataclass(frozen=True)
+class MonitorReport:
+    """What one monitor said in one poll."""
+
+    polled: bool  # False: not due this poll (a monitor of its own cadence)
+    ok: bool = True
+    error: Optional[str] = None
+    degraded: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -38,11 +70,23 @@ class PollReport:
     started: float  # monotonic
     ended: float  # monotonic
     wall_time: float  # time.time() at the start, for status and metrics
-    ok: bool  # the spot monitor got a usable answer
-    result: str  # "ok" | "notice" | "error": the label of spotwatch_polls_total
+    result: str  # ok | notice | degraded | error: the label of spotwatch_polls_total
+    monitors: Mapping[str, MonitorReport]
+    known: Mapping[str, Notice]  # tracker key -> the notice known after this poll
+    seen: FrozenSet[str]  # tracker keys whose notice this poll saw there
     errors: Tuple[str, ...]
-    notice: Optional[Notice]  # the interruption notice known after this poll
-    rebalance: Optional[Notice]
+
+    @property
+    def ok(self) -> bool:
+        """The monitors that decide the result got a usable answer (degraded included)."""
+        return self.result != "error"
+
+    @property
+    def notice(self) -> Optional[Notice]:
+        """The interruption notice known after this poll (the Spot monitor's)."""
+        return next(
+            (n for key, n in self.known.items() if monitor_of(key) == PRIMARY), None
+        )
 
     @property
     def duration(self) -> float:
@@ -96,7 +140,7 @@ def poll_budget(interval: float) -> float:
 
 
 class WatchListener(Protocol):
-    def on_notice(self, monitor: str, observation: Observation) -> None:
+    def on_notice(self, tracker: str, observation: Observation) -> None:
         """A NEW, MOVED or FORGOTTEN notice; called on the poll thread, so return quickly."""
 
     def on_poll(self, report: PollReport) -> None:
@@ -106,46 +150,110 @@ class WatchListener(Protocol):
 class Watcher:
     def __init__(
         self,
-        monitors: List[Tuple[Monitor, NoticeTracker]],
+        monitors: Sequence[Monitor],
         listener: WatchListener,
         interval: float,
         *,
+        trackers: Optional[Mapping[str, NoticeTracker]] = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         if not monitors:
             raise ValueError("a watcher needs at least one monitor")
-        self.monitors = monitors
         self.listener = listener
         self.interval = interval
         self._clock = clock
         self._wall = wall
+        self.trackers: Dict[str, NoticeTracker] = {}
+        self.monitors: List[Monitor] = []
+        self._due: Dict[str, float] = {}
+        self.set_monitors(monitors, trackers or {})
         self.waker = Waker()
         self._stopping = False
         self._failures = RepeatFilter(log, "poll-failed")
+        self._degraded = RepeatFilter(log, "poll-degraded")
         self._crashes: Set[str] = set()
         self.polls = 0
 
+    def set_monitors(
+        self, monitors: Sequence[Monitor], trackers: Mapping[str, NoticeTracker]
+    ) -> None:
+        """Watch these monitors (at start, and on a reload), each with the trackers of its
+        notices; a monitor no longer watched takes its trackers with it."""
+        names = {m.name for m in monitors}
+        if len(names) != len(monitors):
+            raise ValueError("monitor names must be unique")
+        kept = {k: t for k, t in {**self.trackers, **trackers}.items() if monitor_of(k) in names}
+        for monitor in monitors:
+            kept.setdefault(monitor.name, NoticeTracker())
+        self.monitors, self.trackers = list(monitors), kept
+        self._due = {m.name: self._due.get(m.name, 0.0) for m in monitors}
+
     def poll_once(self, deadline: Optional[float] = None) -> PollReport:
-        """One poll of every monitor; notices reach the listener as soon as they are seen."""
+        """One poll of every monitor that is due; notices reach the listener as soon as
+        they are seen."""
         started, wall = self._clock(), self._wall()
         if deadline is None:
             deadline = started + poll_budget(self.interval)
         errors: List[str] = []
-        known: List[Optional[Notice]] = []
-        spot_ok = True
-        for index, (monitor, tracker) in enumerate(self.monitors):
+        reports: Dict[str, MonitorReport] = {}
+        seen: Set[str] = set()
+        for monitor in self.monitors:
+            if started < self._due.get(monitor.name, 0.0):
+                reports[monitor.name] = MonitorReport(polled=False)
+                continue
+            if monitor.cadence is not None:
+                self._due[monitor.name] = started + monitor.cadence
             reading = self._check(monitor, deadline)
             if reading.ok:
-                observation = tracker.observe(reading.notice, reading.speaks_for)
-                if observation.change in REPORTED_CHANGES:
-                    self.listener.on_notice(monitor.name, observation)
+                seen |= self._observe(monitor.name, reading)
             else:
                 errors.append(reading.error or f"{monitor.name}: no answer")
-                spot_ok = spot_ok and index > 0  # the first monitor decides the poll's result
-            known.append(tracker.known)
-        spot_notice = known[0]
-        result = "error" if not spot_ok else ("notice" if spot_notice else "ok")
+            reports[monitor.name] = MonitorReport(
+                polled=True, ok=reading.ok, error=reading.error, degraded=reading.degraded
+            )
+        result = self._result(reports)
+        self._log(errors, reports)
+        self.polls += 1
+        report = PollReport(
+            started=started,
+            ended=self._clock(),
+            wall_time=wall,
+            result=result,
+            monitors=reports,
+            known={k: t.known for k, t in self.trackers.items() if t.known is not None},
+            seen=frozenset(seen),
+            errors=tuple(errors),
+        )
+        self.listener.on_poll(report)
+        return report
+
+    def _observe(self, name: str, reading: Reading) -> Set[str]:
+        """Feed one usable reading to the monitor's trackers: one per notice identity."""
+        by_key = {tracker_key(name, n.identity): n for n in reading.notices}
+        keys = set(by_key) | {k for k in self.trackers if monitor_of(k) == name}
+        for key in sorted(keys):
+            tracker = self.trackers.setdefault(key, NoticeTracker())
+            observation = tracker.observe(by_key.get(key), reading.speaks_for)
+            if observation.change in REPORTED_CHANGES:
+                self.listener.on_notice(key, observation)
+            if key != name and tracker.known is None:
+                del self.trackers[key]  # an identity's tracker lives as long as its notice
+        return set(by_key)
+
+    def _result(self, reports: Mapping[str, MonitorReport]) -> str:
+        chosen = [m for m in self.monitors if m.decides_result] or self.monitors[:1]
+        deciding = [reports[m.name] for m in chosen if reports[m.name].polled]
+        if any(not r.ok for r in deciding):
+            return "error"
+        primary = self.trackers.get(PRIMARY)
+        if primary is not None and primary.known is not None:
+            return "notice"
+        if any(r.degraded for r in deciding):
+            return "degraded"
+        return "ok"
+
+    def _log(self, errors: List[str], reports: Mapping[str, MonitorReport]) -> None:
         if errors:
             # The same outage is one log line: a repeat is the same first cause per monitor.
             # What follows it (the termination-time fallback's answer) varies with how much
@@ -154,19 +262,16 @@ class Watcher:
             self._failures.failure("IMDS poll failed: " + "; ".join(errors), key=key)
         else:
             self._failures.recovered("IMDS answers again")
-        self.polls += 1
-        report = PollReport(
-            started=started,
-            ended=self._clock(),
-            wall_time=wall,
-            ok=spot_ok,
-            result=result,
-            errors=tuple(errors),
-            notice=spot_notice,
-            rebalance=known[1] if len(known) > 1 else None,
-        )
-        self.listener.on_poll(report)
-        return report
+        degraded = [f"{name}: {r.degraded}" for name, r in reports.items() if r.degraded]
+        if degraded:
+            key = " | ".join(d.split(";", 1)[0] for d in degraded)
+            self._degraded.failure(
+                "IMDS poll degraded (stop and hibernate notices cannot be seen): "
+                + "; ".join(degraded),
+                key=key,
+            )
+        elif all(r.ok for r in reports.values() if r.polled):
+            self._degraded.recovered("instance-action answers again")
 
     def _check(self, monitor: Monitor, deadline: float) -> Reading:
         """`monitor.check`, with an unexpected exception (a bug) turned into a failed reading:

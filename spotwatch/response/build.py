@@ -1,27 +1,43 @@
-"""From a notice and the config to a `Plan` (CONTRACT.md §4 and §5).
+"""What each notice gets: from a notice and the config to a `Plan`.
 
-terminate / stop: ECS drain, hooks by order, ECS stop, ECS final stop at its moment, then
-the instance action. rebalance: the rebalance hooks, then `instance.after_rebalance`.
-hibernate: the hibernate hooks within `hibernate.budget` in total, then the trigger.
-Parts that are not configured simply contribute no steps.
+This is where to read what a response does, in what order. The deadline every step works
+against is the one rule of response/deadline.py; `Responder` (response/responder.py) is the
+one place a plan is started.
+
+terminate, stop (and reboot):
+  prelude, at once:   ECS drain (the hooks wait for it at most DRAIN_HOLD = 5 s)
+  stages, in order:   hooks by `order` (same order in parallel); ECS stop (`ecs.stop`)
+  timed:              ECS final stop at notice time - `stop_timeout` - `deadline_margin`
+  finale:             `instance.after_response` (Spot notices only)
+hibernate:            hooks held to `hibernate.budget`; then the hibernation trigger
+rebalance:            hooks by `order`; finale `instance.after_rebalance`
+anything else:        hooks by `order` (maintenance, resume, start, cancel)
+
+A stage starts when the one before it has ended. A part that is not configured
+contributes no step (no ECS agent: no ECS steps). Parts come from `Providers`, so this
+module does not need to know how ECS, EC2 or hibernation are reached.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from spotwatch.config.schema import Config, HookSpec
 from spotwatch.detection.notices import Notice
 from spotwatch.response.hooks import HookStep
-from spotwatch.response.plan import Plan, Step, TimedStep
+from spotwatch.response.plan import Plan, PreludeStep, Step, TimedStep
 
-# The hibernate path adds its steps through a provider so this module does not need to
-# know how ECS or hibernation are reached; the service wires real ones in.
 StepsFor = Callable[[Notice, Config], Sequence[Step]]
 TimedFor = Callable[[Notice, Config], Sequence[TimedStep]]
+
+# The hooks wait at most this long for the ECS drain call: a slow or throttled ECS API must
+# not eat the checkpoint's time (the drain goes on beside the hooks).
+DRAIN_HOLD = 5.0
+# Ending the instance answers a Spot notice only: an Auto Scaling group or a scheduled event
+# ends the instance itself.
+ENDS_INSTANCE = frozenset({"instance-action", "termination-time", "rehearsal"})
 
 
 @dataclass
@@ -36,13 +52,12 @@ class Providers:
     extra_warnings: List[str] = field(default_factory=list)
 
 
-def hook_stages(
-    hooks: Sequence[HookSpec], end_by: Optional[float] = None
-) -> List[Tuple[Step, ...]]:
-    """Hooks grouped by `order`, lowest first; hooks of one order run in parallel."""
+def hook_stages(hooks: Sequence[HookSpec], *, hard: bool = False) -> List[Tuple[Step, ...]]:
+    """Hooks grouped by `order`, lowest first; hooks of one order run in parallel. `hard`:
+    the deadline is a wall (hibernate), with no minimum for a hook started late."""
     ordered = sorted(hooks, key=lambda h: h.order)
     return [
-        tuple(HookStep(h, end_by=end_by) for h in group)
+        tuple(HookStep(h, hard_deadline=hard) for h in group)
         for _, group in itertools.groupby(ordered, key=lambda h: h.order)
     ]
 
@@ -52,26 +67,28 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
     plan = Plan(notice=notice)
     plan.warnings += parts.extra_warnings  # whatever the action
 
+    def steps(provider: Optional[StepsFor]) -> Tuple[Step, ...]:
+        return tuple(provider(notice, config)) if provider is not None else ()
+
     def add(stage_list: List[Tuple[Step, ...]], provider: Optional[StepsFor]) -> None:
-        if provider is not None:
-            steps = tuple(provider(notice, config))
-            if steps:
-                stage_list.append(steps)
+        found = steps(provider)
+        if found:
+            stage_list.append(found)
 
     hooks = config.hooks_for(notice.action)
     if notice.action == "hibernate":
-        # No warning comes with hibernate: the budget bounds all its hooks together.
-        plan.stages += hook_stages(hooks, end_by=time.monotonic() + config.hibernate.budget)
+        plan.stages += hook_stages(hooks, hard=True)
         add(plan.stages, parts.hibernate_trigger)
         return plan
     if notice.action == "rebalance":
         plan.stages += hook_stages(hooks)
         add(plan.finale, parts.instance)
         return plan
-    add(plan.stages, parts.ecs_drain)
+    plan.prelude += [PreludeStep(step, DRAIN_HOLD) for step in steps(parts.ecs_drain)]
     plan.stages += hook_stages(hooks)
     add(plan.stages, parts.ecs_stop)
     if parts.ecs_final is not None:
         plan.timed += list(parts.ecs_final(notice, config))
-    add(plan.finale, parts.instance)
+    if notice.source in ENDS_INSTANCE:
+        add(plan.finale, parts.instance)
     return plan

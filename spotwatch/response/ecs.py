@@ -36,15 +36,9 @@ from spotwatch.config.schema import Config, EcsSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
 from spotwatch.response.aws import AwsClients, api_errors, describe_error, region_from_arn
-from spotwatch.response.plan import (
-    FAILED,
-    OK,
-    NoticeClock,
-    Step,
-    StepContext,
-    StepOutcome,
-    TimedStep,
-)
+from spotwatch.response.deadline import NoticeClock
+from spotwatch.response.plan import Step, StepContext, StepOutcome, TimedStep
+from spotwatch.state.schema import FAILED, OK
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
@@ -57,7 +51,7 @@ RETRY_PAUSE = 0.5
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
 STOP_WORKERS = 16  # concurrent StopTask calls; throttling is retried by botocore
 REASON_LIMIT = 255
-ECS_ACTIONS = ("terminate", "stop")  # rebalance and hibernate never touch ECS
+ECS_ACTIONS = ("terminate", "stop", "reboot")  # rebalance, hibernate, maintenance: no ECS
 SERVICE_GROUP = "service:"
 
 

@@ -36,14 +36,10 @@ from spotwatch.config.schema import Config, HibernateSettings, HookSpec
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
 from spotwatch.response.build import Providers, hook_stages
+from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.hooks import HookStep, run_hook
-from spotwatch.response.plan import (
-    SKIPPED,
-    Plan,
-    Step,
-    StepContext,
-    StepOutcome,
-)
+from spotwatch.response.plan import Plan, Step, StepContext, StepOutcome
+from spotwatch.state.schema import SKIPPED
 
 log = logging.getLogger("spotwatch.hibernate")
 
@@ -254,7 +250,9 @@ class HibernateTrigger(Step):
             actions=("hibernate",),
             timeout=self.timeout,
         )
-        result = run_hook(spec, ctx, end_by=time.monotonic() + self.timeout)
+        # Bounded by its own timeout only: the budget was the hooks', and may be spent.
+        own_clock = NoticeClock.budget(ctx.notice, self.timeout, per_hook=True)
+        result = run_hook(spec, replace(ctx, clock=own_clock))
         return StepOutcome(result.status, f"{what}: {result.detail}")
 
     def _reason_not_to(self, notice: Notice, key: str) -> Optional[str]:
@@ -275,11 +273,18 @@ class HibernateTrigger(Step):
             return f"a sleep is already under way (systemd job {job})"
         if mode == "auto":
             configured = self.gate.configured()
-            agent = self.probes.agent() if configured else None
+            agent = self.probes.agent() if configured is not False else None
             if configured and agent is not None:
                 return (
                     "EC2's hibernation agent is in charge "
                     f"(hibernation/configured is true, {agent} installed)"
+                )
+            if configured is None and agent is not None:
+                # Unknown (IMDS did not answer): with the agent installed, a second
+                # hibernation is the worse mistake; the agent handles EC2's signal.
+                return (
+                    f"hibernation/configured is unknown and {agent} is installed: "
+                    "leaving the hibernation to EC2's agent"
                 )
         return None
 
@@ -332,16 +337,6 @@ def add_hibernate_trigger(
     return providers
 
 
-def hooks_plan(notice: Notice, hooks: Sequence[HookSpec], end_by: float) -> Plan:
-    """Just hooks, every one bounded by `end_by` (the sleep hook's and resume's plans)."""
-    return Plan(notice=notice, stages=hook_stages(hooks, end_by=end_by))
-
-
-def now_notice(action: str, source: str, wall: Optional[float] = None) -> Notice:
-    moment = datetime.fromtimestamp(time.time() if wall is None else wall, timezone.utc)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Notice(action=action, time=moment.replace(microsecond=0), time_text=text, source=source)
-
-
-def with_source(notice: Notice, source: str) -> Notice:
-    return replace(notice, source=source)
+def hooks_plan(notice: Notice, hooks: Sequence[HookSpec]) -> Plan:
+    """Just hooks (the sleep hook's plans); hibernate's are held to its budget."""
+    return Plan(notice=notice, stages=hook_stages(hooks, hard=notice.action == "hibernate"))

@@ -23,12 +23,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from spotwatch.config.schema import HookSpec
 from spotwatch.logevents import emit
-from spotwatch.response.plan import FAILED, OK, TIMEOUT, Step, StepContext, StepOutcome
+from spotwatch.response.deadline import KILL_GRACE
+from spotwatch.response.plan import Step, StepContext, StepOutcome
+from spotwatch.state.schema import FAILED, OK, TIMEOUT, StepStatus
 
 log = logging.getLogger("spotwatch.hooks")
 
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KILL_GRACE = 5.0  # SIGTERM, then SIGKILL this long after (CONTRACT.md §4)
 MIN_BUDGET = 2.0  # past the deadline a hook still gets this long: never skip silently
 LINE_LIMIT = 4096  # a longer line is logged in pieces
 OUTPUT_LIMIT = 256 * 1024  # bytes of output logged per hook; the rest is counted, not kept
@@ -41,7 +42,7 @@ WAIT_SLICE = 0.25
 
 @dataclass(frozen=True)
 class HookResult:
-    status: str
+    status: StepStatus
     returncode: Optional[int]
     duration: float
     timed_out: bool
@@ -83,19 +84,27 @@ def resolve_user(user: object) -> Tuple[int, int, str]:
 
 
 def hook_environment(spec: HookSpec, ctx: StepContext, home: Optional[str]) -> Dict[str, str]:
-    """Exactly CONTRACT.md §4: the SPOTWATCH_* variables, a minimal PATH, HOME when `user:`
-    is set, and the hook's own `env`; nothing of the daemon's environment."""
+    """Exactly the documented hook environment: the SPOTWATCH_* variables, a minimal PATH,
+    HOME when `user:` is set, and the hook's own `env`; nothing of the daemon's environment."""
     notice = ctx.notice
+    if ctx.clock.per_hook:  # no deadline of its own: the hook's is its start + its timeout
+        deadline, left = time.time() + spec.timeout, spec.timeout
+    else:
+        deadline, left = ctx.clock.deadline_epoch, ctx.clock.time_left()
     env = {
         "PATH": MINIMAL_PATH,
         "SPOTWATCH_ACTION": notice.action,
         "SPOTWATCH_NOTICE_TIME": notice.time_text,
-        "SPOTWATCH_DEADLINE": str(int(ctx.clock.deadline_epoch)),
-        "SPOTWATCH_SECONDS_LEFT": str(max(0, math.floor(ctx.clock.time_left()))),
+        "SPOTWATCH_DEADLINE": str(int(deadline)),
+        "SPOTWATCH_SECONDS_LEFT": str(max(0, math.floor(left))),
         "SPOTWATCH_INSTANCE_ID": ctx.instance_id,
         "SPOTWATCH_SOURCE": notice.source,
         "SPOTWATCH_DRY_RUN": "1" if ctx.dry_run else "0",
     }
+    if notice.event_id is not None:  # scheduled events
+        env["SPOTWATCH_EVENT_ID"] = notice.event_id
+    if notice.event_code is not None:
+        env["SPOTWATCH_EVENT_CODE"] = notice.event_code
     if home is not None:
         env["HOME"] = home
     env.update(spec.env)
@@ -105,19 +114,20 @@ def hook_environment(spec: HookSpec, ctx: StepContext, home: Optional[str]) -> D
 class HookStep(Step):
     kind = "hook"
 
-    def __init__(self, spec: HookSpec, *, end_by: Optional[float] = None) -> None:
+    def __init__(self, spec: HookSpec, *, hard_deadline: bool = False) -> None:
         super().__init__(f"hook:{spec.name}")
         self.spec = spec
-        # A monotonic moment no hook may pass (hibernate's total budget); None: no such cap.
-        self.end_by = end_by
+        # True: the deadline is a wall no hook may pass, not even for the minimum a late hook
+        # otherwise gets (hibernate: its budget is all the time there is before sleep).
+        self.hard_deadline = hard_deadline
         self.last: Optional[HookResult] = None
 
     def run(self, ctx: StepContext) -> StepOutcome:
-        self.last = run_hook(self.spec, ctx, end_by=self.end_by)
+        self.last = run_hook(self.spec, ctx, hard_deadline=self.hard_deadline)
         return StepOutcome(self.last.status, self.last.detail)
 
 
-def run_hook(spec: HookSpec, ctx: StepContext, *, end_by: Optional[float] = None) -> HookResult:
+def run_hook(spec: HookSpec, ctx: StepContext, *, hard_deadline: bool = False) -> HookResult:
     """Run one hook to its end or its time limit, whichever is first."""
     started = time.monotonic()
     try:
@@ -131,9 +141,13 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, end_by: Optional[float] = None
         """The monotonic moment this hook must end by, and what sets it; asked again while
         it runs, so a moved notice time moves the hook's end too."""
         own = (started + spec.timeout, f"its timeout of {spec.timeout:g} s")
-        if end_by is not None:  # hibernate: its budget stands in for the (absent) warning
-            return min(own, (end_by, "the hibernate budget"))
+        if ctx.abort.is_set():
+            return (time.monotonic(), "the daemon's shutdown")
         deadline = ctx.clock.deadline
+        if hard_deadline:
+            return min(own, (deadline, "the deadline"))
+        if ctx.clock.per_hook:
+            return own
         if deadline < started + MIN_BUDGET:
             floor = f"the {MIN_BUDGET:g} s minimum past the deadline"
             return min(own, (started + MIN_BUDGET, floor))
@@ -141,7 +155,7 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, end_by: Optional[float] = None
 
     allowed, why = limit()
     left = ctx.clock.deadline - started
-    if end_by is None and left < MIN_BUDGET:
+    if not (hard_deadline or ctx.clock.per_hook) and left < MIN_BUDGET:
         # Never skip a hook silently: it still runs, for the floor, and the log says so.
         when = f"passed {-left:.1f} s ago" if left <= 0 else f"is only {left:.1f} s away"
         emit(

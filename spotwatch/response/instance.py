@@ -16,7 +16,8 @@ from spotwatch.config.schema import Config
 from spotwatch.detection.notices import REBALANCE, Notice
 from spotwatch.logevents import emit
 from spotwatch.response.aws import AwsClients, api_errors, describe_error, error_code
-from spotwatch.response.plan import FAILED, OK, Step, StepContext, StepOutcome
+from spotwatch.response.plan import Step, StepContext, StepOutcome
+from spotwatch.state.schema import FAILED, OK, SKIPPED
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -110,6 +111,10 @@ class InstanceActionStep(Step):
         instance_id = ctx.instance_id
         if not instance_id.startswith("i-"):
             return StepOutcome(FAILED, f"{api}: this instance's id is unknown ({instance_id!r})")
+        if not ctx.confirmed():  # never end an instance on a notice we cannot confirm
+            detail = f"{api} not called: no recent poll saw the notice still there"
+            emit(log, logging.WARNING, "instance-unconfirmed", detail, instance=instance_id)
+            return StepOutcome(SKIPPED, detail)
         if ctx.dry_run:
             emit(
                 log,

@@ -1,113 +1,33 @@
-"""A response plan: what to do about one notice, in which order, against which deadline.
+"""A response plan: what to do about one notice, and in which order.
 
-The deadline is notice time - `deadline_margin`. It is kept on the monotonic clock (wall
-time is read only to compare with the notice time) and follows the notice when its time
-moves. A plan is ordered stages (steps of one stage run in parallel), timed steps that
-start at a moment of their own (ECS's final stop), and a finale that runs once everything
-else is done (ending the instance).
+A plan is a prelude (steps started at once, beside everything else, that the stages wait
+for only so long: the ECS drain, load balancer deregistration), ordered stages (steps of
+one stage run in parallel: hooks by order, ECS stop), timed steps that start at a moment of
+their own (ECS's final stop), and a finale that runs once everything else is done (ending
+the instance). The deadline every step works against is the response's `NoticeClock`
+(response/deadline.py).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 from spotwatch.detection.notices import Notice
-
-# Statuses a step can have in the state file and in `spotwatch status`.
-PENDING, RUNNING, OK, FAILED, TIMEOUT, SKIPPED, INTERRUPTED = (
-    "pending",
-    "running",
-    "ok",
-    "failed",
-    "timeout",
-    "skipped",
-    "interrupted",
-)
-FINISHED = frozenset({OK, FAILED, TIMEOUT, SKIPPED})
-
-
-class NoticeClock:
-    """The live deadline of the notice being handled."""
-
-    def __init__(
-        self,
-        notice: Notice,
-        margin: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        self.margin = margin
-        self._clock = clock
-        self._wall = wall
-        self._lock = threading.Lock()
-        self.moved = threading.Event()  # set on every move; waiters re-read the deadline
-        self.notice = notice
-        self._deadline = self._to_monotonic(notice.epoch - margin)
-        self._fixed_epoch: Optional[float] = None
-
-    @classmethod
-    def budget(
-        cls,
-        notice: Notice,
-        seconds: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-    ) -> NoticeClock:
-        """A deadline `seconds` from now, whatever the notice time says. For signals whose
-        time is no deadline: hibernate (it starts now; `hibernate.budget` bounds the
-        hooks) and rebalance (its noticeTime is when EC2 said it, already past)."""
-        made = cls(notice, 0.0, clock=clock, wall=wall)
-        made._deadline = made._clock() + seconds
-        made._fixed_epoch = made._wall() + seconds
-        return made
-
-    def _to_monotonic(self, wall_moment: float) -> float:
-        return self._clock() + (wall_moment - self._wall())
-
-    def update(self, notice: Notice) -> None:
-        """The notice's time moved: every remaining step's budget follows it."""
-        with self._lock:
-            self.notice = notice
-            if self._fixed_epoch is None:
-                self._deadline = self._to_monotonic(notice.epoch - self.margin)
-        self.moved.set()
-
-    @property
-    def deadline(self) -> float:
-        """The deadline on the monotonic clock."""
-        with self._lock:
-            return self._deadline
-
-    @property
-    def deadline_epoch(self) -> float:
-        """The deadline as Unix seconds, for SPOTWATCH_DEADLINE and status."""
-        with self._lock:
-            if self._fixed_epoch is not None:
-                return self._fixed_epoch
-            return self.notice.epoch - self.margin
-
-    def time_left(self) -> float:
-        return self.deadline - self._clock()
-
-    def monotonic_at(self, seconds_before_notice: float) -> float:
-        """The monotonic moment `seconds_before_notice` before the notice time."""
-        with self._lock:
-            return self._deadline + self.margin - seconds_before_notice
-
-    def now(self) -> float:
-        return self._clock()
+from spotwatch.response.deadline import NoticeClock
+from spotwatch.state.schema import StepStatus
 
 
 @dataclass(frozen=True)
 class StepOutcome:
-    status: str  # one of FINISHED
+    status: StepStatus  # one of state.schema.FINISHED
     detail: str = ""
+
+
+def always() -> bool:
+    return True
 
 
 @dataclass
@@ -115,8 +35,15 @@ class StepContext:
     clock: NoticeClock
     instance_id: str
     dry_run: bool
-    # Set when the daemon is shutting down: start nothing new, let what runs finish.
+    # Set when the response must start nothing new (shutdown, a changed action, a withdrawn
+    # notice); steps already running finish.
     cancel: threading.Event = field(default_factory=threading.Event)
+    # Set when what still runs must end now (the shutdown's grace is over): hooks get
+    # SIGTERM, then SIGKILL, as at their own time limit.
+    abort: threading.Event = field(default_factory=threading.Event)
+    # Whether the notice still shows (a recent poll saw it): nothing irreversible, such as
+    # ending the instance, is done on a notice that cannot be confirmed.
+    confirmed: Callable[[], bool] = always
 
     @property
     def notice(self) -> Notice:
@@ -144,15 +71,25 @@ class TimedStep:
 
 
 @dataclass
+class PreludeStep:
+    step: Step
+    # The stages wait for this step at most this many seconds from the response's start
+    # (and never past the deadline); it runs on regardless.
+    hold: float
+
+
+@dataclass
 class Plan:
     notice: Notice
+    prelude: List[PreludeStep] = field(default_factory=list)
     stages: List[Tuple[Step, ...]] = field(default_factory=list)
     timed: List[TimedStep] = field(default_factory=list)
     finale: List[Tuple[Step, ...]] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
 
     def all_steps(self) -> List[Step]:
-        ordered = [s for stage in self.stages for s in stage]
+        ordered = [p.step for p in self.prelude]
+        ordered += [s for stage in self.stages for s in stage]
         ordered += [t.step for t in self.timed]
         ordered += [s for stage in self.finale for s in stage]
         return ordered

@@ -1,5 +1,6 @@
-"""Runs a `Plan`: stages in order (each stage's steps in parallel), timed steps at their
-moment, then the finale; records every step through a `StepJournal`.
+"""Runs a `Plan`: the prelude at once, stages in order (each stage's steps in parallel) once
+the prelude is done or has been waited for long enough, timed steps at their moment, then
+the finale; records every step through a `StepJournal`.
 
 Steps already finished (per the journal, i.e. before a restart) are not run again. When
 the daemon shuts down (`ctx.cancel`), nothing new starts; running steps finish.
@@ -13,15 +14,8 @@ import time
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set
 
 from spotwatch.logevents import emit
-from spotwatch.response.plan import (
-    FAILED,
-    FINISHED,
-    Plan,
-    Step,
-    StepContext,
-    StepOutcome,
-    TimedStep,
-)
+from spotwatch.response.plan import Plan, PreludeStep, Step, StepContext, StepOutcome, TimedStep
+from spotwatch.state.schema import FAILED, FINISHED, step_status
 
 log = logging.getLogger("spotwatch.response")
 
@@ -64,10 +58,14 @@ class Runner:
 
     def run(self) -> Dict[str, StepOutcome]:
         """Run the whole plan in this thread; returns every step's outcome by name."""
+        started = self.ctx.clock.now()
+        prelude = [(self._start_beside(p.step), p) for p in self.plan.prelude]
         timed = [(self._start_timed(t), t.step) for t in self.plan.timed]
+        for thread, part in prelude:
+            self._hold_for(thread, part, started)
         for stage in self.plan.stages:
             self._run_stage(stage)
-        for thread, step in timed:
+        for thread, step in [(t, p.step) for t, p in prelude] + timed:
             self._join_unless_cancelled(thread, step)
         for stage in self.plan.finale:
             self._run_stage(stage)
@@ -96,7 +94,7 @@ class Runner:
         if earlier in FINISHED:
             assert earlier is not None
             emit(log, logging.INFO, "step-already-done", f"{step.name}: {earlier} before restart")
-            self._record(step, StepOutcome(earlier, "finished before a restart"))
+            self._record(step, StepOutcome(step_status(earlier), "finished before a restart"))
             return
         with self._lock:  # one lock with _join_unless_cancelled: started or not, never both
             if self.ctx.cancel.is_set():
@@ -119,6 +117,35 @@ class Runner:
     def _record(self, step: Step, outcome: StepOutcome) -> None:
         with self._lock:
             self.outcomes[step.name] = outcome
+
+    # ----------------------------------------------------------------- prelude
+
+    def _start_beside(self, step: Step) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._run_step, args=(step,), name=f"prelude:{step.name}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _hold_for(self, thread: threading.Thread, part: PreludeStep, started: float) -> None:
+        """Let the stages wait for a prelude step, but no longer than its hold (from the
+        response's start) and never past the deadline: a slow AWS API must not eat the
+        hooks' time."""
+        clock = self.ctx.clock
+        while thread.is_alive() and not self.ctx.cancel.is_set():
+            until = min(started + part.hold, clock.deadline)
+            remaining = until - clock.now()
+            if remaining <= 0:
+                emit(
+                    log,
+                    logging.WARNING,
+                    "step-not-waited-for",
+                    f"{part.step.name} still running after {clock.now() - started:.1f} s; "
+                    "going on without waiting for it",
+                    step=part.step.name,
+                )
+                return
+            thread.join(min(remaining, WAIT_SLICE))
 
     # ----------------------------------------------------------------- timed steps
 

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from spotwatch.state.store import read_boot_id, write_atomically
+from spotwatch.state.files import read_boot_id, write_atomically
 
 HIBERNATE_FILE = "hibernate.json"
 HIBERNATE_LOCK = "hibernate.lock"

@@ -7,10 +7,7 @@ the instance: a state file from another boot (the instance was stopped and start
 another instance (a baked AMI) is set aside, not obeyed. A file that cannot be read is moved
 aside with a warning.
 
-No fsync: everything that loses the page cache (a kernel crash, power loss, stop/start)
-also starts a new boot, whose daemon sets the file aside anyway; a daemon crash or restart
-loses nothing, and a hibernation keeps the page cache in its image. An fsync would buy no
-safety and cost a disk round trip on the way from a notice to its hooks.
+Written without fsync (state/files.py says why). The document's shape is state/schema.py.
 
 `poll.json` holds the last poll's time and result, rewritten in place every poll (PollFile).
 """
@@ -21,81 +18,33 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
-from spotwatch.response.plan import FINISHED, PENDING, RUNNING, Step, StepOutcome
+from spotwatch.state.files import (
+    POLL_FILE,
+    STATE_FILE,
+    PollFile,
+    iso,
+    read_boot_id,
+    write_atomically,
+)
+from spotwatch.state.schema import (
+    FINISHED,
+    FORMAT_VERSION,
+    INTERRUPTED,
+    PENDING,
+    RUNNING,
+    StepRecord,
+)
+
+KEEP_ENDED_RESPONSES = 8
 
 log = logging.getLogger("spotwatch.state")
 
-STATE_FILE = "state.json"
-POLL_FILE = "poll.json"
-FORMAT_VERSION = 1
-BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
-
-
-def iso(epoch: Optional[float]) -> Optional[str]:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-
-
-def read_boot_id(path: str = BOOT_ID_PATH) -> str:
-    try:
-        with open(path, encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return "unknown"
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, whole. No
-    fsync: its files are boot-scoped (see the module's docstring)."""
-    folder = os.path.dirname(path) or "."
-    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
-POLL_RECORD_SIZE = 256
-
-
-class PollFile:
-    """`poll.json`, rewritten in place by one pwrite of a fixed-size, space-padded record.
-
-    Why not temp file + rename like state.json: on ext4 a rename over an existing file
-    flushes the new file's data (auto_da_alloc), which cost ~1.2 ms of wall time and ~0.14 ms
-    of CPU on every poll (bench/). One small pwrite at offset 0 costs a few microseconds.
-    A reader can in principle catch a torn record; `spotwatch status` reads again then.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd: Optional[int] = None
-
-    def write(self, record: bytes) -> None:
-        if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
-            self.close()  # someone removed the file: write a new one
-        if self._fd is None:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            self._fd = os.open(self.path, flags, 0o644)
-        os.pwrite(self._fd, record.ljust(POLL_RECORD_SIZE) + b"\n", 0)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class StateStore:
@@ -331,59 +280,73 @@ class StateStore:
 
     # ----------------------------------------------------------------- responses
 
-    def response(self, monitor: str) -> Optional[Dict[str, Any]]:
+    def response(self, key: str) -> Optional[Dict[str, Any]]:
         with self._lock:
-            found = self.data["responses"].get(monitor)
+            found = self.data["responses"].get(key)
             return dict(found) if isinstance(found, dict) else None
 
     def begin_response(
         self,
-        monitor: str,
+        key: str,
+        tracker: str,
         notice: Notice,
         deadline_epoch: float,
-        steps: List[Step],
+        steps: List[Tuple[str, str]],
         *,
         durable: bool = True,
     ) -> None:
-        """Record a new response with every step pending (replacing the previous one);
-        `durable=False`: written by the background writer (or by the next durable save)."""
+        """Record a new response with every step (name, kind) pending; `durable=False`:
+        written by the background writer (or by the next durable save)."""
         with self._lock:
-            self.data["responses"][monitor] = {
+            responses = self.data["responses"]
+            responses.pop(key, None)
+            self._prune(responses)
+            responses[key] = {
+                "tracker": tracker,
                 "notice": notice.to_json(),
                 "first_seen": iso(time.time()),
                 "deadline": iso(deadline_epoch),
                 "done": False,
-                "steps": [_step_record(s) for s in steps],
+                "steps": [_step_record(name, kind) for name, kind in steps],
             }
         if durable:
             self.save()
         else:
             self.save_soon()
 
-    def continue_response(self, monitor: str, steps: List[Step], deadline_epoch: float) -> None:
+    @staticmethod
+    def _prune(responses: Dict[str, Any]) -> None:
+        """Ended responses are kept for `status` and a later boot's `start`, the newest few."""
+        ended = [k for k, r in responses.items() if r.get("done")]
+        for old in ended[: max(0, len(ended) - KEEP_ENDED_RESPONSES + 1)]:
+            del responses[old]
+
+    def continue_response(
+        self, key: str, steps: List[Tuple[str, str]], deadline_epoch: float
+    ) -> None:
         """After a restart: steps that were running are `interrupted`; new steps are added."""
         with self._lock:
-            record = self.data["responses"][monitor]
+            record = self.data["responses"][key]
             record["deadline"] = iso(deadline_epoch)
             known = {s["name"]: s for s in record["steps"]}
             for entry in known.values():
                 if entry["status"] == RUNNING:
-                    entry["status"] = "interrupted"
-            record["steps"] = [known.get(s.name) or _step_record(s) for s in steps]
+                    entry["status"] = INTERRUPTED
+            record["steps"] = [known.get(name) or _step_record(name, kind) for name, kind in steps]
         self.save()
 
-    def move_deadline(self, monitor: str, notice: Notice, deadline_epoch: float) -> None:
+    def move_deadline(self, key: str, notice: Notice, deadline_epoch: float) -> None:
         with self._lock:
-            record = self.data["responses"].get(monitor)
+            record = self.data["responses"].get(key)
             if not record:
                 return
             record["notice"] = notice.to_json()
             record["deadline"] = iso(deadline_epoch)
         self.save()
 
-    def finished_status(self, monitor: str, step: str) -> Optional[str]:
+    def finished_status(self, key: str, step: str) -> Optional[str]:
         with self._lock:
-            record = self.data["responses"].get(monitor) or {}
+            record = self.data["responses"].get(key) or {}
             for entry in record.get("steps", []):
                 if entry.get("name") == step and entry.get("status") in FINISHED:
                     status = entry["status"]
@@ -391,30 +354,42 @@ class StateStore:
             return None
 
     def update_step(
-        self, monitor: str, step: Step, *, durable: bool = True, **changes: Any
+        self, key: str, name: str, kind: str, *, durable: bool = True, **changes: Any
     ) -> None:
         with self._lock:
-            record = self.data["responses"].get(monitor)
+            record = self.data["responses"].get(key)
             if not record:
                 return
             for entry in record["steps"]:
-                if entry["name"] == step.name:
+                if entry["name"] == name:
                     entry.update(changes)
                     break
             else:
-                record["steps"].append({**_step_record(step), **changes})
+                record["steps"].append({**_step_record(name, kind), **changes})
         if durable:
             self.save()
         else:
             self.save_soon()
 
-    def end_response(self, monitor: str) -> None:
+    def end_response(
+        self, key: str, *, why: Optional[str] = None, unfinished: Optional[str] = None
+    ) -> None:
+        """Mark the response ended. `why`: it ended before its plan did (a changed action, a
+        shutdown, a deadline passed while the daemon was down); then every step not finished
+        gets the status `unfinished` (`interrupted`, or `skipped` when it will never run)."""
         with self._lock:
-            record = self.data["responses"].get(monitor)
+            record = self.data["responses"].get(key)
             if not record:
                 return
-            record["done"] = True
-            record["ended"] = iso(time.time())
+            if why is not None:
+                record["why_ended"] = why
+                for entry in record["steps"]:
+                    if unfinished and entry.get("status") not in FINISHED:
+                        entry["status"] = unfinished
+                        entry["detail"] = entry.get("detail") or why
+            if unfinished != INTERRUPTED:  # interrupted by a shutdown: a restart goes on
+                record["done"] = True
+                record["ended"] = iso(time.time())
         self.save()
 
 
@@ -439,36 +414,12 @@ def _readable_step(entry: Any) -> bool:
     )
 
 
-def _step_record(step: Step) -> Dict[str, Any]:
+def _step_record(name: str, kind: str) -> StepRecord:
     return {
-        "name": step.name,
-        "kind": step.kind,
+        "name": name,
+        "kind": kind,
         "status": PENDING,
         "started": None,
         "ended": None,
         "detail": "",
     }
-
-
-class StoreJournal:
-    """The runner's `StepJournal` for one response, backed by the state store."""
-
-    def __init__(self, store: StateStore, monitor: str) -> None:
-        self.store = store
-        self.monitor = monitor
-
-    def finished_status(self, step: str) -> Optional[str]:
-        return self.store.finished_status(self.monitor, step)
-
-    def step_started(self, step: Step, wall: float) -> None:
-        # Not waited for: a crash before it lands leaves the step pending, which a restart
-        # runs again just as it would an interrupted one.
-        self.store.update_step(self.monitor, step, durable=False, status=RUNNING, started=iso(wall))
-
-    def step_ended(self, step: Step, outcome: StepOutcome, started: float, ended: float) -> None:
-        self.store.update_step(
-            self.monitor, step, status=outcome.status, ended=iso(ended), detail=outcome.detail
-        )
-
-    def response_ended(self, plan: object, outcomes: Dict[str, StepOutcome]) -> None:
-        self.store.end_response(self.monitor)

@@ -1,4 +1,4 @@
-"""Metrics and webhook events, plugged into the daemon's seams (`DaemonHooks`).
+"""Metrics and events: a listener of every response, and of every poll.
 
 Always attached, cheap when nothing is configured: counters are kept in memory (a few
 dictionary updates per poll), the textfile is written only when `metrics.textfile` is set,
@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional, Protocol
 
 from spotwatch.config.schema import Config, WebhookSettings
-from spotwatch.detection.notices import Notice
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import emit
-from spotwatch.response.plan import OK, SKIPPED, Plan, Step, StepOutcome
-from spotwatch.state.store import iso
+from spotwatch.response.plan import Plan, Step, StepOutcome
+from spotwatch.response.responder import Response
+from spotwatch.state.files import iso
+from spotwatch.state.schema import OK, SKIPPED
 from spotwatch.telemetry.metrics import Metrics, MetricsServer, TextfileWriter, start_server
 from spotwatch.telemetry.webhook import WebhookSender
 
-if TYPE_CHECKING:
-    from spotwatch.daemon.shell import Daemon
+
+class DaemonView(Protocol):
+    """What telemetry reads of the daemon it serves (its config follows reloads)."""
+
+    config: Config
+    client: Any
+    instance_id: Optional[str]
 
 log = logging.getLogger("spotwatch.telemetry")
 
@@ -47,20 +53,22 @@ class TokenRenewals:
 
 
 class Telemetry:
+    """Heard by the responder (`ResponseListener`): "response started" with the response's
+    notice and deadline, then every step. Never computes a deadline of its own."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.daemon: Optional[Daemon] = None
+        self.daemon: Optional[DaemonView] = None
         self.metrics = Metrics(config.poll_interval)
         self.textfile = TextfileWriter()
         self.server: Optional[MetricsServer] = None
         self.webhook = WebhookSender(self._webhook_settings)
         self._renewals = TokenRenewals()
-        self._notices: Dict[str, Notice] = {}
         self.metrics.token_renewals = self._token_renewals
 
     # ----------------------------------------------------------------- daemon seams
 
-    def bind(self, daemon: Daemon) -> None:
+    def bind(self, daemon: DaemonView) -> None:
         """on_start: the prepared daemon; start serving when `metrics.listen` is set."""
         self.daemon = daemon
         if self.config.metrics.listen and self.server is None:
@@ -73,13 +81,12 @@ class Telemetry:
         if config.metrics.textfile:
             self.textfile.write(config.metrics.textfile, self.metrics.render())
 
-    def on_notice(self, monitor: str, notice: Notice) -> None:
-        self._notices[monitor] = notice
-        self.metrics.on_notice(monitor, notice)
-        self._event(monitor, "notice", notice, {"step": None, "result": None, "detail": ""})
+    def response_started(self, response: Response) -> None:
+        self.metrics.on_notice(response.key, response.notice)
+        self.event(response, "notice", {"step": None, "result": None, "detail": ""})
 
-    def journal(self, monitor: str) -> TelemetryJournal:
-        return TelemetryJournal(self, monitor)
+    def journal(self, response: Response) -> TelemetryJournal:
+        return TelemetryJournal(self, response)
 
     # ----------------------------------------------------------------- helpers
 
@@ -92,42 +99,26 @@ class Telemetry:
     def _token_renewals(self) -> int:
         return self._renewals.total(self.daemon.client if self.daemon is not None else None)
 
-    def notice_of(self, monitor: str) -> Optional[Notice]:
-        daemon = self.daemon
-        if daemon is not None:
-            active = daemon.responses.get(monitor)
-            if active is not None:
-                return active.clock.notice
-        return self._notices.get(monitor)
-
-    def deadline_of(self, monitor: str, notice: Notice) -> float:
-        daemon = self.daemon
-        if daemon is not None:
-            active = daemon.responses.get(monitor)
-            if active is not None and active.clock.notice.action == notice.action:
-                return active.clock.deadline_epoch
-        margin = 0.0 if notice.action == "hibernate" else self._config().deadline_margin
-        return notice.epoch - margin
-
-    def _event(
-        self, monitor: str, kind: str, notice: Optional[Notice], fields: Dict[str, Any]
-    ) -> None:
+    def event(self, response: Response, kind: str, fields: Dict[str, Any]) -> None:
+        """Queue one event about `response` for every sink; never raises."""
         if not self._config().webhook.url:
             return
         try:
-            deadline = self.deadline_of(monitor, notice) if notice is not None else None
+            notice, deadline = response.notice, response.deadline_epoch
             event = {
                 "event": kind,
                 "instance_id": self.daemon.instance_id if self.daemon is not None else None,
-                "action": notice.action if notice is not None else None,
-                "notice_time": notice.time_text if notice is not None else None,
+                "action": notice.action,
+                "notice_time": notice.time_text,
                 "deadline": iso(deadline),
-                "source": notice.source if notice is not None else None,
+                "source": notice.source,
                 "time": iso(time.time()),
                 **fields,
             }
-            give_up = deadline if deadline is not None else time.time()
-            self.webhook.send(event, give_up)
+            if notice.event_id is not None:
+                event["event_id"] = notice.event_id
+                event["event_code"] = notice.event_code
+            self.webhook.send(event, deadline)
         except Exception as failure:  # telemetry must never break the response
             emit(log, logging.ERROR, "webhook-failed", f"webhook event not queued: {failure!r}")
 
@@ -135,22 +126,21 @@ class Telemetry:
 class TelemetryJournal:
     """A `StepJournal` beside the state file: step metrics and step/complete events."""
 
-    def __init__(self, telemetry: Telemetry, monitor: str) -> None:
+    def __init__(self, telemetry: Telemetry, response: Response) -> None:
         self.telemetry = telemetry
-        self.monitor = monitor
+        self.response = response
 
     def finished_status(self, step: str) -> Optional[str]:
         return None  # the state file decides what finished
 
     def step_started(self, step: Step, wall: float) -> None:
-        self.telemetry.metrics.step_started(self.monitor, step)
+        self.telemetry.metrics.step_started(self.response.key, step)
 
     def step_ended(self, step: Step, outcome: StepOutcome, started: float, ended: float) -> None:
         self.telemetry.metrics.step_ended(step, outcome, started, ended)
-        self.telemetry._event(
-            self.monitor,
+        self.telemetry.event(
+            self.response,
             "step",
-            self.telemetry.notice_of(self.monitor),
             {
                 "step": step.name,
                 "kind": step.kind,
@@ -163,10 +153,9 @@ class TelemetryJournal:
 
     def response_ended(self, plan: Plan, outcomes: Dict[str, StepOutcome]) -> None:
         good = all(o.status in (OK, SKIPPED) for o in outcomes.values())
-        self.telemetry._event(
-            self.monitor,
+        self.telemetry.event(
+            self.response,
             "complete",
-            self.telemetry.notice_of(self.monitor) or plan.notice,
             {
                 "step": None,
                 "result": "ok" if good else "failed",

@@ -38,14 +38,21 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from spotwatch.detection.notices import Notice
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import RepeatFilter, emit
-from spotwatch.response.plan import FAILED, TIMEOUT, Step, StepOutcome
+from spotwatch.response.plan import Step, StepOutcome
+from spotwatch.state.schema import FAILED, TIMEOUT
 
 log = logging.getLogger("spotwatch.metrics")
 
 HEALTHY_POLLS = 3  # /healthz: the last successful poll is younger than this many intervals
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-POLL_RESULTS = ("ok", "notice", "error")
-ACTIONS = ("terminate", "stop", "hibernate", "rebalance")
+POLL_RESULTS = ("ok", "notice", "degraded", "error")
+# Shown at 0 before they happen, so a dashboard's rate() has a series from the start.
+INITIAL_NOTICES = (
+    ("terminate", "instance-action"),
+    ("stop", "instance-action"),
+    ("hibernate", "instance-action"),
+    ("rebalance", "rebalance-recommendation"),
+)
 
 
 def _escape(value: str) -> str:
@@ -75,7 +82,7 @@ class Metrics:
         self.last_success_wall: Optional[float] = None
         self.last_success_mono: Optional[float] = None
         self.last_poll_duration: Optional[float] = None
-        self.notices: Dict[str, int] = dict.fromkeys(ACTIONS, 0)
+        self.notices: Dict[Tuple[str, str], int] = dict.fromkeys(INITIAL_NOTICES, 0)
         self.step_duration: Dict[str, float] = {}
         self.step_failures: Dict[str, int] = {}
         self.detection_latency: Optional[float] = None
@@ -98,15 +105,16 @@ class Metrics:
                     pending[0] = report.started
             self._settle_detection()
 
-    def on_notice(self, monitor: str, notice: Notice) -> None:
+    def on_notice(self, response: str, notice: Notice) -> None:
         with self._lock:
-            self.notices[notice.action] = self.notices.get(notice.action, 0) + 1
-            self._detecting[monitor] = [None, None]
+            key = (notice.action, notice.source)
+            self.notices[key] = self.notices.get(key, 0) + 1
+            self._detecting[response] = [None, None]
 
-    def step_started(self, monitor: str, step: Step) -> None:
+    def step_started(self, response: str, step: Step) -> None:
         with self._lock:
             self.step_failures.setdefault(step.name, 0)
-            pending = self._detecting.get(monitor)
+            pending = self._detecting.get(response)
             if pending is not None and pending[1] is None:
                 pending[1] = self._clock()
                 self._settle_detection()
@@ -131,7 +139,7 @@ class Metrics:
         with self._lock:
             out: List[str] = []
             add = out.append
-            add("# HELP spotwatch_polls_total IMDS polls by result (ok, notice, error).")
+            add("# HELP spotwatch_polls_total IMDS polls by result (ok, notice, degraded, error).")
             add("# TYPE spotwatch_polls_total counter")
             for result, count in self.polls.items():
                 add(f'spotwatch_polls_total{{result="{_escape(result)}"}} {count}')
@@ -143,10 +151,11 @@ class Metrics:
                 add("# HELP spotwatch_last_poll_duration_seconds How long the last poll took.")
                 add("# TYPE spotwatch_last_poll_duration_seconds gauge")
                 add(f"spotwatch_last_poll_duration_seconds {self.last_poll_duration:.6f}")
-            add("# HELP spotwatch_notices_total Notices handled, by action.")
+            add("# HELP spotwatch_notices_total Notices handled, by action and source.")
             add("# TYPE spotwatch_notices_total counter")
-            for action, count in self.notices.items():
-                add(f'spotwatch_notices_total{{action="{_escape(action)}"}} {count}')
+            for (action, source), count in self.notices.items():
+                labels = f'action="{_escape(action)}",source="{_escape(source)}"'
+                add(f"spotwatch_notices_total{{{labels}}} {count}")
             if self.step_duration:
                 add("# HELP spotwatch_step_duration_seconds Duration of each step's last run.")
                 add("# TYPE spotwatch_step_duration_seconds gauge")

@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover - only before the config branch is merge
     sys.modules["spotwatch.config.errors"] = _errors
 
 from spotwatch.detection.notices import SOURCE_REHEARSAL, Notice
-from spotwatch.response.plan import NoticeClock, StepContext
+from spotwatch.response.deadline import NoticeClock
+from spotwatch.response.plan import StepContext
 
 REGION = "us-east-1"
 

@@ -38,8 +38,8 @@ from spotwatch.response.ecs import (
     task_groups,
 )
 from spotwatch.response.instance import InstanceResponse
-from spotwatch.response.plan import FAILED, OK
 from spotwatch.response.runner import Runner
+from spotwatch.state.schema import FAILED, OK
 
 ARN = "arn:aws:ecs:eu-west-3:123456789012:container-instance/spot/0123abcd"
 

@@ -24,7 +24,7 @@ from spotwatch.response.instance import (
     state_name,
     transition,
 )
-from spotwatch.response.plan import FAILED, OK
+from spotwatch.state.schema import FAILED, OK
 
 IID = "i-0123456789abcdef0"
 

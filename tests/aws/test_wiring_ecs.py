@@ -28,7 +28,7 @@ from spotwatch.config.schema import (
     ImdsSettings,
     InstanceSettings,
 )
-from spotwatch.daemon.wiring import daemon_hooks
+from spotwatch.daemon.wiring import daemon_parts
 from spotwatch.detection.notices import REBALANCE
 from spotwatch.response.build import build_plan
 from spotwatch.simulator.imds import ImdsSimulator
@@ -43,7 +43,7 @@ def imds() -> Iterator[ImdsSimulator]:
 
 
 def plan_names(config: Config, action: str = "terminate") -> List[str]:
-    providers = daemon_hooks(config).providers(config, False)
+    providers = daemon_parts(config).providers(config, False)
     plan = build_plan(notice_in(120, action), config, providers)
     return [s.name for s in plan.all_steps()]
 
@@ -52,10 +52,10 @@ def test_ecs_off_imports_neither_requests_nor_boto3() -> None:
     code = (
         "import sys\n"
         "from spotwatch.config.schema import Config, EcsSettings, InstanceSettings\n"
-        "from spotwatch.daemon.wiring import daemon_hooks\n"
+        "from spotwatch.daemon.wiring import daemon_parts\n"
         "config = Config(ecs=EcsSettings(enabled=False),"
         " instance=InstanceSettings(after_response='stop'))\n"
-        "daemon_hooks(config).providers(config, False)\n"
+        "daemon_parts(config).providers(config, False)\n"
         "print(sorted(m for m in ('requests', 'boto3', 'botocore') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -97,7 +97,7 @@ def test_an_agent_that_starts_after_the_daemon_is_found_on_the_notice(
 ) -> None:
     agent.status = 503
     config = Config(ecs=EcsSettings(agent_url=agent.url))
-    hooks = daemon_hooks(config)
+    hooks = daemon_parts(config)
     notice = notice_in(120)
     assert build_plan(notice, config, hooks.providers(config, False)).all_steps() == []
     agent.status = 200
@@ -131,7 +131,7 @@ def test_a_reload_that_moves_the_agent_starts_afresh(
 ) -> None:
     agent.serve(world)
     config = Config(ecs=EcsSettings(agent_url=dead_url))
-    hooks = daemon_hooks(config)
+    hooks = daemon_parts(config)
     moved = replace(config, ecs=replace(config.ecs, agent_url=agent.url))
     plan = build_plan(notice_in(120), moved, hooks.providers(moved, False))
     assert [s.name for s in plan.all_steps()] == ["ecs:drain", "ecs:stop", "ecs:final-stop"]

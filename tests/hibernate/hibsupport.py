@@ -32,7 +32,7 @@ def read_json(path: Path) -> Dict[str, Any]:
 
 
 def steps(state_dir: Path, monitor: str = "spot") -> Dict[str, Dict[str, Any]]:
-    record = read_json(state_dir / "state.json").get("responses", {}).get(monitor) or {}
+    record = testkit.response_record(read_json(state_dir / "state.json"), monitor)
     return {s["name"]: s for s in record.get("steps", [])}
 
 

@@ -14,7 +14,7 @@ from hibsupport import in_seconds, lines, marker_command, read_json, record_hook
 
 from spotwatch.commands.settings import load_service_config
 from spotwatch.daemon.shell import Daemon
-from spotwatch.daemon.wiring import daemon_hooks
+from spotwatch.daemon.wiring import daemon_parts
 
 
 class Clocks:
@@ -37,7 +37,7 @@ def in_process(hib, monkeypatch):
     def make(config: Path) -> Tuple[Daemon, Clocks]:
         loaded = load_service_config(str(config), env={}, with_user_data=False)
         clocks = Clocks()
-        daemon = Daemon(loaded, hooks=daemon_hooks(loaded), clock_pair=clocks)
+        daemon = Daemon(loaded, parts=daemon_parts(loaded), clock_pair=clocks)
         daemon.prepare()
         made.append(daemon)
         return daemon, clocks
@@ -50,7 +50,7 @@ def in_process(hib, monkeypatch):
 def poll(daemon: Daemon) -> None:
     assert daemon.watcher is not None
     daemon.watcher.poll_once()
-    assert daemon.wait_for_responses(15)
+    assert daemon.responder.wait(15)
 
 
 def test_resume_renews_the_token_rearms_and_runs_resume_hooks_once(hib, in_process):
@@ -70,9 +70,9 @@ def test_resume_renews_the_token_rearms_and_runs_resume_hooks_once(hib, in_proce
     tokens = hib.imds.token_puts
     clocks.asleep += 3600.0  # an hour in hibernation
     poll(daemon)  # the first poll after waking up notices it
-    assert lines(out)[2:] == ["back resume instance-action"]
+    assert lines(out)[2:] == ["back resume resume-detected"]
     assert daemon.watcher is not None
-    assert all(tracker.known is None for _, tracker in daemon.watcher.monitors)
+    assert all(tracker.known is None for tracker in daemon.watcher.trackers.values())
     assert read_json(hib.state / "state.json")["trackers"]["spot"]["known"] is None
 
     # A later hibernate notice (same action): handled again, not taken for a moved time.
@@ -82,7 +82,7 @@ def test_resume_renews_the_token_rearms_and_runs_resume_hooks_once(hib, in_proce
     assert lines(out)[3:] == ["save hibernate instance-action", "trigger hibernate"]
     for _ in range(3):
         poll(daemon)
-    assert lines(out).count("back resume instance-action") == 1
+    assert lines(out).count("back resume resume-detected") == 1
     assert len(lines(out)) == 5
 
 
@@ -109,7 +109,7 @@ def test_sleep_hook_post_and_the_daemon_run_resume_hooks_once_per_resume(hib, in
     assert run_sleep_hook(config, "pre", hib.env).returncode == 0
     clocks.asleep += 60.0
     poll(daemon)
-    assert lines(out) == ["back resume sleep-hook", "back resume instance-action"]
+    assert lines(out) == ["back resume sleep-hook", "back resume resume-detected"]
     assert run_sleep_hook(config, "post", hib.env).returncode == 0
     poll(daemon)
     assert len(lines(out)) == 2

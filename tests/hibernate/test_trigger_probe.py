@@ -13,10 +13,13 @@ from typing import List
 import pytest
 
 from spotwatch.config.schema import HibernateSettings
+from spotwatch.detection.notices import now_notice
 from spotwatch.response import hibernate
-from spotwatch.response.hibernate import HibernateTrigger, Probes, now_notice
-from spotwatch.response.plan import OK, SKIPPED, NoticeClock, StepContext
+from spotwatch.response.deadline import NoticeClock
+from spotwatch.response.hibernate import HibernateTrigger, Probes
+from spotwatch.response.plan import StepContext
 from spotwatch.state.ledger import HibernateLedger
+from spotwatch.state.schema import OK, SKIPPED
 
 
 class Systemctl:

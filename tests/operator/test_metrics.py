@@ -14,6 +14,7 @@ from operator_support import REPO, clean_env, free_port, parse_metrics, wait_for
 from spotwatch.detection.watcher import PollReport
 from spotwatch.telemetry.metrics import Metrics, TextfileWriter, parse_listen
 
+TERMINATE_BY_SPOT = '{action="terminate",source="instance-action"}'
 
 def _get(url: str):
     try:
@@ -66,8 +67,8 @@ def test_textfile_and_http_metrics_after_a_notice_then_healthz_goes_stale(
         assert samples[("spotwatch_polls_total", '{result="notice"}')] >= 1
         assert samples[("spotwatch_polls_total", '{result="ok"}')] >= 1
         assert samples[("spotwatch_polls_total", '{result="error"}')] == 0
-        assert samples[("spotwatch_notices_total", '{action="terminate"}')] == 1
-        assert samples[("spotwatch_notices_total", '{action="stop"}')] == 0
+        assert samples[("spotwatch_notices_total", TERMINATE_BY_SPOT)] == 1
+        assert samples[("spotwatch_notices_total", '{action="stop",source="instance-action"}')] == 0
         assert samples[("spotwatch_step_duration_seconds", '{step="hook:good"}')] > 0
         assert samples[("spotwatch_step_failures_total", '{step="hook:good"}')] == 0
         assert samples[("spotwatch_step_failures_total", '{step="hook:bad"}')] == 1
@@ -77,7 +78,7 @@ def test_textfile_and_http_metrics_after_a_notice_then_healthz_goes_stale(
         status, body = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         served = parse_metrics(body)
-        assert served[("spotwatch_notices_total", '{action="terminate"}')] == 1
+        assert served[("spotwatch_notices_total", TERMINATE_BY_SPOT)] == 1
         assert not list(tmp_path.glob(".spotwatch.prom*"))  # no temp files left behind
 
         imds.stop()  # IMDS stops answering; 3 intervals of 200 ms later /healthz says so
@@ -101,7 +102,7 @@ def test_textfile_rewrite_costs_well_under_a_millisecond(tmp_path):
     metrics = Metrics(5.0)
     writer = TextfileWriter()
     path = str(tmp_path / "spotwatch.prom")
-    report = PollReport(0.0, 0.001, time.time(), True, "ok", (), None, None)
+    report = PollReport(0.0, 0.001, time.time(), "ok", {}, {}, frozenset(), ())
     rounds = 500
     started = time.process_time()
     for _ in range(rounds):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from operator_support import clean_env, spotwatch
 
-from spotwatch.commands.rehearse import StepRecord, Timeline, verdict
+from spotwatch.commands.timeline import StepRecord, Timeline, verdict
 from spotwatch.config.schema import DEFAULT_CONFD_DIR, DEFAULT_CONFIG_PATH
 
 

@@ -19,6 +19,7 @@ from typing import Any, Dict
 
 import pytest
 from relsupport import LONG, DaemonProcess, base_config, lines, record_stats, wait_for, write_config
+from testkit import response_record
 
 from spotwatch.simulator.imds import ImdsSimulator
 
@@ -47,13 +48,13 @@ def read_state(state_dir: Path) -> Dict[str, Any]:
 def steps(state_dir: Path) -> Dict[str, str]:
     if not (state_dir / "state.json").exists():
         return {}
-    record = read_state(state_dir)["responses"].get("spot") or {}
+    record = response_record(read_state(state_dir))
     return {s["name"]: s["status"] for s in record.get("steps", [])}
 
 
 def done(state_dir: Path) -> bool:
     try:
-        return bool((read_state(state_dir)["responses"].get("spot") or {}).get("done"))
+        return bool(response_record(read_state(state_dir)).get("done"))
     except (OSError, ValueError):
         return False
 

@@ -49,7 +49,7 @@ from spotwatch.config.errors import ConfigError
 from spotwatch.config.load import load_config, load_config_report
 from spotwatch.config.schema import Config
 from spotwatch.config.userdata import extract_spotwatch_section
-from spotwatch.daemon.shell import Daemon, DaemonHooks
+from spotwatch.daemon.shell import Daemon, DaemonParts
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.monitors import RebalanceMonitor, SpotMonitor
 from spotwatch.detection.notices import NOTICE_ACTIONS
@@ -59,7 +59,8 @@ from spotwatch.simulator.imds import (
     TERMINATION_TIME_PATH,
     ImdsSimulator,
 )
-from spotwatch.state.store import StateStore, read_boot_id
+from spotwatch.state.files import read_boot_id
+from spotwatch.state.store import StateStore
 
 # --------------------------------------------------------------------- config files
 
@@ -534,13 +535,13 @@ def test_state_file_into_load_and_prepare(
         )
         loaded = load_service_config(str(config), env={}, with_user_data=False)
         with ErrorRecords() as errors:
-            daemon = Daemon(loaded, hooks=DaemonHooks())
+            daemon = Daemon(loaded, parts=DaemonParts())
             try:
                 daemon.prepare()
-                assert daemon.wait_for_responses(20)
+                assert daemon.responder.wait(20)
                 assert daemon.watcher is not None
                 report = daemon.watcher.poll_once(deadline=time.monotonic() + 0.5)
-                assert daemon.wait_for_responses(20)
+                assert daemon.responder.wait(20)
             finally:
                 daemon.shutdown()
         assert not errors.records, errors.texts()

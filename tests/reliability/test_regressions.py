@@ -9,11 +9,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator, List, Optional
 
 import pytest
+from testkit import response_record
 
 from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import RebalanceMonitor, SpotMonitor
+from spotwatch.detection.monitors import Monitor, RebalanceMonitor, SpotMonitor
 from spotwatch.detection.notices import Notice
-from spotwatch.detection.tracker import NoticeTracker, Observation
+from spotwatch.detection.tracker import Observation
 from spotwatch.detection.watcher import PollReport, Watcher
 from spotwatch.simulator.imds import (
     INSTANCE_ACTION_PATH,
@@ -43,10 +44,10 @@ def sim() -> Iterator[ImdsSimulator]:
 
 def watcher_for(sim: ImdsSimulator, listener: Listener, rebalance: bool = False) -> Watcher:
     client = ImdsClient(sim.endpoint, timeout=0.2)
-    monitors = [(SpotMonitor(client), NoticeTracker())]
+    monitors: List[Monitor] = [SpotMonitor(client)]
     if rebalance:
-        monitors.append((RebalanceMonitor(client), NoticeTracker()))
-    return Watcher(monitors, listener, 1.0)  # type: ignore[arg-type]
+        monitors.append(RebalanceMonitor(client))
+    return Watcher(monitors, listener, 1.0)
 
 
 def poll(watcher: Watcher) -> None:
@@ -216,8 +217,8 @@ def test_a_damaged_response_record_does_not_stop_the_daemon(tmp_path, record) ->
     import json
 
     from spotwatch.commands.settings import load_service_config
-    from spotwatch.daemon.shell import Daemon, DaemonHooks
-    from spotwatch.state.store import read_boot_id
+    from spotwatch.daemon.shell import Daemon, DaemonParts
+    from spotwatch.state.files import read_boot_id
 
     notice = {"action": "terminate", "time": "2030-01-01T00:00:00Z", "source": "instance-action"}
     done_step = {"name": "hook:h", "kind": "hook", "status": "ok"}
@@ -252,17 +253,17 @@ def test_a_damaged_response_record_does_not_stop_the_daemon(tmp_path, record) ->
             )
         )
         daemon = Daemon(load_service_config(str(config), env={}, with_user_data=False),
-                        hooks=DaemonHooks())  # fmt: skip
+                        parts=DaemonParts())  # fmt: skip
         try:
             daemon.prepare()
-            assert daemon.wait_for_responses(20)
+            assert daemon.responder.wait(20)
         finally:
             daemon.shutdown()
     stored = json.loads((state_dir / "state.json").read_text())
     if isinstance(record, dict) and record.get("steps") and record["steps"][0] == done_step:
         # The finished hook was not run again; the response was finished.
         assert not out.exists()
-        assert stored["responses"]["spot"]["done"] is True
+        assert response_record(stored)["done"] is True
 
 
 def test_a_deeply_nested_ecs_agent_answer_is_a_discovery_error() -> None:

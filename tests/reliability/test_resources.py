@@ -18,10 +18,10 @@ from typing import Dict, List
 from relsupport import LONG, append_hook, base_config, lines, record_stats, write_config
 
 from spotwatch.commands.settings import load_service_config
-from spotwatch.daemon.shell import Daemon, DaemonHooks
+from spotwatch.daemon.shell import Daemon, DaemonParts
 from spotwatch.detection.imds import ImdsClient
 from spotwatch.detection.monitors import SpotMonitor
-from spotwatch.detection.tracker import NoticeTracker, Observation
+from spotwatch.detection.tracker import Observation
 from spotwatch.detection.watcher import PollReport, Watcher
 from spotwatch.simulator.imds import INSTANCE_ACTION_PATH, ImdsSimulator
 
@@ -53,7 +53,7 @@ def test_no_growth_in_memory_fds_or_threads(tmp_path: Path) -> None:
             ),
         )
         daemon = Daemon(load_service_config(str(config), env={}, with_user_data=False),
-                        hooks=DaemonHooks())  # fmt: skip
+                        parts=DaemonParts())  # fmt: skip
         daemon.prepare()
         watcher = daemon.watcher
         assert watcher is not None
@@ -81,10 +81,10 @@ def test_no_growth_in_memory_fds_or_threads(tmp_path: Path) -> None:
                 report = watcher.poll_once(deadline=time.monotonic() + 0.5)
                 assert report.ok or phase in (300, 400, 500, 301, 401, 501), report.errors
                 if phase in (100, 101, 200, 201):
-                    assert daemon.wait_for_responses(10)
+                    assert daemon.responder.wait(10)
                 if poll == WARM_UP - 1:
                     before = usage()
-            assert daemon.wait_for_responses(10)
+            assert daemon.responder.wait(10)
             after = usage()
         finally:
             daemon.shutdown()
@@ -129,7 +129,7 @@ def test_cadence_stays_on_the_grid() -> None:
     with ImdsSimulator() as sim:
         client = ImdsClient(sim.endpoint, timeout=0.5)
         listener = Starts()
-        watcher = Watcher([(SpotMonitor(client), NoticeTracker())], listener, interval)
+        watcher = Watcher([SpotMonitor(client)], listener, interval)
         sim.inject_hang(0.17, path=INSTANCE_ACTION_PATH, count=1)  # one slow poll
         stopper = __import__("threading").Timer(2.0, watcher.stop)
         stopper.start()

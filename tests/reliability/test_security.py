@@ -16,11 +16,12 @@ from spotwatch.commands.settings import load_service_config
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.load import config_to_dict, load_config
 from spotwatch.config.schema import HookSpec
-from spotwatch.daemon.shell import Daemon, DaemonHooks
+from spotwatch.daemon.shell import Daemon, DaemonParts
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.notices import Notice, parse_utc_time
+from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.hooks import hook_environment, run_hook
-from spotwatch.response.plan import NoticeClock, StepContext
+from spotwatch.response.plan import StepContext
 from spotwatch.simulator.imds import ImdsSimulator
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="ownership checks need root")
@@ -159,7 +160,7 @@ def test_the_state_folder_is_private_and_the_token_never_logged(tmp_path: Path) 
         )
         with Captured() as log:
             daemon = Daemon(load_service_config(str(config), env={}, with_user_data=False),
-                            hooks=DaemonHooks())  # fmt: skip
+                            parts=DaemonParts())  # fmt: skip
             daemon.prepare()
             try:
                 assert daemon.watcher is not None

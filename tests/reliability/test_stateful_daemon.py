@@ -53,7 +53,7 @@ from relsupport import (
 )
 
 from spotwatch.commands.settings import load_service_config
-from spotwatch.daemon.shell import Daemon, DaemonHooks
+from spotwatch.daemon.shell import Daemon, DaemonParts
 from spotwatch.detection.imds import ImdsClient, Reply
 from spotwatch.detection.monitors import TERMINATION_TIME
 from spotwatch.detection.tracker import ABSENT_POLLS_TO_FORGET
@@ -202,7 +202,7 @@ class DaemonMachine(RuleBasedStateMachine):
         self.polls = self.faults = self.restarts = self.steps = 0
 
     def _new_daemon(self) -> Daemon:
-        daemon = Daemon(self.config, hooks=DaemonHooks(), clock_pair=self.clocks)
+        daemon = Daemon(self.config, parts=DaemonParts(), clock_pair=self.clocks)
         daemon.prepare()
         self.asked = Asked(daemon.client)
         return daemon
@@ -313,7 +313,7 @@ class DaemonMachine(RuleBasedStateMachine):
         assert watcher is not None
         try:
             report = watcher.poll_once(deadline=time.monotonic() + POLL_BUDGET)
-            assert self.daemon.wait_for_responses(30), "a response did not end"
+            assert self.daemon.responder.wait(30), "a response did not end"
         finally:
             if fault == "outage":
                 sim.start()

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
 from spotwatch.detection.notices import Notice
-from spotwatch.response.plan import NoticeClock, Plan, Step, StepContext, StepOutcome
+from spotwatch.response.deadline import NoticeClock
+from spotwatch.response.plan import Plan, Step, StepContext, StepOutcome
 
 INSTANCE_ID = "i-0123456789abcdef0"
 

@@ -11,9 +11,11 @@ from response_support import ListJournal, Records, context, notice_in, read_floa
 
 from spotwatch.config.schema import Config, HibernateSettings, HookSpec
 from spotwatch.response.build import Providers, build_plan, hook_stages
+from spotwatch.response.deadline import deadline_clock
 from spotwatch.response.hooks import HookStep
-from spotwatch.response.plan import OK, TIMEOUT, Plan, Step, StepContext, StepOutcome, TimedStep
+from spotwatch.response.plan import Plan, Step, StepContext, StepOutcome, TimedStep
 from spotwatch.response.runner import Runner
+from spotwatch.state.schema import OK, TIMEOUT
 
 
 class Named(Step):
@@ -53,16 +55,17 @@ def test_hook_stages_group_by_order_lowest_first_file_order_within() -> None:
     """Hooks become one stage per `order`, lowest first; same order share a stage."""
     stages = hook_stages(HOOKS[:3] + HOOKS[4:5])
     assert names(stages) == [["hook:first"], ["hook:pair-a", "hook:pair-b"], ["hook:late"]]
-    assert all(isinstance(s, HookStep) and s.end_by is None for st in stages for s in st)
+    assert all(isinstance(s, HookStep) and not s.hard_deadline for st in stages for s in st)
 
 
 def test_terminate_plan_is_drain_hooks_stop_then_final_stop_and_instance() -> None:
-    """terminate/stop: ECS drain, the action's hooks by order, ECS stop; the final stop as
-    a timed step; ending the instance as the finale; warnings carried over."""
+    """terminate/stop: the ECS drain at once, beside the rest (the hooks wait for it at most
+    5 s), the action's hooks by order, ECS stop; the final stop as a timed step; ending the
+    instance as the finale; warnings carried over."""
     for action in ("terminate", "stop"):
         plan = build_plan(notice_in(120, action), Config(hooks=HOOKS), providers())
+        assert [(p.step.name, p.hold) for p in plan.prelude] == [("ecs:drain", 5.0)]
         assert names(plan.stages) == [
-            ["ecs:drain"],
             ["hook:first"],
             ["hook:pair-a", "hook:pair-b"],
             ["hook:late"],
@@ -84,17 +87,14 @@ def test_rebalance_plan_is_its_hooks_then_the_instance_and_no_ecs() -> None:
 
 
 def test_hibernate_plan_is_its_hooks_within_the_budget_then_the_trigger() -> None:
-    """hibernate: the hibernate hooks, bounded together by hibernate.budget, then the
-    trigger; no ECS and no instance step."""
+    """hibernate: the hibernate hooks, held to the deadline (the budget: no minimum for a
+    late hook), then the trigger; no ECS and no instance step."""
     config = Config(hooks=HOOKS, hibernate=HibernateSettings(budget=7.0))
-    before = time.monotonic()
     plan = build_plan(notice_in(0, "hibernate"), config, providers())
-    after = time.monotonic()
     assert names(plan.stages) == [["hook:sleepy"], ["hibernate:trigger"]]
     (hook,) = plan.stages[0]
-    assert isinstance(hook, HookStep) and hook.end_by is not None
-    assert before + 7.0 <= hook.end_by <= after + 7.0
-    assert plan.timed == [] and plan.finale == []
+    assert isinstance(hook, HookStep) and hook.hard_deadline
+    assert plan.prelude == [] and plan.timed == [] and plan.finale == []
     assert plan.warnings == ["ECS and hibernation do not mix"]
 
 
@@ -146,11 +146,12 @@ def test_hibernate_budget_bounds_all_hooks_together(tmp_path: Path, records: Rec
         ),
         hibernate=HibernateSettings(budget=1.5),
     )
-    ctx = context(0, margin=0.0, action="hibernate")
+    notice = notice_in(0, "hibernate")
     begun = time.monotonic()
+    ctx = StepContext(deadline_clock(notice, config), instance_id="i-1", dry_run=False)
     plan: Plan = build_plan(ctx.notice, config)
     outcomes = Runner(plan, ctx, ListJournal()).run()
     elapsed = time.monotonic() - begun
     assert outcomes["hook:h1"].status == outcomes["hook:h2"].status == TIMEOUT
-    assert "hibernate budget" in outcomes["hook:h2"].detail
+    assert "deadline" in outcomes["hook:h2"].detail
     assert 1.4 <= elapsed < 2.5, elapsed

@@ -34,9 +34,11 @@ from response_support import (
 from spotwatch.config.schema import HookSpec
 from spotwatch.response import hooks
 from spotwatch.response.build import hook_stages
+from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.hooks import MIN_BUDGET, OUTPUT_LIMIT, OUTPUT_LINES, HookStep, run_hook
-from spotwatch.response.plan import FAILED, OK, TIMEOUT, NoticeClock, Plan, StepContext, StepOutcome
+from spotwatch.response.plan import Plan, StepContext, StepOutcome
 from spotwatch.response.runner import Runner
+from spotwatch.state.schema import FAILED, OK, TIMEOUT
 
 
 @pytest.fixture

@@ -29,20 +29,12 @@ from response_support import (
 from spotwatch.config.schema import Config, HookSpec
 from spotwatch.detection.notices import Notice
 from spotwatch.response.build import build_plan, hook_stages
-from spotwatch.response.plan import (
-    FAILED,
-    INTERRUPTED,
-    OK,
-    RUNNING,
-    NoticeClock,
-    Plan,
-    Step,
-    StepContext,
-    StepOutcome,
-    TimedStep,
-)
+from spotwatch.response.deadline import NoticeClock
+from spotwatch.response.journals import StoreJournal
+from spotwatch.response.plan import Plan, Step, StepContext, StepOutcome, TimedStep
 from spotwatch.response.runner import Runner
-from spotwatch.state.store import StateStore, StoreJournal
+from spotwatch.state.schema import FAILED, INTERRUPTED, OK, RUNNING
+from spotwatch.state.store import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -225,9 +217,11 @@ sys.path.insert(0, sys.argv[1])
 from spotwatch.config.schema import Config, HookSpec
 from spotwatch.detection.notices import Notice
 from spotwatch.response.build import build_plan
-from spotwatch.response.plan import NoticeClock, StepContext
+from spotwatch.response.plan import StepContext
+from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.runner import Runner
-from spotwatch.state.store import StateStore, StoreJournal
+from spotwatch.state.store import StateStore
+from spotwatch.response.journals import StoreJournal
 args = json.loads(sys.argv[2])
 notice = Notice.from_json(args["notice"])
 config = Config(deadline_margin=10.0, hooks=tuple(HookSpec(**h) for h in args["hooks"]))
@@ -235,7 +229,8 @@ store = StateStore(args["state_dir"], boot_id="test-boot")
 store.load("i-restart")
 clock = NoticeClock(notice, config.deadline_margin)
 plan = build_plan(notice, config)
-store.begin_response("instance-action", notice, clock.deadline_epoch, plan.all_steps())
+steps = [(s.name, s.kind) for s in plan.all_steps()]
+store.begin_response("instance-action", "spot", notice, clock.deadline_epoch, steps)
 ctx = StepContext(clock=clock, instance_id="i-restart", dry_run=False)
 Runner(plan, ctx, StoreJournal(store, "instance-action")).run()
 """
@@ -289,7 +284,9 @@ def test_restart_during_a_long_hook_reruns_it_but_not_the_finished_one(
     store.load("i-restart")
     clock = NoticeClock(fresh, config.deadline_margin)
     plan = build_plan(fresh, config)
-    store.continue_response("instance-action", plan.all_steps(), clock.deadline_epoch)
+    store.continue_response(
+        "instance-action", [(s.name, s.kind) for s in plan.all_steps()], clock.deadline_epoch
+    )
     assert step_statuses(state_dir) == {"hook:a": OK, "hook:b": INTERRUPTED}
     ctx = StepContext(clock=clock, instance_id="i-restart", dry_run=False)
     outcomes = Runner(plan, ctx, StoreJournal(store, "instance-action")).run()

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from service_support import counter_hook, lines, state, wait_for
+from testkit import response_record
 
 from spotwatch.simulator.imds import ImdsSimulator, format_time
 
@@ -35,7 +36,7 @@ def test_a_notice_is_handled_once_until_gone_for_three_polls(imds, workdir, writ
     imds.set_instance_action("terminate", _in(90))  # the time moves
     wait_for(lambda: "time moved" in daemon.log())
     assert len(lines(out)) == 1
-    wait_for(lambda: state(workdir)["responses"]["spot"]["notice"]["time"] == imds_time(imds))
+    wait_for(lambda: response_record(state(workdir))["notice"]["time"] == imds_time(imds))
 
     assert daemon.stop() == 0
     daemon = daemons(config)  # a restart with the notice still there
@@ -108,15 +109,15 @@ def test_restart_mid_response_reruns_no_finished_step(imds, workdir, write_confi
     imds.set_instance_action("terminate", _in(60))
     wait_for(lambda: len(lines(second)) == 1)
     daemon.stop(signal.SIGKILL)
-    steps = {s["name"]: s["status"] for s in state(workdir)["responses"]["spot"]["steps"]}
+    steps = {s["name"]: s["status"] for s in response_record(state(workdir))["steps"]}
     # "running" is written off the hook's path: a kill may come before it lands.
     assert steps["hook:first"] == "ok" and steps["hook:second"] in ("running", "pending")
 
     daemons(config)
     wait_for(lambda: len(lines(second)) == 2)
-    wait_for(lambda: state(workdir)["responses"]["spot"]["done"], timeout=10)
+    wait_for(lambda: response_record(state(workdir))["done"], timeout=10)
     assert len(lines(first)) == 1
-    steps = {s["name"]: s["status"] for s in state(workdir)["responses"]["spot"]["steps"]}
+    steps = {s["name"]: s["status"] for s in response_record(state(workdir))["steps"]}
     assert steps == {"hook:first": "ok", "hook:second": "ok"}
 
 

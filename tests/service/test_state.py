@@ -8,10 +8,16 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import List, Tuple
+
+from testkit import response_record
 
 from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
-from spotwatch.response.plan import OK, RUNNING, Step, StepContext, StepOutcome
-from spotwatch.state.store import StateStore, StoreJournal, write_atomically
+from spotwatch.response.journals import StoreJournal
+from spotwatch.response.plan import Step, StepContext, StepOutcome
+from spotwatch.state.files import write_atomically
+from spotwatch.state.schema import OK, RUNNING
+from spotwatch.state.store import StateStore
 
 
 class _Named(Step):
@@ -27,6 +33,10 @@ NOTICE = Notice(
     "2026-11-21T12:00:00Z",
     SOURCE_INSTANCE_ACTION,
 )
+
+
+def _pairs(steps: List[Step]) -> List[Tuple[str, str]]:
+    return [(step.name, step.kind) for step in steps]
 
 
 def _store(path: Path, boot: str = "boot-1", instance: str = "i-1") -> StateStore:
@@ -49,7 +59,7 @@ def test_step_progress_survives_a_reload(tmp_path):
     marked interrupted when the response is continued."""
     store = _store(tmp_path)
     first, second = _Named("hook:a"), _Named("hook:b")
-    store.begin_response("spot", NOTICE, NOTICE.epoch - 10, [first, second])
+    store.begin_response("spot", "spot", NOTICE, NOTICE.epoch - 10, _pairs([first, second]))
     journal = StoreJournal(store, "spot")
     journal.step_started(first, 1.0)
     journal.step_ended(first, StepOutcome(OK, "exit 0"), 1.0, 2.0)
@@ -61,7 +71,7 @@ def test_step_progress_survives_a_reload(tmp_path):
     assert again.finished_status("spot", "hook:b") is None
     statuses = {s["name"]: s["status"] for s in again.response("spot")["steps"]}
     assert statuses == {"hook:a": OK, "hook:b": RUNNING}
-    again.continue_response("spot", [first, second], NOTICE.epoch - 10)
+    again.continue_response("spot", _pairs([first, second]), NOTICE.epoch - 10)
     statuses = {s["name"]: s["status"] for s in again.response("spot")["steps"]}
     assert statuses == {"hook:a": OK, "hook:b": "interrupted"}
 
@@ -69,7 +79,7 @@ def test_step_progress_survives_a_reload(tmp_path):
 def test_state_from_another_boot_is_not_obeyed(tmp_path):
     """After a stop/start (new boot id) the old response is kept for the record only."""
     store = _store(tmp_path, boot="boot-1")
-    store.begin_response("spot", NOTICE, NOTICE.epoch, [_Named("hook:a")])
+    store.begin_response("spot", "spot", NOTICE, NOTICE.epoch, _pairs([_Named("hook:a")]))
     later = _store(tmp_path, boot="boot-2")
     assert later.response("spot") is None
     assert "earlier boot" in later.data["previous"]["why"]
@@ -77,7 +87,7 @@ def test_state_from_another_boot_is_not_obeyed(tmp_path):
 
 def test_state_from_another_instance_is_not_obeyed(tmp_path):
     """A state directory baked into an AMI does not carry over to the instances launched."""
-    _store(tmp_path, instance="i-baker").begin_response("spot", NOTICE, NOTICE.epoch, [])
+    _store(tmp_path, instance="i-baker").begin_response("spot", "spot", NOTICE, NOTICE.epoch, [])
     assert _store(tmp_path, instance="i-new").response("spot") is None
 
 
@@ -99,7 +109,7 @@ def test_an_unwritable_state_dir_is_logged_not_raised(tmp_path, caplog):
     try:
         if os.geteuid() == 0:  # root writes anyway: take the folder away instead
             store.path = str(tmp_path / "missing" / "state.json")
-        store.begin_response("spot", NOTICE, NOTICE.epoch, [])
+        store.begin_response("spot", "spot", NOTICE, NOTICE.epoch, _pairs([]))
         store.record_poll(0.0, "ok", True)
     finally:
         os.chmod(tmp_path, 0o700)
@@ -155,7 +165,7 @@ def _ending_on_a_slow_disk(tmp_path, monkeypatch, seconds: float, count: int):
     returns once that step's write is under way."""
     store = _store(tmp_path)
     steps = [_Named(f"hook:{n}") for n in range(count)]
-    store.begin_response("spot", NOTICE, NOTICE.epoch, steps)
+    store.begin_response("spot", "spot", NOTICE, NOTICE.epoch, _pairs(steps))
     disk = _SlowDisk(seconds)
     monkeypatch.setattr("spotwatch.state.store.write_atomically", disk)
     journal = StoreJournal(store, "spot")
@@ -193,4 +203,4 @@ def test_changes_made_together_share_writes(tmp_path, monkeypatch):
         thread.join()
     assert disk.writes <= 3  # the first, then one (rarely two) for the other eight
     on_disk = json.loads((tmp_path / "state.json").read_text())
-    assert {s["status"] for s in on_disk["responses"]["spot"]["steps"]} == {OK}
+    assert {s["status"] for s in response_record(on_disk)["steps"]} == {OK}
