@@ -1,4 +1,4 @@
-"""`spotwatch` command line (CONTRACT.md §1). Each subcommand lives in a module of its own;
+"""`spotwatch` command line (the README's "Commands"). Each subcommand lives in a module of its own;
 this file only parses arguments, loads the config and maps failures to exit statuses.
 """
 

@@ -1,4 +1,4 @@
-"""The exit statuses of every `spotwatch` command, in one place (CONTRACT §1).
+"""The exit statuses of every `spotwatch` command, in one place.
 
 78 is sysexits' EX_CONFIG: systemd's `RestartPreventExitStatus=78` keeps a daemon with a bad
 config from restarting in a loop.

@@ -1,4 +1,4 @@
-"""`spotwatch check`: is this instance ready to hibernate? (CONTRACT.md §5)
+"""`spotwatch check`: is this instance ready to hibernate?
 
 Runs only when hibernation concerns this config: a hook subscribes to `hibernate` or
 `resume`, `hibernate.trigger` is `command`, `instance.after_response` is `hibernate`, or
@@ -30,7 +30,8 @@ from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.response.hibernate import Probes
 
-RAM_LIMIT_BYTES = 150 * 1024**3  # Linux instances with more RAM cannot hibernate (seed 002)
+# Linux instances with more RAM cannot hibernate (docs/aws-facts.md).
+RAM_LIMIT_BYTES = 150 * 1024**3
 AGENT_SWAP_FILES = ("swap", "swap-hibinit", "swapfile")  # where the hibinit agent puts it
 ACPID_FILES = ("usr/sbin/acpid", "sbin/acpid", "usr/bin/acpid")
 

@@ -80,7 +80,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate_imds(args: argparse.Namespace) -> int:
-    from spotwatch.simulator.imds import serve
+    from spotwatch.commands.simulate import serve
 
     serve(
         port=args.port,

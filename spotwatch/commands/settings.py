@@ -3,7 +3,7 @@
 User data comes from IMDS, whose endpoint is itself configured; so the config is loaded
 once without it (to learn `imds.*`), user data is fetched when `imds.user_data` is on, and
 the config is loaded again with it. A user-data section that does not validate is reported
-and ignored; the file config stays in force (CONTRACT.md §2).
+and ignored; the file config stays in force.
 """
 
 from __future__ import annotations

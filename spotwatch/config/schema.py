@@ -1,6 +1,7 @@
 """The settings spotwatch runs on: one frozen dataclass per config section.
 
-Defaults here are the built-in layer of CONTRACT.md §2. Durations are float seconds.
+Defaults here are the built-in layer of the configuration (README, "Configuration").
+Durations are float seconds.
 Loading, layering and validation live in `spotwatch.config.load`; this module only
 says what a valid configuration looks like once loaded.
 """

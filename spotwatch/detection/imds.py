@@ -38,7 +38,7 @@ BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
 MIN_ATTEMPT = 0.02  # an attempt with less time than this left is not worth starting
 # After falling back to IMDSv1, ask for a token again only this often: a token PUT that times
-# out (hop limit, DOMAIN.md) would otherwise cost a whole `timeout` before every GET.
+# out (hop limit, docs/aws-facts.md) would otherwise cost a whole `timeout` before every GET.
 V1_RETRY_AFTER = 300.0
 
 

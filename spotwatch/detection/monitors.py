@@ -37,7 +37,7 @@ INSTANCE_ACTION = "meta-data/spot/instance-action"
 TERMINATION_TIME = "meta-data/spot/termination-time"
 REBALANCE = "meta-data/events/recommendations/rebalance"
 
-# EC2 leaves an old termination-time in place when a termination fails (seed 004). A time
+# EC2 leaves an old termination-time in place when a termination fails (docs/aws-facts.md). A time
 # this far in the past is that leftover, not a warning about the future.
 STALE_TERMINATION_TIME = 600.0
 MAX_REMEMBERED_BODIES = 64

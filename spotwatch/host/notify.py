@@ -4,7 +4,7 @@ Uses systemd-python's `daemon.notify` when it is importable; otherwise speaks th
 NOTIFY_SOCKET datagram protocol itself (a pip install without libsystemd headers). With no
 NOTIFY_SOCKET (not under systemd, or tests) every call is a cheap no-op.
 
-The unit is `Type=notify` (CONTRACT.md §6): `systemctl start` returns once READY=1 came,
+The unit is `Type=notify` (docs/systemd.md): `systemctl start` returns once READY=1 came,
 `ExecReload` sends SIGHUP, and the daemon brackets the reload with RELOADING=1 / READY=1.
 RELOADING=1 carries MONOTONIC_USEC as well, which `Type=notify-reload` (systemd >= 253)
 requires and older managers ignore, so the same daemon serves either unit type.

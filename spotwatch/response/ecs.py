@@ -5,7 +5,7 @@ cluster and the container instance ARN, at start and again on a notice. `ecs.ena
 `auto` turns ECS on only when the agent answers; `true` makes ECS required (an agent that
 does not answer is a FAILED step, after retrying within the deadline); `false`: nothing.
 
-Steps (CONTRACT.md §4): `EcsDrainStep` (DRAINING), `EcsStopStep` (StopTask for standalone
+Steps: `EcsDrainStep` (DRAINING), `EcsStopStep` (StopTask for standalone
 tasks, or all, right after the hooks) and `EcsFinalStopStep`, timed at notice time -
 `stop_timeout` - `deadline_margin` so the agent's SIGTERM-then-SIGKILL fits before the
 deadline. API failures become FAILED steps in the API's words; nothing here raises for them.

@@ -1,4 +1,4 @@
-"""Hibernate (CONTRACT.md §5): who pulls the trigger, and the trigger step itself.
+"""Hibernate (docs/aws-facts.md, "Hibernation"): who pulls the trigger, and the trigger step itself.
 
 A hibernate notice comes with no warning. The plan runs the hibernate hooks within
 `hibernate.budget`, then `hibernate:trigger` (kind `hibernate`) decides, in this order:

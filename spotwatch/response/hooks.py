@@ -1,43 +1,41 @@
 """Checkpoint hooks as real processes, bounded in time and in output.
 
-Each hook runs in a session of its own (so its whole process group can be signalled),
-stdin from /dev/null, a minimal environment (CONTRACT.md §4) and, when `user:` is set, that
-user's uid, gid, groups and HOME. It gets `min(timeout, time left)`, re-read while it runs
-so a moved notice time moves its end too; then SIGTERM to the group and SIGKILL 5 s later.
-Its output is logged line by line, tagged with its name, up to a cap; one loop with a
-selector reads both pipes, so no thread can hang on a pipe a leftover child holds open.
-"""
+Each hook runs in a session of its own (so its whole process group can be signalled), stdin from
+/dev/null, a minimal environment (README, "Hook environment") and, when `user:` is set, that
+user's uid, gid, groups and HOME. It gets `min(timeout, time left)`, re-read while it runs so a
+moved notice time moves its end too; then SIGTERM to the group and SIGKILL 5 s later. Its output
+is logged line by line, tagged with its name, up to a cap; one loop with a selector reads both
+pipes, so no thread can hang on a pipe a leftover child holds open."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import selectors
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from spotwatch.config.schema import HookSpec
 from spotwatch.logevents import emit
-from spotwatch.response.deadline import KILL_GRACE
 from spotwatch.response.plan import Step, StepContext, StepOutcome
+from spotwatch.response.processes import (
+    OUTPUT_LIMIT,
+    OUTPUT_LINES,
+    OutputPump,
+    group_alive,
+    kill_group,
+    wait_or_stop,
+)
 from spotwatch.state.schema import FAILED, OK, TIMEOUT, StepStatus
 
 log = logging.getLogger("spotwatch.hooks")
 
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MIN_BUDGET = 2.0  # past the deadline a hook still gets this long: never skip silently
-LINE_LIMIT = 4096  # a longer line is logged in pieces
-OUTPUT_LIMIT = 256 * 1024  # bytes of output logged per hook; the rest is counted, not kept
-# Lines logged per hook: millions of one-byte lines must not flood the journal (whose rate
-# limit would then also swallow spotwatch's own messages) or cost a log record each.
-OUTPUT_LINES = 2000
 DRAIN_AFTER_EXIT = 1.0  # how long to read leftovers after the hook's main process ended
-WAIT_SLICE = 0.25
 
 
 @dataclass(frozen=True)
@@ -197,11 +195,11 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, hard_deadline: bool = False) -
         emit(log, logging.ERROR, "hook-failed", f"hook {spec.name}: {detail}", hook=spec.name)
         return HookResult(FAILED, None, time.monotonic() - started, False, detail)
 
-    output = _OutputPump(spec.name, process)
-    stopped_by = _wait(process, output, limit)
+    output = OutputPump(spec.name, process)
+    stopped_by = wait_or_stop(process, output, limit)
     output.drain(DRAIN_AFTER_EXIT)
     if group_alive(process.pid):  # nothing of a hook outlives it
-        _kill_group(process.pid, signal.SIGKILL)
+        kill_group(process.pid, signal.SIGKILL)
     output.close()
     duration = time.monotonic() - started
     result = _result(spec, process.returncode, stopped_by, duration, output.dropped)
@@ -232,87 +230,6 @@ def _run_as(spec: HookSpec) -> Optional[RunAs]:
     return RunAs(uid, gid, tuple(os.getgrouplist(name, gid)), home, switch=True)
 
 
-def _wait(
-    process: subprocess.Popen[bytes],
-    output: _OutputPump,
-    limit: Callable[[], Tuple[float, str]],
-) -> Optional[str]:
-    """Pump output until the process ends; on reaching `limit()` stop the group and
-    return what the limit was (None when the hook ended by itself)."""
-    while process.poll() is None:
-        moment, why = limit()
-        remaining = moment - time.monotonic()
-        if remaining <= 0:
-            if _stop_group(process, output):
-                return f"{why} (SIGTERM, then SIGKILL after {KILL_GRACE:g} s)"
-            return f"{why} (SIGTERM)"
-        output.pump(min(remaining, WAIT_SLICE))
-    return None
-
-
-def _stop_group(process: subprocess.Popen[bytes], output: _OutputPump) -> bool:
-    """SIGTERM to the whole group; SIGKILL KILL_GRACE later to whatever of it is left.
-
-    The grace lasts while any member lives, not only the leader: with `sh -c "a; b"` the
-    shell dies at once and `b` must still get its grace to save what it has."""
-    _kill_group(process.pid, signal.SIGTERM)
-    grace_end = time.monotonic() + KILL_GRACE
-    while not (process.poll() is not None and not group_alive(process.pid)):
-        left = grace_end - time.monotonic()
-        if left <= 0:
-            _kill_group(process.pid, signal.SIGKILL)
-            process.wait()
-            return True
-        output.pump(min(WAIT_SLICE, left))
-    return False
-
-
-def group_members(pgid: int) -> List[int]:
-    """Live (non-zombie) processes of process group `pgid`, from /proc.
-
-    `os.killpg(pgid, 0)` is not enough: orphans that already exited stay zombies in the
-    group until init reaps them, and in a container init may never do so."""
-    members: List[int] = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return [pgid] if _killpg_alive(pgid) else []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
-
-
-def group_alive(pgid: int) -> bool:
-    # killpg first: when the group is gone entirely (the usual end of a hook: its leader,
-    # reaped, was the only member) that answers at once, without reading all of /proc,
-    # which costs milliseconds on a busy host (it sat between the hooks and the trigger).
-    return _killpg_alive(pgid) and bool(group_members(pgid))
-
-
-def _killpg_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 def _result(
     spec: HookSpec, code: Optional[int], stopped_by: Optional[str], duration: float, dropped: int
 ) -> HookResult:
@@ -332,112 +249,3 @@ def _result(
             f" (limit {OUTPUT_LIMIT} bytes, {OUTPUT_LINES} lines)"
         )
     return HookResult(status, code, duration, timed_out, detail)
-
-
-class _OutputPump:
-    """Reads a hook's stdout and stderr without blocking and logs whole lines, bounded."""
-
-    def __init__(self, name: str, process: subprocess.Popen[bytes]) -> None:
-        self.name = name
-        self.process = process
-        self.selector = selectors.DefaultSelector()
-        self.partial: Dict[int, bytearray] = {}
-        self.stream_names: Dict[int, str] = {}
-        self.logged = 0
-        self.lines = 0
-        self.dropped = 0
-        for stream, label in ((process.stdout, "stdout"), (process.stderr, "stderr")):
-            assert stream is not None
-            fd = stream.fileno()
-            os.set_blocking(fd, False)
-            self.selector.register(fd, selectors.EVENT_READ)
-            self.partial[fd] = bytearray()
-            self.stream_names[fd] = label
-        self._streams = [process.stdout, process.stderr]
-
-    def pump(self, timeout: float) -> None:
-        if not self.selector.get_map():
-            # Both pipes are closed: wait for the process itself, not a whole slice (and
-            # once it is gone, for the slice: its leftovers are watched through /proc).
-            if self.process.poll() is None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(max(0.0, timeout))
-            else:
-                time.sleep(max(0.0, timeout))
-            return
-        for key, _ in self.selector.select(max(0.0, timeout)):
-            fd = key.fd
-            assert isinstance(fd, int)
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._flush(fd)
-                self.selector.unregister(fd)
-                continue
-            self._take(fd, chunk)
-
-    def drain(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while self.selector.get_map() and time.monotonic() < end:
-            self.pump(end - time.monotonic())
-
-    def close(self) -> None:
-        for fd in list(self.partial):
-            self._flush(fd)
-        self.selector.close()
-        for stream in self._streams:
-            if stream is not None:
-                stream.close()
-
-    def full(self) -> bool:
-        return self.logged >= OUTPUT_LIMIT or self.lines >= OUTPUT_LINES
-
-    def _take(self, fd: int, chunk: bytes) -> None:
-        if self.full():
-            # Past the cap: count, do not split into lines (a hook printing millions of short
-            # lines must not cost the daemon a Python loop per line).
-            self.dropped += len(chunk)
-            return
-        buffer = self.partial[fd]
-        buffer += chunk
-        lines: List[bytes] = []
-        while True:
-            cut = buffer.find(b"\n", 0, LINE_LIMIT)
-            if cut >= 0:
-                lines.append(bytes(buffer[:cut]))
-                del buffer[: cut + 1]
-            elif len(buffer) >= LINE_LIMIT:  # an overlong line is logged in pieces
-                lines.append(bytes(buffer[:LINE_LIMIT]))
-                del buffer[:LINE_LIMIT]
-            else:
-                break
-        for line in lines:
-            self._log(fd, line)
-
-    def _flush(self, fd: int) -> None:
-        buffer = self.partial.get(fd)
-        if buffer:
-            if self.full():
-                self.dropped += len(buffer)
-            else:
-                self._log(fd, bytes(buffer))
-            buffer.clear()
-
-    def _log(self, fd: int, line: bytes) -> None:
-        if self.full():
-            self.dropped += len(line) + 1
-            return
-        self.logged += len(line) + 1
-        self.lines += 1
-        emit(
-            log,
-            logging.INFO,
-            "hook-output",
-            f"[{self.name}] {line.decode('utf-8', 'replace').rstrip()}",
-            hook=self.name,
-            stream=self.stream_names[fd],
-        )

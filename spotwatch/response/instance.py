@@ -1,4 +1,4 @@
-"""Ending the instance on our terms once the response is done (CONTRACT.md §4, step 5).
+"""Ending the instance on our terms once the response is done.
 
 `instance.after_response` (stop | hibernate | terminate) after a terminate or stop notice,
 `instance.after_rebalance` (stop | terminate) after a rebalance recommendation's hooks.

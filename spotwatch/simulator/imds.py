@@ -1,38 +1,37 @@
 """A local stand-in for the EC2 instance metadata service (IMDS).
 
 ``spotwatch rehearse``, ``spotwatch simulate-imds`` and the test suites point the daemon at this
-server instead of 169.254.169.254. It follows the IMDS rules spotwatch depends on (see DOMAIN.md):
-IMDSv2 session tokens with a TTL, 401 for unknown or expired tokens, 403 for a token PUT carrying
-``X-Forwarded-For``, and the Spot paths (instance-action, termination-time, rebalance) that are 404
-until a notice is raised. Faults (error statuses, hangs, connection resets) can be injected per path
-prefix to exercise the client's retry logic.
+server instead of 169.254.169.254. It follows the IMDS rules spotwatch depends on
+(docs/aws-facts.md): IMDSv2 session tokens with a TTL, 401 for unknown or expired tokens, 403
+for a token PUT carrying ``X-Forwarded-For``, and the Spot paths (instance-action,
+termination-time, rebalance) that are 404 until a notice is raised. Faults (error statuses,
+hangs, connection resets) can be injected per path prefix to exercise the client's retry logic.
 
-Deliberately self-contained: standard library only and no spotwatch imports, so the simulator can
-never share a bug with the code it is used to test.
-"""
+Deliberately self-contained: standard library only and no imports from the rest of spotwatch, so
+the simulator can never share a bug with the code it is used to test."""
 
 import base64
 import collections
-import contextlib
 import json
 import secrets
-import signal
-import socket
-import struct
-import sys
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Type, Union
-from urllib.parse import urlsplit
+from types import TracebackType
+from typing import Deque, Dict, List, Optional, Set, Tuple, Type, Union
+
+from spotwatch.simulator.http import (
+    TEXT,
+    TTL_HEADER,
+    Answer,
+    Fault,
+    FaultPlan,
+    Server,
+    phrase,
+)
+from spotwatch.simulator.tree import answer_from_tree, instance_documents
 
 TOKEN_PATH = "/latest/api/token"
-TOKEN_HEADER = "X-aws-ec2-metadata-token"
-TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TOKEN_TTL = 21600
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -43,10 +42,6 @@ REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 # (monotonic time, method, path, status); status 0 means the connection was reset unanswered.
 LogEntry = Tuple[float, str, str, int]
 
-# status, body, content type, extra headers
-_Answer = Tuple[int, bytes, str, Dict[str, str]]
-
-_TEXT = "text/plain"
 
 
 def format_time(value: Union[str, datetime]) -> str:
@@ -61,138 +56,6 @@ def format_time(value: Union[str, datetime]) -> str:
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class _Fault:
-    kind: str  # "status" | "hang" | "reset"
-    path: str  # prefix of the request path; "" matches every request
-    remaining: Optional[int]  # None: until clear_faults()
-    status: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
-class _FaultPlan:
-    """What the faults say to do with one request, decided once when it arrives."""
-
-    hang: float = 0.0
-    status: Optional[int] = None
-    reset: bool = False
-
-
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that remembers its open connections, so stop() can close idle
-    keep-alive connections too, and can end a connection with a RST instead of a FIN."""
-
-    daemon_threads = True
-    # Handlers may be stuck in an injected hang; stop() must not wait for them.
-    block_on_close = False
-
-    def __init__(self, address: Tuple[str, int], sim: "ImdsSimulator") -> None:
-        self.sim = sim
-        self._conn_lock = threading.Lock()
-        self._open: Set[socket.socket] = set()
-        self._to_reset: Set[socket.socket] = set()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conn_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def mark_reset(self, request: socket.socket) -> None:
-        # SO_LINGER with a zero timeout turns close() into a RST.
-        request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        with self._conn_lock:
-            self._to_reset.add(request)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conn_lock:
-            reset = request in self._to_reset
-            self._to_reset.discard(request)
-            self._open.discard(request)
-        if reset:
-            # Skip the graceful shutdown(SHUT_WR): it would send a FIN before the RST.
-            self.close_request(request)
-        else:
-            super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._conn_lock:
-            conns = list(self._open)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)  # wakes handler threads blocked in a read
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that hang up mid-request are routine here; keep stderr quiet.
-        if self.sim.verbose:
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like IMDS
-    server: _Server
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.sim.verbose:
-            super().log_message(format, *args)
-
-    def _serve(self, method: str) -> None:
-        sim = self.server.sim
-        path = urlsplit(self.path).path
-        self._discard_body()  # leave the connection clean for the next request
-        plan = sim._take_faults(path)
-        wait = sim.delay + plan.hang
-        if wait > 0 and sim._stopping.wait(wait):
-            self.close_connection = True  # shutting down: drop the request unanswered
-            return
-        if plan.reset:
-            sim._record(method, path, 0)
-            self.server.mark_reset(self.connection)
-            self.close_connection = True
-            return
-        if plan.status is not None:
-            answer: _Answer = (plan.status, _phrase(plan.status), _TEXT, {})
-        elif method == "PUT":
-            answer = sim._answer_put(
-                path, self.headers.get(TTL_HEADER), "X-Forwarded-For" in self.headers
-            )
-        else:
-            answer = sim._answer_get(path, self.headers.get(TOKEN_HEADER))
-        status, body, content_type, headers = answer
-        sim._record(method, path, status)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        # Head and body in one write, as IMDS does: two small writes meet Nagle's algorithm
-        # and the client's delayed ACK, adding ~40 ms to every answer.
-        self._headers_buffer.append(b"\r\n" + body)  # type: ignore[attr-defined]
-        self.flush_headers()
-
-    def _discard_body(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        if length > 0:
-            self.rfile.read(length)
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Error"
 
 
 class ImdsSimulator:
@@ -222,7 +85,7 @@ class ImdsSimulator:
         self._port = port
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: Optional[_Server] = None
+        self._server: Optional[Server] = None
         self._thread: Optional[threading.Thread] = None
 
         self._tokens: Dict[str, float] = {}  # token -> monotonic expiry
@@ -232,7 +95,7 @@ class ImdsSimulator:
         self._user_data: Optional[bytes] = None
         self._hibernation: Optional[bool] = False
         self._overrides: Dict[str, Tuple[int, bytes]] = {}
-        self._faults: List[_Fault] = []
+        self._faults: List[Fault] = []
 
         self._log: Deque[LogEntry] = collections.deque(maxlen=100_000)
         # Counted apart from the bounded log, so counts stay exact however long a test runs.
@@ -246,7 +109,7 @@ class ImdsSimulator:
         if self._server is not None:
             raise RuntimeError("ImdsSimulator is already running")
         self._stopping.clear()
-        server = _Server((self.host, self._port), self)
+        server = Server((self.host, self._port), self)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -357,15 +220,15 @@ class ImdsSimulator:
 
     def inject_status(self, status: int, *, path: str = "", count: Optional[int] = 1) -> None:
         """Answer `status` to the next `count` requests under `path` (None: until cleared)."""
-        self._add_fault(_Fault("status", path, count, status=status))
+        self._add_fault(Fault("status", path, count, status=status))
 
     def inject_hang(self, seconds: float, *, path: str = "", count: Optional[int] = 1) -> None:
         """Wait `seconds` before answering the next `count` requests under `path`."""
-        self._add_fault(_Fault("hang", path, count, seconds=seconds))
+        self._add_fault(Fault("hang", path, count, seconds=seconds))
 
     def inject_reset(self, *, path: str = "", count: Optional[int] = 1) -> None:
         """Drop the connection with a RST, unanswered, for the next `count` requests."""
-        self._add_fault(_Fault("reset", path, count))
+        self._add_fault(Fault("reset", path, count))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -376,16 +239,16 @@ class ImdsSimulator:
         with self._lock:
             self._tokens.clear()
 
-    def _add_fault(self, fault: _Fault) -> None:
+    def _add_fault(self, fault: Fault) -> None:
         if fault.remaining is not None and fault.remaining <= 0:
             return
         with self._lock:
             self._faults.append(fault)
 
-    def _take_faults(self, path: str) -> _FaultPlan:
+    def _take_faults(self, path: str) -> FaultPlan:
         """Consume, for one request, the first matching fault of each kind (oldest first), so
         a hang and a status can combine. A reset wins over a status."""
-        plan = _FaultPlan()
+        plan = FaultPlan()
         seen: Set[str] = set()
         with self._lock:
             for fault in list(self._faults):
@@ -446,7 +309,7 @@ class ImdsSimulator:
 
     # --- answers ---------------------------------------------------------------------------
 
-    def _answer_put(self, path: str, ttl_header: Optional[str], forwarded: bool) -> _Answer:
+    def _answer_put(self, path: str, ttl_header: Optional[str], forwarded: bool) -> Answer:
         if path != TOKEN_PATH:
             return _error(405)
         if forwarded:
@@ -461,9 +324,9 @@ class ImdsSimulator:
             # Drop expired tokens here so the table cannot grow without bound.
             self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
             self._tokens[token] = now + ttl
-        return 200, token.encode(), _TEXT, {TTL_HEADER: str(ttl)}
+        return 200, token.encode(), TEXT, {TTL_HEADER: str(ttl)}
 
-    def _answer_get(self, path: str, token: Optional[str]) -> _Answer:
+    def _answer_get(self, path: str, token: Optional[str]) -> Answer:
         if path == TOKEN_PATH:
             return _error(405)
         with self._lock:
@@ -483,45 +346,12 @@ class ImdsSimulator:
         """Answer one GET from the current state; the caller holds the lock."""
         override = self._overrides.get(path)
         if override is not None:
-            return override[0], override[1], _TEXT
-        docs = self._documents()
-        if path in docs:
-            body = docs[path]
-            octets = path == "/latest/user-data"
-            return 200, body, "application/octet-stream" if octets else _TEXT
-        # A directory (with or without its trailing slash) lists what is under it, as IMDS does.
-        prefix = path if path.endswith("/") else path + "/"
-        children = sorted(
-            {
-                rest.split("/", 1)[0] + ("/" if "/" in rest else "")
-                for rest in (p[len(prefix) :] for p in docs if p.startswith(prefix))
-            }
-        )
-        if children:
-            return 200, "\n".join(children).encode(), _TEXT
-        return 404, _phrase(404), _TEXT
+            return override[0], override[1], TEXT
+        return answer_from_tree(self._documents(), path)
 
     def _documents(self) -> Dict[str, bytes]:
         """Every path that answers 200 right now, with its body."""
-        zone = self.region + "a"
-        identity = {
-            "accountId": "123456789012",
-            "architecture": "x86_64",
-            "availabilityZone": zone,
-            "imageId": "ami-0123456789abcdef0",
-            "instanceId": self.instance_id,
-            "instanceType": "m5.large",
-            "pendingTime": "2024-01-01T00:00:00Z",
-            "privateIp": "10.0.0.10",
-            "region": self.region,
-            "version": "2017-09-30",
-        }
-        docs: Dict[str, bytes] = {
-            "/latest/meta-data/instance-id": self.instance_id.encode(),
-            "/latest/meta-data/placement/region": self.region.encode(),
-            "/latest/meta-data/placement/availability-zone": zone.encode(),
-            "/latest/dynamic/instance-identity/document": json.dumps(identity, indent=2).encode(),
-        }
+        docs = instance_documents(self.instance_id, self.region)
         optional = {
             INSTANCE_ACTION_PATH: self._instance_action,
             TERMINATION_TIME_PATH: self._termination_time,
@@ -541,8 +371,8 @@ class ImdsSimulator:
         return docs
 
 
-def _error(status: int) -> _Answer:
-    return status, _phrase(status), _TEXT, {}
+def _error(status: int) -> Answer:
+    return status, phrase(status), TEXT, {}
 
 
 def _latest(path: str) -> str:
@@ -550,38 +380,3 @@ def _latest(path: str) -> str:
     if path.startswith("/latest/"):
         return path
     return "/latest/" + path.lstrip("/")
-
-
-def serve(
-    port: int = 0,
-    action: Optional[str] = None,
-    lead: Optional[float] = None,
-    delay: float = 0.0,
-    imdsv2_only: bool = True,
-) -> None:
-    """Run a simulator until SIGTERM or SIGINT (the ``simulate-imds`` command).
-
-    Prints the endpoint alone on one stdout line once it accepts connections, so scripts can read
-    it. With `action`, a notice is raised `lead` seconds ahead at start (default 120; hibernate 0).
-    """
-    stop_requested = False
-
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    # A plain flag, not an Event: setting an Event from a signal handler can deadlock on its lock.
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        with ImdsSimulator(port=port, delay=delay, imdsv2_only=imdsv2_only) as sim:
-            if action:
-                if lead is None:
-                    lead = 0.0 if action == "hibernate" else 120.0
-                sim.raise_notice(action, lead)
-            sys.stdout.write(sim.endpoint + "\n")
-            sys.stdout.flush()
-            while not stop_requested:
-                time.sleep(0.1)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

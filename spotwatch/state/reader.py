@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, cast
 
 from spotwatch.detection.notices import Notice
 from spotwatch.state.files import POLL_FILE, STATE_FILE
-from spotwatch.state.schema import PollRecord, StateDocument, StepRecord
+from spotwatch.state.schema import FORMAT_VERSION, PollRecord, StateDocument, StepRecord
 
 TORN_READ_RETRIES = 3
 
@@ -35,15 +35,51 @@ def _read_json(path: str) -> Optional[Dict[str, Any]]:
     return None
 
 
-def read_state(state_dir: str) -> Optional[StateDocument]:
-    """state.json, with its containers checked (records inside may still be partial)."""
-    value = _read_json(os.path.join(state_dir, STATE_FILE))
-    if value is None:
+def parse_state(raw: bytes) -> Optional[StateDocument]:
+    """A state document of this version, or None (records inside may still be damaged:
+    `unusable_response` and `readable_step` judge those one by one)."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    for part in ("trackers", "responses"):
-        if not isinstance(value.get(part), dict):
-            value[part] = {}
-    return value  # type: ignore[return-value]
+    valid = (
+        isinstance(value, dict)
+        and value.get("version") == FORMAT_VERSION
+        and isinstance(value.get("trackers"), dict)
+        and isinstance(value.get("responses"), dict)
+    )
+    return cast(StateDocument, value) if valid else None
+
+
+def read_state(state_dir: str) -> Optional[StateDocument]:
+    """state.json as `spotwatch status` and the sleep hook see it (None: absent or unusable)."""
+    try:
+        with open(os.path.join(state_dir, STATE_FILE), "rb") as handle:
+            return parse_state(handle.read())
+    except OSError:
+        return None
+
+
+def unusable_response(record: Any) -> Optional[str]:
+    """Why a stored response record cannot be acted on, or None when it can."""
+    if not isinstance(record, dict):
+        return "not a mapping"
+    try:
+        Notice.from_json(record.get("notice"))  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return "its notice is unreadable"
+    if not isinstance(record.get("steps"), list):
+        return "its steps are not a list"
+    return None
+
+
+def readable_step(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("status"), str)
+    )
+
 
 
 def read_poll(state_dir: str) -> Optional[PollRecord]:

@@ -32,6 +32,7 @@ from spotwatch.state.files import (
     read_boot_id,
     write_atomically,
 )
+from spotwatch.state.reader import parse_state, readable_step, unusable_response
 from spotwatch.state.schema import (
     FINISHED,
     FORMAT_VERSION,
@@ -125,12 +126,12 @@ class StateStore:
         responses: Dict[str, Any] = self.data["responses"]
         for monitor in list(responses):
             record = responses[monitor]
-            problem = _unusable_response(record)
+            problem = unusable_response(record)
             if problem is not None:
                 del responses[monitor]
             else:
                 steps = record["steps"]
-                record["steps"] = [entry for entry in steps if _readable_step(entry)]
+                record["steps"] = [entry for entry in steps if readable_step(entry)]
                 dropped = len(steps) - len(record["steps"])
                 if not dropped:
                     continue
@@ -174,21 +175,11 @@ class StateStore:
         except OSError as failure:
             self._set_aside(path, f"cannot read it: {failure.strerror}")
             return None
-        try:
-            value = json.loads(raw.decode("utf-8"))
-            valid = (
-                isinstance(value, dict)
-                and value.get("version") == FORMAT_VERSION
-                and isinstance(value.get("trackers"), dict)
-                and isinstance(value.get("responses"), dict)
-            )
-        except (UnicodeDecodeError, ValueError):
-            valid = False
-        if not valid:
+        value = parse_state(raw)
+        if value is None:
             self._set_aside(path, "it is not a spotwatch state file of this version")
             return None
-        assert isinstance(value, dict)
-        return value
+        return dict(value)
 
     def _set_aside(self, path: str, why: str) -> None:
         aside = f"{path}.corrupt-{int(time.time())}"
@@ -391,27 +382,6 @@ class StateStore:
                 record["done"] = True
                 record["ended"] = iso(time.time())
         self.save()
-
-
-def _unusable_response(record: Any) -> Optional[str]:
-    """Why a stored response record cannot be acted on, or None when it can."""
-    if not isinstance(record, dict):
-        return "not a mapping"
-    try:
-        Notice.from_json(record.get("notice"))  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return "its notice is unreadable"
-    if not isinstance(record.get("steps"), list):
-        return "its steps are not a list"
-    return None
-
-
-def _readable_step(entry: Any) -> bool:
-    return (
-        isinstance(entry, dict)
-        and isinstance(entry.get("name"), str)
-        and isinstance(entry.get("status"), str)
-    )
 
 
 def _step_record(name: str, kind: str) -> StepRecord:

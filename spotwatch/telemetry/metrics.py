@@ -1,6 +1,6 @@
 """Prometheus metrics: a node_exporter textfile and/or an HTTP `/metrics` + `/healthz`.
 
-Names (CONTRACT.md §6): `spotwatch_polls_total{result}`,
+Names (fixed: dashboards and alerts use them): `spotwatch_polls_total{result}`,
 `spotwatch_last_poll_success_timestamp_seconds`, `spotwatch_notices_total{action}`,
 `spotwatch_step_duration_seconds{step}`, `spotwatch_step_failures_total{step}`, plus
 `spotwatch_detection_latency_seconds` (from the start of the poll that saw the last notice

@@ -377,3 +377,42 @@ def test_a_very_short_interval_still_polls(
     run.stop()
     assert len(listener.reports) >= 10
     assert all(r.ok for r in listener.reports), [r.errors for r in listener.reports if not r.ok]
+
+
+def test_a_poll_answered_only_by_the_fallback_is_degraded_and_said_once(
+    sim: ImdsSimulator, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """instance-action failing on every poll while termination-time answers 404: stop and
+    hibernate notices cannot be seen, so the poll is `degraded` (not `ok`), and a warning
+    says so once for the whole outage; when instance-action answers again, ok."""
+    listener = Listener()
+    watcher = spot_watcher(make_client(), listener, 0.5)
+    sim.set_path("meta-data/spot/instance-action", 500, "broken")
+    with caplog.at_level(logging.INFO, logger="spotwatch.watcher"):
+        results = [watcher.poll_once().result for _ in range(4)]
+        sim.clear_path("meta-data/spot/instance-action")
+        results.append(watcher.poll_once().result)
+    assert results == ["degraded"] * 4 + ["ok"]
+    degraded = [r for r in caplog.records if r.getMessage().startswith("IMDS poll degraded")]
+    assert len(degraded) == 1 and degraded[0].levelno == logging.WARNING
+    assert "stop and hibernate notices cannot be seen" in degraded[0].getMessage()
+    recovered = [r for r in caplog.records if fields(r).get("event") == "poll-degraded-recovered"]
+    assert len(recovered) == 1
+
+
+def test_monitors_of_their_own_cadence_are_asked_only_when_due(
+    sim: ImdsSimulator, make_client: MakeClient
+) -> None:
+    """A monitor with `cadence` 60 s is asked at the first poll and then not again for a
+    minute, while the Spot notice is asked every poll; reports are keyed by monitor name."""
+
+    class Slow(RebalanceMonitor):
+        name = "slow"
+        cadence = 60.0
+
+    client = make_client()
+    watcher = Watcher([SpotMonitor(client), Slow(client)], Listener(), 0.2)
+    first, second = watcher.poll_once(), watcher.poll_once()
+    assert first.monitors["slow"].polled and not second.monitors["slow"].polled
+    assert first.monitors["spot"].polled and second.monitors["spot"].polled
+    assert sim.count(path="/latest/meta-data/events/recommendations/rebalance") == 1

@@ -155,3 +155,19 @@ def test_progress_line_on_a_terminal_is_one_updating_line():
     assert text.count("\n") == 1  # progress never adds lines; the event line clears it
     record = StepRecord("hook:y", "hook", started=1000.0, ended=10**10 + 2.0, status="ok")
     assert "MISSED" in verdict(timeline, record)
+
+
+def test_a_rebalance_is_judged_against_the_daemons_own_deadline(
+    write_config, hook_script, tmp_path
+):
+    """A rebalance recommendation names no moment to be done by: the daemon gives its hooks
+    their timeouts (7 s + the 5 s kill grace here), and the rehearsal shows that deadline,
+    not the recommendation's time minus the margin (t+3 with --lead 4, as it used to)."""
+    out = tmp_path / "hooks.out"
+    hook = {"name": "h", "command": [hook_script("h", out)], "actions": ["rebalance"]}
+    config = write_config([{**hook, "timeout": "7s"}])
+    result = spotwatch("rehearse", "-c", str(config), "--action", "rebalance", "--lead", "4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    detected = next(line for line in result.stdout.splitlines() if "detected after" in line)
+    shown = float(detected.split("deadline t+")[1].split(",")[0])
+    assert 11.0 <= shown <= 13.5, detected

@@ -256,6 +256,10 @@ def test_a_damaged_response_record_does_not_stop_the_daemon(tmp_path, record) ->
                         parts=DaemonParts())  # fmt: skip
         try:
             daemon.prepare()
+            # An unfinished response is taken up once a poll shows its notice still there.
+            sim.set_instance_action("terminate", notice["time"])
+            assert daemon.watcher is not None
+            daemon.watcher.poll_once()
             assert daemon.responder.wait(20)
         finally:
             daemon.shutdown()

@@ -35,8 +35,9 @@ from spotwatch.config.schema import HookSpec
 from spotwatch.response import hooks
 from spotwatch.response.build import hook_stages
 from spotwatch.response.deadline import NoticeClock
-from spotwatch.response.hooks import MIN_BUDGET, OUTPUT_LIMIT, OUTPUT_LINES, HookStep, run_hook
+from spotwatch.response.hooks import MIN_BUDGET, HookStep, run_hook
 from spotwatch.response.plan import Plan, StepContext, StepOutcome
+from spotwatch.response.processes import OUTPUT_LIMIT, OUTPUT_LINES
 from spotwatch.response.runner import Runner
 from spotwatch.state.schema import FAILED, OK, TIMEOUT
 
