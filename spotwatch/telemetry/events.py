@@ -2,8 +2,8 @@
 
 Always attached, cheap when nothing is configured: counters are kept in memory (a few
 dictionary updates per poll), the textfile is written only when `metrics.textfile` is set,
-the webhook thread starts only with the first event for a configured `webhook.url`. The
-textfile path and the webhook settings are read from the daemon's config each time, so a
+an event sink's thread starts only with its first event (`sinks`: webhook, SNS, EventBridge).
+The textfile path and the sink settings are read from the daemon's config each time, so a
 reload changes them; `metrics.listen` is bound once at start (a change needs a restart).
 """
 
@@ -13,14 +13,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from spotwatch.config.schema import Config, WebhookSettings
+from spotwatch.config.schema import Config
 from spotwatch.detection.notices import Notice
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import emit
 from spotwatch.response.plan import OK, SKIPPED, Plan, Step, StepOutcome
 from spotwatch.state.store import iso
 from spotwatch.telemetry.metrics import Metrics, MetricsServer, TextfileWriter, start_server
-from spotwatch.telemetry.webhook import WebhookSender
+from spotwatch.telemetry.sinks import EventSinks, any_sink_configured
 
 if TYPE_CHECKING:
     from spotwatch.daemon.shell import Daemon
@@ -53,7 +53,7 @@ class Telemetry:
         self.metrics = Metrics(config.poll_interval)
         self.textfile = TextfileWriter()
         self.server: Optional[MetricsServer] = None
-        self.webhook = WebhookSender(self._webhook_settings)
+        self.webhook = EventSinks(self._config)
         self._renewals = TokenRenewals()
         self._notices: Dict[str, Notice] = {}
         self.metrics.token_renewals = self._token_renewals
@@ -86,9 +86,6 @@ class Telemetry:
     def _config(self) -> Config:
         return self.daemon.config if self.daemon is not None else self.config
 
-    def _webhook_settings(self) -> WebhookSettings:
-        return self._config().webhook
-
     def _token_renewals(self) -> int:
         return self._renewals.total(self.daemon.client if self.daemon is not None else None)
 
@@ -112,7 +109,7 @@ class Telemetry:
     def _event(
         self, monitor: str, kind: str, notice: Optional[Notice], fields: Dict[str, Any]
     ) -> None:
-        if not self._config().webhook.url:
+        if not any_sink_configured(self._config()):
             return
         try:
             deadline = self.deadline_of(monitor, notice) if notice is not None else None
