@@ -117,10 +117,14 @@ class Lane:
                 atexit.register(self.flush, EXIT_FLUSH)
         self._queue.put(_Item(event, max(give_up, time.time() + MIN_GIVE_UP)))
 
+    def pending(self) -> int:
+        """Events queued and not yet delivered or given up."""
+        return self._queue.unfinished_tasks
+
     def flush(self, timeout: float) -> bool:
         """Wait until every queued event was delivered or given up; False on timeout."""
         end = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
+        while self.pending():
             if time.monotonic() >= end:
                 return False
             time.sleep(0.02)
