@@ -7,7 +7,7 @@ each in a process of its own, and prints a table (Markdown) of medians over repe
 with min and max; comparisons are ratios measured in the same run. The table also goes to
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
-Sections: idle, detection, hibernate, fanout, ecs, startup. See docs/benchmarks.md.
+Sections: idle, detection, hibernate, fanout, ecs, startup, events. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bench import aws_client_cost, detection, ecs_stop, fanout, idle, startup
+from bench import aws_client_cost, detection, ecs_stop, events, fanout, idle, startup
 from bench.common import (
     MotoProcess,
     Results,
@@ -34,7 +34,7 @@ from bench.common import (
     table,
 )
 
-SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup")
+SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup", "events")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class Plan:
     ecs_rtts: Tuple[float, ...]
     growth_tasks: Tuple[int, ...]
     startup_reps: int
+    events: int = 300  # events sent through the three sinks
+    events_slow_webhook: float = 0.05  # the slow webhook's seconds per request
 
 
 FULL = Plan(
@@ -89,6 +91,7 @@ QUICK = Plan(
     ecs_rtts=(0.0, 0.03),
     growth_tasks=(10, 100),
     startup_reps=2,
+    events=40,
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -353,6 +356,48 @@ def run_startup(results: Results, sim: SimProcess, plan: Plan, moto: Optional[Mo
     )
 
 
+def run_events(results: Results, plan: Plan, moto: Optional[MotoProcess]) -> None:
+    assert moto is not None
+    topic, bus = events.aws_world()
+    runs = [events.run(plan.events, 0.0, topic, bus) for _ in range(plan.reps)]
+    slow = [events.run(plan.events, plan.events_slow_webhook, topic, bus) for _ in range(plan.reps)]
+    n = plan.events
+    results.add(
+        "events",
+        f"{n} events through webhook + SNS + EventBridge (moto): events/s, all delivered",
+        "events/s",
+        [n / max(r["webhook"], r["sns"], r["eventbridge"]) for r in runs],
+    )
+    results.add(
+        "events",
+        f"{n} events: webhook alone (local receiver)",
+        "events/s",
+        [n / r["webhook"] for r in runs],
+    )
+    results.add(
+        "events",
+        f"queueing {n} events (the response's side)",
+        "ms",
+        [r["queue"] * 1000 for r in runs],
+        target="< 50 ms",
+        met=max(r["queue"] for r in runs) < 0.05,
+    )
+    delay = [
+        max(s["sns"], s["eventbridge"]) - max(f["sns"], f["eventbridge"])
+        for s, f in zip(slow, runs)
+    ]
+    ms = plan.events_slow_webhook * 1000
+    results.add(
+        "events",
+        f"SNS + EventBridge finishing later when the webhook takes {ms:g} ms a request",
+        "s",
+        delay,
+        note=f"the slow webhook itself took {median([s['webhook'] for s in slow]):.2f} s",
+        target="≈ 0 (< 20% of the slow webhook's time)",
+        met=median(delay) < 0.2 * median([s["webhook"] for s in slow]),
+    )
+
+
 # --------------------------------------------------------------------- main
 
 
@@ -377,7 +422,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sim = SimProcess()
     moto: Optional[MotoProcess] = None
     try:
-        if "ecs" in chosen or "startup" in chosen:
+        if "ecs" in chosen or "startup" in chosen or "events" in chosen:
             moto = MotoProcess()
         steps: Dict[str, Callable[[], None]] = {
             "idle": lambda: run_idle(results, sim, plan),
@@ -386,6 +431,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "fanout": lambda: run_fanout(results, sim, plan),
             "ecs": lambda: run_ecs(results, plan, moto),
             "startup": lambda: run_startup(results, sim, plan, moto),
+            "events": lambda: run_events(results, plan, moto),
         }
         for name in chosen:
             section_began = time.monotonic()

@@ -19,6 +19,7 @@ from typing import Iterable, List, Optional
 from urllib.parse import urlsplit
 
 from spotwatch.commands.check_aws import ecs_checks, instance_checks
+from spotwatch.commands.check_events import check_events
 from spotwatch.commands.check_hibernation import check_hibernation as hibernation_readiness
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult, Preflight
 from spotwatch.commands.settings import load_service_config
@@ -172,6 +173,7 @@ def check_hibernation(config: Config) -> Iterable[CheckResult]:
 
 
 PREFLIGHTS.append(check_hibernation)
+PREFLIGHTS.append(check_events)
 
 
 def run_check(path: Optional[str], *, as_json: bool) -> int:

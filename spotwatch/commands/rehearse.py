@@ -53,6 +53,7 @@ from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.simulator.imds import ImdsSimulator
 from spotwatch.state.schema import OK, SKIPPED
 from spotwatch.telemetry.webhook import flush_all as flush_webhooks
+from spotwatch.telemetry.webhook import safe_url
 
 ACTIONS = ("terminate", "stop", "hibernate", "rebalance")
 MAX_POLL_INTERVAL = 0.5  # a rehearsal polls at least this often, so detection is quick
@@ -258,8 +259,6 @@ class Rehearsal:
             f"for real with SPOTWATCH_SOURCE=rehearsal"
         )
         if config.webhook.url:
-            from spotwatch.telemetry.webhook import safe_url
-
             t.plain(
                 f"  webhook   {safe_url(config.webhook.url)} gets the events (source rehearsal)"
             )

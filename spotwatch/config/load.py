@@ -1,10 +1,10 @@
 """Load the effective configuration: defaults < file < conf.d < user data < environment.
 
-See the README's "Configuration". Every layer is checked on its own (so problems name their
-file), the checked layers are merged (mappings deep, lists replaced), and the result becomes a
-`Config`. A bad file or environment variable is a `ConfigError`; a bad user-data section is
-only reported, because the operator may not be able to fix user data without replacing
-the instance, and the file config is still a safe way to run.
+See the README's Configuration section. Every layer is checked on its own (so problems
+name their file), the checked layers are merged (mappings deep, lists replaced), and the
+result becomes a `Config`. A bad file or environment variable is a `ConfigError`; a bad
+user-data section is only reported, because the operator may not be able to fix user data
+without replacing the instance, and the file config is still a safe way to run.
 """
 
 from __future__ import annotations

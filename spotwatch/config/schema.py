@@ -1,9 +1,8 @@
 """The settings spotwatch runs on: one frozen dataclass per config section.
 
-Defaults here are the built-in layer of the configuration (README, "Configuration").
-Durations are float seconds.
-Loading, layering and validation live in `spotwatch.config.load`; this module only
-says what a valid configuration looks like once loaded.
+Defaults here are the built-in layer (the configuration block of the README). Durations
+are float seconds. Loading, layering and validation live in `spotwatch.config.load`; this
+module only says what a valid configuration looks like once loaded.
 """
 
 from __future__ import annotations
@@ -14,8 +13,17 @@ from typing import Dict, Optional, Tuple, Union
 NOTICE_ACTIONS = ("terminate", "stop", "hibernate")
 """Actions an interruption notice can carry (spot/instance-action)."""
 
-HOOK_ACTIONS = (*NOTICE_ACTIONS, "rebalance", "resume")
-"""Everything a hook may subscribe to."""
+HOOK_ACTIONS = (
+    *NOTICE_ACTIONS,
+    "rebalance",
+    "resume",
+    "reboot",
+    "maintenance",
+    "start",
+    "cancel",
+)
+"""Everything a hook may subscribe to (reboot and maintenance come from scheduled events,
+start from the first boot after a stop, cancel from a scheduled event called off)."""
 
 DEFAULT_CONFIG_PATH = "/etc/spotwatch/config.yaml"
 DEFAULT_CONFD_DIR = "/etc/spotwatch/conf.d"
@@ -33,6 +41,8 @@ class ImdsSettings:
 @dataclass(frozen=True)
 class RebalanceSettings:
     enabled: bool = True
+    # While a rebalance recommendation stands, the Spot notice is polled at least this often.
+    poll_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,32 @@ class EcsSettings:
     final_stop: bool = True
     stop_timeout: float = 30.0
     stop_reason: str = "Spot interruption: {action} at {time}"
+    # Back to ACTIVE when spotwatch drained the container instance and the instance stays.
+    reactivate: bool = True
+
+
+@dataclass(frozen=True)
+class AutoscalingSettings:
+    enabled: Union[bool, str] = "auto"  # True | False | "auto"
+    lifecycle_hook: Optional[str] = None  # None: discover the terminating hook
+    budget: float = 600.0
+    complete: bool = True
+    detach: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduledEventsSettings:
+    enabled: bool = True
+    poll_interval: float = 60.0
+    lead: float = 600.0
+
+
+@dataclass(frozen=True)
+class LoadBalancerSettings:
+    enabled: Union[bool, str] = "auto"  # True | False | "auto"
+    target_groups: Tuple[str, ...] = ()  # target group ARNs
+    classic: Tuple[str, ...] = ()  # Classic Load Balancer names
+    wait: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +131,14 @@ class WebhookSettings:
     headers: Dict[str, str] = field(default_factory=dict)
     timeout: float = 5.0
     retries: int = 3
+    format: str = "json"  # json | slack | text
+    template: Optional[str] = None  # ${name} placeholders; None: the built-in summary
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    sns_topic_arn: Optional[str] = None
+    eventbridge_bus: Optional[str] = None  # a bus name or ARN
 
 
 @dataclass(frozen=True)
@@ -107,11 +151,15 @@ class Config:
     rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
     hooks: Tuple[HookSpec, ...] = ()
     ecs: EcsSettings = field(default_factory=EcsSettings)
+    autoscaling: AutoscalingSettings = field(default_factory=AutoscalingSettings)
+    scheduled_events: ScheduledEventsSettings = field(default_factory=ScheduledEventsSettings)
+    load_balancer: LoadBalancerSettings = field(default_factory=LoadBalancerSettings)
     instance: InstanceSettings = field(default_factory=InstanceSettings)
     hibernate: HibernateSettings = field(default_factory=HibernateSettings)
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     # Where each layer came from, for `check` and logs:
     # e.g. ("defaults", "/etc/spotwatch/config.yaml").
     sources: Tuple[str, ...] = ("defaults",)

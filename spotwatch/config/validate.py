@@ -14,30 +14,39 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import fields
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from spotwatch.config.errors import describe
 from spotwatch.config.schema import (
     HOOK_ACTIONS,
+    AutoscalingSettings,
     Config,
     EcsSettings,
+    EventsSettings,
     HibernateSettings,
     HookSpec,
     ImdsSettings,
     InstanceSettings,
+    LoadBalancerSettings,
     LogSettings,
     MetricsSettings,
     RebalanceSettings,
+    ScheduledEventsSettings,
     WebhookSettings,
 )
+from spotwatch.config.template import message_template
 from spotwatch.config.values import (
     Leaf,
     absolute_path,
+    autoscaling_budget,
     boolean,
+    classic_load_balancer_name,
     command,
+    event_bus,
     http_endpoint,
     http_url,
     integer,
+    lifecycle_hook_name,
     listen_address,
     non_negative_duration,
     non_negative_integer,
@@ -46,7 +55,9 @@ from spotwatch.config.values import (
     positive_duration,
     run_as_user,
     scalar_text,
+    sns_topic_arn,
     stop_reason,
+    target_group_arn,
     text,
     token_ttl,
 )
@@ -161,25 +172,33 @@ hook_env = _string_map(_ENV_NAME, "environment variable name", reserved_prefix="
 http_headers = _string_map(_HEADER_NAME, "HTTP header name")
 
 
-def hook_actions(value: Any, path: str, problems: Problems) -> Any:
-    if not isinstance(value, list) or not value:
-        problems.append(
-            f"{path}: expected a non-empty list of {', '.join(HOOK_ACTIONS)}, got {describe(value)}"
-        )
-        return INVALID
-    seen: Set[str] = set()
-    ok = True
-    for index, action in enumerate(value):
-        if action not in HOOK_ACTIONS:
-            choices = " | ".join(HOOK_ACTIONS)
-            problems.append(f"{path}[{index}]: expected one of {choices}, got {describe(action)}")
-            ok = False
-        elif action in seen:
-            problems.append(f"{path}[{index}]: {action} is listed twice")
-            ok = False
-        else:  # only known (hashable) actions: a list in the list is a problem, not a crash
-            seen.add(action)
-    return tuple(value) if ok else INVALID
+def unique_list(convert: Leaf, what: str, *, non_empty: bool = False) -> Check:
+    """A list of distinct values, each checked by `convert`; problems name the index."""
+
+    def check(value: Any, path: str, problems: Problems) -> Any:
+        if value is None and not non_empty:
+            return ()
+        if not isinstance(value, list) or (non_empty and not value):
+            kind = "a non-empty list" if non_empty else "a list"
+            problems.append(f"{path}: expected {kind} of {what}, got {describe(value)}")
+            return INVALID
+        items: List[Any] = []
+        ok = True
+        for index, raw in enumerate(value):
+            item = leaf(convert)(raw, f"{path}[{index}]", problems)
+            if item is INVALID:
+                ok = False
+            elif item in items:
+                problems.append(f"{path}[{index}]: {describe(item)} is listed twice")
+                ok = False
+            else:
+                items.append(item)
+        return tuple(items) if ok else INVALID
+
+    return check
+
+
+hook_actions = unique_list(one_of(*HOOK_ACTIONS), ", ".join(HOOK_ACTIONS), non_empty=True)
 
 
 _HOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -232,7 +251,7 @@ def hooks(value: Any, path: str, problems: Problems) -> Any:
     return tuple(specs) if len(problems) == before else INVALID
 
 
-# --- the whole layout of §2 ------------------------------------------------------------
+# --- the whole layout (README, Configuration) ----------------------------------------
 
 SECTIONS: Dict[str, Check] = {
     "poll_interval": leaf(positive_duration),
@@ -248,7 +267,7 @@ SECTIONS: Dict[str, Check] = {
             "user_data": leaf(boolean),
         }
     ),
-    "rebalance": section({"enabled": leaf(boolean)}),
+    "rebalance": section({"enabled": leaf(boolean), "poll_interval": leaf(positive_duration)}),
     "hooks": hooks,
     "ecs": section(
         {
@@ -260,6 +279,31 @@ SECTIONS: Dict[str, Check] = {
             "final_stop": leaf(boolean),
             "stop_timeout": leaf(non_negative_duration),
             "stop_reason": leaf(stop_reason),
+            "reactivate": leaf(boolean),
+        }
+    ),
+    "autoscaling": section(
+        {
+            "enabled": leaf(one_of(True, False, "auto")),
+            "lifecycle_hook": leaf(optional(lifecycle_hook_name)),
+            "budget": leaf(autoscaling_budget),
+            "complete": leaf(boolean),
+            "detach": leaf(boolean),
+        }
+    ),
+    "scheduled_events": section(
+        {
+            "enabled": leaf(boolean),
+            "poll_interval": leaf(positive_duration),
+            "lead": leaf(non_negative_duration),
+        }
+    ),
+    "load_balancer": section(
+        {
+            "enabled": leaf(one_of(True, False, "auto")),
+            "target_groups": unique_list(target_group_arn, "target group ARNs"),
+            "classic": unique_list(classic_load_balancer_name, "Classic Load Balancer names"),
+            "wait": leaf(non_negative_duration),
         }
     ),
     "instance": section(
@@ -293,6 +337,14 @@ SECTIONS: Dict[str, Check] = {
             "headers": http_headers,
             "timeout": leaf(positive_duration),
             "retries": leaf(non_negative_integer),
+            "format": leaf(one_of("json", "slack", "text")),
+            "template": leaf(optional(message_template)),
+        }
+    ),
+    "events": section(
+        {
+            "sns_topic_arn": leaf(optional(sns_topic_arn)),
+            "eventbridge_bus": leaf(optional(event_bus)),
         }
     ),
 }
@@ -313,11 +365,15 @@ _SECTION_TYPES = {
     "imds": ImdsSettings,
     "rebalance": RebalanceSettings,
     "ecs": EcsSettings,
+    "autoscaling": AutoscalingSettings,
+    "scheduled_events": ScheduledEventsSettings,
+    "load_balancer": LoadBalancerSettings,
     "instance": InstanceSettings,
     "hibernate": HibernateSettings,
     "log": LogSettings,
     "metrics": MetricsSettings,
     "webhook": WebhookSettings,
+    "events": EventsSettings,
 }
 
 

@@ -6,6 +6,7 @@ adds the key path. `validate` wires these to keys; `load` reuses some for env va
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Any, Callable, Tuple
 from urllib.parse import urlsplit
@@ -175,3 +176,65 @@ def scalar_text(value: Any) -> str:
     if isinstance(value, (str, int, float)):
         return str(value)
     raise ValueError(f"expected a string, got {describe(value)}")
+
+
+# --- AWS names and ARNs -------------------------------------------------------------
+# Checked by form only (whether they exist is `check`'s business). The partition is
+# `aws`, `aws-cn`, `aws-us-gov`, ...; the region and a 12-digit account are required.
+
+_ARN_HEAD = r"arn:aws[-a-z]*:{service}:[a-z0-9-]+:\d{{12}}:"
+_TARGET_GROUP_ARN = re.compile(
+    _ARN_HEAD.format(service="elasticloadbalancing") + r"targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]+"
+)
+_SNS_TOPIC_ARN = re.compile(_ARN_HEAD.format(service="sns") + r"[A-Za-z0-9_-]{1,256}(\.fifo)?")
+_EVENT_BUS_NAME = re.compile(r"[A-Za-z0-9._/-]{1,256}")
+_EVENT_BUS_ARN = re.compile(
+    _ARN_HEAD.format(service="events") + r"event-bus/[A-Za-z0-9._/-]{1,256}"
+)
+_CLASSIC_LB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
+_LIFECYCLE_HOOK_NAME = re.compile(r"[A-Za-z0-9_/-]{1,255}")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Leaf:
+    def convert(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(f"expected {what}, got {describe(value)}")
+        return value
+
+    return convert
+
+
+target_group_arn = _matching(
+    _TARGET_GROUP_ARN,
+    "a target group ARN like arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID",
+)
+classic_load_balancer_name = _matching(
+    _CLASSIC_LB_NAME, "a Classic Load Balancer name (1-32 letters, digits and inner hyphens)"
+)
+lifecycle_hook_name = _matching(
+    _LIFECYCLE_HOOK_NAME, "a lifecycle hook name (1-255 letters, digits, _ - /)"
+)
+sns_topic_arn = _matching(_SNS_TOPIC_ARN, "an SNS topic ARN like arn:aws:sns:REGION:ACCOUNT:NAME")
+
+
+def event_bus(value: Any) -> str:
+    """An EventBridge bus: its name (`default`, `fleet`) or its ARN."""
+    if isinstance(value, str):
+        if value.startswith("arn:") and _EVENT_BUS_ARN.fullmatch(value):
+            return value
+        if not value.startswith("arn:") and _EVENT_BUS_NAME.fullmatch(value):
+            return value
+    raise ValueError(
+        "expected an event bus name or an ARN like "
+        f"arn:aws:events:REGION:ACCOUNT:event-bus/NAME, got {describe(value)}"
+    )
+
+
+def autoscaling_budget(value: Any) -> float:
+    # A lifecycle hook holds an instance at most 48 hours, heartbeats or not.
+    seconds: float = positive_duration(value)
+    if seconds > 48 * 3600:
+        raise ValueError(
+            f"must be at most 48h (the longest a lifecycle hook can wait), got {describe(value)}"
+        )
+    return seconds

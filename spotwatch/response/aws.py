@@ -132,6 +132,10 @@ class AwsClients:
         client: EC2Client = self._client("ec2")
         return client
 
+    def client(self, service: str) -> Any:
+        """Any other service's client (sns, events, ...), made the same way."""
+        return self._client(service)
+
     # ----------------------------------------------------------------- internals
 
     def _region_locked(self) -> str:

@@ -2,8 +2,8 @@
 
 Always attached, cheap when nothing is configured: counters are kept in memory (a few
 dictionary updates per poll), the textfile is written only when `metrics.textfile` is set,
-the webhook thread starts only with the first event for a configured `webhook.url`. The
-textfile path and the webhook settings are read from the daemon's config each time, so a
+an event sink's thread starts only with its first event (`sinks`: webhook, SNS, EventBridge).
+The textfile path and the sink settings are read from the daemon's config each time, so a
 reload changes them; `metrics.listen` is bound once at start (a change needs a restart).
 """
 
@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Dict, Optional, Protocol
 
-from spotwatch.config.schema import Config, WebhookSettings
+from spotwatch.config.schema import Config
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import emit
 from spotwatch.response.plan import Plan, Step, StepOutcome
@@ -21,7 +21,7 @@ from spotwatch.response.responder import Response
 from spotwatch.state.files import iso
 from spotwatch.state.schema import OK, SKIPPED
 from spotwatch.telemetry.metrics import Metrics, MetricsServer, TextfileWriter, start_server
-from spotwatch.telemetry.webhook import WebhookSender
+from spotwatch.telemetry.sinks import EventSinks, any_sink_configured
 
 
 class DaemonView(Protocol):
@@ -62,7 +62,7 @@ class Telemetry:
         self.metrics = Metrics(config.poll_interval)
         self.textfile = TextfileWriter()
         self.server: Optional[MetricsServer] = None
-        self.webhook = WebhookSender(self._webhook_settings)
+        self.sinks = EventSinks(self._config)
         self._renewals = TokenRenewals()
         self.metrics.token_renewals = self._token_renewals
 
@@ -93,15 +93,12 @@ class Telemetry:
     def _config(self) -> Config:
         return self.daemon.config if self.daemon is not None else self.config
 
-    def _webhook_settings(self) -> WebhookSettings:
-        return self._config().webhook
-
     def _token_renewals(self) -> int:
         return self._renewals.total(self.daemon.client if self.daemon is not None else None)
 
     def event(self, response: Response, kind: str, fields: Dict[str, Any]) -> None:
         """Queue one event about `response` for every sink; never raises."""
-        if not self._config().webhook.url:
+        if not any_sink_configured(self._config()):
             return
         try:
             notice, deadline = response.notice, response.deadline_epoch
@@ -118,9 +115,9 @@ class Telemetry:
             if notice.event_id is not None:
                 event["event_id"] = notice.event_id
                 event["event_code"] = notice.event_code
-            self.webhook.send(event, deadline)
+            self.sinks.send(event, deadline)
         except Exception as failure:  # telemetry must never break the response
-            emit(log, logging.ERROR, "webhook-failed", f"webhook event not queued: {failure!r}")
+            emit(log, logging.ERROR, "event-failed", f"event not queued: {failure!r}")
 
 
 class TelemetryJournal:

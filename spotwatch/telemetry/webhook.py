@@ -1,41 +1,30 @@
-"""`webhook.url`: POST a JSON event on a notice, on each step's end and on completion.
+"""`webhook.url`: POST each event (as JSON, a Slack message or plain text: `messages`).
 
-Events go out in order from one background thread, so a slow or failing receiver never
-holds up the response. Each is tried `1 + webhook.retries` times with exponential backoff
-(jittered) while there is time: retries stop at the event's give-up moment (the notice's
-deadline, or a little after the event for a notice already past it). 5xx, 408, 429 and
-connection failures are retried; any other answer is final. `requests` is imported on first
-use (it honours HTTPS_PROXY/NO_PROXY, which instances behind a proxy need); userinfo in
-the URL is sent as basic auth, unless an Authorization header is configured.
+Delivery (order, retries, the give-up moment) is the lane's (`delivery`); this module makes
+one attempt. 5xx, 408, 429 and connection failures are worth a retry; any other answer is
+final. `requests` is imported on first use (it honours HTTPS_PROXY/NO_PROXY, which instances
+behind a proxy need); userinfo in the URL is sent as basic auth, unless an Authorization
+header is configured.
 
 Secrets: the URL's userinfo, path and query, and every header value are kept out of the
 log. The URL is logged as scheme://host[:port] only, and failure text is scrubbed of every
-secret fragment before it is logged.
+secret fragment before it is cut short and logged.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
-import queue
-import random
-import threading
-import time
-import weakref
-from dataclasses import dataclass
+import re
 from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import unquote, urlsplit
 
 from spotwatch.config.schema import WebhookSettings
-from spotwatch.logevents import emit
+from spotwatch.telemetry.delivery import Attempt, Sink, flush_all, redact
+from spotwatch.telemetry.messages import webhook_body
 
-log = logging.getLogger("spotwatch.webhook")
+__all__ = ["WebhookSink", "flush_all", "redact", "safe_url", "secrets_of"]
 
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 8.0
-MIN_GIVE_UP = 10.0  # an event always gets at least this long, even past the deadline
-EXIT_FLUSH = 10.0  # at exit, undelivered events get at most this long
-REDACTED = "***"
+# post(url, body, headers, timeout) -> HTTP status; the default sends it with requests.
+Post = Callable[[str, bytes, Dict[str, str], float], int]
 
 
 def safe_url(url: str) -> str:
@@ -50,6 +39,9 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{rest}"
 
 
+_WORDS = re.compile(r"[\s,;]+")
+
+
 def secrets_of(settings: WebhookSettings) -> List[str]:
     """Every fragment of the settings that must not reach the log, longest first."""
     found: List[str] = []
@@ -60,156 +52,53 @@ def secrets_of(settings: WebhookSettings) -> List[str]:
         found += [unquote(s) for s in (parts.username, parts.password, parts.query) if s]
         if parts.path not in ("", "/"):
             found += [p for p in parts.path.split("/") if len(p) >= 4]
-    found += [value for value in settings.headers.values() if value]
+        found += [p for p in re.split(r"[&=]", parts.query) if len(p) >= 4]
+    for value in settings.headers.values():
+        # "Bearer T0KEN": an error may quote the token alone.
+        found += [value, *(word for word in _WORDS.split(value) if len(word) >= 4)]
     return sorted({s for s in found if s and s != "/"}, key=len, reverse=True)
 
 
-def redact(text: str, secrets: List[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
+class WebhookSink(Sink):
+    """`settings()` is asked per event, so a reload that changes the webhook takes effect
+    for the next one."""
 
-
-@dataclass
-class _Item:
-    event: Dict[str, Any]
-    give_up: float  # wall time after which no retry starts
-
-
-_STOP = object()
-_SENDERS: weakref.WeakSet[WebhookSender] = weakref.WeakSet()
-
-
-def flush_all(timeout: float) -> bool:
-    """Wait (bounded) until every sender of this process has delivered or given up."""
-    end = time.monotonic() + timeout
-    return all(s.flush(max(0.0, end - time.monotonic())) for s in list(_SENDERS))
-
-
-class WebhookSender:
-    """Delivers events in order from a background thread; `settings()` is asked per event,
-    so a reload that changes the webhook takes effect for the next one."""
+    name = "webhook"
 
     def __init__(
-        self,
-        settings: Callable[[], WebhookSettings],
-        *,
-        backoff_base: float = BACKOFF_BASE,
-        post: Optional[Callable[..., Any]] = None,
+        self, settings: Callable[[], WebhookSettings], *, post: Optional[Post] = None
     ) -> None:
         self._settings = settings
-        self._backoff_base = backoff_base
         self._post = post
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-        self._lock = threading.Lock()
-        self._sequence = 0
         self._session: Any = None
-        self.delivered = 0
-        self.dropped = 0
-        _SENDERS.add(self)
 
-    # ----------------------------------------------------------------- producer side
+    def configured(self) -> bool:
+        return bool(self._settings().url)
 
-    def send(self, event: Dict[str, Any], give_up: float) -> None:
-        """Queue an event (never blocks). Events are numbered in the order queued."""
-        if not self._settings().url:
-            return
-        with self._lock:
-            self._sequence += 1
-            event = {**event, "sequence": self._sequence}
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
-                self._thread.start()
-                atexit.register(self.flush, EXIT_FLUSH)
-        self._queue.put(_Item(event, max(give_up, time.time() + MIN_GIVE_UP)))
+    def where(self) -> str:
+        return safe_url(self._settings().url or "")
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until every queued event was delivered or given up; False on timeout."""
-        end = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.02)
-        return True
+    def secrets(self) -> List[str]:
+        return secrets_of(self._settings())
 
-    # ----------------------------------------------------------------- sender thread
+    def retries(self) -> int:
+        return self._settings().retries
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    return
-                self._deliver(item)
-            except Exception:  # never let one event kill the sender
-                log.exception("webhook sender failed on one event")
-            finally:
-                self._queue.task_done()
-
-    def _deliver(self, item: _Item) -> None:
+    def attempt(self, event: Dict[str, Any]) -> Attempt:
         settings = self._settings()
-        if not settings.url:
-            return
-        secrets = secrets_of(settings)
-        where = safe_url(settings.url)
-        kind = item.event.get("event")
-        attempt = 0
-        while True:
-            failure, retry = self._attempt(settings, item.event)
-            if failure is None:
-                self.delivered += 1
-                if attempt:
-                    emit(
-                        log,
-                        logging.INFO,
-                        "webhook-delivered",
-                        f"webhook {kind} event delivered to {where} after {attempt} retries",
-                    )
-                return
-            failure = redact(failure, secrets)
-            pause = min(BACKOFF_CAP, self._backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
-            if not retry or attempt >= settings.retries or time.time() + pause > item.give_up:
-                self.dropped += 1
-                emit(
-                    log,
-                    logging.ERROR,
-                    "webhook-failed",
-                    f"webhook {kind} event to {where} not delivered: {failure}"
-                    f" ({attempt + 1} attempts)",
-                    webhook_event=kind,
-                )
-                return
-            emit(
-                log,
-                logging.WARNING,
-                "webhook-retry",
-                f"webhook {kind} event to {where}: {failure}; retrying in {pause:.1f} s",
-                webhook_event=kind,
-            )
-            time.sleep(pause)
-            attempt += 1
-
-    def _attempt(
-        self, settings: WebhookSettings, event: Dict[str, Any]
-    ) -> tuple[Optional[str], bool]:
-        """(None, _) on success, else (why, whether to retry)."""
         assert settings.url is not None
-        headers = {"Content-Type": "application/json", **settings.headers}
+        body, content_type = webhook_body(settings, event)
+        headers = {"Content-Type": content_type, **settings.headers}
         try:
-            if self._post is not None:
-                status = int(self._post(settings.url, event, headers, settings.timeout))
-            else:
-                status = self._requests_post(settings.url, event, headers, settings.timeout)
+            post = self._post or self._requests_post
+            status = int(post(settings.url, body, headers, settings.timeout))
         except Exception as failure:  # connection refused, timeout, TLS, proxy, ...
-            return f"{type(failure).__name__}: {failure}"[:300], True
+            return f"{type(failure).__name__}: {failure}", True
         if 200 <= status < 300:
-            return None, False
+            return None
         return f"HTTP {status}", status >= 500 or status in (408, 429)
 
-    def _requests_post(
-        self, url: str, event: Dict[str, Any], headers: Dict[str, str], timeout: float
-    ) -> int:
+    def _requests_post(self, url: str, body: bytes, headers: Dict[str, str], timeout: float) -> int:
         if self._session is None:
             import requests  # only when a webhook is configured: ~40 ms of imports
 
@@ -218,6 +107,6 @@ class WebhookSender:
             # requests would let the URL's userinfo replace the configured header: it wins.
             parts = urlsplit(url)
             url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-        response = self._session.post(url, json=event, headers=headers, timeout=timeout)
+        response = self._session.post(url, data=body, headers=headers, timeout=timeout)
         response.close()
         return int(response.status_code)

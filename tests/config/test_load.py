@@ -165,14 +165,21 @@ def test_full_example_loads_to_the_expected_dataclasses(tmp_path: Path) -> None:
 
 
 def test_contract_example_is_valid_and_equals_the_defaults(tmp_path: Path) -> None:
-    """The example block in CONTRACT §2 (minus its sample hook) spells out the defaults."""
+    """The example blocks in CONTRACT §2 (minus its sample hook) and §7 (the keys added
+    there) spell out the defaults: each is valid, and together they are the built-in layer."""
     contract = (Path(__file__).parents[2] / "../shared/CONTRACT.md").resolve()
     if not contract.exists():
         pytest.skip(f"{contract} not present in this checkout")
-    block = contract.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
-    document = yaml.safe_load(block)
-    del document["hooks"]
-    config = load(write(tmp_path / "config.yaml", yaml.safe_dump(document)))
+    blocks = [part.split("```", 1)[0] for part in contract.read_text().split("```yaml\n")[1:]]
+    assert len(blocks) >= 2, "expected the YAML blocks of §2 and §7"
+    base, added = yaml.safe_load(blocks[0]), yaml.safe_load(blocks[1])
+    del base["hooks"]
+    assert "hooks" not in added
+    config = load(write(tmp_path / "config.yaml", yaml.safe_dump(base)))
+    assert config == Config(sources=config.sources)
+    drop_in = write(tmp_path / "conf.d" / "50-added.yaml", yaml.safe_dump(added))
+    config = load(tmp_path / "config.yaml")
+    assert config.sources[-1] == str(drop_in)
     assert config == Config(sources=config.sources)
 
 
@@ -217,7 +224,7 @@ def test_hook_defaults(tmp_path: Path) -> None:
         ("hooks: [{name: x, command: ''}]", "hooks[0].command", "non-empty"),
         ("hooks: [{name: x, command: [ls, 1]}]", "hooks[0].command", "strings"),
         ("hooks: [{name: x, command: x, actions: []}]", "hooks[0].actions", "non-empty"),
-        ("hooks: [{name: x, command: x, actions: [reboot]}]", "hooks[0].actions[0]", "reboot"),
+        ("hooks: [{name: x, command: x, actions: [reboots]}]", "hooks[0].actions[0]", "reboots"),
         ("hooks: [{name: x, command: x, actions: [stop, stop]}]", "hooks[0].actions[1]", "twice"),
         ("hooks: [{name: x, command: x, timeout: soon}]", "hooks[0].timeout", "duration"),
         ("hooks: [{name: x, command: x, timeout: 0}]", "hooks[0].timeout", "> 0"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -66,12 +67,16 @@ def hook_script(tmp_path: Path) -> Callable[..., str]:
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1: answers 500 to the first `fail` requests."""
+    """A webhook receiver on 127.0.0.1: answers 500 to the first `fail` requests, each
+    after `delay` seconds. JSON bodies are kept parsed in `events`, every body raw in `bodies`."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, delay: float = 0.0) -> None:
         self.fail = fail
+        self.delay = delay
         self.requests = 0
         self.events: List[Dict[str, Any]] = []
+        self.bodies: List[bytes] = []
+        self.content_types: List[str] = []
         self.headers: List[Dict[str, str]] = []
         self.paths: List[str] = []
         self._lock = threading.Lock()
@@ -80,11 +85,16 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                time.sleep(receiver.delay)
                 with receiver._lock:
                     receiver.requests += 1
                     failing = receiver.requests <= receiver.fail
                     if not failing:
-                        receiver.events.append(json.loads(body))
+                        content_type = self.headers.get("Content-Type", "")
+                        if content_type.startswith("application/json"):
+                            receiver.events.append(json.loads(body))
+                        receiver.bodies.append(body)
+                        receiver.content_types.append(content_type)
                         receiver.headers.append(dict(self.headers))
                         receiver.paths.append(self.path)
                 self.send_response(500 if failing else 200)
@@ -111,8 +121,8 @@ class Receiver:
 def receiver() -> Iterator[Callable[..., Receiver]]:
     made: List[Receiver] = []
 
-    def make(fail: int = 0) -> Receiver:
-        made.append(Receiver(fail))
+    def make(fail: int = 0, delay: float = 0.0) -> Receiver:
+        made.append(Receiver(fail, delay))
         return made[-1]
 
     yield make

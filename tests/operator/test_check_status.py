@@ -10,7 +10,7 @@ from operator_support import spotwatch
 
 from spotwatch.commands.check import ERROR, OK, WARNING, check_clock
 from spotwatch.config.schema import Config, ImdsSettings
-from spotwatch.simulator import imds as simulator_module
+from spotwatch.simulator import http as simulator_http
 
 CHECK_FIELDS = {"name", "status", "detail", "seconds"}
 
@@ -58,14 +58,14 @@ def test_check_bad_config_exits_78_with_json(tmp_path):
 def test_clock_skew_is_reported(imds, monkeypatch):
     config = Config(imds=ImdsSettings(endpoint=imds.endpoint, timeout=1.0))
     monkeypatch.setattr(
-        simulator_module._Handler,
+        simulator_http.Handler,
         "date_time_string",
         lambda self, timestamp=None: formatdate(time.time() - 20, usegmt=True),
     )
     (result,) = check_clock(config)
     assert result.status == WARNING and "ahead of IMDS" in result.detail
     monkeypatch.setattr(
-        simulator_module._Handler,
+        simulator_http.Handler,
         "date_time_string",
         lambda self, timestamp=None: formatdate(time.time() + 600, usegmt=True),
     )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from operator_support import spotwatch, wait_for
 
-from spotwatch.config.schema import WebhookSettings
-from spotwatch.telemetry.webhook import WebhookSender, redact, safe_url, secrets_of
+from spotwatch.config.schema import Config, WebhookSettings
+from spotwatch.telemetry.sinks import EventSinks
+from spotwatch.telemetry.webhook import redact, safe_url, secrets_of
 
 SECRETS = ("s3cretpw", "QUERYSECRET", "T0KENPATH", "HEADERSECRET")
 
@@ -102,15 +105,14 @@ def test_sender_never_blocks_and_keeps_order_through_failures():
     calls = []
     answers = iter([500, 503, 200, 200, 200])
 
-    def post(url, event, headers, timeout):
-        calls.append(event["n"])
+    def post(url, body, headers, timeout):
+        calls.append(json.loads(body)["n"])
         return next(answers)
 
-    sender = WebhookSender(
-        lambda: WebhookSettings(url="http://x.invalid/", retries=3), backoff_base=0.01, post=post
-    )
+    config = Config(webhook=WebhookSettings(url="http://x.invalid/", retries=3))
+    sender = EventSinks(lambda: config, backoff_base=0.01, post=post)
     for n in range(3):
         sender.send({"n": n}, give_up=10**10)
     assert sender.flush(5)
     assert calls == [0, 0, 0, 1, 2]
-    assert sender.delivered == 3 and sender.dropped == 0
+    assert sender.delivered["webhook"] == 3 and sender.dropped["webhook"] == 0

@@ -32,7 +32,7 @@ from response_support import (
 )
 
 from spotwatch.config.schema import HookSpec
-from spotwatch.response import hooks
+from spotwatch.response import hooks, processes
 from spotwatch.response.build import hook_stages
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.hooks import MIN_BUDGET, HookStep, run_hook
@@ -44,7 +44,7 @@ from spotwatch.state.schema import FAILED, OK, TIMEOUT
 
 @pytest.fixture
 def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hooks, "KILL_GRACE", 0.5)
+    monkeypatch.setattr(processes, "KILL_GRACE", 0.5)
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_real_five_second_grace_between_sigterm_and_sigkill(
 ) -> None:
     """With the real KILL_GRACE, a hook that notes each SIGTERM and keeps running is killed
     5 s (not sooner) after the first SIGTERM."""
-    assert hooks.KILL_GRACE == 5.0
+    assert processes.KILL_GRACE == 5.0
     terms, pgid_file = tmp_path / "terms", tmp_path / "pgid"
     spec = HookSpec(
         "stubborn",
