@@ -31,6 +31,7 @@ from spotwatch.response.runner import Runner, StepJournal
 from spotwatch.service import logs
 from spotwatch.service.ledger import BY_DAEMON, HibernateLedger
 from spotwatch.service.notify import Notifier
+from spotwatch.service.reloadreply import Answer, ReloadReplies, reply_dir
 from spotwatch.service.state import StateStore, StoreJournal
 
 log = logging.getLogger("spotwatch.daemon")
@@ -113,8 +114,11 @@ class Daemon:
         hooks: Optional[DaemonHooks] = None,
         clock_pair: Callable[[], Tuple[float, float]] = boot_and_monotonic,
         notice_source: Optional[str] = None,
+        reload_replies: Optional[ReloadReplies] = None,
     ) -> None:
         self.config = config
+        # Where `spotwatch reload` (the unit's ExecReload) waits for the reload's outcome.
+        self.reload_replies = reload_replies or ReloadReplies(reply_dir(config.state_dir))
         # `spotwatch rehearse`: every notice handled carries this source instead of the
         # IMDS path it came from (SPOTWATCH_SOURCE=rehearsal for hooks, state, webhook).
         self.notice_source = notice_source
@@ -371,10 +375,16 @@ class Daemon:
         if not report.ok:
             return f"last poll failed: {report.errors[0][:120] if report.errors else 'no answer'}"
         if report.notice is not None:
-            return f"{report.notice.action} notice for {report.notice.time_text}; responding"
+            # The notice keeps showing after the response has ended: say which it is.
+            doing = "responding" if self._responding() else "response done"
+            return f"{report.notice.action} notice for {report.notice.time_text}; {doing}"
         if report.rebalance is not None:
             return "rebalance recommendation seen; polling"
         return f"polling every {self.config.poll_interval:g} s; no notice"
+
+    def _responding(self) -> bool:
+        with self._lock:
+            return any(r.thread.is_alive() for r in self.responses.values())
 
     # ----------------------------------------------------------------- responses
 
@@ -580,7 +590,11 @@ class Daemon:
                 "reload-failed",
                 f"reload refused, keeping the old config:\n{failure}",
             )
-            self.notifier.reloaded("reload failed; running on the previous config")
+            first = str(failure).strip().splitlines()[0] if str(failure).strip() else "error"
+            self.notifier.reloaded(f"reload refused ({first}); running on the previous config")
+            self.reload_replies.answer(
+                Answer(False, f"reload refused, old config kept:\n{failure}")
+            )
             return
         old = self.config
         self.config = fresh
@@ -593,5 +607,7 @@ class Daemon:
             self.watcher.interval = fresh.poll_interval
             if fresh.imds != old.imds or fresh.rebalance != old.rebalance:
                 self.watcher.monitors = self._monitors()
-        emit(log, logging.INFO, "reloaded", f"config reloaded from {', '.join(fresh.sources)}")
+        message = f"config reloaded from {', '.join(fresh.sources)}"
+        emit(log, logging.INFO, "reloaded", message)
         self.notifier.reloaded(f"config reloaded; polling every {fresh.poll_interval:g} s")
+        self.reload_replies.answer(Answer(True, message))
