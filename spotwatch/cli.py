@@ -55,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what the daemon last recorded")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    reload = sub.add_parser(
+        "reload", help="the unit's ExecReload: SIGHUP the daemon, wait for its answer"
+    )
+    reload.add_argument("--pid", type=int, required=True, help="the daemon's PID ($MAINPID)")
+    reload.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=45.0,
+        metavar="SECONDS",
+        help="give up waiting for the answer after this long (default 45)",
+    )
+
     hook = sub.add_parser("sleep-hook", help="called by systemd-sleep: pre|post ACTION; exits 0")
     hook.add_argument("phase", metavar="pre|post", help="before sleep or after resume")
     hook.add_argument("action", metavar="ACTION", help="hibernate (others are ignored)")

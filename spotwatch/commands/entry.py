@@ -65,6 +65,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(config_path(args), as_json=args.json)
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from spotwatch.commands.reload import run_reload
+
+    return run_reload(config_path(args), args.pid, args.timeout)
+
+
 def cmd_sleep_hook(args: argparse.Namespace) -> int:
     from spotwatch.commands.sleephook import run_sleep_hook
 
@@ -96,6 +102,7 @@ COMMANDS: Dict[str, Command] = {
     "run": cmd_run,
     "check": cmd_check,
     "status": cmd_status,
+    "reload": cmd_reload,
     "sleep-hook": cmd_sleep_hook,
     "rehearse": cmd_rehearse,
     "simulate-imds": cmd_simulate_imds,

@@ -7,14 +7,22 @@ handled), with its steps; `notices` lists every active one. Read through state/r
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import time
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
+from spotwatch.config.errors import ConfigError
+from spotwatch.config.load import load_config
+from spotwatch.config.schema import Config
 from spotwatch.exits import EX_NO_STATE, EX_OK
+from spotwatch.state.files import POLL_FILE, STATE_FILE
 from spotwatch.state.reader import ResponseView, read_poll, read_state, responses
+
+DEFAULT_STATE_DIR = Config().state_dir  # where the packages put it (/var/lib/spotwatch)
 
 
 def _notice_doc(view: ResponseView) -> Dict[str, Any]:
@@ -135,13 +143,51 @@ def render(doc: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_status(path: Optional[str], *, as_json: bool) -> int:
-    from spotwatch.config.load import load_config
+def _unreadable(path: str) -> bool:
+    """A state folder or file there that this user may not read (0700 root by default)."""
+    if os.path.isdir(path):
+        return not os.access(path, os.R_OK | os.X_OK)
+    return os.path.exists(path) and not os.access(path, os.R_OK)
 
-    config = load_config(path)
-    doc = collect(config.state_dir)
+
+def _needs_root(state_dir: str) -> bool:
+    return _unreadable(state_dir) or any(
+        _unreadable(os.path.join(state_dir, name)) for name in (STATE_FILE, POLL_FILE)
+    )
+
+
+def _config_unreadable(problems: List[str]) -> bool:
+    """Every problem is a file this user may not read (config.yaml is 0600 root)."""
+    denied = os.strerror(errno.EACCES)
+    return bool(problems) and all(problem.endswith(denied) for problem in problems)
+
+
+def run_status(
+    path: Optional[str], *, as_json: bool, default_state_dir: str = DEFAULT_STATE_DIR
+) -> int:
+    try:
+        state_dir = load_config(path).state_dir
+    except ConfigError as error:
+        # Not root: the config says nothing status needs unless it moved state_dir, so
+        # look where the daemon keeps its state by default rather than refuse outright.
+        if not _config_unreadable(error.problems):
+            raise
+        state_dir = default_state_dir
+        if not _needs_root(state_dir):
+            print(
+                f"config not readable ({error.problems[0]}); showing {state_dir}",
+                file=sys.stderr,
+            )
+    if _needs_root(state_dir):
+        print(
+            f"spotwatch status needs root: {state_dir} is readable by root only "
+            "(try: sudo spotwatch status)",
+            file=sys.stderr,
+        )
+        return EX_NO_STATE
+    doc = collect(state_dir)
     if doc is None:
-        print(f"no state yet in {config.state_dir}", file=sys.stderr)
+        print(f"no state yet in {state_dir}", file=sys.stderr)
         return EX_NO_STATE
     print(json.dumps(doc, indent=1) if as_json else render(doc))
     return EX_OK

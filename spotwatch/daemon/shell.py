@@ -26,6 +26,7 @@ from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport, Watcher, monitor_of
 from spotwatch.host import logs
 from spotwatch.host.notify import Notifier
+from spotwatch.host.reload import Answer, ReloadReplies, reply_dir
 from spotwatch.logevents import emit
 from spotwatch.response.build import Providers, build_plan
 from spotwatch.response.plan import Plan
@@ -70,8 +71,11 @@ class Daemon:
         parts: Optional[DaemonParts] = None,
         clock_pair: Callable[[], Tuple[float, float]] = boot_and_monotonic,
         notice_source: Optional[Source] = None,
+        reload_replies: Optional[ReloadReplies] = None,
     ) -> None:
         self.config = config
+        # Where `spotwatch reload` (the unit's ExecReload) waits for the reload's outcome.
+        self.reload_replies = reload_replies or ReloadReplies(reply_dir(config.state_dir))
         self._forced_dry_run = dry_run  # --dry-run holds across reloads
         self.dry_run = dry_run or config.dry_run
         self._reload_config = reload_config
@@ -329,17 +333,16 @@ class Daemon:
                 "reload-failed",
                 f"reload refused, keeping the old config:\n{failure}",
             )
-            self.notifier.reloaded("reload failed; running on the previous config")
+            first = str(failure).strip().splitlines()[0] if str(failure).strip() else "error"
+            self._refuse_reload(first, f"reload refused, old config kept:\n{failure}")
             return
         if fresh.state_dir != self.config.state_dir:
-            emit(
-                log,
-                logging.ERROR,
-                "reload-failed",
-                f"reload refused: state_dir changed ({self.config.state_dir} -> "
-                f"{fresh.state_dir}); that needs a restart (systemctl restart spotwatch)",
+            why = (
+                f"state_dir changed ({self.config.state_dir} -> {fresh.state_dir}); that "
+                "needs a restart (systemctl restart spotwatch)"
             )
-            self.notifier.reloaded("reload failed: state_dir needs a restart")
+            emit(log, logging.ERROR, "reload-failed", f"reload refused: {why}")
+            self._refuse_reload(why, f"reload refused, old config kept: {why}")
             return
         old = self.config
         self.config = fresh
@@ -352,5 +355,11 @@ class Daemon:
             self.watcher.interval = fresh.poll_interval
             if fresh.imds != old.imds or fresh.rebalance != old.rebalance:
                 self.watcher.set_monitors(monitors_for(fresh, self.client), {})
-        emit(log, logging.INFO, "reloaded", f"config reloaded from {', '.join(fresh.sources)}")
+        message = f"config reloaded from {', '.join(fresh.sources)}"
+        emit(log, logging.INFO, "reloaded", message)
         self.notifier.reloaded(f"config reloaded; polling every {fresh.poll_interval:g} s")
+        self.reload_replies.answer(Answer(True, message))
+
+    def _refuse_reload(self, first: str, whole: str) -> None:
+        self.notifier.reloaded(f"reload refused ({first}); running on the previous config")
+        self.reload_replies.answer(Answer(False, whole))

@@ -35,13 +35,16 @@ TEST_OVERRIDES = {
 
 
 def render_test_unit(real: str, exec_start: str, extra: List[str]) -> str:
-    """The real unit with ExecStart and TEST_OVERRIDES replaced and `extra` lines added to
-    [Service]; every other directive (hardening included) stays as shipped."""
+    """The real unit with ExecStart (and ExecReload's program) and TEST_OVERRIDES replaced
+    and `extra` lines added to [Service]; every other directive (hardening included) stays
+    as shipped."""
     out: List[str] = []
     for line in real.splitlines():
         key = line.split("=", 1)[0].strip()
         if key == "ExecStart":
             line = f"ExecStart={exec_start}"
+        elif key == "ExecReload":  # the same program as ExecStart: this checkout's
+            line = line.replace("/usr/bin/spotwatch", exec_start.split(" run ", 1)[0])
         elif key in TEST_OVERRIDES:
             line = f"{key}={TEST_OVERRIDES[key]}"
         out.append(line)

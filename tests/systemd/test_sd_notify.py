@@ -168,3 +168,51 @@ def test_the_daemon_notifies_in_order(manager: Manager, tmp_path: Path) -> None:
     assert kinds[reloading + 1] == "READY", kinds  # back to ready after the reload
     assert kinds[-1] == "STOPPING", kinds
     assert "Traceback" not in stderr
+
+
+def test_status_says_responding_only_while_the_response_runs(
+    manager: Manager, tmp_path: Path
+) -> None:
+    """The notice keeps showing in IMDS after the hooks are done: STATUS= must then stop
+    saying "responding" and say the response is done."""
+    from datetime import datetime, timedelta, timezone
+
+    from spotwatch.simulator.imds import format_time
+
+    with ImdsSimulator() as imds:
+        notice_time = format_time(datetime.now(timezone.utc) + timedelta(seconds=60))
+        imds.set_instance_action("terminate", notice_time)
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "poll_interval": "200ms",
+                    "deadline_margin": "1s",
+                    "state_dir": str(tmp_path / "state"),
+                    "imds": {"endpoint": imds.endpoint, "timeout": "300ms", "user_data": False},
+                    "ecs": {"enabled": False},
+                    "hooks": [{"name": "checkpoint", "command": "sleep 1", "timeout": "10s"}],
+                    "log": {"format": "text"},
+                }
+            )
+        )
+        config.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTWATCH_", "WATCHDOG"))}
+        env.update(NOTIFY_SOCKET=manager.path, PYTHONPATH=str(REPO))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spotwatch", "run", "-c", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            manager.wait_for(f"STATUS=terminate notice for {notice_time}; responding")
+            manager.wait_for(f"STATUS=terminate notice for {notice_time}; response done")
+        finally:
+            process.terminate()
+            process.wait(20)
+    statuses = [
+        line for m in manager.drain(0.2) for line in m.split("\n") if line.startswith("STATUS=")
+    ]
+    done_at = statuses.index(f"STATUS=terminate notice for {notice_time}; response done")
+    assert not any("responding" in s for s in statuses[done_at:]), statuses

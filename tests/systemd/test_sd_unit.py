@@ -33,7 +33,9 @@ def test_the_contract_directives() -> None:
         "Type": ["notify"],
         "NotifyAccess": ["main"],
         "ExecStart": ["/usr/bin/spotwatch run"],
-        "ExecReload": ["/bin/kill -HUP $MAINPID"],
+        "ExecReload": ["/usr/bin/spotwatch reload --pid $MAINPID"],
+        "RuntimeDirectory": ["spotwatch"],
+        "RuntimeDirectoryMode": ["0700"],
         "Restart": ["always"],
         "RestartPreventExitStatus": ["78"],
         "KillMode": ["mixed"],
@@ -47,6 +49,14 @@ def test_the_contract_directives() -> None:
     after = " ".join(unit["After"]).split()
     assert {"network-online.target", "ecs.service"} <= set(after)
     assert "Requires" not in unit  # ordering only: ECS and docker are optional
+
+
+def test_every_command_of_the_unit_is_spotwatch_itself() -> None:
+    """Minimal images have no procps: a reload through /bin/kill failed with 203/EXEC there.
+    Whatever the unit runs must come with the package."""
+    unit = directives(UNIT.read_text())
+    commands = [v for k, vs in unit.items() if k.startswith("Exec") for v in vs]
+    assert commands and all(c.startswith("/usr/bin/spotwatch ") for c in commands), commands
 
 
 def test_stop_timeout_covers_the_daemons_shutdown_grace() -> None:
@@ -67,10 +77,12 @@ def _verify(unit_dir: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    """verify needs ExecStart to exist: it checks a copy whose ExecStart is rewritten to
-    /bin/true (same arguments). A copy with a bad value must fail, so the check has teeth."""
-    text = UNIT.read_text().replace("ExecStart=/usr/bin/spotwatch ", "ExecStart=/bin/true ")
+    """verify needs the executables to exist: it checks a copy whose /usr/bin/spotwatch is
+    rewritten to /bin/true (same arguments). A copy with a bad value must fail, so the check
+    has teeth."""
+    text = UNIT.read_text().replace("=/usr/bin/spotwatch ", "=/bin/true ")
     assert "ExecStart=/bin/true run" in text
+    assert "ExecReload=/bin/true reload --pid $MAINPID" in text
     (tmp_path / UNIT.name).write_text(text)
     done = _verify(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,136 @@
+"""The package on a real machine: a minimal Debian bookworm image with systemd 252 as PID 1
+(systemd-nspawn -b), the .deb installed with apt the way an image build does it, checked the
+way an operator would (boot_scenario.py gathers the facts, asserted here). Root only; skipped,
+saying why, where the machine cannot boot a container. The base image is cached outside the
+repository, so a run after the first takes a couple of minutes."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict
+
+import pytest
+from boot_scenario import main
+from machine import why_not
+
+pytestmark = pytest.mark.boot
+
+
+@pytest.fixture(scope="module")
+def facts(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("boot")
+    began = time.monotonic()
+    result = main(work)
+    result["timings"]["whole_run"] = time.monotonic() - began
+    (work / "facts.json").write_text(json.dumps(result, indent=1, default=str))
+    print("boot test timings:", json.dumps(result["timings"]))
+    if result.get("boot", {}).get("failed"):
+        pytest.skip("systemd-nspawn could not boot the image here: " + result["console"][-500:])
+    return result
+
+
+def test_an_image_build_enables_the_service_without_starting_it(facts: Dict[str, Any]) -> None:
+    install = facts["image_install"]
+    assert install["rc"] == 0, install["output"]
+    assert install["enabled"] == "enabled"
+    assert install["state_files"] == []  # nothing ran
+
+
+def test_after_boot_it_is_active_and_says_what_it_does(facts: Dict[str, Any]) -> None:
+    show = facts["boot"]["show"]
+    assert show["ActiveState"] == "active"
+    assert show["StatusText"] == "polling every 1 s; no notice"
+
+
+def test_reload_returns_with_the_new_config_in_force(facts: Dict[str, Any]) -> None:
+    good = facts["reload_good"]
+    assert good["rc"] == 0, good["stderr"]
+    assert good["show"]["StatusText"] == "config reloaded; polling every 2 s"  # already
+
+
+def test_a_refused_config_fails_the_reload_and_keeps_the_daemon(facts: Dict[str, Any]) -> None:
+    bad = facts["reload_bad"]
+    assert bad["rc"] != 0
+    assert bad["show"]["ActiveState"] == "active" and bad["same_pid"]
+    assert "poll_interval" in bad["show"]["StatusText"]  # systemctl status names the problem
+    assert "poll_interval" in bad["log"]
+    assert facts["reload_back"] == 0
+
+
+def test_a_notice_runs_the_hook_once_with_its_environment(facts: Dict[str, Any]) -> None:
+    env = dict(line.split("=", 1) for line in facts["notice"]["env"].splitlines())
+    assert env["SPOTWATCH_ACTION"] == "terminate"
+    assert env["SPOTWATCH_NOTICE_TIME"] == facts["notice"]["time"]
+    assert env["SPOTWATCH_SOURCE"] == "instance-action"
+    assert env["SPOTWATCH_DRY_RUN"] == "0"
+    assert env["SPOTWATCH_INSTANCE_ID"].startswith("i-")
+    assert 0 < int(env["SPOTWATCH_SECONDS_LEFT"]) <= 90
+
+
+def test_status_tells_the_response_is_done(facts: Dict[str, Any]) -> None:
+    assert facts["notice"]["status_after"].endswith("; response done")
+
+
+def test_the_journal_carries_the_notice_fields(facts: Dict[str, Any]) -> None:
+    entries = [json.loads(line) for line in facts["notice"]["journal"].splitlines()]
+    assert len(entries) == 1
+    assert entries[0]["SPOTWATCH_ACTION"] == "terminate"
+    assert entries[0]["SPOTWATCH_NOTICE_TIME"] == facts["notice"]["time"]
+
+
+def test_kill_9_restarts_it_without_running_the_hook_again(facts: Dict[str, Any]) -> None:
+    kill = facts["kill"]
+    assert kill["show"]["ActiveState"] == "active"
+    assert kill["show"]["MainPID"] != kill["old_pid"]
+    assert kill["hook_starts"] == 1
+
+
+def test_a_frozen_daemon_is_restarted_by_the_watchdog(facts: Dict[str, Any]) -> None:
+    watchdog = facts["watchdog"]
+    assert "watchdog" in watchdog["results"]
+    assert int(watchdog["show"]["NRestarts"]) == watchdog["restarts_before"] + 1
+    assert watchdog["hook_starts"] == 1
+
+
+def test_status_without_root_says_it_needs_root(facts: Dict[str, Any]) -> None:
+    status = facts["status"]
+    assert status["nobody_rc"] == 1 and "needs root" in status["nobody_err"]
+    assert status["root_rc"] == 0 and '"action": "terminate"' in status["root_out"]
+
+
+def test_stop_waits_for_the_running_hook(facts: Dict[str, Any]) -> None:
+    stop = facts["stop"]
+    assert stop["rc"] == 0
+    assert stop["hook_log"].endswith("start stop\nend stop\n")
+    assert stop["show"]["Result"] == "success"
+
+
+def test_the_sleep_hook_runs_the_hibernate_hooks(facts: Dict[str, Any]) -> None:
+    assert facts["sleep_hook"]["rc"] == 0
+    assert "SPOTWATCH_SOURCE=sleep-hook" in facts["sleep_hook"]["env"]
+
+
+def test_remove_keeps_only_config_and_state(facts: Dict[str, Any]) -> None:
+    remove = facts["remove"]
+    assert remove["rc"] == 0 and remove["active"] == "inactive"
+    assert "/usr/share/spotwatch" not in remove["left"]
+    assert {"/etc/spotwatch", "/var/lib/spotwatch"} <= set(remove["left"])  # conffile, state
+
+
+def test_purge_leaves_nothing(facts: Dict[str, Any]) -> None:
+    assert facts["purge"]["rc"] == 0
+    assert facts["purge"]["left"] == []
+    assert facts["final_purge_left"] == []
+
+
+def test_reinstall_and_upgrade_keep_it_running(facts: Dict[str, Any]) -> None:
+    assert facts["reinstall"] == {"rc": 0, "active": "active"}
+    upgrade = facts["upgrade"]
+    assert upgrade["rc"] == 0, upgrade["output"]
+    assert upgrade["active"] == "active" and upgrade["restarted"]
+    assert upgrade["version"].endswith(".1")
+    assert upgrade["config_kept"]
