@@ -38,6 +38,9 @@ log = logging.getLogger("spotwatch.daemon")
 
 INSTANCE_ID_PATH = "meta-data/instance-id"
 SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit: TimeoutStopSec=90)
+# A rebalance recommendation may come hours before a notice, or never one: poll faster for
+# at most this long after it was issued, then at `poll_interval` again.
+ELEVATED_RISK_CAP = 3600.0
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,10 @@ class Daemon:
         clock_pair: Callable[[], Tuple[float, float]] = boot_and_monotonic,
         notice_source: Optional[Source] = None,
         reload_replies: Optional[ReloadReplies] = None,
+        shutdown_grace: float = SHUTDOWN_GRACE,
     ) -> None:
         self.config = config
+        self._shutdown_grace = shutdown_grace
         # Where `spotwatch reload` (the unit's ExecReload) waits for the reload's outcome.
         self.reload_replies = reload_replies or ReloadReplies(reply_dir(config.state_dir))
         self._forced_dry_run = dry_run  # --dry-run holds across reloads
@@ -226,7 +231,7 @@ class Daemon:
         write the state file one last time."""
         self._stopping.set()  # IMDS retries under way on other threads give up
         self.notifier.stopping()
-        self.responder.shutdown(SHUTDOWN_GRACE, self._hurry)
+        self.responder.shutdown(self._shutdown_grace, self._hurry)
         self.store.flush()
         self.client.close()
         if self.watcher is not None:
@@ -270,6 +275,7 @@ class Daemon:
                 self.store.set_instance_id(learned)
         for callback in self.parts.on_poll:
             callback(report)
+        self._follow_risk(report)
         status = self.status_line(report)
         if not self._ready_sent:
             self.notifier.ready(status)
@@ -280,6 +286,29 @@ class Daemon:
         if self._reload_requested:
             self._reload_requested = False
             self.reload()
+
+    def _follow_risk(self, report: PollReport) -> None:
+        """While a rebalance recommendation stands (and no notice has come yet), poll every
+        `rebalance.poll_interval`: a notice seen 4 s sooner is 4 s more for the hooks."""
+        assert self.watcher is not None
+        base, fast = self.config.poll_interval, self.config.rebalance.poll_interval
+        recommendation = report.known.get("rebalance")
+        elevated = (
+            fast < base
+            and recommendation is not None
+            and report.notice is None
+            and time.time() - recommendation.epoch < ELEVATED_RISK_CAP
+        )
+        wanted = fast if elevated else base
+        if wanted != self.watcher.interval:
+            self.watcher.interval = wanted
+            emit(
+                log,
+                logging.INFO,
+                "poll-interval",
+                f"polling every {wanted:g} s "
+                + ("(rebalance recommendation: elevated risk)" if elevated else "again"),
+            )
 
     def _save_trackers(self) -> None:
         assert self.watcher is not None
@@ -299,8 +328,11 @@ class Daemon:
         if report.result == "degraded":
             return "polling; degraded: instance-action does not answer (termination-time does)"
         if "rebalance" in report.known:
-            return "rebalance recommendation seen; polling"
+            return f"rebalance recommendation seen; polling every {self.watcher_interval():g} s"
         return f"polling every {self.config.poll_interval:g} s; no notice"
+
+    def watcher_interval(self) -> float:
+        return self.watcher.interval if self.watcher is not None else self.config.poll_interval
 
     def _rearm(self, why: str) -> None:
         """Close the handled notices: if one shows again, it is a new one."""

@@ -29,11 +29,12 @@ from spotwatch.response.processes import (
     kill_group,
     wait_or_stop,
 )
-from spotwatch.state.schema import FAILED, OK, TIMEOUT, StepStatus
+from spotwatch.state.schema import FAILED, INTERRUPTED, OK, TIMEOUT, StepStatus
 
 log = logging.getLogger("spotwatch.hooks")
 
 MINIMAL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHUTDOWN = "the daemon's shutdown"
 MIN_BUDGET = 2.0  # past the deadline a hook still gets this long: never skip silently
 DRAIN_AFTER_EXIT = 1.0  # how long to read leftovers after the hook's main process ended
 
@@ -140,7 +141,7 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, hard_deadline: bool = False) -
         it runs, so a moved notice time moves the hook's end too."""
         own = (started + spec.timeout, f"its timeout of {spec.timeout:g} s")
         if ctx.abort.is_set():
-            return (time.monotonic(), "the daemon's shutdown")
+            return (time.monotonic(), SHUTDOWN)
         deadline = ctx.clock.deadline
         if hard_deadline:
             return min(own, (deadline, "the deadline"))
@@ -234,7 +235,11 @@ def _result(
     spec: HookSpec, code: Optional[int], stopped_by: Optional[str], duration: float, dropped: int
 ) -> HookResult:
     timed_out = stopped_by is not None
-    if timed_out:
+    if stopped_by is not None and stopped_by.startswith(SHUTDOWN):
+        # Not finished, not failed: a restarted daemon runs it again while time is left.
+        status = INTERRUPTED
+        detail = f"stopped by {stopped_by} after {duration:.1f} s; process group ended"
+    elif timed_out:
         status = TIMEOUT
         detail = f"stopped by {stopped_by} after {duration:.1f} s; process group ended"
     elif code == 0:

@@ -1,0 +1,99 @@
+"""Stopping the daemon: running hooks get the grace, then SIGTERM and SIGKILL to their whole
+process group; what did not finish is recorded `interrupted` (a restart takes it up); a
+second SIGTERM shortens the wait; the exit status is 0 and the state file is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+from testkit import response_record, wait_for
+
+from spotwatch.commands.settings import load_service_config
+from spotwatch.daemon.shell import Daemon
+from spotwatch.response.processes import group_alive
+from spotwatch.simulator.imds import ImdsSimulator
+from spotwatch.state.schema import INTERRUPTED
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsSimulator]:
+    with ImdsSimulator() as simulator:
+        yield simulator
+
+
+def _daemon(tmp_path: Path, imds: ImdsSimulator, command: str, grace: float) -> Daemon:
+    config = {
+        "poll_interval": "200ms",
+        "deadline_margin": "1s",
+        "state_dir": str(tmp_path / "state"),
+        "imds": {"endpoint": imds.endpoint, "timeout": "300ms", "user_data": False},
+        "ecs": {"enabled": False},
+        "hooks": [{"name": "long", "command": command, "timeout": "100s"}],
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    loaded = load_service_config(str(path), env={}, with_user_data=False)
+    return Daemon(loaded, shutdown_grace=grace)
+
+
+def _signal_when(started: Path, delays: list) -> threading.Thread:
+    def send() -> None:
+        wait_for(started.exists, timeout=15)
+        for delay in delays:
+            time.sleep(delay)
+            os.kill(os.getpid(), signal.SIGTERM)  # to the main thread, in daemon.run()
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def _notice(imds: ImdsSimulator) -> None:
+    when = datetime.now(timezone.utc) + timedelta(seconds=120)
+    imds.set_instance_action("terminate", when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def test_hooks_outliving_the_grace_are_ended_and_recorded_interrupted(tmp_path, imds):
+    """Grace 1 s, a hook that ignores SIGTERM-free sleep for 60 s: the daemon returns 0 within
+    the grace plus the kill time, the hook's group is gone, the step is `interrupted`.
+    (Before: the hook was left running and recorded `running`.)"""
+    started, pgid = tmp_path / "started", tmp_path / "pgid"
+    daemon = _daemon(tmp_path, imds, f"echo $$ > {pgid}; touch {started}; sleep 60", grace=1.0)
+    _notice(imds)
+    sender = _signal_when(started, [0.0])
+    began = time.monotonic()
+    assert daemon.run() == 0
+    took = time.monotonic() - began
+    sender.join(5)
+    assert took < 12, took
+    group = int(pgid.read_text())
+    wait_for(lambda: not group_alive(group), timeout=5)
+    record = response_record(json.loads((tmp_path / "state" / "state.json").read_text()))
+    assert {s["name"]: s["status"] for s in record["steps"]} == {"hook:long": INTERRUPTED}
+    assert record["done"] is False  # a restart takes it up while the notice still shows
+
+
+def test_a_second_sigterm_shortens_the_wait_and_still_exits_0(tmp_path, imds):
+    """Grace 60 s; a second SIGTERM 0.5 s after the first: the hook is ended at once (SIGTERM
+    to its group, which it obeys), run() returns 0 and the state file says `interrupted`.
+    (Before: a second SIGTERM exited 143 and skipped the last state write.)"""
+    started = tmp_path / "started"
+    daemon = _daemon(tmp_path, imds, f"touch {started}; sleep 60", grace=60.0)
+    _notice(imds)
+    sender = _signal_when(started, [0.0, 0.5])
+    began = time.monotonic()
+    assert daemon.run() == 0
+    sender.join(5)
+    assert time.monotonic() - began < 15
+    record = response_record(json.loads((tmp_path / "state" / "state.json").read_text()))
+    assert {s["status"] for s in record["steps"]} == {INTERRUPTED}
