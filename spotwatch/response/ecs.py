@@ -9,6 +9,10 @@ Steps (CONTRACT.md §4): `EcsDrainStep` (DRAINING), `EcsStopStep` (StopTask for 
 tasks, or all, right after the hooks) and `EcsFinalStopStep`, timed at notice time -
 `stop_timeout` - `deadline_margin` so the agent's SIGTERM-then-SIGKILL fits before the
 deadline. API failures become FAILED steps in the API's words; nothing here raises for them.
+Every call is bounded by the time left (spotwatch.response.aws `Bounded`), or by less when a
+step is told its own `bound`; the stop step's calls end when the final stop starts (it
+stops whatever is still running), and the final stop's calls are urgent: under throttling
+they come back sooner than the others (spotwatch.response.retry).
 In dry run the read-only calls are made, so the log can name each task it would stop, and
 nothing is changed.
 """
@@ -23,7 +27,7 @@ from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import (
-    TYPE_CHECKING,
+    Any,
     Callable,
     Dict,
     List,
@@ -35,7 +39,13 @@ from typing import (
 from spotwatch.config.schema import Config, EcsSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error, region_from_arn
+from spotwatch.response.aws import (
+    AwsClients,
+    Bounded,
+    api_errors,
+    describe_error,
+    region_from_arn,
+)
 from spotwatch.response.plan import (
     FAILED,
     OK,
@@ -46,16 +56,14 @@ from spotwatch.response.plan import (
     TimedStep,
 )
 
-if TYPE_CHECKING:
-    from mypy_boto3_ecs import ECSClient
-
 log = logging.getLogger("spotwatch.ecs")
 
 AGENT_TIMEOUT = 1.0  # per discovery attempt: the agent is on localhost
 DISCOVERY_BUDGET = 10.0  # a step retries discovery this long at most (never past the deadline)
 RETRY_PAUSE = 0.5
+CALL_ROOM = 1.0  # discovery leaves the step this long for its own calls
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
-STOP_WORKERS = 16  # concurrent StopTask calls; throttling is retried by botocore
+STOP_WORKERS = 16  # concurrent StopTask calls; throttling retried while time allows
 REASON_LIMIT = 255
 ECS_ACTIONS = ("terminate", "stop")  # rebalance and hibernate never touch ECS
 SERVICE_GROUP = "service:"
@@ -203,7 +211,10 @@ class EcsTarget:
             with self._lock:
                 if self._refreshed_for is ctx.clock and self._info is not None:
                     return self._info
-            give_up = time.monotonic() + max(0.0, min(self._budget, ctx.clock.time_left()))
+            # Leave the step room for its own call: an answer found with no time left to use
+            # it is no use.
+            room = ctx.clock.time_left() - CALL_ROOM
+            give_up = time.monotonic() + max(0.0, min(self._budget, room))
             while True:
                 try:
                     info = self._fetch(self.settings.agent_url, AGENT_TIMEOUT)
@@ -265,24 +276,30 @@ def stop_reason(template: str, notice: Notice) -> str:
     return text[:REASON_LIMIT]
 
 
-def list_running_tasks(ecs: ECSClient, info: AgentInfo) -> List[str]:
+def list_running_tasks(aws: Bounded, info: AgentInfo) -> List[str]:
     """ARNs of the tasks on this container instance that ECS wants running (every page)."""
     arns: List[str] = []
-    pages = ecs.get_paginator("list_tasks").paginate(
-        cluster=info.cluster, containerInstance=info.container_instance_arn, desiredStatus="RUNNING"
-    )
-    for page in pages:
+    query: Dict[str, Any] = {
+        "cluster": info.cluster,
+        "containerInstance": info.container_instance_arn,
+        "desiredStatus": "RUNNING",
+    }
+    while True:
+        page = aws.ecs("list_tasks", **query)
         arns.extend(page.get("taskArns", []))
-    return arns
+        token = page.get("nextToken")
+        if not token:
+            return arns
+        query["nextToken"] = token
 
 
-def task_groups(ecs: ECSClient, info: AgentInfo, arns: Sequence[str]) -> Dict[str, str]:
+def task_groups(aws: Bounded, info: AgentInfo, arns: Sequence[str]) -> Dict[str, str]:
     """Task ARN -> group (`service:web`, `family:x`, ...), in batches of 100. Tasks gone by
     now are left out."""
     groups: Dict[str, str] = {}
     for first in range(0, len(arns), DESCRIBE_BATCH):
-        answer = ecs.describe_tasks(
-            cluster=info.cluster, tasks=list(arns[first : first + DESCRIBE_BATCH])
+        answer = aws.ecs(
+            "describe_tasks", cluster=info.cluster, tasks=list(arns[first : first + DESCRIBE_BATCH])
         )
         for task in answer.get("tasks", []):
             groups[task["taskArn"]] = task.get("group", "")
@@ -294,7 +311,7 @@ def is_service_group(group: str) -> bool:
 
 
 def stop_tasks(
-    ecs: ECSClient,
+    aws: Bounded,
     cluster: str,
     arns: Sequence[str],
     reason: str,
@@ -306,7 +323,7 @@ def stop_tasks(
 
     def one(arn: str) -> Tuple[str, Optional[str]]:
         try:
-            ecs.stop_task(cluster=cluster, task=arn, reason=reason)
+            aws.ecs("stop_task", cluster=cluster, task=arn, reason=reason)
         except errors as failure:
             return arn, describe_error(failure)
         return arn, None
@@ -339,11 +356,41 @@ class EcsStep(Step):
     """Finds this instance in ECS, then acts; every foreseeable failure is a FAILED outcome."""
 
     kind = "ecs"
+    urgent = False  # the final stop's calls: back sooner under throttling
 
-    def __init__(self, name: str, target: EcsTarget, settings: EcsSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: EcsTarget,
+        settings: EcsSettings,
+        *,
+        bound: Optional[float] = None,
+    ) -> None:
         super().__init__(name)
         self.target = target
         self.settings = settings
+        self.bound = bound  # seconds from the step's start its calls may take, at most
+
+    def aws(self, ctx: StepContext) -> Bounded:
+        """The step's calls, bounded by the time left, its own `bound` and `until()`."""
+        clock = ctx.clock
+        own = None if self.bound is None else clock.now() + self.bound
+        until = self.until(clock)
+        if until is not None and until <= clock.now():
+            until = None  # started late: the deadline bounds it, as it bounds the final stop
+        ends = [x for x in (own, until) if x is not None]
+
+        def time_left() -> float:
+            left = clock.time_left()
+            if ends:
+                left = min(left, min(ends) - clock.now())
+            return left
+
+        return self.target.clients.bounded(time_left, urgent=self.urgent)
+
+    def until(self, clock: NoticeClock) -> Optional[float]:
+        """A monotonic moment after which the step's calls are no use (None: the deadline)."""
+        return None
 
     def run(self, ctx: StepContext) -> StepOutcome:
         try:
@@ -376,7 +423,7 @@ class EcsStep(Step):
                     task=arn,
                 )
             return StepOutcome(OK, f"dry run: would stop {len(arns)} {what}")
-        stopped, failed = stop_tasks(self.target.clients.ecs(), info.cluster, arns, reason)
+        stopped, failed = stop_tasks(self.aws(ctx), info.cluster, arns, reason)
         if failed:
             first_arn, first_error = failed[0]
             return StepOutcome(
@@ -390,8 +437,10 @@ class EcsStep(Step):
 class EcsDrainStep(EcsStep):
     """UpdateContainerInstancesState(DRAINING): services move their tasks elsewhere."""
 
-    def __init__(self, target: EcsTarget, settings: EcsSettings) -> None:
-        super().__init__("ecs:drain", target, settings)
+    def __init__(
+        self, target: EcsTarget, settings: EcsSettings, *, bound: Optional[float] = None
+    ) -> None:
+        super().__init__("ecs:drain", target, settings, bound=bound)
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
         if ctx.dry_run:
@@ -403,7 +452,8 @@ class EcsDrainStep(EcsStep):
                 cluster=info.cluster,
             )
             return StepOutcome(OK, "dry run")
-        answer = self.target.clients.ecs().update_container_instances_state(
+        answer = self.aws(ctx).ecs(
+            "update_container_instances_state",
             cluster=info.cluster,
             containerInstances=[info.container_instance_arn],
             status="DRAINING",
@@ -428,12 +478,19 @@ class EcsStopStep(EcsStep):
         super().__init__("ecs:stop", target, settings)
         self.mode = settings.stop
 
+    def until(self, clock: NoticeClock) -> Optional[float]:
+        # From then on the final stop stops whatever is still running, and its calls,
+        # not ours, should get the bucket's tokens.
+        if not self.settings.final_stop:
+            return None
+        return final_stop_at(self.settings.stop_timeout)(clock)
+
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
-        ecs = self.target.clients.ecs()
-        arns = list_running_tasks(ecs, info)
+        aws = self.aws(ctx)
+        arns = list_running_tasks(aws, info)
         if self.mode == "all":
             return self._stop(ctx, info, arns, "tasks")
-        groups = task_groups(ecs, info, arns)
+        groups = task_groups(aws, info, arns)
         chosen = [arn for arn in arns if arn in groups and not is_service_group(groups[arn])]
         services = sum(1 for arn in arns if is_service_group(groups.get(arn, "")))
         if services:
@@ -451,11 +508,13 @@ class EcsStopStep(EcsStep):
 class EcsFinalStopStep(EcsStep):
     """StopTask for every task still running, `stop_timeout` + margin before the notice time."""
 
+    urgent = True
+
     def __init__(self, target: EcsTarget, settings: EcsSettings) -> None:
         super().__init__("ecs:final-stop", target, settings)
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
-        arns = list_running_tasks(self.target.clients.ecs(), info)
+        arns = list_running_tasks(self.aws(ctx), info)
         return self._stop(ctx, info, arns, "tasks still running")
 
 
