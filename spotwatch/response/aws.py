@@ -205,7 +205,9 @@ class AwsClients:
                     gate.answered(throttled)
                     ready.notify_all()
             attempt += 1
-            wait = self.policy_delay(policy, attempt, time_left())
+            with ready:
+                reckoned = gate.backoff_attempt(attempt)
+            wait = self.policy_delay(policy, reckoned, time_left())
             if wait is None:
                 raise last
             time.sleep(wait)

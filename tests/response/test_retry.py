@@ -62,9 +62,20 @@ def test_the_gate_halves_on_throttling_and_opens_one_by_one() -> None:
     assert not gate.may_send()
     gate.answered(throttled=False)
     assert gate.allowed == 2
-    for _ in range(40):
+    for _ in range(200):  # one more per `allowed` served answers
         gate.answered(throttled=False)
     assert gate.allowed == 16
+
+
+def test_a_throttled_client_reckons_new_calls_from_its_streak() -> None:
+    gate = Gate(16)
+    for _ in range(5):
+        gate.sent()
+        gate.answered(throttled=True)
+    assert gate.backoff_attempt(1) == 5
+    gate.sent()
+    gate.answered(throttled=False)
+    assert gate.backoff_attempt(1) == 1
 
 
 def test_what_counts_as_throttling_and_as_worth_another_try() -> None:
