@@ -226,7 +226,7 @@ class Storm:
     _current: Proc
 
     def _gave_up(self, end: float) -> bool:
-        left = end - self.now
+        left = min(end, self.s.deadline) - self.now
         if left > 1.0 and (self.first_give_up is None or self.now < self.first_give_up[0]):
             self.first_give_up = (self.now, left)
         return False
