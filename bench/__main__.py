@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bench import aws_client_cost, detection, ecs_stop, events, fanout, idle, startup
+from bench import aws_client_cost, detection, ecs_stop, events, fanout, idle, startup, storm
 from bench.common import (
     MotoProcess,
     Results,
@@ -34,7 +34,7 @@ from bench.common import (
     table,
 )
 
-SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup", "events")
+SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup", "events", "storm")
 
 
 @dataclass(frozen=True)
@@ -329,6 +329,16 @@ def _ecs_rows(
     return results.add("ECS stop", f"one by one ÷ concurrent ({label})", "x", ratios, note=note)
 
 
+def run_storm(results: Results, plan: Plan) -> None:
+    """The storm simulation (bench/storm.py): simulated clock, so it is exact and quick."""
+    for size in (50,) if plan is QUICK else (100,):
+        scenario = storm.Scenario(instances=size)
+        for outcome in (storm.simulate(scenario, policy) for policy in storm.POLICIES):
+            what = f"{size} instances x {scenario.tasks} tasks, {outcome.policy}"
+            results.add("storm", f"share in time, {what}", "%", [outcome.in_time * 100])
+            results.add("storm", f"calls sent ÷ needed, {what}", "x", [outcome.amplification])
+
+
 def run_startup(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
     runs = [startup.start_once(sim) for _ in range(plan.startup_reps)]
     results.add("start-up", "exec → first poll, ECS off", "ms", [r["first_poll"] for r in runs])
@@ -432,6 +442,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "ecs": lambda: run_ecs(results, plan, moto),
             "startup": lambda: run_startup(results, sim, plan, moto),
             "events": lambda: run_events(results, plan, moto),
+            "storm": lambda: run_storm(results, plan),
         }
         for name in chosen:
             section_began = time.monotonic()

@@ -57,7 +57,7 @@ def world(tasks: int, cluster: str) -> Tuple[str, List[str]]:
 
 
 def client_with_rtt(rtt: float, operation: str = "") -> Any:
-    """The ECS client spotwatch uses (standard retries, a pool of 16), each call (or only
+    """The ECS clients spotwatch uses (its own retries, a pool of 16), each call (or only
     `operation`'s) waiting `rtt` seconds more before its request goes out."""
     from spotwatch.response.aws import AwsClients
 
@@ -76,9 +76,10 @@ def stop_comparison(
     """Seconds for `stop_tasks` over `tasks` tasks on moto, with `workers` threads and with
     one; with `moto_pid`, also moto's own CPU seconds during each concurrent run ("moto cpu":
     the floor under the concurrent time, since moto serves one request at a time)."""
+    from spotwatch.response.aws import within
     from spotwatch.response.ecs import stop_tasks
 
-    client = client_with_rtt(rtt, "StopTask").ecs()
+    client = client_with_rtt(rtt, "StopTask").bounded(within(600))
     results: Dict[str, List[float]] = {"concurrent": [], "one by one": [], "moto cpu": []}
     for n in range(rounds):
         for mode, count in (("concurrent", workers), ("one by one", 1)):
@@ -100,13 +101,15 @@ def stop_comparison_concurrent_endpoint(
 ) -> Dict[str, List[float]]:
     """As `stop_comparison`, against `ConcurrentEcs` (an endpoint serving calls at once, as
     AWS does), `rtt` seconds per call; "peak" is the most calls it saw in flight at once."""
-    from spotwatch.response.aws import AwsClients
+    from spotwatch.response.aws import AwsClients, within
     from spotwatch.response.ecs import stop_tasks
 
     endpoint = ConcurrentEcs(rtt)
     try:
         with endpoint_url(endpoint.url):
-            client = AwsClients(region="us-east-1").ecs()
+            clients = AwsClients(region="us-east-1")
+            clients.ecs()  # made while the endpoint variable is set
+            client = clients.bounded(within(600))
         results: Dict[str, List[float]] = {"concurrent": [], "one by one": [], "peak": []}
         for n in range(rounds):
             for mode, count in (("concurrent", workers), ("one by one", 1)):
@@ -130,7 +133,8 @@ def stop_step(tasks: int, rtt: float) -> float:
     from spotwatch.config.schema import Config
     from spotwatch.detection.notices import now_notice
     from spotwatch.response.deadline import NoticeClock
-    from spotwatch.response.ecs import AgentInfo, EcsStopStep, EcsTarget
+    from spotwatch.response.ecs import EcsStopStep
+    from spotwatch.response.ecs_agent import AgentInfo, EcsTarget
     from spotwatch.response.plan import StepContext
     from spotwatch.state.schema import OK
 

@@ -11,8 +11,14 @@ from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
 from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.response.aws import AwsClients, AwsSetupError, describe_error, error_code
-from spotwatch.response.ecs import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
+from spotwatch.response.aws import (
+    AwsClients,
+    AwsSetupError,
+    describe_error,
+    error_code,
+    within,
+)
+from spotwatch.response.ecs_agent import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
 from spotwatch.response.instance import ALLOWED, DENIED, check_permission
 
 HIBERNATION_PATH = "meta-data/hibernation/configured"
@@ -138,7 +144,7 @@ def instance_checks(config: Config) -> Iterable[CheckResult]:
             clients.prefer_region(discover(config.ecs.agent_url, AGENT_TIMEOUT).region)
     for action in actions:
         try:
-            status, detail = check_permission(clients.ec2(), action, instance_id)
+            status, detail = check_permission(clients.bounded(within(10.0)), action, instance_id)
         except AwsSetupError as failure:
             yield CheckResult(f"instance:{action}", ERROR, str(failure))
             continue

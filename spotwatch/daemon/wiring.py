@@ -9,7 +9,8 @@ from spotwatch.config.schema import Config
 from spotwatch.daemon.shell import DaemonParts
 from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
-from spotwatch.response.ecs import EcsResponse, EcsTarget
+from spotwatch.response.ecs import EcsResponse
+from spotwatch.response.ecs_agent import EcsTarget
 from spotwatch.response.hibernate import add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
 from spotwatch.state.ledger import HibernateLedger

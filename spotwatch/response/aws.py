@@ -7,8 +7,12 @@
 - Endpoints: botocore reads `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` itself
   (detected at run time by its `ignore_configured_endpoint_urls` setting); on older botocore
   we read them here so a local endpoint still works.
-- Retries: botocore's standard mode (throttling and transient errors, with backoff), with
-  timeouts short enough that a few attempts fit well inside a two-minute notice.
+- Retries are ours, not botocore's (its own are off): `Bounded.call` retries throttling and
+  transient faults with spotwatch.response.retry's policy for as long as the caller's bound
+  (the time left, or a step's own) allows, never a fixed count or a quota; each attempt gets a
+  client whose timeouts fit in what is left (5 s read timeout, then 2, 1, 0.5 s when less is
+  left), so no call outlives its bound by more than a connect. A `Gate` per client stops an
+  instance sending 16 calls at once into a throttled API (docs/benchmarks.md, "Storm").
 - Clients are created on first use, not at start (bench/aws_client_cost.py): warming both
   at start costs ~35 MB of idle RSS for weeks (29 -> 64 MB) to save ~0.15-0.3 s once, on
   the first call after a notice (cold 176-325 ms vs warm 7-17 ms) out of a ~110 s budget.
@@ -20,11 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Type
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type
 
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.logevents import emit
+from spotwatch.response.retry import DEFAULT, DeadlineBackoff, Gate, is_retryable, is_throttling
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -34,13 +41,22 @@ log = logging.getLogger("spotwatch.aws")
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 5.0
-MAX_ATTEMPTS = 4  # in all, first try included: worst case ~4 x 7 s plus backoff
+# Read timeouts of the clients an attempt may get: the longest that, with its connect
+# timeout, fits in the time left. The shorter ones are made only when a call has < 7 s.
+TIMEOUT_TIERS = (READ_TIMEOUT, 2.0, 1.0, 0.5, 0.2)
 POOL_SIZE = 16  # as many connections as concurrent StopTask calls
 REGION_PATH = "meta-data/placement/region"
 
 
 class AwsSetupError(Exception):
     """No client can be made (no region, broken botocore setup); `str()` says why."""
+
+
+class OutOfTime(Exception):
+    """A call's bound ran out before an attempt could be sent; `str()` says which call."""
+
+
+TimeLeft = Callable[[], float]
 
 
 def describe_error(failure: BaseException) -> str:
@@ -52,14 +68,16 @@ def describe_error(failure: BaseException) -> str:
         message = error.get("Message") or str(failure)
         return f"{code}: {message}"
     text = str(failure) or type(failure).__name__
-    return text if isinstance(failure, AwsSetupError) else f"{type(failure).__name__}: {text}"
+    if isinstance(failure, (AwsSetupError, OutOfTime)):
+        return text
+    return f"{type(failure).__name__}: {text}"
 
 
 def api_errors() -> Tuple[Type[BaseException], ...]:
     """What an AWS call raises for a foreseeable failure (imports botocore on first use)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return (ClientError, BotoCoreError, AwsSetupError)
+    return (ClientError, BotoCoreError, AwsSetupError, OutOfTime)
 
 
 def error_code(failure: BaseException) -> str:
@@ -94,7 +112,7 @@ class AwsClients:
     """Lazily made, thread-safe ECS and EC2 clients on one session.
 
     `region`: an explicit region (`ecs.region`); `imds_endpoint` etc.: where to ask for the
-    region when nothing else says it.
+    region when nothing else says it; `policy`, `rng`: when to retry (spotwatch.response.retry).
     """
 
     def __init__(
@@ -104,6 +122,8 @@ class AwsClients:
         imds_endpoint: str = "http://169.254.169.254",
         imds_timeout: float = 1.0,
         allow_imdsv1: bool = False,
+        policy: DeadlineBackoff = DEFAULT,
+        rng: Optional[random.Random] = None,
     ) -> None:
         self.explicit_region = region
         self._imds = (imds_endpoint, imds_timeout, allow_imdsv1)
@@ -111,8 +131,12 @@ class AwsClients:
         self._hint: Optional[str] = None
         self._imds_region: Optional[str] = None
         self._built_region: Optional[str] = None
-        self._clients: Dict[str, Any] = {}
+        self._clients: Dict[Tuple[str, float], Any] = {}
         self._session: Any = None  # one botocore session: credentials resolved once
+        self.policy = policy
+        self._rng = rng or random.Random()
+        self._gates: Dict[str, Tuple[Gate, threading.Condition]] = {}
+        self._throttled_by: Dict[str, str] = {}  # service -> its last throttling answer
 
     def prefer_region(self, region: Optional[str]) -> None:
         """The region of the container instance ARN: wins over the environment and IMDS."""
@@ -124,17 +148,79 @@ class AwsClients:
         with self._lock:
             return self._region_locked()
 
-    def ecs(self) -> ECSClient:
-        client: ECSClient = self._client("ecs")
+    def ecs(self, read_timeout: float = READ_TIMEOUT) -> ECSClient:
+        client: ECSClient = self._client("ecs", read_timeout)
         return client
 
-    def ec2(self) -> EC2Client:
-        client: EC2Client = self._client("ec2")
+    def ec2(self, read_timeout: float = READ_TIMEOUT) -> EC2Client:
+        client: EC2Client = self._client("ec2", read_timeout)
         return client
+
+    def bounded(self, time_left: TimeLeft, *, urgent: bool = False) -> Bounded:
+        """Calls bounded by `time_left()` (seconds; e.g. `ctx.clock.time_left`, or less for
+        a step told its own bound); `urgent`: the calls that matter most (module docstring
+        of spotwatch.response.retry)."""
+        return Bounded(self, time_left, self.policy.urgent() if urgent else self.policy)
+
+    def call(
+        self,
+        service: str,
+        operation: str,
+        params: Dict[str, Any],
+        time_left: TimeLeft,
+        policy: DeadlineBackoff,
+    ) -> Dict[str, Any]:
+        """`operation` (`stop_task`, ...) retried per `policy` while `time_left()` allows;
+        raises the last failure (or `OutOfTime`) when it does not."""
+        from botocore.exceptions import ClientError
+
+        gate, ready = self._gate(service)
+        attempt = 0
+        last: Optional[BaseException] = None
+        while True:
+            try:
+                self._enter(gate, ready, service, operation, time_left)
+            except OutOfTime:
+                if last is None:
+                    raise
+                raise last from None  # what the API said is the better cause
+            throttled = False
+            try:
+                client = self._client(service, _tier(time_left()))
+                answer: Dict[str, Any] = getattr(client, operation)(**params)
+                return answer
+            except ClientError as failure:
+                code = error_code(failure)
+                status = failure.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                throttled = is_throttling(code, status)
+                if throttled:
+                    self._throttled_by[service] = describe_error(failure)
+                if not is_retryable(code, status):
+                    raise
+                last = failure
+            except _transient_errors() as failure:
+                last = failure
+            finally:
+                with ready:
+                    gate.answered(throttled)
+                    ready.notify_all()
+            attempt += 1
+            with ready:
+                reckoned = gate.backoff_attempt(attempt)
+            wait = self.policy_delay(policy, reckoned, time_left())
+            if wait is None:
+                raise last
+            time.sleep(wait)
+
+    def policy_delay(
+        self, policy: DeadlineBackoff, attempt: int, time_left: float
+    ) -> Optional[float]:
+        with self._lock:  # random.Random is not safe to share between threads unlocked
+            return policy.delay(attempt, time_left, self._rng)
 
     def client(self, service: str) -> Any:
         """Any other service's client (sns, events, ...), made the same way."""
-        return self._client(service)
+        return self._client(service, READ_TIMEOUT)
 
     # ----------------------------------------------------------------- internals
 
@@ -168,26 +254,56 @@ class AwsClients:
             )
         return region
 
-    def _client(self, service: str) -> Any:
+    def _gate(self, service: str) -> Tuple[Gate, threading.Condition]:
+        with self._lock:
+            found = self._gates.get(service)
+            if found is None:
+                found = self._gates[service] = (Gate(POOL_SIZE), threading.Condition())
+            return found
+
+    def _enter(
+        self,
+        gate: Gate,
+        ready: threading.Condition,
+        service: str,
+        operation: str,
+        time_left: TimeLeft,
+    ) -> None:
+        with ready:
+            while True:
+                left = time_left() - self.policy.least_attempt
+                if left <= 0:
+                    why = self._throttled_by.get(service)
+                    raise OutOfTime(
+                        f"{_api_name(operation)}: no time left to call {service}"
+                        + (f" (throttled: {why})" if why else "")
+                    )
+                if gate.may_send():
+                    gate.sent()
+                    return
+                ready.wait(left)
+
+    def _client(self, service: str, read_timeout: float = READ_TIMEOUT) -> Any:
         with self._lock:
             region = self._region_locked()
             if region != self._built_region:
                 self._clients.clear()
                 self._built_region = region
-            client = self._clients.get(service)
+            key = (service, read_timeout)
+            client = self._clients.get(key)
             if client is None:
-                client = self._make(service, region)
-                self._clients[service] = client
+                client = self._make(service, region, read_timeout)
+                self._clients[key] = client
             return client
 
-    def _make(self, service: str, region: str) -> Any:
+    def _make(self, service: str, region: str, read_timeout: float = READ_TIMEOUT) -> Any:
         # Lazy on purpose: warm clients cost ~35 MB idle to save ~0.2 s once (module docstring).
         from botocore.config import Config as BotoConfig
 
         config = BotoConfig(
-            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            retries={"mode": "standard", "total_max_attempts": 1},  # ours: `call`
+            connect_timeout=min(CONNECT_TIMEOUT, read_timeout),
+            read_timeout=read_timeout,
             max_pool_connections=POOL_SIZE,
         )
         # None lets botocore resolve the endpoint itself (including the variables above).
@@ -201,6 +317,52 @@ class AwsClients:
         where = client.meta.endpoint_url
         emit(log, logging.DEBUG, "aws-client", f"{service} client for {region} at {where}")
         return client
+
+
+class Bounded:
+    """AWS calls bounded by one `time_left`: `bounded.ecs("stop_task", cluster=..., ...)`."""
+
+    def __init__(self, clients: AwsClients, time_left: TimeLeft, policy: DeadlineBackoff) -> None:
+        self.clients = clients
+        self.time_left = time_left
+        self.policy = policy
+
+    def ecs(self, operation: str, **params: Any) -> Dict[str, Any]:
+        return self.clients.call("ecs", operation, params, self.time_left, self.policy)
+
+    def ec2(self, operation: str, **params: Any) -> Dict[str, Any]:
+        return self.clients.call("ec2", operation, params, self.time_left, self.policy)
+
+
+def within(seconds: float) -> TimeLeft:
+    """A bound `seconds` from now (for calls outside a response, such as `check`'s)."""
+    ends = time.monotonic() + seconds
+
+    def time_left() -> float:
+        return ends - time.monotonic()
+
+    return time_left
+
+
+def _tier(time_left: float) -> float:
+    """The longest read timeout that, with its connect timeout, fits in `time_left`."""
+    for read in TIMEOUT_TIERS:
+        if read + min(CONNECT_TIMEOUT, read) <= time_left:
+            return read
+    return TIMEOUT_TIERS[-1]
+
+
+def _api_name(operation: str) -> str:
+    """`stop_task` -> `StopTask`, as AWS names it in its errors."""
+    return "".join(part.capitalize() for part in operation.split("_"))
+
+
+def _transient_errors() -> Tuple[Type[BaseException], ...]:
+    """No answer at all: the connection failed, was cut, or the answer did not come in time."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError  # read timeouts, connections cut
+
+    return (BotoConnectionError, HTTPClientError)
 
 
 # Client creation is not thread-safe in botocore; and parsed service models are kept across

@@ -1,14 +1,13 @@
-"""ECS on this instance: find it through the agent, drain it, stop its tasks in time.
-
-Discovery asks the ECS agent's introspection API (`<agent_url>/v1/metadata`) for the
-cluster and the container instance ARN, at start and again on a notice. `ecs.enabled`:
-`auto` turns ECS on only when the agent answers; `true` makes ECS required (an agent that
-does not answer is a FAILED step, after retrying within the deadline); `false`: nothing.
+"""ECS on this instance: drain it, stop its tasks in time. (Finding it: ecs_agent.py.)
 
 Steps: `EcsDrainStep` (DRAINING), `EcsStopStep` (StopTask for standalone
 tasks, or all, right after the hooks) and `EcsFinalStopStep`, timed at notice time -
 `stop_timeout` - `deadline_margin` so the agent's SIGTERM-then-SIGKILL fits before the
 deadline. API failures become FAILED steps in the API's words; nothing here raises for them.
+Every call is bounded by the time left (spotwatch.response.aws `Bounded`), or by less when a
+step is told its own `bound`; the stop step's calls end when the final stop starts (it
+stops whatever is still running), and the final stop's calls are urgent: under throttling
+they come back sooner than the others (spotwatch.response.retry).
 In dry run the read-only calls are made, so the log can name each task it would stop, and
 nothing is changed.
 """
@@ -16,14 +15,10 @@ nothing is changed.
 from __future__ import annotations
 
 import logging
-import re
-import threading
-import time
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import (
-    TYPE_CHECKING,
+    Any,
     Callable,
     Dict,
     List,
@@ -35,218 +30,28 @@ from typing import (
 from spotwatch.config.schema import Config, EcsSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error, region_from_arn
+from spotwatch.response.aws import (
+    Bounded,
+    api_errors,
+    describe_error,
+)
 from spotwatch.response.deadline import NoticeClock
+from spotwatch.response.ecs_agent import (
+    AgentInfo,
+    DiscoveryError,
+    EcsTarget,
+    short_id,
+)
 from spotwatch.response.plan import Step, StepContext, StepOutcome, TimedStep
 from spotwatch.state.schema import FAILED, OK
 
-if TYPE_CHECKING:
-    from mypy_boto3_ecs import ECSClient
-
 log = logging.getLogger("spotwatch.ecs")
 
-AGENT_TIMEOUT = 1.0  # per discovery attempt: the agent is on localhost
-DISCOVERY_BUDGET = 10.0  # a step retries discovery this long at most (never past the deadline)
-RETRY_PAUSE = 0.5
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
-STOP_WORKERS = 16  # concurrent StopTask calls; throttling is retried by botocore
+STOP_WORKERS = 16  # concurrent StopTask calls; throttling retried while time allows
 REASON_LIMIT = 255
 ECS_ACTIONS = ("terminate", "stop", "reboot")  # rebalance, hibernate, maintenance: no ECS
 SERVICE_GROUP = "service:"
-
-
-@dataclass(frozen=True)
-class AgentInfo:
-    """What the ECS agent says about this instance."""
-
-    cluster: str
-    container_instance_arn: str
-
-    @property
-    def region(self) -> Optional[str]:
-        return region_from_arn(self.container_instance_arn)
-
-    def __str__(self) -> str:
-        return (
-            f"container instance {short_id(self.container_instance_arn)} in cluster {self.cluster}"
-        )
-
-
-class DiscoveryError(Exception):
-    """The agent gave no usable answer; `str()` says why."""
-
-
-def short_id(arn: str) -> str:
-    return arn.rsplit("/", 1)[-1]
-
-
-def _why(failure: BaseException) -> str:
-    """requests' messages run to several lines of pool internals; keep the cause."""
-    text = str(failure)
-    found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    if found:
-        return found.group(0)
-    if "timed out" in text.lower():
-        return "timed out"
-    return type(failure).__name__
-
-
-def discover(agent_url: str, timeout: float = AGENT_TIMEOUT) -> AgentInfo:
-    """Ask the agent's introspection API who we are in ECS; raises `DiscoveryError`."""
-    import requests  # ~28 MB: a daemon with ECS off never imports it
-
-    url = agent_url.rstrip("/") + "/v1/metadata"
-    try:
-        reply = requests.get(url, timeout=timeout)
-    except requests.RequestException as failure:
-        raise DiscoveryError(f"{url}: {_why(failure)}") from None
-    if reply.status_code != 200:
-        raise DiscoveryError(f"{url}: HTTP {reply.status_code}")
-    try:
-        data = reply.json()
-    except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
-        raise DiscoveryError(f"{url}: the answer is not JSON") from None
-    cluster = data.get("Cluster") if isinstance(data, dict) else None
-    arn = data.get("ContainerInstanceArn") if isinstance(data, dict) else None
-    if not cluster or not arn:
-        raise DiscoveryError(f"{url}: no Cluster and ContainerInstanceArn (not registered yet?)")
-    return AgentInfo(str(cluster), str(arn))
-
-
-Fetch = Callable[[str, float], AgentInfo]
-
-
-class EcsTarget:
-    """This instance in ECS: the agent's answer, found at start and refreshed on a notice."""
-
-    def __init__(
-        self,
-        settings: EcsSettings,
-        clients: AwsClients,
-        *,
-        fetch: Fetch = discover,
-        budget: float = DISCOVERY_BUDGET,
-    ) -> None:
-        self.settings = settings
-        self.clients = clients
-        self._fetch = fetch
-        self._budget = budget
-        self._lock = threading.Lock()  # guards the fields below
-        self._refresh_lock = threading.Lock()  # one refresh at a time
-        self._info: Optional[AgentInfo] = None
-        self._refreshed_for: Optional[NoticeClock] = None
-        self._decided: Optional[Tuple[Notice, bool]] = None
-
-    @property
-    def info(self) -> Optional[AgentInfo]:
-        return self._info
-
-    def start(self) -> Optional[AgentInfo]:
-        """Discovery at daemon start; logs what it found (or why ECS is off)."""
-        if self.settings.enabled is False:
-            return None
-        try:
-            info = self._fetch(self.settings.agent_url, AGENT_TIMEOUT)
-        except DiscoveryError as failure:
-            if self.settings.enabled == "auto":
-                emit(
-                    log,
-                    logging.INFO,
-                    "ecs-off",
-                    f"ECS agent not answering ({failure}): ECS steps off (ecs.enabled: auto)",
-                )
-            else:
-                emit(
-                    log,
-                    logging.WARNING,
-                    "ecs-agent-unreachable",
-                    f"ECS agent not answering ({failure}); asking again on a notice",
-                )
-            return None
-        self._found(info)
-        return info
-
-    def wanted(self, notice: Notice) -> bool:
-        """Does this notice get ECS steps? Decided once per notice, on the poll thread: in
-        `auto` mode an agent not seen yet gets one short probe (it may have started later)."""
-        if self.settings.enabled is False:
-            return False
-        if self.settings.enabled is True:
-            return True
-        with self._lock:
-            if self._decided is not None and self._decided[0] == notice:
-                return self._decided[1]
-            on = self._info is not None
-            if not on:
-                try:
-                    self._found_locked(self._fetch(self.settings.agent_url, AGENT_TIMEOUT / 2))
-                    on = True
-                except DiscoveryError as failure:
-                    emit(log, logging.DEBUG, "ecs-off", f"ECS agent still not answering: {failure}")
-            self._decided = (notice, on)
-            return on
-
-    def for_notice(self, ctx: StepContext) -> AgentInfo:
-        """The agent's answer, asked again once per notice and retried within the budget.
-
-        Falls back to the answer found earlier when the agent does not answer now; raises
-        `DiscoveryError` when there is none at all (a later step then tries again)."""
-        # One refresh at a time; the state lock is never held while waiting on the agent,
-        # so `wanted()` on the poll thread cannot be held up by a refresh.
-        with self._refresh_lock:
-            with self._lock:
-                if self._refreshed_for is ctx.clock and self._info is not None:
-                    return self._info
-            give_up = time.monotonic() + max(0.0, min(self._budget, ctx.clock.time_left()))
-            while True:
-                try:
-                    info = self._fetch(self.settings.agent_url, AGENT_TIMEOUT)
-                    break
-                except DiscoveryError as failure:
-                    if time.monotonic() + RETRY_PAUSE >= give_up or ctx.cancel.is_set():
-                        return self._fallback(failure, ctx)
-                    time.sleep(RETRY_PAUSE)
-            with self._lock:
-                self._found_locked(info)
-                self._refreshed_for = ctx.clock
-            return info
-
-    def _fallback(self, failure: DiscoveryError, ctx: StepContext) -> AgentInfo:
-        with self._lock:
-            known = self._info
-            if known is not None:
-                self._refreshed_for = ctx.clock  # tried for this notice: do not wait again
-        if known is None:
-            raise failure
-        emit(
-            log,
-            logging.WARNING,
-            "ecs-agent-unreachable",
-            f"ECS agent not answering ({failure}); using {known} found earlier",
-        )
-        return known
-
-    def _found(self, info: AgentInfo) -> None:
-        with self._lock:
-            self._found_locked(info)
-
-    def _found_locked(self, info: AgentInfo) -> None:
-        if info != self._info:
-            region = self.settings.region or info.region or "unknown region"
-            emit(
-                log,
-                logging.INFO,
-                "ecs-on",
-                f"ECS: {info} ({region})",
-                cluster=info.cluster,
-                container_instance=info.container_instance_arn,
-            )
-        self._info = info
-        if not self.settings.region:
-            self.clients.prefer_region(info.region)
-
-
-# --------------------------------------------------------------------- API helpers
 
 
 def stop_reason(template: str, notice: Notice) -> str:
@@ -259,24 +64,30 @@ def stop_reason(template: str, notice: Notice) -> str:
     return text[:REASON_LIMIT]
 
 
-def list_running_tasks(ecs: ECSClient, info: AgentInfo) -> List[str]:
+def list_running_tasks(aws: Bounded, info: AgentInfo) -> List[str]:
     """ARNs of the tasks on this container instance that ECS wants running (every page)."""
     arns: List[str] = []
-    pages = ecs.get_paginator("list_tasks").paginate(
-        cluster=info.cluster, containerInstance=info.container_instance_arn, desiredStatus="RUNNING"
-    )
-    for page in pages:
+    query: Dict[str, Any] = {
+        "cluster": info.cluster,
+        "containerInstance": info.container_instance_arn,
+        "desiredStatus": "RUNNING",
+    }
+    while True:
+        page = aws.ecs("list_tasks", **query)
         arns.extend(page.get("taskArns", []))
-    return arns
+        token = page.get("nextToken")
+        if not token:
+            return arns
+        query["nextToken"] = token
 
 
-def task_groups(ecs: ECSClient, info: AgentInfo, arns: Sequence[str]) -> Dict[str, str]:
+def task_groups(aws: Bounded, info: AgentInfo, arns: Sequence[str]) -> Dict[str, str]:
     """Task ARN -> group (`service:web`, `family:x`, ...), in batches of 100. Tasks gone by
     now are left out."""
     groups: Dict[str, str] = {}
     for first in range(0, len(arns), DESCRIBE_BATCH):
-        answer = ecs.describe_tasks(
-            cluster=info.cluster, tasks=list(arns[first : first + DESCRIBE_BATCH])
+        answer = aws.ecs(
+            "describe_tasks", cluster=info.cluster, tasks=list(arns[first : first + DESCRIBE_BATCH])
         )
         for task in answer.get("tasks", []):
             groups[task["taskArn"]] = task.get("group", "")
@@ -288,7 +99,7 @@ def is_service_group(group: str) -> bool:
 
 
 def stop_tasks(
-    ecs: ECSClient,
+    aws: Bounded,
     cluster: str,
     arns: Sequence[str],
     reason: str,
@@ -300,7 +111,7 @@ def stop_tasks(
 
     def one(arn: str) -> Tuple[str, Optional[str]]:
         try:
-            ecs.stop_task(cluster=cluster, task=arn, reason=reason)
+            aws.ecs("stop_task", cluster=cluster, task=arn, reason=reason)
         except errors as failure:
             return arn, describe_error(failure)
         return arn, None
@@ -333,11 +144,41 @@ class EcsStep(Step):
     """Finds this instance in ECS, then acts; every foreseeable failure is a FAILED outcome."""
 
     kind = "ecs"
+    urgent = False  # the final stop's calls: back sooner under throttling
 
-    def __init__(self, name: str, target: EcsTarget, settings: EcsSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: EcsTarget,
+        settings: EcsSettings,
+        *,
+        bound: Optional[float] = None,
+    ) -> None:
         super().__init__(name)
         self.target = target
         self.settings = settings
+        self.bound = bound  # seconds from the step's start its calls may take, at most
+
+    def aws(self, ctx: StepContext) -> Bounded:
+        """The step's calls, bounded by the time left, its own `bound` and `until()`."""
+        clock = ctx.clock
+        own = None if self.bound is None else clock.now() + self.bound
+        until = self.until(clock)
+        if until is not None and until <= clock.now():
+            until = None  # started late: the deadline bounds it, as it bounds the final stop
+        ends = [x for x in (own, until) if x is not None]
+
+        def time_left() -> float:
+            left = clock.time_left()
+            if ends:
+                left = min(left, min(ends) - clock.now())
+            return left
+
+        return self.target.clients.bounded(time_left, urgent=self.urgent)
+
+    def until(self, clock: NoticeClock) -> Optional[float]:
+        """A monotonic moment after which the step's calls are no use (None: the deadline)."""
+        return None
 
     def run(self, ctx: StepContext) -> StepOutcome:
         try:
@@ -370,7 +211,7 @@ class EcsStep(Step):
                     task=arn,
                 )
             return StepOutcome(OK, f"dry run: would stop {len(arns)} {what}")
-        stopped, failed = stop_tasks(self.target.clients.ecs(), info.cluster, arns, reason)
+        stopped, failed = stop_tasks(self.aws(ctx), info.cluster, arns, reason)
         if failed:
             first_arn, first_error = failed[0]
             return StepOutcome(
@@ -384,8 +225,10 @@ class EcsStep(Step):
 class EcsDrainStep(EcsStep):
     """UpdateContainerInstancesState(DRAINING): services move their tasks elsewhere."""
 
-    def __init__(self, target: EcsTarget, settings: EcsSettings) -> None:
-        super().__init__("ecs:drain", target, settings)
+    def __init__(
+        self, target: EcsTarget, settings: EcsSettings, *, bound: Optional[float] = None
+    ) -> None:
+        super().__init__("ecs:drain", target, settings, bound=bound)
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
         if ctx.dry_run:
@@ -397,7 +240,8 @@ class EcsDrainStep(EcsStep):
                 cluster=info.cluster,
             )
             return StepOutcome(OK, "dry run")
-        answer = self.target.clients.ecs().update_container_instances_state(
+        answer = self.aws(ctx).ecs(
+            "update_container_instances_state",
             cluster=info.cluster,
             containerInstances=[info.container_instance_arn],
             status="DRAINING",
@@ -422,12 +266,19 @@ class EcsStopStep(EcsStep):
         super().__init__("ecs:stop", target, settings)
         self.mode = settings.stop
 
+    def until(self, clock: NoticeClock) -> Optional[float]:
+        # From then on the final stop stops whatever is still running, and its calls,
+        # not ours, should get the bucket's tokens.
+        if not self.settings.final_stop:
+            return None
+        return final_stop_at(self.settings.stop_timeout)(clock)
+
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
-        ecs = self.target.clients.ecs()
-        arns = list_running_tasks(ecs, info)
+        aws = self.aws(ctx)
+        arns = list_running_tasks(aws, info)
         if self.mode == "all":
             return self._stop(ctx, info, arns, "tasks")
-        groups = task_groups(ecs, info, arns)
+        groups = task_groups(aws, info, arns)
         chosen = [arn for arn in arns if arn in groups and not is_service_group(groups[arn])]
         services = sum(1 for arn in arns if is_service_group(groups.get(arn, "")))
         if services:
@@ -445,11 +296,13 @@ class EcsStopStep(EcsStep):
 class EcsFinalStopStep(EcsStep):
     """StopTask for every task still running, `stop_timeout` + margin before the notice time."""
 
+    urgent = True
+
     def __init__(self, target: EcsTarget, settings: EcsSettings) -> None:
         super().__init__("ecs:final-stop", target, settings)
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
-        arns = list_running_tasks(self.target.clients.ecs(), info)
+        arns = list_running_tasks(self.aws(ctx), info)
         return self._stop(ctx, info, arns, "tasks still running")
 
 

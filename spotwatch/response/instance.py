@@ -2,7 +2,8 @@
 
 `instance.after_response` (stop | hibernate | terminate) after a terminate or stop notice,
 `instance.after_rebalance` (stop | terminate) after a rebalance recommendation's hooks.
-Always the graceful way: never `Force`, never `SkipOsShutdown`. The answer's state codes
+Always the graceful way: never `Force`, never `SkipOsShutdown`. The call is bounded by the
+time left and retried while it allows (spotwatch.response.aws `Bounded`). The answer's state codes
 are read from their low byte (the high byte is internal to EC2) and logged as
 "running → stopping". Failures are reported in the API's words.
 """
@@ -10,17 +11,14 @@ are read from their low byte (the high byte is internal to EC2) and logged as
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.detection.notices import REBALANCE, Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error, error_code
+from spotwatch.response.aws import AwsClients, Bounded, api_errors, describe_error, error_code
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.state.schema import FAILED, OK, SKIPPED
-
-if TYPE_CHECKING:
-    from mypy_boto3_ec2 import EC2Client
 
 log = logging.getLogger("spotwatch.instance")
 
@@ -58,13 +56,13 @@ def transition(change: Mapping[str, Any]) -> str:
 
 
 def request_action(
-    ec2: EC2Client, action: str, instance_id: str, *, dry_run: bool = False
+    aws: Bounded, action: str, instance_id: str, *, dry_run: bool = False
 ) -> Mapping[str, Any]:
     """Ask EC2 to stop / hibernate / terminate the instance; returns its state change."""
     extra = {"DryRun": True} if dry_run else {}
     if action == "terminate":
         changes: List[Any] = list(
-            ec2.terminate_instances(InstanceIds=[instance_id], **extra).get(
+            aws.ec2("terminate_instances", InstanceIds=[instance_id], **extra).get(
                 "TerminatingInstances", []
             )
         )
@@ -72,18 +70,20 @@ def request_action(
         if action == "hibernate":
             extra["Hibernate"] = True
         changes = list(
-            ec2.stop_instances(InstanceIds=[instance_id], **extra).get("StoppingInstances", [])
+            aws.ec2("stop_instances", InstanceIds=[instance_id], **extra).get(
+                "StoppingInstances", []
+            )
         )
     else:
         raise ValueError(f"not an instance action: {action!r}")
     return changes[0] if changes else {}
 
 
-def check_permission(ec2: EC2Client, action: str, instance_id: str) -> Tuple[str, str]:
+def check_permission(aws: Bounded, action: str, instance_id: str) -> Tuple[str, str]:
     """(ALLOWED | DENIED | UNKNOWN, detail) from the call with `DryRun=True`."""
     api = API_NAMES[action]
     try:
-        request_action(ec2, action, instance_id, dry_run=True)
+        request_action(aws, action, instance_id, dry_run=True)
     except api_errors() as failure:
         code = error_code(failure)
         if code == "DryRunOperation":
@@ -125,7 +125,8 @@ class InstanceActionStep(Step):
             )
             return StepOutcome(OK, "dry run")
         try:
-            change = request_action(self.clients.ec2(), self.action, instance_id)
+            aws = self.clients.bounded(ctx.clock.time_left)
+            change = request_action(aws, self.action, instance_id)
         except api_errors() as failure:
             detail = f"{api}: {describe_error(failure)}"
             emit(

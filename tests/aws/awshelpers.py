@@ -99,6 +99,14 @@ def build_world(*, service: int = 2, standalone: int = 3, cluster: str = "spot")
     return EcsWorld(cluster, arn, instance_id, services, singles, ecs, ec2)
 
 
+def serve_in_thread(handler: Any) -> Tuple[ThreadingHTTPServer, str]:
+    """A threaded HTTP server on 127.0.0.1 with `handler`, serving from a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class FakeAgent:
     """The ECS agent's introspection API: GET /v1/metadata."""
 
@@ -171,10 +179,7 @@ class ScriptedEndpoint:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        self._server, self.url = serve_in_thread(Handler)
         return self
 
     def stop(self) -> None:

@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 
 from spotwatch.config.schema import Config, InstanceSettings
 from spotwatch.detection.notices import REBALANCE
-from spotwatch.response.aws import AwsClients
+from spotwatch.response.aws import AwsClients, within
 from spotwatch.response.instance import (
     ALLOWED,
     DENIED,
@@ -113,7 +113,7 @@ def test_hibernate_on_moto_stops_the_instance(moto: str) -> None:
 
 def test_permission_check_on_moto_is_allowed(moto: str) -> None:
     instance_id = launch()
-    ec2 = AwsClients(region=REGION).ec2()
+    ec2 = AwsClients(region=REGION).bounded(within(10))
     for action in ("stop", "hibernate", "terminate"):
         status, detail = check_permission(ec2, action, instance_id)
         assert status == ALLOWED, detail
@@ -214,7 +214,7 @@ def test_permission_check_by_dry_run(aws_env: Any, code: str, expected: str) -> 
         412 if code == "DryRunOperation" else 403,
         expected_params={"InstanceIds": [IID], "DryRun": True, "Hibernate": True},
     )
-    status, detail = check_permission(step.clients.ec2(), "hibernate", IID)
+    status, detail = check_permission(step.clients.bounded(within(10)), "hibernate", IID)
     assert status == expected
     assert code in detail or status == ALLOWED
     stubber.assert_no_pending_responses()

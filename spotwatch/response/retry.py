@@ -1,0 +1,149 @@
+"""When to try an AWS call again during a response: bounded by the time left, not by a count.
+
+A mass reclaim gives hundreds of instances of one account their notices within the same
+minute, and every one of them calls the same regional ECS APIs, which throttle per account
+with token buckets. Two ways to fail there (docs/benchmarks.md, "Storm"):
+
+- giving up while time is left: a fixed attempt count (botocore: 3, or 4 as we had it) or a
+  retry quota per client ends the retries after ~3-7 s of throttling, and the tasks are then
+  killed hard at the deadline although the bucket would have served them later;
+- retrying too eagerly: 16 concurrent StopTask callers per instance, each retrying on its
+  own, send many calls for every one the bucket can serve.
+
+So: a retry waits `random(0, min(cap, base * 2**(attempt-1)))` (full jitter: the fleet's
+retries spread over the window instead of coming back together), never so long that the next
+attempt would start with less than `least_attempt` left, and gives up only then. Calls that
+matter most (the final stop of tasks still running) use a smaller `cap`, so under contention
+they come back, and get tokens, more often. Each client also keeps a `Gate`: a throttled
+answer halves how many of its calls may be in flight, served ones let more through slowly, so
+an instance stops sending 16 calls where the bucket serves one.
+
+Pure: no clock, no sleeping, no threads; a random source is passed in. The AWS calls use it
+(spotwatch.response.aws), and bench/storm.py runs exactly these objects on a simulated clock.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+# Error codes AWS APIs use for "slow down" (ECS: ThrottlingException; EC2:
+# RequestLimitExceeded; others: Throttling, TooManyRequestsException, ...).
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+# Answers that mean "try again": the service had trouble, not the request.
+TRANSIENT_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServerException",
+    }
+)
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def is_throttling(code: str, status: Optional[int] = None) -> bool:
+    return code in THROTTLING_CODES or status == 429
+
+
+def is_retryable(code: str, status: Optional[int] = None) -> bool:
+    """Throttling or a transient fault (a request that failed before any answer counts as
+    transient too: pass code "" and status None)."""
+    if is_throttling(code, status) or code in TRANSIENT_CODES:
+        return True
+    return status in TRANSIENT_STATUSES if status is not None else code == ""
+
+
+@dataclass(frozen=True)
+class DeadlineBackoff:
+    """Exponential backoff with full jitter, as long as time allows.
+
+    `base`, `cap`: seconds; `least_attempt`: the least time an attempt needs to be worth
+    sending (a regional round trip with room to spare)."""
+
+    base: float = 0.25
+    cap: float = 16.0
+    # An attempt at the shortest timeouts (spotwatch.response.aws: 0.2 s connect + 0.2 s
+    # read) fits in this, so no attempt outlives the bound.
+    least_attempt: float = 0.4
+    name: str = "deadline"
+
+    def delay(self, attempt: int, time_left: float, rng: random.Random) -> Optional[float]:
+        """Seconds to wait after `attempt` failed attempts (1 after the first), with
+        `time_left` seconds before the call's bound; None: give up."""
+        room = time_left - self.least_attempt
+        if room <= 0:
+            return None
+        ceiling = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
+        return min(rng.uniform(0.0, ceiling), room)
+
+    def urgent(self) -> DeadlineBackoff:
+        """The same, for calls that matter most: back sooner, so they win the bucket."""
+        return DeadlineBackoff(self.base, min(self.cap, URGENT_CAP), self.least_attempt, self.name)
+
+
+URGENT_CAP = 8.0  # bench/storm.py at 100 instances: caps 16/8 sent 3.5x, 8/2 sent 7.9x
+DEFAULT = DeadlineBackoff()
+
+
+@dataclass
+class Gate:
+    """How many of one client's calls may be in flight: halved by each throttled answer
+    (never below 1), one more after `allowed` served ones (never above `most`). The client blocks
+    a call while `in_flight >= allowed` (aws.py); this class only keeps the count."""
+
+    most: int
+    allowed: int = 0
+    in_flight: int = 0
+    served: int = 0  # answers served since `allowed` last grew
+    streak: int = 0  # throttled answers since the last served one, whichever call got them
+
+    def __post_init__(self) -> None:
+        if self.allowed <= 0:
+            self.allowed = self.most
+
+    def backoff_attempt(self, attempt: int) -> int:
+        """The attempt number a retry's wait is reckoned from: the client's throttling so far,
+        not only this call's, so a new call into a throttled API does not start short."""
+        return max(attempt, self.streak)
+
+    def may_send(self) -> bool:
+        return self.in_flight < self.allowed
+
+    def sent(self) -> None:
+        self.in_flight += 1
+
+    def answered(self, throttled: bool) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        if throttled:
+            self.allowed = max(1, self.allowed // 2)
+            self.served = 0
+            self.streak += 1
+            return
+        self.streak = 0
+        # One more in flight per `allowed` served answers (TCP's congestion avoidance): one
+        # more per answer refilled the gate at once and sent a burst of calls to throttle.
+        self.served += 1
+        if self.served >= self.allowed:
+            self.allowed = min(self.most, self.allowed + 1)
+            self.served = 0

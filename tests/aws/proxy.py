@@ -1,0 +1,97 @@
+"""A recording endpoint in front of moto's server: it forwards every call, except that it can
+answer an operation with throttling a number of times first, or hang on it (read the request,
+never answer). It records each call's operation and when it came, so a test can assert which
+calls were made and in what order."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Dict, List, Set, Tuple
+from urllib.parse import parse_qs
+
+import requests
+from awshelpers import serve_in_thread
+
+ECS_THROTTLED = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+EC2_THROTTLED = (
+    b"<Response><Errors><Error><Code>RequestLimitExceeded</Code>"
+    b"<Message>Request limit exceeded.</Message></Error></Errors>"
+    b"<RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+)
+
+
+def operation_of(headers: Any, body: bytes) -> str:
+    """`StopTask` from ECS's JSON target header, `StopInstances` from EC2's query body."""
+    target = headers.get("X-Amz-Target") or ""
+    if target:
+        return str(target.rsplit(".", 1)[-1])
+    found = parse_qs(body.decode("utf-8", "replace")).get("Action") or [""]
+    return found[0]
+
+
+class Proxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.calls: List[Tuple[str, float]] = []  # (operation, monotonic time)
+        self.throttle: Dict[str, int] = {}  # operation -> throttled answers still to give
+        self.hang: Set[str] = set()
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                operation = operation_of(self.headers, body)
+                with proxy._lock:
+                    proxy.calls.append((operation, time.monotonic()))
+                    throttled = proxy.throttle.get(operation, 0) > 0
+                    if throttled:
+                        proxy.throttle[operation] -= 1
+                if operation in proxy.hang:
+                    proxy._closing.wait(30)
+                    self.close_connection = True
+                    return
+                if throttled:
+                    json_api = bool(self.headers.get("X-Amz-Target"))
+                    self._answer(
+                        400 if json_api else 503,
+                        ECS_THROTTLED if json_api else EC2_THROTTLED,
+                        "application/x-amz-json-1.1" if json_api else "text/xml",
+                    )
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                reply = requests.post(
+                    proxy.upstream + self.path, data=body, headers=headers, timeout=30
+                )
+                kind = reply.headers.get("Content-Type", "application/octet-stream")
+                self._answer(reply.status_code, reply.content, kind)
+
+            def _answer(self, status: int, data: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server, self.url = serve_in_thread(Handler)
+
+    def count(self, operation: str) -> int:
+        with self._lock:
+            return sum(1 for op, _ in self.calls if op == operation)
+
+    def operations(self) -> List[str]:
+        with self._lock:
+            return [op for op, _ in self.calls]
+
+    def close(self) -> None:
+        self._closing.set()
+        self._server.shutdown()
+        self._server.server_close()

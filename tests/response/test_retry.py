@@ -1,0 +1,89 @@
+"""The retry policy: bounded by the time left, not by a count; full jitter; a gate per client."""
+
+from __future__ import annotations
+
+import random
+
+from spotwatch.response.retry import (
+    DEFAULT,
+    URGENT_CAP,
+    DeadlineBackoff,
+    Gate,
+    is_retryable,
+    is_throttling,
+)
+
+
+def test_retries_go_on_while_time_allows_however_many_attempts_came_before() -> None:
+    rng = random.Random(1)
+    for attempt in (1, 5, 50, 500):
+        wait = DEFAULT.delay(attempt, 60.0, rng)
+        assert wait is not None and 0.0 <= wait <= DEFAULT.cap
+
+
+def test_no_wait_leaves_less_than_an_attempt_needs_and_no_room_means_give_up() -> None:
+    rng = random.Random(2)
+    for left in (0.5, 1.0, 3.0, 9.0):
+        for attempt in range(1, 20):
+            wait = DEFAULT.delay(attempt, left, rng)
+            assert wait is not None
+            assert left - wait >= DEFAULT.least_attempt - 1e-9
+    assert DEFAULT.delay(1, DEFAULT.least_attempt, rng) is None
+    assert DEFAULT.delay(1, 0.0, rng) is None
+
+
+def test_waits_grow_exponentially_with_full_jitter() -> None:
+    policy = DeadlineBackoff(base=0.25, cap=8.0)
+    rng = random.Random(3)
+    first = [policy.delay(1, 100.0, rng) or 0.0 for _ in range(2000)]
+    sixth = [policy.delay(6, 100.0, rng) or 0.0 for _ in range(2000)]
+    assert max(first) <= 0.25 and max(sixth) <= 8.0
+    assert min(sixth) < 0.5  # full jitter: anywhere from 0, so a fleet spreads
+    assert 3.0 < sum(sixth) / len(sixth) < 5.0  # uniform on [0, 8]
+
+
+def test_urgent_calls_come_back_sooner() -> None:
+    urgent = DEFAULT.urgent()
+    rng = random.Random(4)
+    assert all((urgent.delay(10, 100.0, rng) or 0.0) <= URGENT_CAP for _ in range(500))
+    assert urgent.least_attempt == DEFAULT.least_attempt
+
+
+def test_the_gate_halves_on_throttling_and_opens_one_by_one() -> None:
+    gate = Gate(16)
+    for _ in range(16):
+        assert gate.may_send()
+        gate.sent()
+    assert not gate.may_send()
+    for _ in range(16):
+        gate.answered(throttled=True)
+    assert gate.allowed == 1 and gate.in_flight == 0
+    gate.sent()
+    assert not gate.may_send()
+    gate.answered(throttled=False)
+    assert gate.allowed == 2
+    for _ in range(200):  # one more per `allowed` served answers
+        gate.answered(throttled=False)
+    assert gate.allowed == 16
+
+
+def test_a_throttled_client_reckons_new_calls_from_its_streak() -> None:
+    gate = Gate(16)
+    for _ in range(5):
+        gate.sent()
+        gate.answered(throttled=True)
+    assert gate.backoff_attempt(1) == 5
+    gate.sent()
+    gate.answered(throttled=False)
+    assert gate.backoff_attempt(1) == 1
+
+
+def test_what_counts_as_throttling_and_as_worth_another_try() -> None:
+    assert is_throttling("ThrottlingException") and is_throttling("RequestLimitExceeded")
+    assert is_throttling("", 429)
+    assert is_retryable("ThrottlingException", 400)
+    assert is_retryable("InternalError", 500) and is_retryable("", 503)
+    assert is_retryable("", None)  # no answer at all
+    assert not is_retryable("AccessDeniedException", 400)
+    assert not is_retryable("InvalidParameterException", 400)
+    assert not is_retryable("DryRunOperation", 412)
