@@ -113,3 +113,40 @@ def test_daemon_and_sleep_hook_racing_never_both_run_the_hooks(hib):
     assert len(sources) == rounds
     assert "Traceback" not in daemon.log()
     print("winners:", {s: sources.count(s) for s in set(sources)})
+
+
+def _env_hook(name: str, out, actions, timeout: str = "30s"):
+    script = f'echo "$SPOTWATCH_SECONDS_LEFT $SPOTWATCH_DEADLINE $SPOTWATCH_INSTANCE_ID" >> {out}'
+    return {"name": name, "command": script, "actions": actions, "timeout": timeout}
+
+
+def test_pre_hooks_are_told_the_budget_and_resume_hooks_their_timeout(hib):
+    """`pre hibernate` hooks get what is left of hibernate.budget as SECONDS_LEFT and start +
+    that as DEADLINE (before: 0 and the notice time); `resume` hooks get their own timeout
+    (before: a budget-based figure); both learn the instance id from IMDS when the daemon has
+    recorded none (before: "unknown")."""
+    pre, post = hib.dir / "pre", hib.dir / "post"
+    config = hib.config(
+        [_env_hook("save", pre, ["hibernate"]), _env_hook("back", post, ["resume"], "7s")],
+        hibernate={"budget": "10s", "trigger": "none"},
+    )
+    began = time.time()
+    assert run_sleep_hook(config, "pre", hib.env).returncode == 0
+    left, deadline, instance = lines(pre)[0].split()
+    assert 8 <= int(left) <= 10
+    assert began + 8 <= int(deadline) <= time.time() + 10
+    assert instance == hib.imds.instance_id
+    assert run_sleep_hook(config, "post", hib.env).returncode == 0
+    left, _deadline, instance = lines(post)[0].split()
+    assert int(left) in (6, 7) and instance == hib.imds.instance_id
+
+
+def test_pre_is_bounded_by_the_budget_even_when_imds_hangs(hib):
+    """IMDS hangs on user data: the sleep hook still returns within the budget and the kill
+    grace (before: user data was fetched first, unbounded by the budget)."""
+    out = hib.dir / "out"
+    config = hib.config([record_hook("save", out)], hibernate={"budget": "1s"})
+    hib.imds.inject_hang(20, path="/latest/user-data", count=None)
+    started = time.monotonic()
+    assert run_sleep_hook(config, "pre", hib.env).returncode == 0
+    assert time.monotonic() - started < 1 + 5 + 3
