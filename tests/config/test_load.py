@@ -203,6 +203,7 @@ def test_hook_defaults(tmp_path: Path) -> None:
         ("imds: {token_ttl: 7h}", "imds.token_ttl", "between 1s and 6h"),
         ("imds: {endpoint: 169.254.169.254}", "imds.endpoint", "http"),
         ("imds: {endpoint: 'http://h/latest'}", "imds.endpoint", "no path"),
+        ("imds: {endpoint: 'https://169.254.169.254'}", "imds.endpoint", "IMDS has no TLS"),
         ("imds: {endpoint: 'http://h:99999'}", "imds.endpoint", "not a valid URL"),
         ("imds: {allow_imdsv1: 1}", "imds.allow_imdsv1", "true or false"),
         ("imds: {user_data: 'true'}", "imds.user_data", "true or false"),
@@ -626,6 +627,18 @@ def test_bad_environment_values_name_the_variable(tmp_path: Path) -> None:
     assert caught.value.problems[0] == (
         'SPOTWATCH_POLL_INTERVAL: expected a duration like "30s", got "soon"'
     )
+
+
+def test_an_https_imds_endpoint_from_the_environment_is_a_config_error(tmp_path: Path) -> None:
+    """IMDS has no TLS: https is refused while loading (exit 78), not at the first poll with
+    a traceback (exit 1, a restart loop under systemd)."""
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "https://169.254.169.254"}
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path / "c.yaml", ""), env=env)
+    assert caught.value.problems == [
+        'AWS_EC2_METADATA_SERVICE_ENDPOINT: expected http:// (IMDS has no TLS), '
+        'got "https://169.254.169.254"'
+    ]
 
 
 def test_poll_interval_from_environment_must_be_positive(tmp_path: Path) -> None:

@@ -66,6 +66,25 @@ def test_a_bad_environment_variable_names_itself(tmp_path):
     assert "SPOTWATCH_POLL_INTERVAL" in result.stderr
 
 
+def test_an_https_imds_endpoint_is_a_config_error_not_a_crash(tmp_path):
+    """IMDS has no TLS. An https endpoint, in the file or in AWS_EC2_METADATA_SERVICE_ENDPOINT,
+    is refused while loading: exit 78 naming where it came from, no traceback (before, `run`
+    crashed at its first poll with exit 1, which systemd turns into a restart loop)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"imds: {{endpoint: 'https://169.254.169.254'}}\nstate_dir: {tmp_path}/s\n")
+    config.chmod(0o600)
+    result = _spotwatch("run", "--once", "-c", str(config))
+    assert result.returncode == 78, result.stderr
+    assert "imds.endpoint: expected http:// (IMDS has no TLS)" in result.stderr
+    assert "Traceback" not in result.stderr
+    config.write_text(f"state_dir: {tmp_path}/s\n")
+    https = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "https://[fd00:ec2::254]"}
+    result = _spotwatch("run", "--once", "-c", str(config), env_extra=https)
+    assert result.returncode == 78, result.stderr
+    assert "AWS_EC2_METADATA_SERVICE_ENDPOINT: expected http://" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_status_without_state_exits_1(tmp_path):
     """No state recorded yet is said plainly, exit 1."""
     config = tmp_path / "c.yaml"
