@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
-from spotwatch.config import validate, values
+from spotwatch.config import validate, values, yamltext
 from spotwatch.config.errors import ConfigError, describe
 from spotwatch.config.schema import DEFAULT_CONFIG_PATH, Config
 from spotwatch.config.userdata import extract_spotwatch_section
@@ -213,7 +213,7 @@ def _read_layer(path: str) -> Tuple[Dict[str, Any], List[str]]:
     """One file's checked settings, and its problems prefixed with the file name."""
     try:
         with open(path, encoding="utf-8") as stream:
-            document = yaml.safe_load(stream)
+            document = yamltext.safe_load(stream.read())
     except OSError as error:
         return {}, [f"{path}: cannot read: {error.strerror}"]
     except UnicodeDecodeError:
@@ -229,9 +229,10 @@ def _read_layer(path: str) -> Tuple[Dict[str, Any], List[str]]:
 def _yaml_error(error: yaml.YAMLError) -> str:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or "invalid YAML"
+    kind = "YAML document" if isinstance(error, yamltext.TooDeep) else "YAML syntax error"
     if mark is None:
-        return f"YAML syntax error: {problem}"
-    return f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {problem}"
+        return f"{kind}: {problem}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {kind}: {problem}"
 
 
 def _env_flag(value: str) -> bool:

@@ -374,6 +374,35 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     assert "YAML" in problem
 
 
+DEEP_DOCUMENTS = {
+    "3000 brackets": "[" * 3000,
+    "hooks nested 1500 deep": "hooks:\n" + "".join("  " * i + "-\n" for i in range(1500)),
+}
+
+
+@pytest.mark.parametrize("text", DEEP_DOCUMENTS.values(), ids=DEEP_DOCUMENTS.keys())
+def test_a_deeply_nested_document_is_a_config_error_naming_the_file(
+    tmp_path: Path, text: str
+) -> None:
+    """Nesting past 64 levels is refused before PyYAML builds the document (which recurses:
+    before the fix this was a RecursionError traceback from yaml.safe_load)."""
+    config_file = tmp_path / "c.yaml"
+    (problem,) = problems_of(config_file, text)
+    assert problem.startswith(f"{config_file}: line ")
+    assert problem.endswith(": YAML document: nested deeper than 64 levels")
+
+
+def test_a_deeply_nested_user_data_section_is_reported_and_ignored(tmp_path: Path) -> None:
+    """User data nested too deep is reported and ignored; the file config stays in force."""
+    config_file = write(tmp_path / "c.yaml", "poll_interval: 3s\n")
+    raw = b"#spotwatch-config\nhooks:\n" + b"".join(b"  " * i + b"-\n" for i in range(1500))
+    report = load_config_report(str(config_file), env={}, user_data=raw, check_permissions=False)
+    assert report.config.poll_interval == 3.0
+    assert report.user_data_note == (
+        "#spotwatch-config user data is nested deeper than 64 levels at line 66; ignored"
+    )
+
+
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just words\n", "42\n"])
 def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
     """A file whose top level is not a mapping is an error naming the file."""

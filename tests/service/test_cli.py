@@ -85,6 +85,20 @@ def test_an_https_imds_endpoint_is_a_config_error_not_a_crash(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_deeply_nested_config_is_exit_78_not_a_traceback(tmp_path):
+    """`check` and `run` on 3000 `[`: one line naming the file, exit 78 (before: a
+    RecursionError traceback from the YAML loader)."""
+    config = tmp_path / "deep.yaml"
+    config.write_text("[" * 3000)
+    config.chmod(0o600)
+    for command in (("check",), ("run", "--once")):
+        result = _spotwatch(*command, "-c", str(config))
+        assert result.returncode == 78, (command, result.stderr)
+        assert result.stderr.splitlines() == [
+            f"{config}: line 1, column 65: YAML document: nested deeper than 64 levels"
+        ]
+
+
 def test_status_without_state_exits_1(tmp_path):
     """No state recorded yet is said plainly, exit 1."""
     config = tmp_path / "c.yaml"
