@@ -27,8 +27,10 @@ younger than 3 poll intervals, else 503 with the age in the body.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -185,22 +187,38 @@ class Metrics:
         return 503, f"stale: last successful poll {age:.1f} s ago (limit {limit:g} s)\n"
 
 
+# A fresh file, never an existing one, and never through a symlink: see TextfileWriter.
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 class TextfileWriter:
-    """Rewrites one `.prom` file atomically; failures are logged once, not every poll."""
+    """Rewrites one `.prom` file atomically; failures are logged once, not every poll.
+
+    We write as root into a folder others may write to (node_exporter's textfile folder is
+    often group-writable). So the temp file has an unpredictable name and is created with
+    O_EXCL|O_NOFOLLOW: a planted file or symlink of that name makes this write fail instead
+    of truncating whatever the link points at. The rename over the target replaces a symlink
+    planted there by our own file; the link's target is never opened.
+    """
 
     def __init__(self) -> None:
         self._failures = RepeatFilter(log, "metrics-textfile-failed")
 
     def write(self, path: str, text: str) -> bool:
         folder, name = os.path.split(path)
-        temp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+        temp = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(temp, _TEMP_FLAGS, 0o644)
             try:
-                os.write(fd, text.encode("utf-8"))
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
+                try:
+                    os.write(fd, text.encode("utf-8"))
+                finally:
+                    os.close(fd)
+                os.replace(temp, path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
         except OSError as failure:
             self._failures.failure(f"cannot write metrics file {path}: {failure.strerror}")
             return False
