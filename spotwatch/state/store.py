@@ -53,13 +53,18 @@ def read_boot_id(path: str = BOOT_ID_PATH) -> str:
         return "unknown"
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes, *, mode: Optional[int] = None) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, whole. No
-    fsync: its files are boot-scoped (see the module's docstring)."""
+    fsync: its files are boot-scoped (see the module's docstring). The temp file is
+    mkstemp's: a random name opened O_EXCL|O_NOFOLLOW, so nothing planted in the folder is
+    written through; the rename replaces a symlink at `path` itself, never its target.
+    `mode`: the file's mode (default mkstemp's 0600)."""
     folder = os.path.dirname(path) or "."
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             handle.write(data)
         os.replace(temp, path)
     except BaseException:

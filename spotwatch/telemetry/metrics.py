@@ -27,10 +27,7 @@ younger than 3 poll intervals, else 503 with the age in the body.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import secrets
 import socket
 import threading
 import time
@@ -41,6 +38,7 @@ from spotwatch.detection.notices import Notice
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import RepeatFilter, emit
 from spotwatch.response.plan import FAILED, TIMEOUT, Step, StepOutcome
+from spotwatch.state.store import write_atomically
 
 log = logging.getLogger("spotwatch.metrics")
 
@@ -187,17 +185,13 @@ class Metrics:
         return 503, f"stale: last successful poll {age:.1f} s ago (limit {limit:g} s)\n"
 
 
-# A fresh file, never an existing one, and never through a symlink: see TextfileWriter.
-_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 class TextfileWriter:
     """Rewrites one `.prom` file atomically; failures are logged once, not every poll.
 
     We write as root into a folder others may write to (node_exporter's textfile folder is
-    often group-writable). So the temp file has an unpredictable name and is created with
-    O_EXCL|O_NOFOLLOW: a planted file or symlink of that name makes this write fail instead
-    of truncating whatever the link points at. The rename over the target replaces a symlink
+    often group-writable), so the temp file must not be predictable or followable:
+    `write_atomically` creates it with a random name, O_EXCL|O_NOFOLLOW, and a planted
+    file or symlink never receives our write. The rename over the target replaces a symlink
     planted there by our own file; the link's target is never opened.
     """
 
@@ -205,20 +199,8 @@ class TextfileWriter:
         self._failures = RepeatFilter(log, "metrics-textfile-failed")
 
     def write(self, path: str, text: str) -> bool:
-        folder, name = os.path.split(path)
-        temp = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
         try:
-            fd = os.open(temp, _TEMP_FLAGS, 0o644)
-            try:
-                try:
-                    os.write(fd, text.encode("utf-8"))
-                finally:
-                    os.close(fd)
-                os.replace(temp, path)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
+            write_atomically(path, text.encode("utf-8"), mode=0o644)  # node_exporter reads it
         except OSError as failure:
             self._failures.failure(f"cannot write metrics file {path}: {failure.strerror}")
             return False
