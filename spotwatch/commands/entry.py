@@ -29,8 +29,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from spotwatch.daemon.wiring import daemon_hooks
 
     path = config_path(args)
-    logs.configure()  # until the config says otherwise, so config problems are logged
-    config = load_service_config(path)
+    # Loading logs before the config says how: those lines are held and written in its format.
+    logs.hold_until_configured()
+    try:
+        config = load_service_config(path)
+    except ConfigError:
+        logs.configure()  # no format to go by: what was held is written as text
+        raise
     logs.configure(config.log.level, config.log.format)
 
     def reload() -> object:
