@@ -93,7 +93,8 @@ class PollFile:
         if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
             self.close()  # someone removed the file: write a new one
         if self._fd is None:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            # O_NOFOLLOW: root must never write through a symlink planted at this name.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
             self._fd = os.open(self.path, flags, 0o644)
         os.pwrite(self._fd, record.ljust(POLL_RECORD_SIZE) + b"\n", 0)
 
