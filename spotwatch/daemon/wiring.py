@@ -10,7 +10,7 @@ from spotwatch.daemon.shell import DaemonHooks
 from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
 from spotwatch.response.ecs import EcsResponse, EcsTarget
-from spotwatch.response.hibernate import add_hibernate_trigger
+from spotwatch.response.hibernate import Probes, add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
 from spotwatch.state.ledger import HibernateLedger
 
@@ -80,10 +80,11 @@ def add_telemetry(hooks: DaemonHooks, config: Config) -> Telemetry:
     return telemetry
 
 
-def daemon_hooks(config: Config) -> DaemonHooks:
-    """The seams of the daemon filled for this config (ECS, hibernation, telemetry)."""
+def daemon_hooks(config: Config, *, probes: Optional[Probes] = None) -> DaemonHooks:
+    """The seams of the daemon filled for this config (ECS, hibernation, telemetry).
+    `probes`: where the hibernate trigger looks at the host (default: / and systemctl)."""
     aws = AwsParts(config)
     hooks = DaemonHooks(providers=aws.providers)
-    hooks.providers = add_hibernate_trigger(hooks.providers, HibernateLedger)  # §5 trigger
+    hooks.providers = add_hibernate_trigger(hooks.providers, HibernateLedger, probes)
     add_telemetry(hooks, config)
     return hooks
