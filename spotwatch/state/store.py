@@ -62,10 +62,14 @@ def write_atomically(path: str, data: bytes, *, mode: Optional[int] = None) -> N
     folder = os.path.dirname(path) or "."
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        try:
             if mode is not None:
-                os.fchmod(handle.fileno(), mode)
-            handle.write(data)
+                os.fchmod(fd, mode)
+            rest = memoryview(data)
+            while rest:  # raw writes: a buffered file object cost more than the write itself
+                rest = rest[os.write(fd, rest) :]
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
