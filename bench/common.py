@@ -3,8 +3,10 @@ under test (the IMDS simulator, the daemon, moto's server), each in a process of
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -191,9 +193,24 @@ def child_env(**extra: str) -> Dict[str, str]:
     env.pop("SPOTWATCH_CONFIG", None)
     env.pop("SPOTWATCH_POLL_INTERVAL", None)
     # The hibernation trigger asks systemctl whether a sleep is already queued: not here.
-    env.setdefault("SPOTWATCH_SYSTEMCTL", "/bin/false")
+    # A `systemctl` that answers nothing comes first on the daemon's PATH.
+    env["PATH"] = os.pathsep.join([str(_no_systemd_folder()), env.get("PATH", os.defpath)])
     env.update(extra)
     return env
+
+
+_NO_SYSTEMD: List[Path] = []
+
+
+def _no_systemd_folder() -> Path:
+    """A folder holding a `systemctl` that fails at once, like /bin/false (made once)."""
+    if not _NO_SYSTEMD:
+        folder = Path(tempfile.mkdtemp(prefix="spotwatch-bench-path-"))
+        (folder / "systemctl").write_text("#!/bin/sh\nexit 1\n")
+        (folder / "systemctl").chmod(0o755)
+        atexit.register(shutil.rmtree, folder, True)
+        _NO_SYSTEMD.append(folder)
+    return _NO_SYSTEMD[0]
 
 
 # --------------------------------------------------------------------- the simulator

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,16 +39,25 @@ def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
+SPOTWATCH_RUN = (sys.executable, "-m", "spotwatch", "run")
+
+
 class DaemonProcess:
-    """`python -m spotwatch run` in a child process, its output appended to a log file."""
+    """`python -m spotwatch run` (or `program`, taking the same options) in a child process,
+    its output appended to a log file."""
 
     def __init__(
-        self, config: Path, log: Path, *extra: str, env: Optional[Dict[str, str]] = None
+        self,
+        config: Path,
+        log: Path,
+        *extra: str,
+        env: Optional[Dict[str, str]] = None,
+        program: Sequence[str] = SPOTWATCH_RUN,
     ) -> None:
         self.log_path = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "spotwatch", "run", "-c", str(config), *extra],
+            [*program, "-c", str(config), *extra],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env or child_env(),

@@ -28,7 +28,7 @@ from spotwatch.config.schema import Config
 from spotwatch.detection.imds import TTL_HEADER, ImdsClient, ImdsError
 from spotwatch.exits import EX_CONFIG, EX_FAILURE, EX_OK
 from spotwatch.host import logs
-from spotwatch.response.hooks import MINIMAL_PATH
+from spotwatch.response.hooks import MINIMAL_PATH, UserError, resolve_user
 
 
 def check_imds(config: Config) -> Iterable[CheckResult]:
@@ -65,12 +65,26 @@ def check_hooks(config: Config) -> Iterable[CheckResult]:
         program = hook.argv()[0]
         found = program if os.path.isabs(program) else shutil.which(program, path=_hook_path())
         name = f"hook:{hook.name}"
-        if found is None or not os.path.exists(found):
+        user_problem = _user_problem(hook.user)
+        if user_problem:
+            yield CheckResult(name, ERROR, user_problem)
+        elif found is None or not os.path.exists(found):
             yield CheckResult(name, ERROR, f"{program}: not found")
         elif not os.access(found, os.X_OK) or os.path.isdir(found):
             yield CheckResult(name, ERROR, f"{found}: not executable")
         else:
             yield CheckResult(name, OK, f"{found} ({', '.join(hook.actions)}; {hook.timeout:g} s)")
+
+
+def _user_problem(user: object) -> str:
+    """Why a hook's `user:` cannot be run as, or "" (none set, or the user exists)."""
+    if user is None:
+        return ""
+    try:
+        resolve_user(user)
+    except UserError as failure:
+        return f"user: {failure} (the hook would fail at every notice)"
+    return ""
 
 
 def _hook_path() -> str:

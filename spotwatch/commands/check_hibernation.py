@@ -37,7 +37,7 @@ ACPID_FILES = ("usr/sbin/acpid", "sbin/acpid", "usr/bin/acpid")
 
 
 def check_hibernation(config: Config, probes: Optional[Probes] = None) -> Iterable[CheckResult]:
-    where = probes or Probes.from_env()
+    where = probes or Probes()
     configured, configured_detail = _configured(config)
     reasons = _relevance(config, configured)
     if not reasons:

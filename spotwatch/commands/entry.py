@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 from spotwatch.exits import EX_FAILURE
 from spotwatch.host import logs
+
+if TYPE_CHECKING:
+    from spotwatch.response.hibernate import Probes
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -23,14 +26,26 @@ def config_path(args: argparse.Namespace) -> Optional[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    return run_daemon(config_path(args), dry_run=args.dry_run, once=args.once)
+
+
+def run_daemon(
+    path: Optional[str], *, dry_run: bool, once: bool, probes: Optional[Probes] = None
+) -> int:
+    """`spotwatch run`. `probes`: where the hibernate trigger looks at the host (default /
+    and systemctl); only a caller in Python can change it, never the environment."""
     from spotwatch.commands.settings import load_service_config
     from spotwatch.config.errors import ConfigError
     from spotwatch.daemon.shell import Daemon
     from spotwatch.daemon.wiring import daemon_parts
 
-    path = config_path(args)
-    logs.configure()  # until the config says otherwise, so config problems are logged
-    config = load_service_config(path)
+    # Loading logs before the config says how: those lines are held and written in its format.
+    logs.hold_until_configured()
+    try:
+        config = load_service_config(path)
+    except ConfigError:
+        logs.configure()  # no format to go by: what was held is written as text
+        raise
     logs.configure(config.log.level, config.log.format)
 
     def reload() -> object:
@@ -40,10 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon = Daemon(
             config,
             reload_config=reload,  # type: ignore[arg-type]
-            dry_run=args.dry_run,
-            parts=daemon_parts(config),
+            dry_run=dry_run,
+            parts=daemon_parts(config, probes=probes),
         )
-        return daemon.run(once=args.once)
+        return daemon.run(once=once)
     except ConfigError:
         raise
     except OSError as failure:

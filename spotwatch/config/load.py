@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
-from spotwatch.config import validate, values
+from spotwatch.config import validate, values, yamltext
 from spotwatch.config.errors import ConfigError, describe
 from spotwatch.config.schema import DEFAULT_CONFIG_PATH, Config
 from spotwatch.config.userdata import extract_spotwatch_section
@@ -76,6 +76,9 @@ def load_config_report(
 
     With `check_permissions` (default: when running as root), the config file and each
     conf.d file must be owned by root and not writable by group or others: hooks run as root.
+    So must conf.d, every folder above them up to / (as sshd's StrictModes checks a key
+    file's folders), and `state_dir` when it exists. See `_folder_chain_problems` for the one
+    exception (sticky folders such as /tmp above the config).
     """
     if check_permissions is None:
         check_permissions = os.geteuid() == 0
@@ -90,6 +93,7 @@ def load_config_report(
             # config: they can remove or rename a layer, or symlink any root-owned YAML in.
             problems.extend(p for p in [_permission_problem(confd, "folder")] if p)
         problems.extend(problem for problem in map(_permission_problem, files) if problem)
+        problems.extend(_folder_chain_problems([config_path, confd, *files]))
     layers: List[Dict[str, Any]] = []
     for file_path in files:
         layer, layer_problems = _read_layer(file_path)
@@ -98,7 +102,7 @@ def load_config_report(
     env_layer, env_sources, env_problems = _env_layer(env)
     problems.extend(env_problems)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(list(dict.fromkeys(problems)))  # a folder shared by layers: once
 
     merged: Dict[str, Any] = {}
     for layer in layers:
@@ -124,6 +128,12 @@ def load_config_report(
     merged = merge(merged, env_layer)
     sources.extend(env_sources)
     config = validate.build_config(merged, tuple(sources))
+    if check_permissions and os.path.exists(config.state_dir):
+        # Its files decide which steps of a response count as done and which notice was
+        # handled: whoever may write them can suppress a checkpoint.
+        problem = _permission_problem(config.state_dir, "folder", "its files decide what ran")
+        if problem:
+            raise ConfigError(f"state_dir: {problem}")
     return LoadReport(config, user_data_problems, note)
 
 
@@ -196,24 +206,50 @@ def _confd_path(config_path: str, confd_dir: Optional[str]) -> str:
     return confd_dir or os.path.join(os.path.dirname(config_path), "conf.d")
 
 
-def _permission_problem(path: str, what: str = "") -> str:
+def _permission_problem(
+    path: str, what: str = "", why: str = "hooks run as root", *, sticky_ok: bool = False
+) -> str:
     try:
         info = os.stat(path)
     except OSError as error:
         return f"{path}: cannot stat: {error.strerror}"
-    if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if sticky_ok and info.st_mode & stat.S_ISVTX:
+        writable = 0
+    if info.st_uid != 0 or writable:
         return (
             f"{path}: {what + ' ' if what else ''}must be owned by root and not writable by "
-            "group or others (hooks run as root)"
+            f"group or others ({why})"
         )
     return ""
+
+
+def _folder_chain_problems(paths: List[str]) -> List[str]:
+    """Every folder above `paths` (as named and with symlinks resolved), up to /, must be
+    root's and not writable by group or others: whoever may write a folder can replace what
+    is in it, a root-owned 0644 config file included. One exception, for folders above:
+    a sticky folder (/tmp) may be writable by all, since there only the owner of an entry may
+    rename or remove it. conf.d itself gets no such exception (`load_config_report`): anyone
+    could add a layer to a sticky conf.d."""
+    folders: List[str] = []
+    for path in paths:
+        for start in (os.path.abspath(path), os.path.realpath(path)):
+            folder = os.path.dirname(start)
+            while folder not in folders:
+                folders.append(folder)
+                parent = os.path.dirname(folder)
+                if parent == folder:
+                    break
+                folder = parent
+    checked = (_permission_problem(f, "folder", sticky_ok=True) for f in folders)
+    return [problem for problem in checked if problem]
 
 
 def _read_layer(path: str) -> Tuple[Dict[str, Any], List[str]]:
     """One file's checked settings, and its problems prefixed with the file name."""
     try:
         with open(path, encoding="utf-8") as stream:
-            document = yaml.safe_load(stream)
+            document = yamltext.safe_load(stream.read())
     except OSError as error:
         return {}, [f"{path}: cannot read: {error.strerror}"]
     except UnicodeDecodeError:
@@ -229,9 +265,10 @@ def _read_layer(path: str) -> Tuple[Dict[str, Any], List[str]]:
 def _yaml_error(error: yaml.YAMLError) -> str:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or "invalid YAML"
+    kind = "YAML document" if isinstance(error, yamltext.TooDeep) else "YAML syntax error"
     if mark is None:
-        return f"YAML syntax error: {problem}"
-    return f"line {mark.line + 1}, column {mark.column + 1}: YAML syntax error: {problem}"
+        return f"{kind}: {problem}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {kind}: {problem}"
 
 
 def _env_flag(value: str) -> bool:

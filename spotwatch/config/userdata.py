@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from spotwatch.config import yamltext
+
 MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024
 """EC2 caps raw user data at 16 KB; anything inflating past this is a gzip bomb, not config."""
 
@@ -103,10 +105,12 @@ def _decode(raw: bytes) -> str:
 
 def _load_yaml(text: str, what: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yamltext.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        if isinstance(error, yamltext.TooDeep):  # our own words, no user data in them
+            raise _Skip(f"{what} is {error.problem}{where}; ignored") from None
         raise _Skip(f"{what} is not valid YAML{where}; ignored") from None
 
 

@@ -108,10 +108,14 @@ def http_url(value: Any) -> str:
 
 
 def http_endpoint(value: Any) -> str:
-    """http(s)://host[:port], nothing after it: IMDS paths are appended to it."""
+    """http://host[:port], nothing after it: IMDS paths are appended to it. IMDS speaks plain
+    HTTP on a link-local address (no TLS), and so does our client: https is refused here
+    rather than failing at the first poll."""
     url, parts = _split_http_url(value)
+    if parts.scheme != "http":
+        raise ValueError(f"expected http:// (IMDS has no TLS), got {describe(value)}")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError(f"expected http(s)://host[:port] with no path, got {describe(value)}")
+        raise ValueError(f"expected http://host[:port] with no path, got {describe(value)}")
     return url.rstrip("/")
 
 

@@ -11,7 +11,7 @@ from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
 from spotwatch.response.ecs import EcsResponse
 from spotwatch.response.ecs_agent import EcsTarget
-from spotwatch.response.hibernate import add_hibernate_trigger
+from spotwatch.response.hibernate import Probes, add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
@@ -75,10 +75,11 @@ def add_telemetry(parts: DaemonParts, config: Config) -> Telemetry:
     return telemetry
 
 
-def daemon_parts(config: Config) -> DaemonParts:
-    """The daemon's parts for this config (ECS, EC2, hibernation, telemetry)."""
+def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonParts:
+    """The daemon's parts for this config (ECS, EC2, hibernation, telemetry). `probes`:
+    where the hibernate trigger looks at the host (default: / and systemctl)."""
     aws = AwsParts(config)
     parts = DaemonParts(providers=aws.providers)
-    parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger)
+    parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)
     add_telemetry(parts, config)
     return parts

@@ -63,7 +63,7 @@ class Connection:
         self._ends = time.monotonic() + timeout
         sock = self._open(timeout)
         sock.settimeout(timeout)
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}"]
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header()}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         if method == "PUT":
             lines.append("Content-Length: 0")
@@ -81,6 +81,13 @@ class Connection:
             self.close()
             will_close = True
         return Response(status, response_headers, body, will_close)
+
+    def _host_header(self) -> str:
+        """An IPv6 address goes in brackets (RFC 7230 5.4, RFC 3986 3.2.2): a bare
+        `fd00:ec2::254` cannot be told apart from a host followed by a port. The port is
+        named when it is not HTTP's default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == 80 else f"{host}:{self.port}"
 
     # ----------------------------------------------------------------- reading
 

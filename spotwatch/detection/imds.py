@@ -5,7 +5,9 @@
   not pay `requests`' ~28 MB to import it.
 - The session token is reused until shortly before it expires (by the TTL header IMDS sends
   back, else by our own monotonic record), renewed at once on a 401 and the request retried
-  once: the 401 storms of other tools come from never renewing.
+  once: the 401 storms of other tools come from never renewing. "Shortly" is judged by the
+  lifetime IMDS granted (its TTL header), not the one we asked for: a 2 s grant judged by a
+  6 h request would look expired at once and cost a token PUT before every GET.
 - Transient failures (connect errors, timeouts, 429, 5xx) are retried with full-jitter
   backoff, but never past the caller's deadline, so a sick IMDS cannot delay the next poll.
 - IMDSv1 (no token) only when allowed, and then with one warning; a token is asked for again
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import socket
@@ -92,6 +95,7 @@ class ImdsClient:
         self._agent = f"spotwatch/{__version__}"
         self._token: Optional[str] = None
         self._token_expires = 0.0
+        self._granted_ttl = float(self._ttl)  # what IMDS said the current token lives
         self._warned_v1 = False
         self._v1_until = 0.0  # while the clock is before this, use IMDSv1 without asking
         self.token_renewals = 0  # successful token PUTs, for metrics
@@ -188,7 +192,7 @@ class ImdsClient:
             return None
 
     def _renew_token(self, deadline: float) -> str:
-        status, _headers, body = self._request(
+        status, headers, body = self._request(
             "PUT", TOKEN_PATH, {TTL_HEADER: str(self._ttl)}, deadline
         )
         if _is_transient_status(status):
@@ -201,21 +205,29 @@ class ImdsClient:
             # fail every GET until the token expired (hours), and CR/LF would inject headers.
             raise _Transient(f"token PUT answered {len(body)} bytes that are not a token")
         self._token = token.decode("ascii")
-        # Renew a little early: a tenth of the TTL, at most a minute (6 h TTL -> 1 min early).
-        self._token_expires = self._clock() + self._ttl - min(60.0, self._ttl / 10)
+        granted = _seconds(headers.get(TTL_HEADER.lower()))
+        self._granted_ttl = granted if granted is not None and granted > 0 else float(self._ttl)
+        self._token_expires = self._clock() + self._granted_ttl - self._renewal_margin()
         self.token_renewals += 1
-        emit(log, logging.DEBUG, "imds-token", f"IMDSv2 token renewed (ttl {self._ttl} s)")
+        emit(
+            log,
+            logging.DEBUG,
+            "imds-token",
+            f"IMDSv2 token renewed (ttl {self._granted_ttl:g} s, asked {self._ttl} s)",
+        )
         return self._token
+
+    def _renewal_margin(self) -> float:
+        """Renew a little early: a tenth of the granted lifetime, at most a minute (6 h -> 1 min
+        early, 2 s -> 0.2 s early)."""
+        return min(60.0, self._granted_ttl / 10)
 
     def _note_ttl(self, header: Optional[str]) -> None:
         """IMDS says how long the token still lives; believe it when it is sooner than ours."""
-        if header is None or self._token is None:
+        remaining = _seconds(header)
+        if remaining is None or self._token is None:
             return
-        try:
-            remaining = float(header)
-        except ValueError:
-            return
-        expires = self._clock() + remaining - min(60.0, self._ttl / 10)
+        expires = self._clock() + remaining - self._renewal_margin()
         if expires < self._token_expires:
             self._token_expires = expires
 
@@ -250,6 +262,17 @@ class ImdsClient:
     ) -> Response:
         self.requests += 1
         return self._conn.request(method, path, headers, budget, MAX_BODY)
+
+
+def _seconds(header: Optional[str]) -> Optional[float]:
+    """A TTL header's seconds, or None when absent or not a finite number."""
+    if header is None:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _describe(failure: BaseException) -> str:

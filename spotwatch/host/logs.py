@@ -9,6 +9,10 @@ message alone (the message already says what happened).
   journald answers on its socket; otherwise text on stderr.
 - `journal`: the journal; if journald cannot be reached, text on stderr after one warning.
 - `json`, `text`: on stderr.
+
+Until the config is loaded the format is not known, yet loading it logs (user data fetched,
+or not). `hold_until_configured` keeps those records and the next `configure` writes them
+in the chosen format, so every line of a JSON log is JSON, the first one too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from spotwatch.logevents import emit as emit  # re-exported for the service's own modules
 
@@ -70,6 +74,40 @@ def under_systemd() -> bool:
 
 _warned_unreachable = False
 
+EARLY_RECORDS_KEPT = 1000  # loading the config logs a handful; this only bounds a surprise
+
+
+class _EarlyRecords(logging.Handler):
+    """Keeps the records logged before the format is known, for `configure` to write."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < EARLY_RECORDS_KEPT:
+            self.records.append(record)
+
+
+def hold_until_configured() -> None:
+    """Keep every record from now until the next `configure`, which writes them out."""
+    logger = logging.getLogger(ROOT)
+    logger.setLevel(logging.DEBUG)  # the level is not known either: `configure` filters
+    logger.propagate = False
+    _replace_handlers(logger, _EarlyRecords())
+
+
+def _replace_handlers(logger: logging.Logger, handler: logging.Handler) -> List[logging.LogRecord]:
+    """Install `handler` alone; the records a replaced `_EarlyRecords` was keeping."""
+    early: List[logging.LogRecord] = []
+    for old in list(logger.handlers):
+        if isinstance(old, _EarlyRecords):
+            early.extend(old.records)
+        logger.removeHandler(old)
+        old.close()
+    logger.addHandler(handler)
+    return early
+
 
 def configure(
     level: str = "info",
@@ -82,11 +120,10 @@ def configure(
     logger = logging.getLogger(ROOT)
     logger.setLevel(LEVELS.get(level, logging.INFO))
     logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
     handler, warning = choose_handler(fmt, stream, journal_socket=journal_socket)
-    logger.addHandler(handler)
+    for record in _replace_handlers(logger, handler):
+        if record.levelno >= logger.level:
+            handler.handle(record)
     if warning:
         emit(logger, logging.WARNING, "journal-unreachable", warning)
 

@@ -14,8 +14,10 @@ A hibernate notice comes with no warning. The plan runs the hibernate hooks with
    handler is installed → no: EC2's ACPI sleep button event does it.
 5. Dry run → "would run …". Otherwise run `hibernate.command`, bounded.
 
-Where to look is a `Probes` seam: a filesystem root prefix and the systemctl command
-(`SPOTWATCH_PROBE_ROOT`, `SPOTWATCH_SYSTEMCTL` set them for tests and rehearsals).
+Where to look is a `Probes` value: a filesystem root prefix and the systemctl command.
+The service always uses `/` and `systemctl`; only code that builds the daemon can choose
+others (tests do, through `daemon_parts` and `run_daemon`). No environment variable can:
+`/etc/spotwatch/environment` must not be able to name a command run as root.
 This module knows nothing of the state directory: the ledger comes in as a `TriggerGate`.
 """
 
@@ -30,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Callable, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 from spotwatch.config.schema import Config, HibernateSettings, HookSpec
 from spotwatch.detection.notices import Notice
@@ -87,13 +89,6 @@ class Probes:
     root: str = "/"
     systemctl: Tuple[str, ...] = ("systemctl",)
     timeout: float = PROBE_TIMEOUT
-
-    @classmethod
-    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Probes:
-        env = os.environ if env is None else env
-        root = env.get("SPOTWATCH_PROBE_ROOT") or "/"
-        systemctl = tuple(shlex.split(env.get("SPOTWATCH_SYSTEMCTL") or "systemctl"))
-        return cls(root=root, systemctl=systemctl or ("systemctl",))
 
     def path(self, relative: str) -> str:
         return os.path.join(self.root, relative.lstrip("/"))
@@ -324,7 +319,7 @@ def add_hibernate_trigger(
         parts = base(config, dry_run)
         if parts.hibernate_trigger is None:
             gate = make_gate(config.state_dir)
-            where = probes or Probes.from_env()
+            where = probes or Probes()
 
             def steps(_notice: Notice, cfg: Config) -> List[Step]:
                 trigger = HibernateTrigger(cfg.hibernate, gate, where)

@@ -75,8 +75,12 @@ class ImdsSimulator:
         region: str = "us-east-1",
         delay: float = 0.0,
         verbose: bool = False,
+        max_token_ttl: int = MAX_TOKEN_TTL,
     ) -> None:
         self.host = host
+        # IMDS may grant a token a shorter life than asked for, and says so in its TTL
+        # header; a client must go by what was granted.
+        self.max_token_ttl = max_token_ttl
         self.imdsv2_only = imdsv2_only
         self.instance_id = instance_id
         self.region = region
@@ -317,7 +321,7 @@ class ImdsSimulator:
         raw = (ttl_header or "").strip()
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_TOKEN_TTL:
             return _error(400)
-        ttl = int(raw)
+        ttl = min(int(raw), self.max_token_ttl)
         token = base64.b64encode(secrets.token_bytes(42)).decode()
         now = time.monotonic()
         with self._lock:

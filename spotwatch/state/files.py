@@ -33,14 +33,23 @@ def read_boot_id(path: str = BOOT_ID_PATH) -> str:
         return "unknown"
 
 
-def write_atomically(path: str, data: bytes) -> None:
+def write_atomically(path: str, data: bytes, *, mode: Optional[int] = None) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, whole. No
-    fsync: its files are boot-scoped (see the module's docstring)."""
+    fsync (the module's docstring says why). The temp file is
+    mkstemp's: a random name opened O_EXCL|O_NOFOLLOW, so nothing planted in the folder is
+    written through; the rename replaces a symlink at `path` itself, never its target.
+    `mode`: the file's mode (default mkstemp's 0600)."""
     folder = os.path.dirname(path) or "."
     fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        try:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            rest = memoryview(data)
+            while rest:  # raw writes: a buffered file object cost more than the write itself
+                rest = rest[os.write(fd, rest) :]
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -68,7 +77,8 @@ class PollFile:
         if self._fd is not None and os.fstat(self._fd).st_nlink == 0:
             self.close()  # someone removed the file: write a new one
         if self._fd is None:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            # O_NOFOLLOW: root must never write through a symlink planted at this name.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
             self._fd = os.open(self.path, flags, 0o644)
         os.pwrite(self._fd, record.ljust(POLL_RECORD_SIZE) + b"\n", 0)
 

@@ -1,6 +1,12 @@
 """The hibernation ledger: what the daemon and `spotwatch sleep-hook` tell each other.
 
 Kept apart from state.json because two processes share it, under a lock (see the class).
+
+Like state.json, the ledger tolerates a state folder it cannot write (read-only, full, a
+file where the folder should be): the failure is logged once, the process keeps its own view
+in memory and goes on, and the next write that works brings the file up to date. Without the
+file the daemon and the sleep hook cannot coordinate, but both still act: running the hooks
+twice is better than a daemon that stops protecting the instance.
 """
 
 from __future__ import annotations
@@ -8,11 +14,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import time
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+from spotwatch.logevents import RepeatFilter
 from spotwatch.state.files import read_boot_id, write_atomically
+
+log = logging.getLogger("spotwatch.state")
 
 HIBERNATE_FILE = "hibernate.json"
 HIBERNATE_LOCK = "hibernate.lock"
@@ -55,6 +65,9 @@ class HibernateLedger:
         self._clock = clock
         self._seen: Optional[Tuple[int, int]] = None  # (mtime_ns, size) of the last read
         self._cached: Dict[str, Any] = self._fresh()
+        # What could not be written: newer than the file, so it is our view until a write works.
+        self._unsaved: Optional[Dict[str, Any]] = None
+        self._failures = RepeatFilter(log, "ledger-write-failed")
 
     def _fresh(self) -> Dict[str, Any]:
         return {"boot_id": self.boot_id, "resumes": 0, "triggered": {}}
@@ -63,19 +76,51 @@ class HibernateLedger:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Dict[str, Any]]:
-        """The ledger under the lock; what the block changes is written back on exit."""
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """The ledger under the lock; what the block changes is written back on exit. When
+        the lock or the file cannot be had, the block still runs (see the module docstring)."""
+        fd = self._open_lock()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            data = self._read()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            data = self._read() if self._unsaved is None else self._unsaved
             before = json.dumps(data, sort_keys=True)
             yield data
             after = json.dumps(data, sort_keys=True)
-            if after != before:
-                write_atomically(self.path, after.encode("utf-8"))  # boot-scoped: no fsync
+            if after != before or self._unsaved is not None:
+                self._write(data, after)
         finally:
-            os.close(fd)  # closing the descriptor releases the lock
+            if fd is not None:
+                os.close(fd)  # closing the descriptor releases the lock
+
+    def _open_lock(self) -> Optional[int]:
+        # O_NOFOLLOW: a symlink planted at the lock's name is refused, not opened as root.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            return os.open(self.lock_path, flags, 0o600)
+        except OSError as failure:
+            self._failures.failure(
+                f"hibernate ledger lock {self.lock_path} unusable: {failure}; "
+                "going on without coordination with the sleep hook",
+                logging.ERROR,
+                key="unwritable",
+            )
+            return None
+
+    def _write(self, data: Dict[str, Any], text: str) -> None:
+        try:
+            write_atomically(self.path, text.encode("utf-8"))  # boot-scoped: no fsync
+        except OSError as failure:
+            self._unsaved = data
+            self._failures.failure(
+                f"cannot write {self.path}: {failure}; keeping the hibernation ledger in memory",
+                logging.ERROR,
+                key="unwritable",
+            )
+            return
+        if self._unsaved is not None:
+            self._unsaved = None
+            self._failures.recovered(f"{self.path} written again")
 
     def _read(self) -> Dict[str, Any]:
         try:
@@ -92,6 +137,8 @@ class HibernateLedger:
 
     def snapshot(self) -> Dict[str, Any]:
         """The ledger as last written, without the lock; re-read only when the file changed."""
+        if self._unsaved is not None:
+            return self._unsaved
         try:
             info = os.stat(self.path)
             seen: Optional[Tuple[int, int]] = (info.st_mtime_ns, info.st_size)

@@ -28,7 +28,6 @@ younger than 3 poll intervals, else 503 with the age in the body.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
@@ -39,6 +38,7 @@ from spotwatch.detection.notices import Notice
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import RepeatFilter, emit
 from spotwatch.response.plan import Step, StepOutcome
+from spotwatch.state.files import write_atomically
 from spotwatch.state.schema import FAILED, TIMEOUT
 
 log = logging.getLogger("spotwatch.metrics")
@@ -195,21 +195,21 @@ class Metrics:
 
 
 class TextfileWriter:
-    """Rewrites one `.prom` file atomically; failures are logged once, not every poll."""
+    """Rewrites one `.prom` file atomically; failures are logged once, not every poll.
+
+    We write as root into a folder others may write to (node_exporter's textfile folder is
+    often group-writable), so the temp file must not be predictable or followable:
+    `write_atomically` creates it with a random name, O_EXCL|O_NOFOLLOW, and a planted
+    file or symlink never receives our write. The rename over the target replaces a symlink
+    planted there by our own file; the link's target is never opened.
+    """
 
     def __init__(self) -> None:
         self._failures = RepeatFilter(log, "metrics-textfile-failed")
 
     def write(self, path: str, text: str) -> bool:
-        folder, name = os.path.split(path)
-        temp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, text.encode("utf-8"))
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
+            write_atomically(path, text.encode("utf-8"), mode=0o644)  # node_exporter reads it
         except OSError as failure:
             self._failures.failure(f"cannot write metrics file {path}: {failure.strerror}")
             return False

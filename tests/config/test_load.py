@@ -210,6 +210,7 @@ def test_hook_defaults(tmp_path: Path) -> None:
         ("imds: {token_ttl: 7h}", "imds.token_ttl", "between 1s and 6h"),
         ("imds: {endpoint: 169.254.169.254}", "imds.endpoint", "http"),
         ("imds: {endpoint: 'http://h/latest'}", "imds.endpoint", "no path"),
+        ("imds: {endpoint: 'https://169.254.169.254'}", "imds.endpoint", "IMDS has no TLS"),
         ("imds: {endpoint: 'http://h:99999'}", "imds.endpoint", "not a valid URL"),
         ("imds: {allow_imdsv1: 1}", "imds.allow_imdsv1", "true or false"),
         ("imds: {user_data: 'true'}", "imds.user_data", "true or false"),
@@ -378,6 +379,35 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     (problem,) = problems_of(config_file, "poll_interval: 5s\nimds:\n  timeout: [1s\n")
     assert problem.startswith(f"{config_file}: line ")
     assert "YAML" in problem
+
+
+DEEP_DOCUMENTS = {
+    "3000 brackets": "[" * 3000,
+    "hooks nested 1500 deep": "hooks:\n" + "".join("  " * i + "-\n" for i in range(1500)),
+}
+
+
+@pytest.mark.parametrize("text", DEEP_DOCUMENTS.values(), ids=DEEP_DOCUMENTS.keys())
+def test_a_deeply_nested_document_is_a_config_error_naming_the_file(
+    tmp_path: Path, text: str
+) -> None:
+    """Nesting past 64 levels is refused before PyYAML builds the document (which recurses:
+    before the fix this was a RecursionError traceback from yaml.safe_load)."""
+    config_file = tmp_path / "c.yaml"
+    (problem,) = problems_of(config_file, text)
+    assert problem.startswith(f"{config_file}: line ")
+    assert problem.endswith(": YAML document: nested deeper than 64 levels")
+
+
+def test_a_deeply_nested_user_data_section_is_reported_and_ignored(tmp_path: Path) -> None:
+    """User data nested too deep is reported and ignored; the file config stays in force."""
+    config_file = write(tmp_path / "c.yaml", "poll_interval: 3s\n")
+    raw = b"#spotwatch-config\nhooks:\n" + b"".join(b"  " * i + b"-\n" for i in range(1500))
+    report = load_config_report(str(config_file), env={}, user_data=raw, check_permissions=False)
+    assert report.config.poll_interval == 3.0
+    assert report.user_data_note == (
+        "#spotwatch-config user data is nested deeper than 64 levels at line 66; ignored"
+    )
 
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just words\n", "42\n"])
@@ -633,6 +663,18 @@ def test_bad_environment_values_name_the_variable(tmp_path: Path) -> None:
     assert caught.value.problems[0] == (
         'SPOTWATCH_POLL_INTERVAL: expected a duration like "30s", got "soon"'
     )
+
+
+def test_an_https_imds_endpoint_from_the_environment_is_a_config_error(tmp_path: Path) -> None:
+    """IMDS has no TLS: https is refused while loading (exit 78), not at the first poll with
+    a traceback (exit 1, a restart loop under systemd)."""
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "https://169.254.169.254"}
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path / "c.yaml", ""), env=env)
+    assert caught.value.problems == [
+        'AWS_EC2_METADATA_SERVICE_ENDPOINT: expected http:// (IMDS has no TLS), '
+        'got "https://169.254.169.254"'
+    ]
 
 
 def test_poll_interval_from_environment_must_be_positive(tmp_path: Path) -> None:

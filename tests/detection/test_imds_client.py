@@ -23,6 +23,17 @@ MakeClient = Callable[..., ImdsClient]
 SLACK = 0.1
 
 
+def poll_for(client: ImdsClient, *, seconds: float, every: float) -> int:
+    """Poll instance-action (404: no notice) every `every` s for `seconds`; the poll count."""
+    end = time.monotonic() + seconds
+    polls = 0
+    while time.monotonic() < end:
+        assert client.get(ACTION).status == 404
+        polls += 1
+        time.sleep(every)
+    return polls
+
+
 def test_token_reused_on_one_connection(
     sim: ImdsSimulator, make_client: MakeClient, connections: List[object]
 ) -> None:
@@ -43,14 +54,23 @@ def test_token_renewed_before_expiry_without_401(
     """With a 2 s TTL, polling every 0.2 s for ~5 s renews the token ahead of expiry:
     several PUTs, and IMDS never has to answer 401."""
     client = make_client(token_ttl=2)
-    end = time.monotonic() + 5.0
-    polls = 0
-    while time.monotonic() < end:
-        assert client.get(ACTION).status == 404
-        polls += 1
-        time.sleep(0.2)
+    polls = poll_for(client, seconds=5.0, every=0.2)
     assert sim.count(status=401) == 0
     assert 2 <= sim.token_puts <= polls // 3, (sim.token_puts, polls)
+
+
+def test_a_shorter_granted_ttl_does_not_cause_a_token_storm() -> None:
+    """IMDS may grant less than the 6 h asked for (here 2 s). Renewal is judged by the granted
+    lifetime: polling every 0.1 s for 3 s takes a handful of PUTs, not one before every GET
+    (before the fix the 60 s margin of a 6 h token made a 2 s token look expired at once)."""
+    with ImdsSimulator(max_token_ttl=2) as sim:
+        client = ImdsClient(sim.endpoint)
+        try:
+            polls = poll_for(client, seconds=3.0, every=0.1)
+        finally:
+            client.close()
+    assert sim.count(status=401) == 0
+    assert 1 <= sim.token_puts <= 6, (sim.token_puts, polls)
 
 
 def test_token_renewed_after_401(sim: ImdsSimulator, make_client: MakeClient) -> None:

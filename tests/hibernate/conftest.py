@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
-from hibsupport import DaemonProcess, child_env, write_config
+import testkit
+from hibsupport import DaemonProcess, probed_run, write_config
 
 from spotwatch.simulator.imds import ImdsSimulator
 
@@ -33,11 +34,11 @@ class HibEnv:
         self.dir = tmp_path
         self.imds = imds
         self.state = tmp_path / "state"
-        self.root = tmp_path / "root"  # SPOTWATCH_PROBE_ROOT: empty = no agent installed
+        self.root = tmp_path / "root"  # the daemon's probes look here: empty = no agent
         self.root.mkdir()
         self.config_path = tmp_path / "config.yaml"
         self.started: List[DaemonProcess] = []
-        self.env = child_env(self.root)
+        self.env = testkit.child_env()
 
     def config(self, hooks: Optional[List[Dict[str, Any]]] = None, **overrides: Any) -> Path:
         return write_config(
@@ -45,7 +46,13 @@ class HibEnv:
         )
 
     def daemon(self, *extra: str) -> DaemonProcess:
-        daemon = DaemonProcess(self.config_path, self.dir / "daemon.log", *extra, env=self.env)
+        daemon = DaemonProcess(
+            self.config_path,
+            self.dir / "daemon.log",
+            *extra,
+            env=self.env,
+            program=probed_run(self.root),
+        )
         self.started.append(daemon)
         return daemon
 

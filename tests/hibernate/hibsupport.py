@@ -1,5 +1,5 @@
-"""Helpers for the hibernate tests: the daemon and the sleep hook as real processes, with the
-probe seams (SPOTWATCH_PROBE_ROOT, SPOTWATCH_SYSTEMCTL) pointed into the test's folder."""
+"""Helpers for the hibernate tests: the daemon and the sleep hook as real processes, the
+daemon's host probes pointed into the test's folder (see probed_spotwatch.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import testkit
 import yaml
-from testkit import DaemonProcess, lines, wait_for  # noqa: F401 - shared helpers, re-exported
+from testkit import DaemonProcess, lines, response_record, wait_for  # noqa: F401 - re-exported
 
+from spotwatch.response.hibernate import Probes
 from spotwatch.simulator.imds import format_time
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,15 +32,21 @@ def read_json(path: Path) -> Dict[str, Any]:
 
 
 def steps(state_dir: Path, monitor: str = "spot") -> Dict[str, Dict[str, Any]]:
-    record = testkit.response_record(read_json(state_dir / "state.json"), monitor)
+    record = response_record(read_json(state_dir / "state.json"), monitor)
     return {s["name"]: s for s in record.get("steps", [])}
 
 
-def child_env(root: Path, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    env = testkit.child_env({"SPOTWATCH_PROBE_ROOT": str(root)})
-    env["SPOTWATCH_SYSTEMCTL"] = "/bin/false"  # no systemd here: "unknown", never a sleep job
-    env.update(extra or {})
-    return env
+NO_SYSTEMD = "/bin/false"  # the systemctl stand-in: "unknown", never a sleep job
+PROBED_SPOTWATCH = Path(__file__).with_name("probed_spotwatch.py")
+
+
+def probes(root: Path, systemctl: str = NO_SYSTEMD) -> Probes:
+    return Probes(root=str(root), systemctl=(systemctl,))
+
+
+def probed_run(root: Path, systemctl: str = NO_SYSTEMD) -> List[str]:
+    """The command that starts `spotwatch run` with its probes in `root`."""
+    return [sys.executable, str(PROBED_SPOTWATCH), str(root), systemctl]
 
 
 def write_config(

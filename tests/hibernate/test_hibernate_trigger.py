@@ -1,6 +1,6 @@
 """The hibernate fast path end to end: a real `spotwatch run` against the IMDS simulator over
 HTTP, hooks and the trigger command as real processes, the agent probes pointed at files in
-the test's folder (SPOTWATCH_PROBE_ROOT)."""
+the test's folder (by probed_spotwatch.py)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Tuple
 
 import pytest
-from hibsupport import in_seconds, lines, marker_command, read_json, record_hook, run_sleep_hook
+from hibsupport import (
+    in_seconds,
+    lines,
+    marker_command,
+    probes,
+    read_json,
+    record_hook,
+    run_sleep_hook,
+)
 
 from spotwatch.commands.settings import load_service_config
 from spotwatch.daemon.shell import Daemon
@@ -29,15 +37,14 @@ class Clocks:
 
 
 @pytest.fixture
-def in_process(hib, monkeypatch):
-    for key in ("SPOTWATCH_PROBE_ROOT", "SPOTWATCH_SYSTEMCTL"):
-        monkeypatch.setenv(key, hib.env[key])
+def in_process(hib):
     made = []
 
     def make(config: Path) -> Tuple[Daemon, Clocks]:
         loaded = load_service_config(str(config), env={}, with_user_data=False)
         clocks = Clocks()
-        daemon = Daemon(loaded, parts=daemon_parts(loaded), clock_pair=clocks)
+        parts = daemon_parts(loaded, probes=probes(hib.root))
+        daemon = Daemon(loaded, parts=parts, clock_pair=clocks)
         daemon.prepare()
         made.append(daemon)
         return daemon, clocks

@@ -8,8 +8,8 @@ from email.utils import formatdate
 
 from operator_support import spotwatch
 
-from spotwatch.commands.check import ERROR, OK, WARNING, check_clock
-from spotwatch.config.schema import Config, ImdsSettings
+from spotwatch.commands.check import ERROR, OK, WARNING, check_clock, check_hooks
+from spotwatch.config.schema import Config, HookSpec, ImdsSettings
 from spotwatch.simulator import http as simulator_http
 
 CHECK_FIELDS = {"name", "status", "detail", "seconds"}
@@ -53,6 +53,21 @@ def test_check_bad_config_exits_78_with_json(tmp_path):
     assert result.returncode == 78
     assert json.loads(result.stdout)["ok"] is False
     assert "poll_interval" in result.stderr
+
+
+def test_a_hook_whose_user_does_not_exist_is_an_error_naming_the_hook():
+    """`user:` naming nobody passes validation (users differ between build and run hosts),
+    so check says it: the hook would fail at every notice. Before, check said OK."""
+    hooks = (
+        HookSpec(name="ghost", command=("/bin/true",), user="no-such-user-spotwatch"),
+        HookSpec(name="root-by-name", command=("/bin/true",), user="root"),
+        HookSpec(name="root-by-uid", command=("/bin/true",), user=0),
+    )
+    results = {r.name: r for r in check_hooks(Config(hooks=hooks))}
+    assert results["hook:ghost"].status == ERROR
+    assert results["hook:ghost"].detail.startswith("user: no such user: no-such-user-spotwatch")
+    assert results["hook:root-by-name"].status == OK
+    assert results["hook:root-by-uid"].status == OK
 
 
 def test_clock_skew_is_reported(imds, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -112,6 +113,28 @@ def test_textfile_rewrite_costs_well_under_a_millisecond(tmp_path):
     print(f"textfile render + atomic rewrite: {per_poll * 1e6:.0f} us CPU per poll")
     assert per_poll < 0.001
     assert (tmp_path / "spotwatch.prom").stat().st_mode & 0o777 == 0o644
+
+
+def test_the_textfile_never_writes_through_a_planted_symlink(tmp_path):
+    """Anyone who may write the textfile folder plants symlinks to a root-owned file: at the
+    temp name the writer used to pick (`.spotwatch.prom.<pid>.tmp`) and at the target. No
+    write reaches the victim; the target becomes our own regular file (the rename replaces
+    the link itself), and no temp file is left behind. Before the fix the victim was
+    truncated and overwritten with metrics, as root."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    folder = tmp_path / "textfile"
+    folder.mkdir()
+    (folder / f".spotwatch.prom.{os.getpid()}.tmp").symlink_to(victim)
+    target = folder / "spotwatch.prom"
+    target.symlink_to(victim)
+    metrics = Metrics(5.0)
+    assert TextfileWriter().write(str(target), metrics.render())
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and "spotwatch_" in target.read_text()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f".spotwatch.prom.{os.getpid()}.tmp", "spotwatch.prom"]
+    )
 
 
 def test_healthz_before_any_poll_and_listen_parsing():

@@ -27,6 +27,14 @@ def _spotwatch(*args: str, env_extra: Optional[Dict[str, str]] = None, timeout: 
     )
 
 
+def _config(tmp_path, text: str, name: str = "c.yaml"):
+    """A config file only root can write (the permission rule applies: we run as root)."""
+    config = tmp_path / name
+    config.write_text(text)
+    config.chmod(0o600)
+    return config
+
+
 def test_version_from_the_module_and_the_console_script():
     """`python -m spotwatch --version` and `spotwatch --version` print the same thing."""
     result = _spotwatch("--version")
@@ -66,6 +74,51 @@ def test_a_bad_environment_variable_names_itself(tmp_path):
     assert "SPOTWATCH_POLL_INTERVAL" in result.stderr
 
 
+def test_an_https_imds_endpoint_is_a_config_error_not_a_crash(tmp_path):
+    """IMDS has no TLS. An https endpoint, in the file or in AWS_EC2_METADATA_SERVICE_ENDPOINT,
+    is refused while loading: exit 78 naming where it came from, no traceback (before, `run`
+    crashed at its first poll with exit 1, which systemd turns into a restart loop)."""
+    https = "imds: {endpoint: 'https://169.254.169.254'}\n"
+    config = _config(tmp_path, f"{https}state_dir: {tmp_path}/s\n")
+    result = _spotwatch("run", "--once", "-c", str(config))
+    assert result.returncode == 78, result.stderr
+    assert "imds.endpoint: expected http:// (IMDS has no TLS)" in result.stderr
+    assert "Traceback" not in result.stderr
+    config.write_text(f"state_dir: {tmp_path}/s\n")
+    https = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "https://[fd00:ec2::254]"}
+    result = _spotwatch("run", "--once", "-c", str(config), env_extra=https)
+    assert result.returncode == 78, result.stderr
+    assert "AWS_EC2_METADATA_SERVICE_ENDPOINT: expected http://" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_deeply_nested_config_is_exit_78_not_a_traceback(tmp_path):
+    """`check` and `run` on 3000 `[`: one line naming the file, exit 78 (before: a
+    RecursionError traceback from the YAML loader)."""
+    config = _config(tmp_path, "[" * 3000, "deep.yaml")
+    for command in (("check",), ("run", "--once")):
+        result = _spotwatch(*command, "-c", str(config))
+        assert result.returncode == 78, (command, result.stderr)
+        assert result.stderr.splitlines() == [
+            f"{config}: line 1, column 65: YAML document: nested deeper than 64 levels"
+        ]
+
+
+def test_with_log_format_json_every_line_is_json_the_first_too(tmp_path, imds):
+    """Loading the config logs (here: IMDS has no user data) before the config says the
+    format; those lines are held and written as JSON too (before: the first line was text)."""
+    config = _config(
+        tmp_path,
+        f"log: {{format: json}}\nstate_dir: {tmp_path}/s\nimds: {{endpoint: '{imds.endpoint}'}}\n"
+        "ecs: {enabled: false}\nhibernate: {trigger: none}\n",
+    )
+    result = _spotwatch("run", "--once", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records[0]["message"] == "no user data"
+    assert records[0]["logger"] == "spotwatch.config"
+
+
 def test_status_without_state_exits_1(tmp_path):
     """No state recorded yet is said plainly, exit 1."""
     config = tmp_path / "c.yaml"
@@ -78,12 +131,11 @@ def test_status_without_state_exits_1(tmp_path):
 
 def test_check_json_reports_each_preflight(tmp_path, imds):
     """check --json: machine-readable, with the IMDS preflight done over a real token."""
-    config = tmp_path / "c.yaml"
-    config.write_text(
+    config = _config(
+        tmp_path,
         f"state_dir: {tmp_path / 'state'}\nimds: {{endpoint: '{imds.endpoint}'}}\n"
-        "ecs: {enabled: false}\n"
+        "ecs: {enabled: false}\n",
     )
-    config.chmod(0o600)
     result = _spotwatch("check", "--json", "-c", str(config))
     document = json.loads(result.stdout)
     names = {c["name"]: c["status"] for c in document["checks"]}
