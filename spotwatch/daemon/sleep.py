@@ -47,8 +47,10 @@ class SleepWatch:
         *,
         rearm: Callable[[str], None],
         clock_pair: Callable[[], Tuple[float, float]] = boot_and_monotonic,
+        configured_retry: float = CONFIGURED_RETRY,
     ) -> None:
         self._config = config
+        self._configured_retry = configured_retry
         self._client = client
         self.store = store
         self.ledger = ledger
@@ -92,7 +94,7 @@ class SleepWatch:
         value = self._read_configured(time.monotonic() + config.imds.timeout)
         known = value is not None
         self._configured_due = time.monotonic() + (
-            CONFIGURED_REFRESH if known else CONFIGURED_RETRY
+            CONFIGURED_REFRESH if known else self._configured_retry
         )
         if not known:
             return  # keep what we knew; unknown at start stays unknown (the safe side)

@@ -99,3 +99,33 @@ def test_no_question_when_the_trigger_is_off(tmp_path: Path) -> None:
     assert trigger.run(_context()).status == SKIPPED
     time.sleep(0.2)
     assert systemctl.runs() == []
+
+
+@pytest.mark.parametrize(("configured", "agent", "triggers"), [
+    (None, True, False),  # unknown, agent installed: EC2's agent handles it; never a second
+    (None, False, True),  # unknown, no agent: nobody else would, so we do
+    (True, True, False),
+    (False, True, True),
+])  # fmt: skip
+def test_auto_decides_on_the_safe_side_while_configured_is_unknown(
+    tmp_path: Path, configured, agent, triggers
+) -> None:
+    """`trigger: auto` while `hibernation/configured` could not be read (IMDS down at start):
+    with EC2's agent installed it stands back (before: it triggered, a second hibernation on
+    top of EC2's)."""
+    root = tmp_path / "root"
+    if agent:
+        (root / "usr/bin").mkdir(parents=True)
+        (root / "usr/bin/hibinit-agent").write_text("#!/bin/sh\n")
+    marker = tmp_path / "triggered"
+    settings = HibernateSettings(trigger="auto", command=("/bin/touch", str(marker)))
+    ledger = HibernateLedger(str(tmp_path / "state"), boot_id="boot-1")
+    if configured is not None:
+        ledger.set_configured(configured)
+    no_systemd = Systemctl(tmp_path, [""])
+    trigger = HibernateTrigger(
+        settings, ledger, Probes(root=str(root), systemctl=(str(no_systemd.path),))
+    )
+    outcome = trigger.run(_context())
+    assert marker.exists() is triggers, outcome
+    assert outcome.status == (OK if triggers else SKIPPED)
