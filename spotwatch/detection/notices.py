@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Literal, Optional, cast
+from typing import Dict, Literal, Optional
 
 from spotwatch.config.schema import NOTICE_ACTIONS
 
@@ -76,17 +76,24 @@ SOURCE_REHEARSAL: Source = "rehearsal"
 REBALANCE: Action = "rebalance"
 
 
+# Lookups rather than casts: the checked value comes back typed, on every mypy version.
+_ACTION_OF: Dict[str, Action] = {action: action for action in ACTIONS}
+_SOURCE_OF: Dict[str, Source] = {source: source for source in SOURCES}
+
+
 def as_action(value: object) -> Action:
     """A stored or parsed action, checked; ValueError for anything else."""
-    if value not in ACTIONS:
+    found = _ACTION_OF.get(value) if isinstance(value, str) else None
+    if found is None:
         raise ValueError(f"not an action: {str(value)[:40]!r}")
-    return cast(Action, value)
+    return found
 
 
 def as_source(value: object) -> Source:
-    if value not in SOURCES:
+    found = _SOURCE_OF.get(value) if isinstance(value, str) else None
+    if found is None:
         raise ValueError(f"not a source: {str(value)[:40]!r}")
-    return cast(Source, value)
+    return found
 
 
 @dataclass(frozen=True)
