@@ -10,8 +10,10 @@ from spotwatch.daemon.shell import DaemonParts
 from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
 from spotwatch.response.ecs import EcsResponse, EcsTarget
+from spotwatch.response.ecs_empty import until_no_task_left
 from spotwatch.response.hibernate import add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
+from spotwatch.response.lifecycle import AutoscalingResponse
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 
@@ -35,6 +37,7 @@ class AwsParts:
         self._key: Optional[Tuple[object, ...]] = None
         self.ecs: Optional[EcsResponse] = None
         self.instance: InstanceResponse
+        self.autoscaling = AutoscalingResponse(aws_clients(config), config.autoscaling)
         self._setup(config)
 
     @staticmethod
@@ -45,6 +48,7 @@ class AwsParts:
         self._key = self._key_of(config)
         clients = aws_clients(config)
         self.instance = InstanceResponse(clients)
+        self.autoscaling.lifecycle.clients = clients
         self.ecs = None
         if config.ecs.enabled is not False:
             target = EcsTarget(config.ecs, clients)
@@ -57,11 +61,11 @@ class AwsParts:
             if self._key_of(config) != self._key:
                 self._setup(config)
             ecs, instance = self.ecs, self.instance
-        parts = Providers(instance=instance.steps)
+        parts = Providers(instance=instance.steps, lifecycle_end=self.autoscaling.finale)
         if ecs is not None:
             parts.ecs_drain = ecs.drain
             parts.ecs_stop = ecs.stop
-            parts.ecs_final = ecs.final
+            parts.ecs_final = until_no_task_left(ecs.final)
         return parts
 
 
@@ -78,6 +82,7 @@ def daemon_parts(config: Config) -> DaemonParts:
     """The daemon's parts for this config (ECS, EC2, hibernation, telemetry)."""
     aws = AwsParts(config)
     parts = DaemonParts(providers=aws.providers)
+    parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger)
     add_telemetry(parts, config)
     return parts
