@@ -142,6 +142,22 @@ class FakeAgent:
         self.server.server_close()
 
 
+def reply(handler: BaseHTTPRequestHandler, status: int, content_type: str, data: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def serve_locally(handler: Any) -> Tuple[ThreadingHTTPServer, str]:
+    """Serve `handler` on a free loopback port in a daemon thread; (server, its URL)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @dataclass
 class ScriptedEndpoint:
     """A tiny AWS JSON endpoint: answers each call from a script by operation name."""
@@ -161,20 +177,12 @@ class ScriptedEndpoint:
                 endpoint.calls.append((operation, request))
                 answers = endpoint.script.get(operation) or [(200, {})]
                 status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, "application/x-amz-json-1.1", json.dumps(body).encode())
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        self._server, self.url = serve_locally(Handler)
         return self
 
     def stop(self) -> None:
