@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--delay", type=float, default=0.0, help="delay every answer by this many seconds"
     )
     sim.add_argument("--imdsv2-only", action="store_true", help="refuse requests without a token")
+    sim.add_argument(
+        "--asg-state",
+        metavar="STATE",
+        default=None,
+        help="answer autoscaling/target-lifecycle-state with STATE (InService, Terminated, ...;"
+        " default: 404, in no Auto Scaling group)",
+    )
 
     for parser_ in sub.choices.values():
         _add_config_option(parser_)

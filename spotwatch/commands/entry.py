@@ -109,6 +109,7 @@ def cmd_simulate_imds(args: argparse.Namespace) -> int:
         lead=args.lead,
         delay=args.delay,
         imdsv2_only=args.imdsv2_only,
+        asg_state=args.asg_state,
     )
     return 0
 

@@ -17,11 +17,13 @@ def serve(
     lead: Optional[float] = None,
     delay: float = 0.0,
     imdsv2_only: bool = True,
+    asg_state: Optional[str] = None,
 ) -> None:
     """Run a simulator until SIGTERM or SIGINT (the ``simulate-imds`` command).
 
     Prints the endpoint alone on one stdout line once it accepts connections, so scripts can read
     it. With `action`, a notice is raised `lead` seconds ahead at start (default 120; hibernate 0).
+    With `asg_state`, autoscaling/target-lifecycle-state answers it (else 404: in no group).
     """
     stop_requested = False
 
@@ -33,6 +35,7 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with ImdsSimulator(port=port, delay=delay, imdsv2_only=imdsv2_only) as sim:
+            sim.set_asg_state(asg_state)
             if action:
                 if lead is None:
                     lead = 0.0 if action == "hibernate" else 120.0

@@ -385,7 +385,8 @@ class Daemon:
             self.client = self._make_client(fresh)
         if self.watcher is not None:
             self.watcher.interval = fresh.poll_interval
-            if fresh.imds != old.imds or fresh.rebalance != old.rebalance:
+            watched = ("imds", "rebalance", "autoscaling")
+            if any(getattr(fresh, name) != getattr(old, name) for name in watched):
                 self.watcher.set_monitors(monitors_for(fresh, self.client), {})
         message = f"config reloaded from {', '.join(fresh.sources)}"
         emit(log, logging.INFO, "reloaded", message)

@@ -11,8 +11,10 @@ from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
 from spotwatch.response.ecs import EcsResponse
 from spotwatch.response.ecs_agent import EcsTarget
+from spotwatch.response.ecs_empty import until_no_task_left
 from spotwatch.response.hibernate import Probes, add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
+from spotwatch.response.lifecycle import AutoscalingResponse
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 
@@ -36,6 +38,7 @@ class AwsParts:
         self._key: Optional[Tuple[object, ...]] = None
         self.ecs: Optional[EcsResponse] = None
         self.instance: InstanceResponse
+        self.autoscaling = AutoscalingResponse(aws_clients(config), config.autoscaling)
         self._setup(config)
 
     @staticmethod
@@ -46,6 +49,7 @@ class AwsParts:
         self._key = self._key_of(config)
         clients = aws_clients(config)
         self.instance = InstanceResponse(clients)
+        self.autoscaling.lifecycle.clients = clients
         self.ecs = None
         if config.ecs.enabled is not False:
             target = EcsTarget(config.ecs, clients)
@@ -58,11 +62,11 @@ class AwsParts:
             if self._key_of(config) != self._key:
                 self._setup(config)
             ecs, instance = self.ecs, self.instance
-        parts = Providers(instance=instance.steps)
+        parts = Providers(instance=instance.steps, lifecycle_end=self.autoscaling.finale)
         if ecs is not None:
             parts.ecs_drain = ecs.drain
             parts.ecs_stop = ecs.stop
-            parts.ecs_final = ecs.final
+            parts.ecs_final = until_no_task_left(ecs.final)
         return parts
 
 
@@ -80,6 +84,7 @@ def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonPa
     where the hibernate trigger looks at the host (default: / and systemctl)."""
     aws = AwsParts(config)
     parts = DaemonParts(providers=aws.providers)
+    parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)
     add_telemetry(parts, config)
     return parts

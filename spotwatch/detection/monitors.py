@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, FrozenSet, List, Optional, Set, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError, Reply
 from spotwatch.detection.notices import (
+    SOURCE_TARGET_LIFECYCLE_STATE,
     Notice,
     Parsed,
     excerpt,
@@ -36,6 +37,7 @@ log = logging.getLogger("spotwatch.watcher")
 INSTANCE_ACTION = "meta-data/spot/instance-action"
 TERMINATION_TIME = "meta-data/spot/termination-time"
 REBALANCE = "meta-data/events/recommendations/rebalance"
+TARGET_LIFECYCLE_STATE = "meta-data/autoscaling/target-lifecycle-state"
 
 # EC2 leaves an old termination-time in place when a termination fails (docs/aws-facts.md). A time
 # this far in the past is that leftover, not a warning about the future.
@@ -90,6 +92,10 @@ class Monitor:
 
     def check(self, deadline: float) -> Reading:
         raise NotImplementedError
+
+    def adopt(self, known: Optional[Notice]) -> None:
+        """The notice its tracker already knows (at start: from the state file). Monitors
+        whose notice time is their own reckoning keep to it, so a re-read is the same notice."""
 
     def _fetch(self, path: str, deadline: float) -> tuple[Optional[Reply], Optional[str]]:
         try:
@@ -182,10 +188,66 @@ class RebalanceMonitor(Monitor):
         return seen(parsed.notice)
 
 
+class AutoscalingMonitor(Monitor):
+    """autoscaling/target-lifecycle-state: `Terminated` while the Auto Scaling group ends the
+    instance. IMDS names no moment, so the notice's time is when it was first seen plus
+    `autoscaling.budget` (the one deadline rule then holds); that time is kept, also across
+    a restart (`adopt`), so a re-read `Terminated` is the same notice. 404: the instance is
+    in no group, which is no news and no error."""
+
+    name = "autoscaling"
+
+    def __init__(
+        self, client: ImdsClient, budget: float, wall: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(client)
+        self.budget = budget
+        self._wall = wall
+        self._terminating: Optional[Notice] = None
+
+    def adopt(self, known: Optional[Notice]) -> None:
+        if known is not None and known.source == SOURCE_TARGET_LIFECYCLE_STATE:
+            self._terminating = known
+
+    def check(self, deadline: float) -> Reading:
+        reply, error = self._fetch(TARGET_LIFECYCLE_STATE, deadline)
+        if reply is None:
+            return Reading(ok=False, error=f"target-lifecycle-state: {error}")
+        if reply.status == 404:
+            return Reading(ok=True)
+        if reply.status != 200:
+            return Reading(ok=False, error=f"target-lifecycle-state answered HTTP {reply.status}")
+        state = reply.body.decode("utf-8", "replace").strip()
+        if state != "Terminated":
+            self._terminating = None  # InService, Warmed:*, Detached...: nothing ends it
+            return Reading(ok=True)
+        if self._terminating is None:
+            first_seen = datetime.fromtimestamp(int(self._wall()), timezone.utc)
+            ends = first_seen + timedelta(seconds=self.budget)
+            text = ends.strftime("%Y-%m-%dT%H:%M:%SZ")
+            self._terminating = Notice("terminate", ends, text, SOURCE_TARGET_LIFECYCLE_STATE)
+        return seen(self._terminating)
+
+
+def autoscaling_answers(client: ImdsClient, timeout: float) -> bool:
+    """`autoscaling.enabled: auto`: is this instance in a group? (an IMDS that cannot be
+    asked right now counts as yes: better one request per poll than a missed termination)"""
+    try:
+        reply = client.get(TARGET_LIFECYCLE_STATE, deadline=client.now() + timeout)
+    except ImdsError:
+        return True
+    return reply.status != 404
+
+
 def monitors_for(config: Config, client: ImdsClient) -> List[Monitor]:
     """Every signal the config asks to watch, in the order they are asked each poll (the
     Spot notice first: its answer decides the poll's result)."""
     monitors: List[Monitor] = [SpotMonitor(client)]
     if config.rebalance.enabled:
         monitors.append(RebalanceMonitor(client))
+    watch_asg = config.autoscaling.enabled
+    if watch_asg == "auto":
+        watch_asg = autoscaling_answers(client, 2 * config.imds.timeout)
+    if watch_asg:
+        monitors.append(AutoscalingMonitor(client, config.autoscaling.budget))
     return monitors

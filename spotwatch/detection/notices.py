@@ -69,6 +69,7 @@ SOURCES: tuple[Source, ...] = (
 SOURCE_INSTANCE_ACTION: Source = "instance-action"
 SOURCE_TERMINATION_TIME: Source = "termination-time"
 SOURCE_REBALANCE: Source = "rebalance-recommendation"
+SOURCE_TARGET_LIFECYCLE_STATE: Source = "target-lifecycle-state"
 SOURCE_RESUME_DETECTED: Source = "resume-detected"
 SOURCE_SLEEP_HOOK: Source = "sleep-hook"
 SOURCE_REHEARSAL: Source = "rehearsal"

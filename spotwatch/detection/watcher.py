@@ -186,6 +186,7 @@ class Watcher:
         kept = {k: t for k, t in {**self.trackers, **trackers}.items() if monitor_of(k) in names}
         for monitor in monitors:
             kept.setdefault(monitor.name, NoticeTracker())
+            monitor.adopt(kept[monitor.name].known)
         self.monitors, self.trackers = list(monitors), kept
         self._due = {m.name: self._due.get(m.name, 0.0) for m in monitors}
 

@@ -9,6 +9,9 @@ terminate, stop (and reboot):
   stages, in order:   hooks by `order` (same order in parallel); ECS stop (`ecs.stop`)
   timed:              ECS final stop at notice time - `stop_timeout` - `deadline_margin`
   finale:             `instance.after_response` (Spot notices only)
+  Auto Scaling termination: the same, but the ECS final stop starts at once and ends as
+  soon as no task is left (response/ecs_empty.py), and the finale completes the lifecycle
+  action (response/lifecycle.py; heartbeats meanwhile)
 hibernate:            hooks held to `hibernate.budget`; then the hibernation trigger
 rebalance:            hooks by `order`; finale `instance.after_rebalance`
 anything else:        hooks by `order` (maintenance, resume, start, cancel)
@@ -49,6 +52,7 @@ class Providers:
     ecs_final: Optional[TimedFor] = None
     instance: Optional[StepsFor] = None
     hibernate_trigger: Optional[StepsFor] = None
+    lifecycle_end: Optional[StepsFor] = None  # CompleteLifecycleAction, for the group's notice
     extra_warnings: List[str] = field(default_factory=list)
 
 
@@ -91,4 +95,5 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
         plan.timed += list(parts.ecs_final(notice, config))
     if notice.source in ENDS_INSTANCE:
         add(plan.finale, parts.instance)
+    add(plan.finale, parts.lifecycle_end)
     return plan

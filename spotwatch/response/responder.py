@@ -8,6 +8,9 @@ from the planner (response/build.py), a record of its own in the state file, and
 listeners (telemetry, the rehearsal's timeline) hear "response started" with the plan and
 the deadline before its first step, then every step through their journals.
 
+Signals that mean the same end of the instance (response/ends.py) make one response: the
+second joins the first (`_joining`), and the join is recorded so a restart keeps it.
+
 A notice whose action changes is a new notice (same tracker, next generation): the old
 response starts no further step (its running hooks finish), its unstarted steps are
 recorded `skipped`, and the new one runs every step of its own plan.
@@ -19,12 +22,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Sequence
+from typing import AbstractSet, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
 from spotwatch.response.deadline import KILL_GRACE, NoticeClock, deadline_clock
+from spotwatch.response.ends import earlier, joined_plan, same_end
 from spotwatch.response.journals import FanoutJournal, StoreJournal
 from spotwatch.response.plan import Plan, StepContext, always
 from spotwatch.response.runner import Runner, StepJournal
@@ -34,6 +38,9 @@ from spotwatch.state.store import StateStore
 log = logging.getLogger("spotwatch.response")
 
 Planner = Callable[[Notice, Config], Plan]
+# The response a second signal of the same end joins: key, notice, step names, and the
+# response itself while it runs.
+Joined = Tuple[str, Notice, AbstractSet[str], Optional["Response"]]
 SHUTDOWN_SLICE = 0.2  # how often a shutdown looks at a second SIGTERM
 
 
@@ -138,8 +145,16 @@ class Responder:
             if older.key != key:
                 self.halt(older, f"superseded by a {notice.action} notice")
         config = self._config()
-        clock = deadline_clock(notice, config, clock=self._clock, wall=self._wall)
+        first = self._joining(key, tracker, notice)
+        timing = notice
+        if first is not None and first[3] is not None:
+            timing = earlier(notice, first[1])  # the earlier deadline governs both
+            first[3].clock.update(earlier(first[3].notice, notice))
+        clock = deadline_clock(timing, config, clock=self._clock, wall=self._wall)
         plan = self._planner(notice, config)
+        if first is not None:
+            ended = first[3].ended if first[3] is not None else None
+            plan = joined_plan(plan, first[0], first[2], first[1], ended)
         for warning in plan.warnings:
             emit(log, logging.WARNING, "plan-warning", warning, action=notice.action)
         if clock.time_left() <= 0 and notice.action != "hibernate":
@@ -180,6 +195,62 @@ class Responder:
         else:
             self._run(response)
         return response
+
+    def _joining(self, key: str, tracker: str, notice: Notice) -> Optional[Joined]:
+        """The response of the same end (another tracker's) that this one joins, if any: as
+        recorded before a restart, else one running, else one that ended on this boot."""
+        if self.store is None:
+            return None
+        joins: Dict[str, str] = dict(self.store.value("joins") or {})
+        first_key = joins.get(key)
+        for response in self.running():
+            other = response.tracker != tracker and response.key not in joins
+            if first_key is None and other and response.halted is None:
+                first_key = response.key if same_end(response.notice, notice) else None
+            if first_key == response.key:
+                names = {step.name for step in response.plan.all_steps()}
+                found: Joined = (response.key, response.notice, names, response)
+                break
+        else:
+            found_ended = self._ended_of_same_end(first_key, joins, tracker, notice)
+            if found_ended is None:
+                return None
+            found = found_ended
+        joins[key] = found[0]
+        self.store.set_value("joins", joins)
+        emit(
+            log,
+            logging.WARNING,
+            "response-joined",
+            f"the {notice.action} notice from {notice.source} joins the response {found[0]}: "
+            "one end, one response",
+            action=notice.action,
+            source=notice.source,
+        )
+        return found
+
+    def _ended_of_same_end(
+        self, first_key: Optional[str], joins: Dict[str, str], tracker: str, notice: Notice
+    ) -> Optional[Joined]:
+        assert self.store is not None
+        records = self.store.value("responses") or {}
+        for name, record in records.items():
+            if first_key is not None and name != first_key:
+                continue
+            try:
+                known = Notice.from_json(record["notice"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if first_key is None and not (
+                record.get("done")
+                and record.get("tracker") != tracker
+                and name not in joins
+                and same_end(known, notice)
+            ):
+                continue
+            names = {str(step.get("name")) for step in record.get("steps", [])}
+            return name, known, names, None
+        return None
 
     def _run(self, response: Response) -> None:
         try:

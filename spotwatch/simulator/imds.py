@@ -38,6 +38,8 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 TERMINATION_TIME_PATH = "/latest/meta-data/spot/termination-time"
 REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
+# Present only for an instance in an Auto Scaling group (404 otherwise), as plain text.
+TARGET_LIFECYCLE_STATE_PATH = "/latest/meta-data/autoscaling/target-lifecycle-state"
 
 # (monotonic time, method, path, status); status 0 means the connection was reset unanswered.
 LogEntry = Tuple[float, str, str, int]
@@ -96,6 +98,7 @@ class ImdsSimulator:
         self._instance_action: Optional[bytes] = None
         self._termination_time: Optional[bytes] = None
         self._rebalance: Optional[bytes] = None
+        self._asg_state: Optional[bytes] = None
         self._user_data: Optional[bytes] = None
         self._hibernation: Optional[bool] = False
         self._overrides: Dict[str, Tuple[int, bytes]] = {}
@@ -200,6 +203,12 @@ class ImdsSimulator:
             body = json.dumps({"noticeTime": format_time(notice_time)}).encode()
         with self._lock:
             self._rebalance = body
+
+    def set_asg_state(self, state: Optional[str]) -> None:
+        """The Auto Scaling target lifecycle state (`InService`, `Terminated`, ...); None:
+        the instance is in no group, and the path answers 404."""
+        with self._lock:
+            self._asg_state = None if state is None else state.encode()
 
     def set_path(self, path: str, status: int, body: Union[str, bytes]) -> None:
         """Answer GETs of `path` with this status and body, ahead of everything built in.
@@ -360,6 +369,7 @@ class ImdsSimulator:
             INSTANCE_ACTION_PATH: self._instance_action,
             TERMINATION_TIME_PATH: self._termination_time,
             REBALANCE_PATH: self._rebalance,
+            TARGET_LIFECYCLE_STATE_PATH: self._asg_state,
             "/latest/user-data": self._user_data,
             "/latest/meta-data/hibernation/configured": (
                 None if self._hibernation is None else str(self._hibernation).lower().encode()

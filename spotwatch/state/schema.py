@@ -91,6 +91,8 @@ class _StateDocumentBase(TypedDict):
 class StateDocument(_StateDocumentBase, total=False):
     previous: Dict[str, object]  # what an earlier boot (or instance) left, set aside
     resume_generation: int
+    # One end, one response: a response key -> the key of the response it joined.
+    joins: Dict[str, str]
 
 
 class PollRecord(TypedDict):

@@ -150,6 +150,14 @@ class FakeAgent:
         self.server.server_close()
 
 
+def reply(handler: BaseHTTPRequestHandler, status: int, content_type: str, data: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 @dataclass
 class ScriptedEndpoint:
     """A tiny AWS JSON endpoint: answers each call from a script by operation name."""
@@ -169,12 +177,7 @@ class ScriptedEndpoint:
                 endpoint.calls.append((operation, request))
                 answers = endpoint.script.get(operation) or [(200, {})]
                 status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, "application/x-amz-json-1.1", json.dumps(body).encode())
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
