@@ -303,3 +303,25 @@ def test_the_instance_is_ended_when_polls_go_on_seeing_the_notice(pipeline, imds
         daemon.watcher.stop()
         loop.join(5)
     assert answers == [True]
+
+
+def test_a_rebalance_recommendation_makes_the_spot_notice_polled_faster(pipeline, imds, tmp_path):
+    """poll_interval 1 s, rebalance.poll_interval 200 ms: while a recommendation stands the
+    loop polls every 200 ms; once the notice itself has come, or the recommendation is gone,
+    every 1 s again."""
+    daemon, _ = pipeline([], poll_interval="1s", rebalance={"poll_interval": "200ms"})
+    assert daemon.watcher is not None
+    poll(daemon)
+    assert daemon.watcher.interval == 1.0
+    imds.set_rebalance(_at(0))
+    poll(daemon)
+    assert daemon.watcher.interval == 0.2
+    imds.set_instance_action("terminate", _at(120))
+    poll(daemon)
+    assert daemon.watcher.interval == 1.0  # the notice came: faster polling buys nothing more
+    imds.clear_instance_action()
+    poll(daemon, 3)
+    assert daemon.watcher.interval == 0.2
+    imds.set_rebalance(None)
+    poll(daemon, 3)
+    assert daemon.watcher.interval == 1.0
