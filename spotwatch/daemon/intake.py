@@ -170,4 +170,4 @@ class NoticeIntake:
     def _labelled(self, notice: Optional[Notice]) -> Optional[Notice]:
         if notice is None or self._relabel is None:
             return notice
-        return replace(notice, source=self._relabel)
+        return replace(notice, source=self._relabel, origin=notice.signal)

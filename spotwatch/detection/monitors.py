@@ -206,7 +206,7 @@ class AutoscalingMonitor(Monitor):
         self._terminating: Optional[Notice] = None
 
     def adopt(self, known: Optional[Notice]) -> None:
-        if known is not None and known.source == SOURCE_TARGET_LIFECYCLE_STATE:
+        if known is not None and known.signal == SOURCE_TARGET_LIFECYCLE_STATE:
             self._terminating = known
 
     def check(self, deadline: float) -> Reading:

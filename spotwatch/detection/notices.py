@@ -113,6 +113,14 @@ class Notice:
     source: Source
     event_id: Optional[str] = None
     event_code: Optional[str] = None
+    # Set when `source` was relabelled (a rehearsal says "rehearsal" to hooks and events):
+    # the signal the notice really came from, which decides what the response does.
+    origin: Optional[Source] = None
+
+    @property
+    def signal(self) -> Source:
+        """The signal this notice came from, whatever it is labelled as."""
+        return self.origin or self.source
 
     @property
     def epoch(self) -> float:
@@ -129,6 +137,8 @@ class Notice:
             data["event_id"] = self.event_id
         if self.event_code is not None:
             data["event_code"] = self.event_code
+        if self.origin is not None:
+            data["origin"] = self.origin
         return data
 
     @classmethod
@@ -141,6 +151,7 @@ class Notice:
         if time is None:
             raise ValueError(f"not a UTC time: {time_text[:40]!r}")
         event_id, event_code = data.get("event_id"), data.get("event_code")
+        origin = data.get("origin")
         for value in (event_id, event_code):
             if value is not None and not isinstance(value, str):
                 raise ValueError("a stored notice's event id and code are strings")
@@ -151,6 +162,7 @@ class Notice:
             source=as_source(data["source"]),
             event_id=event_id,
             event_code=event_code,
+            origin=as_source(origin) if origin is not None else None,
         )
 
 

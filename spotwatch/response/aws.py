@@ -333,6 +333,9 @@ class Bounded:
     def ec2(self, operation: str, **params: Any) -> Dict[str, Any]:
         return self.clients.call("ec2", operation, params, self.time_left, self.policy)
 
+    def autoscaling(self, operation: str, **params: Any) -> Dict[str, Any]:
+        return self.clients.call("autoscaling", operation, params, self.time_left, self.policy)
+
 
 def within(seconds: float) -> TimeLeft:
     """A bound `seconds` from now (for calls outside a response, such as `check`'s)."""

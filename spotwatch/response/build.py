@@ -40,7 +40,7 @@ TimedFor = Callable[[Notice, Config], Sequence[TimedStep]]
 DRAIN_HOLD = 5.0
 # Ending the instance answers a Spot notice only: an Auto Scaling group or a scheduled event
 # ends the instance itself.
-ENDS_INSTANCE = frozenset({"instance-action", "termination-time", "rehearsal"})
+ENDS_INSTANCE = frozenset({"instance-action", "termination-time"})
 
 
 @dataclass
@@ -93,7 +93,7 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
     add(plan.stages, parts.ecs_stop)
     if parts.ecs_final is not None:
         plan.timed += list(parts.ecs_final(notice, config))
-    if notice.source in ENDS_INSTANCE:
+    if notice.signal in ENDS_INSTANCE:
         add(plan.finale, parts.instance)
     add(plan.finale, parts.lifecycle_end)
     return plan

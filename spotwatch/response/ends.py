@@ -60,7 +60,7 @@ def joined_plan(
 ) -> Plan:
     """`plan` without the steps the first response has (and without detaching when the group
     terminates the instance), its own steps after a `JoinStep`."""
-    group_ends = SOURCE_TARGET_LIFECYCLE_STATE in (plan.notice.source, first_notice.source)
+    group_ends = SOURCE_TARGET_LIFECYCLE_STATE in (plan.notice.signal, first_notice.signal)
 
     def own(step: Step) -> bool:
         if group_ends and step.name.startswith(DETACH_STEP_PREFIXES):

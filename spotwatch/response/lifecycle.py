@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional
 from spotwatch.config.schema import AutoscalingSettings, Config
 from spotwatch.detection.notices import SOURCE_TARGET_LIFECYCLE_STATE, Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error
+from spotwatch.response.aws import AwsClients, Bounded, api_errors, describe_error
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.response.responder import Response
 from spotwatch.response.runner import StepJournal
@@ -64,10 +64,10 @@ class NoHook(Exception):
     """No terminating hook to wait for us (`str()` says why: no group, no hook, an error)."""
 
 
-def find_hook(asg: Any, instance_id: str, configured: Optional[str] = None) -> LifecycleHook:
+def find_hook(asg: Bounded, instance_id: str, configured: Optional[str] = None) -> LifecycleHook:
     """The instance's group and its terminating hook (DescribeAutoScalingInstances,
     DescribeLifecycleHooks); raises `NoHook`, or the API's error."""
-    found = asg.describe_auto_scaling_instances(InstanceIds=[instance_id])
+    found = asg.autoscaling("describe_auto_scaling_instances", InstanceIds=[instance_id])
     instances = found.get("AutoScalingInstances") or []
     if not instances:
         raise NoHook(f"{instance_id} is in no Auto Scaling group")
@@ -75,7 +75,7 @@ def find_hook(asg: Any, instance_id: str, configured: Optional[str] = None) -> L
     ask: Dict[str, Any] = {"AutoScalingGroupName": group}
     if configured:
         ask["LifecycleHookNames"] = [configured]
-    hooks = asg.describe_lifecycle_hooks(**ask).get("LifecycleHooks") or []
+    hooks = asg.autoscaling("describe_lifecycle_hooks", **ask).get("LifecycleHooks") or []
     terminating = [h for h in hooks if h.get("LifecycleTransition") == TERMINATING]
     if not terminating:
         named = f"lifecycle hook {configured} for termination" if configured else TERMINATING
@@ -104,7 +104,9 @@ class Lifecycle:
                 return self._found[key]
         try:
             found: Optional[LifecycleHook] = find_hook(
-                self.clients.client("autoscaling"), ctx.instance_id, self.settings.lifecycle_hook
+                self.clients.bounded(ctx.clock.time_left),
+                ctx.instance_id,
+                self.settings.lifecycle_hook,
             )
             emit(log, logging.INFO, "asg-hook", f"Auto Scaling: {found}")
         except NoHook as none:
@@ -132,9 +134,10 @@ class Lifecycle:
             self._stops.pop(id(ctx.clock), None)
 
     def call(self, operation: str, ctx: StepContext, hook: LifecycleHook, **extra: str) -> None:
-        """RecordLifecycleActionHeartbeat or CompleteLifecycleAction for this instance."""
-        method = getattr(self.clients.client("autoscaling"), operation)
-        method(
+        """RecordLifecycleActionHeartbeat or CompleteLifecycleAction for this instance, bounded
+        by the time left (throttling retried while it allows)."""
+        self.clients.bounded(ctx.clock.time_left).autoscaling(
+            operation,
             AutoScalingGroupName=hook.group,
             LifecycleHookName=hook.name,
             InstanceId=ctx.instance_id,
@@ -196,7 +199,7 @@ def cap_deadline(ctx: StepContext, hook: LifecycleHook, budget: float) -> None:
     """The group waits at most the hook's global timeout from when termination began (about
     when it was first seen): the deadline never lies beyond it."""
     notice = ctx.notice
-    if notice.source != SOURCE_TARGET_LIFECYCLE_STATE or budget <= hook.global_timeout:
+    if notice.signal != SOURCE_TARGET_LIFECYCLE_STATE or budget <= hook.global_timeout:
         return
     latest = notice.epoch - budget + hook.global_timeout
     moment = datetime.fromtimestamp(int(latest), timezone.utc)
@@ -243,7 +246,7 @@ class CompleteStep(Step):
 
 
 def is_asg_termination(notice: Notice) -> bool:
-    return notice.source == SOURCE_TARGET_LIFECYCLE_STATE and notice.action == "terminate"
+    return notice.signal == SOURCE_TARGET_LIFECYCLE_STATE and notice.action == "terminate"
 
 
 class AutoscalingResponse:
