@@ -96,7 +96,11 @@ class Daemon:
             listeners=self.parts.listeners,
         )
         self.intake = NoticeIntake(
-            self.responder, self.store, cadence_of=self._cadence_of, relabel=notice_source
+            self.responder,
+            self.store,
+            cadence_of=self._cadence_of,
+            config=lambda: self.config,
+            relabel=notice_source,
         )
         self.sleep = SleepWatch(
             lambda: self.config,
@@ -353,7 +357,8 @@ class Daemon:
             self.client = self._make_client(fresh)
         if self.watcher is not None:
             self.watcher.interval = fresh.poll_interval
-            if fresh.imds != old.imds or fresh.rebalance != old.rebalance:
+            watched = ("imds", "rebalance", "scheduled_events")
+            if any(getattr(fresh, k) != getattr(old, k) for k in watched):
                 self.watcher.set_monitors(monitors_for(fresh, self.client), {})
         message = f"config reloaded from {', '.join(fresh.sources)}"
         emit(log, logging.INFO, "reloaded", message)

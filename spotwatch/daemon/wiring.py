@@ -6,12 +6,14 @@ import threading
 from typing import Optional, Tuple
 
 from spotwatch.config.schema import Config
+from spotwatch.daemon.boot import on_daemon_start
 from spotwatch.daemon.shell import DaemonParts
 from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
 from spotwatch.response.ecs import EcsResponse, EcsTarget
 from spotwatch.response.hibernate import add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
+from spotwatch.response.reactivate import EcsReactivation
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 
@@ -36,6 +38,8 @@ class AwsParts:
         self.ecs: Optional[EcsResponse] = None
         self.instance: InstanceResponse
         self._setup(config)
+        # For cancel and start: back to ACTIVE where spotwatch drained (bound to the state).
+        self.reactivation = EcsReactivation(lambda: self.ecs.target if self.ecs else None)
 
     @staticmethod
     def _key_of(config: Config) -> Tuple[object, ...]:
@@ -57,7 +61,7 @@ class AwsParts:
             if self._key_of(config) != self._key:
                 self._setup(config)
             ecs, instance = self.ecs, self.instance
-        parts = Providers(instance=instance.steps)
+        parts = Providers(instance=instance.steps, undo=[self.reactivation.steps])
         if ecs is not None:
             parts.ecs_drain = ecs.drain
             parts.ecs_stop = ecs.stop
@@ -79,5 +83,7 @@ def daemon_parts(config: Config) -> DaemonParts:
     aws = AwsParts(config)
     parts = DaemonParts(providers=aws.providers)
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger)
+    parts.on_start.append(aws.reactivation.bind)
     add_telemetry(parts, config)
+    parts.on_start.append(on_daemon_start)  # after telemetry: the start response is heard
     return parts

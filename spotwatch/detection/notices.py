@@ -72,6 +72,8 @@ SOURCE_REBALANCE: Source = "rebalance-recommendation"
 SOURCE_RESUME_DETECTED: Source = "resume-detected"
 SOURCE_SLEEP_HOOK: Source = "sleep-hook"
 SOURCE_REHEARSAL: Source = "rehearsal"
+SOURCE_SCHEDULED: Source = "scheduled-event"
+SOURCE_INSTANCE_START: Source = "instance-start"
 
 REBALANCE: Action = "rebalance"
 
@@ -105,6 +107,8 @@ class Notice:
     source: Source
     event_id: Optional[str] = None
     event_code: Optional[str] = None
+    # A `cancel` notice: the action of the scheduled event that was called off.
+    canceled_action: Optional[str] = None
 
     @property
     def epoch(self) -> float:
@@ -121,6 +125,8 @@ class Notice:
             data["event_id"] = self.event_id
         if self.event_code is not None:
             data["event_code"] = self.event_code
+        if self.canceled_action is not None:
+            data["canceled_action"] = self.canceled_action
         return data
 
     @classmethod
@@ -133,7 +139,8 @@ class Notice:
         if time is None:
             raise ValueError(f"not a UTC time: {time_text[:40]!r}")
         event_id, event_code = data.get("event_id"), data.get("event_code")
-        for value in (event_id, event_code):
+        canceled = data.get("canceled_action")
+        for value in (event_id, event_code, canceled):
             if value is not None and not isinstance(value, str):
                 raise ValueError("a stored notice's event id and code are strings")
         return cls(
@@ -143,6 +150,7 @@ class Notice:
             source=as_source(data["source"]),
             event_id=event_id,
             event_code=event_code,
+            canceled_action=None if canceled is None else as_action(canceled),
         )
 
 

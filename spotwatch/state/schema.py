@@ -29,7 +29,6 @@ STEP_STATUSES: FrozenSet[str] = frozenset(
 FINISHED: FrozenSet[str] = frozenset({OK, FAILED, TIMEOUT, SKIPPED})
 
 
-
 def step_status(value: str) -> StepStatus:
     """A status read back from a record; ValueError for anything else."""
     if value not in STEP_STATUSES:
@@ -49,6 +48,7 @@ class _NoticeRecordBase(TypedDict):
 class NoticeRecord(_NoticeRecordBase, total=False):
     event_id: str
     event_code: str
+    canceled_action: str
 
 
 class StepRecord(TypedDict):
@@ -91,6 +91,7 @@ class _StateDocumentBase(TypedDict):
 class StateDocument(_StateDocumentBase, total=False):
     previous: Dict[str, object]  # what an earlier boot (or instance) left, set aside
     resume_generation: int
+    start_boot: str  # the boot whose `start` response has begun (daemon/boot.py)
 
 
 class PollRecord(TypedDict):
