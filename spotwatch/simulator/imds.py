@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Deque, Dict, List, Optional, Set, Tuple, Type, Union
 
+from spotwatch.simulator.events import SCHEDULED_PATH, ScheduledEvents
 from spotwatch.simulator.http import (
     TEXT,
     TTL_HEADER,
@@ -41,7 +42,6 @@ REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 
 # (monotonic time, method, path, status); status 0 means the connection was reset unanswered.
 LogEntry = Tuple[float, str, str, int]
-
 
 
 def format_time(value: Union[str, datetime]) -> str:
@@ -94,6 +94,7 @@ class ImdsSimulator:
         self._rebalance: Optional[bytes] = None
         self._user_data: Optional[bytes] = None
         self._hibernation: Optional[bool] = False
+        self.scheduled = ScheduledEvents()  # events/maintenance/scheduled: `[]` when none
         self._overrides: Dict[str, Tuple[int, bytes]] = {}
         self._faults: List[Fault] = []
 
@@ -180,6 +181,11 @@ class ImdsSimulator:
         else:
             self.set_instance_action(action, when)
         return when
+
+    def spot_notice(self) -> Optional[bytes]:
+        """The instance-action body now answered (None: 404)."""
+        with self._lock:
+            return self._instance_action
 
     def clear_instance_action(self) -> None:
         with self._lock:
@@ -356,6 +362,7 @@ class ImdsSimulator:
             INSTANCE_ACTION_PATH: self._instance_action,
             TERMINATION_TIME_PATH: self._termination_time,
             REBALANCE_PATH: self._rebalance,
+            SCHEDULED_PATH: self.scheduled.body(),
             "/latest/user-data": self._user_data,
             "/latest/meta-data/hibernation/configured": (
                 None if self._hibernation is None else str(self._hibernation).lower().encode()
