@@ -196,11 +196,11 @@ class ScheduledEventsMonitor(Monitor):
     def check(self, deadline: float) -> Reading:
         reply, error = self._fetch(SCHEDULED, deadline)
         if reply is None:
-            return Reading(ok=False, error=f"scheduled events: {error}")
+            return Reading(ok=False, error=f"scheduled: {error}")
         if reply.status == 404:
             return Reading(ok=True)
         if reply.status != 200:
-            return Reading(ok=False, error=f"scheduled events answered HTTP {reply.status}")
+            return Reading(ok=False, error=f"scheduled: events answered HTTP {reply.status}")
         events, problem = parse_scheduled(reply.body)
         if events is None:
             self._report_malformed(Parsed(problem=problem), reply.body)

@@ -59,9 +59,6 @@ def summary(event: Mapping[str, Any]) -> str:
         parts.append(f"for {field['notice_time']}" if field["notice_time"] else "")
     elif kind == "step":
         parts.append(f"{action} step {field['step']}: {field['result']}")
-    elif kind == "cancel":
-        called_off = field_text(event.get("canceled_action"))
-        parts.append(f"scheduled {called_off} canceled, the instance stays" + _source(event))
     elif kind == "complete":
         parts.append(f"{action} response complete: {field['result']}")
     else:
