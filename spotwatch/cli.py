@@ -95,14 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate-imds", help="a standalone IMDS simulator on 127.0.0.1")
     sim.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     sim.add_argument(
-        "--action", choices=["terminate", "stop", "hibernate"], help="raise this notice"
+        "--action",
+        choices=["terminate", "stop", "hibernate", "rebalance"],
+        help="raise this notice (rebalance: a rebalance recommendation)",
     )
     sim.add_argument(
         "--lead", type=float, default=None, help="seconds of warning (default 120; hibernate 0)"
     )
     sim.add_argument(
-        "--delay", type=float, default=0.0, help="delay every answer by this many seconds"
+        "--delay", type=float, default=0.0, help="raise the notice this many seconds after start"
     )
+    sim.add_argument(
+        "--answer-delay", type=float, default=0.0, help="hold every answer this many seconds"
+    )
+    sim.add_argument(
+        "--scheduled-event",
+        choices=[
+            "instance-stop",
+            "instance-retirement",
+            "instance-reboot",
+            "system-reboot",
+            "system-maintenance",
+        ],
+        help="list an active scheduled event of this code, NotBefore --lead seconds ahead",
+    )
+    sim.add_argument("--scenario", help="play this timeline file (JSON; see the README)")
     sim.add_argument("--imdsv2-only", action="store_true", help="refuse requests without a token")
     sim.add_argument(
         "--asg-state",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 from spotwatch.exits import EX_FAILURE
@@ -102,15 +103,24 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 def cmd_simulate_imds(args: argparse.Namespace) -> int:
     from spotwatch.commands.simulate import serve
+    from spotwatch.exits import EX_CONFIG
+    from spotwatch.simulator.scenario import ScenarioError
 
-    serve(
-        port=args.port,
-        action=args.action,
-        lead=args.lead,
-        delay=args.delay,
-        imdsv2_only=args.imdsv2_only,
-        asg_state=args.asg_state,
-    )
+    try:
+        serve(
+            port=args.port,
+            action=args.action,
+            lead=args.lead,
+            delay=args.delay,
+            imdsv2_only=args.imdsv2_only,
+            scheduled_event=args.scheduled_event,
+            answer_delay=args.answer_delay,
+            scenario=args.scenario,
+            asg_state=args.asg_state,
+        )
+    except ScenarioError as failure:
+        print(f"--scenario: {failure}", file=sys.stderr)
+        return EX_CONFIG
     return 0
 
 

@@ -1,7 +1,8 @@
 """From what the watcher observed to responses.
 
-A new notice starts its response; a moved one moves its response's deadline; a forgotten
-one is logged. After a restart, an unfinished response is taken up again only once a poll
+A new notice starts its response (a scheduled event's waits for its moment, and a canceled
+one is called off: daemon/scheduled.py); a moved one moves its response's deadline; a
+forgotten one is logged. After a restart, an unfinished response is taken up again only once a poll
 shows its notice still there, and never past its deadline. Every poll that sees a notice is
 remembered, so that steps can ask whether the notice still shows (`confirmed`).
 """
@@ -13,6 +14,8 @@ import time
 from dataclasses import replace
 from typing import Callable, Dict, Mapping, Optional
 
+from spotwatch.config.schema import Config
+from spotwatch.daemon.scheduled import ScheduledResponses, is_scheduled
 from spotwatch.detection.notices import Notice, Source, parse_utc_time
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport
@@ -35,6 +38,7 @@ class NoticeIntake:
         store: StateStore,
         *,
         cadence_of: Callable[[str], float],
+        config: Callable[[], Config] = Config,
         relabel: Optional[Source] = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -46,6 +50,7 @@ class NoticeIntake:
         self._clock = clock
         self._seen_at: Dict[str, float] = {}  # tracker -> monotonic time a poll last saw it
         self._pending: Dict[str, str] = {}  # tracker -> unfinished response, after a restart
+        self.scheduled = ScheduledResponses(responder, store, config, self._start)
 
     # ----------------------------------------------------------------- at start
 
@@ -61,6 +66,7 @@ class NoticeIntake:
             if record["notice"].get("action") != tracker.known.action:
                 continue
             self._pending[name] = key
+        self.scheduled.restore(trackers)
 
     # ----------------------------------------------------------------- watcher events
 
@@ -85,13 +91,12 @@ class NoticeIntake:
                 notice_time=notice.time_text,
                 source=notice.source,
             )
-            try:
-                self.responder.start(
-                    key, tracker_name, notice, confirmed=self.confirmer(tracker_name)
-                )
-            except Exception:  # never foreseen; the notice must not be lost with it
-                log.exception("the response to the %s notice could not start", notice.action)
-                return False
+            if not is_scheduled(tracker_name):
+                return self._start(key, tracker_name, notice)
+            if notice.action != "cancel":
+                self.scheduled.wait_or_start(tracker_name, key, notice)
+            elif self.scheduled.canceled(tracker_name, observation.previous, key):
+                return self._start(key, tracker_name, notice)
         elif observation.change is Change.MOVED and notice is not None:
             emit(
                 log,
@@ -102,6 +107,7 @@ class NoticeIntake:
                 notice_time=notice.time_text,
             )
             self.responder.move(key, notice)
+            self.scheduled.moved(tracker_name, notice)
         elif observation.change is Change.FORGOTTEN and observation.previous is not None:
             gone = observation.previous
             emit(
@@ -111,6 +117,16 @@ class NoticeIntake:
                 f"{gone.action} notice for {gone.time_text} is gone; a new one will be handled",
                 action=gone.action,
             )
+            if is_scheduled(tracker_name):
+                self.scheduled.gone(tracker_name, self._labelled(gone) or gone, key)
+        return True
+
+    def _start(self, key: str, tracker_name: str, notice: Notice) -> bool:
+        try:
+            self.responder.start(key, tracker_name, notice, confirmed=self.confirmer(tracker_name))
+        except Exception:  # never foreseen; the notice must not be lost with it
+            log.exception("the response to the %s notice could not start", notice.action)
+            return False
         return True
 
     def on_poll(self, report: PollReport, trackers: Mapping[str, NoticeTracker]) -> None:
@@ -127,6 +143,7 @@ class NoticeIntake:
             elif name in report.seen:
                 del self._pending[name]
                 self._resume(name, key, tracker.known)
+        self.scheduled.start_due()
 
     def _resume(self, name: str, key: str, known: Notice) -> None:
         record = self.store.response(key) or {}

@@ -13,11 +13,11 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Callable, Dict, List, Optional, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.daemon.intake import NoticeIntake
+from spotwatch.daemon.signals import StopAndReload
 from spotwatch.daemon.sleep import SleepWatch, boot_and_monotonic
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.monitors import monitors_for
@@ -41,14 +41,6 @@ SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit:
 # A rebalance recommendation may come hours before a notice, or never one: poll faster for
 # at most this long after it was issued, then at `poll_interval` again.
 ELEVATED_RISK_CAP = 3600.0
-
-
-@dataclass(frozen=True)
-class _SignalSetup:
-    """What `run()` replaced, to put back when it returns."""
-
-    handlers: Dict[int, object]
-    wakeup_fd: int
 
 
 @dataclass
@@ -101,7 +93,11 @@ class Daemon:
             listeners=self.parts.listeners,
         )
         self.intake = NoticeIntake(
-            self.responder, self.store, cadence_of=self._cadence_of, relabel=notice_source
+            self.responder,
+            self.store,
+            cadence_of=self._cadence_of,
+            config=lambda: self.config,
+            relabel=notice_source,
         )
         self.sleep = SleepWatch(
             lambda: self.config,
@@ -112,8 +108,7 @@ class Daemon:
             rearm=self._rearm,
             clock_pair=clock_pair,
         )
-        self._reload_requested = False  # set by SIGHUP's handler, acted on after a poll
-        self._stop_signal: Optional[int] = None  # set by SIGTERM/SIGINT's handler
+        self._signals: Optional[StopAndReload] = None  # while run() polls
         self._ready_sent = False
         self.watcher: Optional[Watcher] = None
         self.last_report: Optional[PollReport] = None
@@ -183,48 +178,14 @@ class Daemon:
             self.responder.wait(None)
             self.shutdown()
             return 0
-        previous = self._install_signal_handlers(self.watcher)
-        try:
+        signals = self._signals = StopAndReload(self.watcher, self._hurry)
+        with signals.installed():
             self.watcher.run()
-            if self._stop_signal is not None:
-                name = signal.Signals(self._stop_signal).name
+            if signals.stop_signal is not None:
+                name = signal.Signals(signals.stop_signal).name
                 emit(log, logging.INFO, "stopping", f"{name} received, stopping")
             self.shutdown()
-        finally:
-            self._restore_signal_handlers(previous)
         return 0
-
-    def _install_signal_handlers(self, watcher: Watcher) -> _SignalSetup:
-        # The handlers only set flags and wake the loop (a pipe write): no locks, no
-        # logging, no Event.set(), any of which can deadlock against the interrupted main
-        # thread. The loop does the work at its next turn. A second SIGTERM during the
-        # shutdown's wait shortens it (Event.set() there is safe: the main thread is then
-        # waiting in the responder, not holding that Event's lock).
-        def stop(signum: int, _frame: Optional[FrameType]) -> None:
-            if self._stop_signal is not None:
-                self._hurry.set()
-            self._stop_signal = signum
-            watcher.stop()
-
-        def reload(_signum: int, _frame: Optional[FrameType]) -> None:
-            self._reload_requested = True
-            watcher.poke()
-
-        handlers: Dict[int, object] = {}
-        for signum, handler in (
-            (signal.SIGTERM, stop),
-            (signal.SIGINT, stop),
-            (signal.SIGHUP, reload),
-        ):
-            handlers[signum] = signal.signal(signum, handler)
-        # A signal that lands on another thread (hooks, ECS, webhook) still ends the sleep.
-        wakeup = signal.set_wakeup_fd(watcher.waker.write_fd, warn_on_full_buffer=False)
-        return _SignalSetup(handlers, wakeup)
-
-    def _restore_signal_handlers(self, previous: _SignalSetup) -> None:
-        signal.set_wakeup_fd(previous.wakeup_fd)
-        for signum, handler in previous.handlers.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
         """Start nothing new; let running steps finish (bounded), record what did not, and
@@ -283,8 +244,8 @@ class Daemon:
         else:
             self.notifier.status(status)
         self.notifier.watchdog()
-        if self._reload_requested:
-            self._reload_requested = False
+        if self._signals is not None and self._signals.reload_requested:
+            self._signals.reload_requested = False
             self.reload()
 
     def _follow_risk(self, report: PollReport) -> None:
@@ -385,7 +346,7 @@ class Daemon:
             self.client = self._make_client(fresh)
         if self.watcher is not None:
             self.watcher.interval = fresh.poll_interval
-            watched = ("imds", "rebalance", "autoscaling")
+            watched = ("imds", "rebalance", "autoscaling", "scheduled_events")
             if any(getattr(fresh, name) != getattr(old, name) for name in watched):
                 self.watcher.set_monitors(monitors_for(fresh, self.client), {})
         message = f"config reloaded from {', '.join(fresh.sources)}"

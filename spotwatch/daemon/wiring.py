@@ -6,6 +6,7 @@ import threading
 from typing import Optional, Tuple
 
 from spotwatch.config.schema import Config
+from spotwatch.daemon.boot import on_daemon_start
 from spotwatch.daemon.shell import DaemonParts
 from spotwatch.response.aws import AwsClients
 from spotwatch.response.build import Providers
@@ -15,6 +16,7 @@ from spotwatch.response.ecs_empty import until_no_task_left
 from spotwatch.response.hibernate import Probes, add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
 from spotwatch.response.lifecycle import AutoscalingResponse
+from spotwatch.response.reactivate import EcsReactivation
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 
@@ -40,6 +42,8 @@ class AwsParts:
         self.instance: InstanceResponse
         self.autoscaling = AutoscalingResponse(aws_clients(config), config.autoscaling)
         self._setup(config)
+        # For cancel and start: back to ACTIVE where spotwatch drained (bound to the state).
+        self.reactivation = EcsReactivation(lambda: self.ecs.target if self.ecs else None)
 
     @staticmethod
     def _key_of(config: Config) -> Tuple[object, ...]:
@@ -62,7 +66,11 @@ class AwsParts:
             if self._key_of(config) != self._key:
                 self._setup(config)
             ecs, instance = self.ecs, self.instance
-        parts = Providers(instance=instance.steps, lifecycle_end=self.autoscaling.finale)
+        parts = Providers(
+            instance=instance.steps,
+            lifecycle_end=self.autoscaling.finale,
+            undo=[self.reactivation.steps],
+        )
         if ecs is not None:
             parts.ecs_drain = ecs.drain
             parts.ecs_stop = ecs.stop
@@ -86,5 +94,7 @@ def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonPa
     parts = DaemonParts(providers=aws.providers)
     parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)
+    parts.on_start.append(aws.reactivation.bind)
     add_telemetry(parts, config)
+    parts.on_start.append(on_daemon_start)  # after telemetry: the start response is heard
     return parts

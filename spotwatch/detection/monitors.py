@@ -30,6 +30,7 @@ from spotwatch.detection.notices import (
     parse_rebalance,
     parse_termination_time,
 )
+from spotwatch.detection.scheduled import SCHEDULED, parse_scheduled
 from spotwatch.logevents import emit
 
 log = logging.getLogger("spotwatch.watcher")
@@ -239,6 +240,35 @@ def autoscaling_answers(client: ImdsClient, timeout: float) -> bool:
     return reply.status != 404
 
 
+class ScheduledEventsMonitor(Monitor):
+    """events/maintenance/scheduled, every `scheduled_events.poll_interval`: one notice per
+    event (detection/scheduled.py); 404 means none, as `[]` does."""
+
+    name = "scheduled"
+
+    def __init__(self, client: ImdsClient, cadence: float) -> None:
+        super().__init__(client)
+        self.cadence = cadence
+
+    def check(self, deadline: float) -> Reading:
+        reply, error = self._fetch(SCHEDULED, deadline)
+        if reply is None:
+            return Reading(ok=False, error=f"scheduled: {error}")
+        if reply.status == 404:
+            return Reading(ok=True)
+        if reply.status != 200:
+            return Reading(ok=False, error=f"scheduled: events answered HTTP {reply.status}")
+        events, problem = parse_scheduled(reply.body)
+        if events is None:
+            self._report_malformed(Parsed(problem=problem), reply.body)
+            return Reading(ok=True, speaks_for=frozenset())  # no evidence either way
+        for line in events.problems:
+            self._report_malformed(Parsed(problem="event ignored"), line.encode())
+        # An unreadable event may be a known one: then none is counted absent this time.
+        speaks_for: Optional[FrozenSet[str]] = frozenset() if events.problems else None
+        return Reading(ok=True, notices=events.notices, speaks_for=speaks_for)
+
+
 def monitors_for(config: Config, client: ImdsClient) -> List[Monitor]:
     """Every signal the config asks to watch, in the order they are asked each poll (the
     Spot notice first: its answer decides the poll's result)."""
@@ -250,4 +280,6 @@ def monitors_for(config: Config, client: ImdsClient) -> List[Monitor]:
         watch_asg = autoscaling_answers(client, 2 * config.imds.timeout)
     if watch_asg:
         monitors.append(AutoscalingMonitor(client, config.autoscaling.budget))
+    if config.scheduled_events.enabled:
+        monitors.append(ScheduledEventsMonitor(client, config.scheduled_events.poll_interval))
     return monitors

@@ -73,6 +73,8 @@ SOURCE_TARGET_LIFECYCLE_STATE: Source = "target-lifecycle-state"
 SOURCE_RESUME_DETECTED: Source = "resume-detected"
 SOURCE_SLEEP_HOOK: Source = "sleep-hook"
 SOURCE_REHEARSAL: Source = "rehearsal"
+SOURCE_SCHEDULED: Source = "scheduled-event"
+SOURCE_INSTANCE_START: Source = "instance-start"
 
 REBALANCE: Action = "rebalance"
 
@@ -121,6 +123,8 @@ class Notice:
     def signal(self) -> Source:
         """The signal this notice came from, whatever it is labelled as."""
         return self.origin or self.source
+    # A `cancel` notice: the action of the scheduled event that was called off.
+    canceled_action: Optional[str] = None
 
     @property
     def epoch(self) -> float:
@@ -139,6 +143,8 @@ class Notice:
             data["event_code"] = self.event_code
         if self.origin is not None:
             data["origin"] = self.origin
+        if self.canceled_action is not None:
+            data["canceled_action"] = self.canceled_action
         return data
 
     @classmethod
@@ -152,7 +158,8 @@ class Notice:
             raise ValueError(f"not a UTC time: {time_text[:40]!r}")
         event_id, event_code = data.get("event_id"), data.get("event_code")
         origin = data.get("origin")
-        for value in (event_id, event_code):
+        canceled = data.get("canceled_action")
+        for value in (event_id, event_code, canceled):
             if value is not None and not isinstance(value, str):
                 raise ValueError("a stored notice's event id and code are strings")
         return cls(
@@ -163,6 +170,7 @@ class Notice:
             event_id=event_id,
             event_code=event_code,
             origin=as_source(origin) if origin is not None else None,
+            canceled_action=None if canceled is None else as_action(canceled),
         )
 
 

@@ -259,7 +259,11 @@ class Watcher:
             # The same outage is one log line: a repeat is the same first cause per monitor.
             # What follows it (the termination-time fallback's answer) varies with how much
             # of the poll's budget the retries left: refused one poll, "no time left" the next.
-            key = " | ".join(error.split(";", 1)[0] for error in errors)
+            # Monitors of their own cadence fail only on the polls they are due: left out of
+            # the key, or one outage would read as several.
+            own = tuple(f"{m.name}:" for m in self.monitors if m.cadence is not None)
+            steady = [e for e in errors if not e.startswith(own)] or errors
+            key = " | ".join(error.split(";", 1)[0] for error in steady)
             self._failures.failure("IMDS poll failed: " + "; ".join(errors), key=key)
         else:
             self._failures.recovered("IMDS answers again")

@@ -14,7 +14,10 @@ terminate, stop (and reboot):
   action (response/lifecycle.py; heartbeats meanwhile)
 hibernate:            hooks held to `hibernate.budget`; then the hibernation trigger
 rebalance:            hooks by `order`; finale `instance.after_rebalance`
-anything else:        hooks by `order` (maintenance, resume, start, cancel)
+cancel, start:        hooks by `order`; then, together, what puts back what an earlier
+                      response changed (`Providers.undo`: ECS back to ACTIVE, load balancer
+                      targets registered again)
+anything else:        hooks by `order` (maintenance, resume)
 
 A stage starts when the one before it has ended. A part that is not configured
 contributes no step (no ECS agent: no ECS steps). Parts come from `Providers`, so this
@@ -41,6 +44,8 @@ DRAIN_HOLD = 5.0
 # Ending the instance answers a Spot notice only: an Auto Scaling group or a scheduled event
 # ends the instance itself.
 ENDS_INSTANCE = frozenset({"instance-action", "termination-time"})
+# The instance stays after all: what the response before it changed is put back.
+PUTS_BACK = frozenset({"cancel", "start"})
 
 
 @dataclass
@@ -53,6 +58,9 @@ class Providers:
     instance: Optional[StepsFor] = None
     hibernate_trigger: Optional[StepsFor] = None
     lifecycle_end: Optional[StepsFor] = None  # CompleteLifecycleAction, for the group's notice
+    # For `cancel` and `start`: steps that undo what an earlier response did to the
+    # instance's place in the fleet; each part that changes it adds its own.
+    undo: List[StepsFor] = field(default_factory=list)
     extra_warnings: List[str] = field(default_factory=list)
 
 
@@ -87,6 +95,12 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
     if notice.action == "rebalance":
         plan.stages += hook_stages(hooks)
         add(plan.finale, parts.instance)
+        return plan
+    if notice.action in PUTS_BACK:
+        plan.stages += hook_stages(hooks)
+        undo = tuple(step for provider in parts.undo for step in provider(notice, config))
+        if undo:
+            plan.stages.append(undo)
         return plan
     plan.prelude += [PreludeStep(step, DRAIN_HOLD) for step in steps(parts.ecs_drain)]
     plan.stages += hook_stages(hooks)

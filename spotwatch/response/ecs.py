@@ -231,20 +231,18 @@ class EcsDrainStep(EcsStep):
         super().__init__("ecs:drain", target, settings, bound=bound)
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
+        return self.set_status(ctx, info, "DRAINING", "ecs-draining")
+
+    def set_status(self, ctx: StepContext, info: AgentInfo, status: str, event: str) -> StepOutcome:
+        """UpdateContainerInstancesState(status) for this instance (dry run: says it would)."""
         if ctx.dry_run:
-            emit(
-                log,
-                logging.INFO,
-                "ecs-would-drain",
-                f"would set {info} to DRAINING",
-                cluster=info.cluster,
-            )
+            emit(log, logging.INFO, "ecs-would-set", f"would set {info} to {status}")
             return StepOutcome(OK, "dry run")
         answer = self.aws(ctx).ecs(
             "update_container_instances_state",
             cluster=info.cluster,
             containerInstances=[info.container_instance_arn],
-            status="DRAINING",
+            status=status,
         )
         failures = answer.get("failures", [])
         if failures:
@@ -255,8 +253,8 @@ class EcsDrainStep(EcsStep):
             )
             emit(log, logging.ERROR, "ecs-failed", f"{self.name}: {why}", cluster=info.cluster)
             return StepOutcome(FAILED, f"UpdateContainerInstancesState: {why}")
-        emit(log, logging.INFO, "ecs-draining", f"{info} is DRAINING", cluster=info.cluster)
-        return StepOutcome(OK, f"{info} set to DRAINING")
+        emit(log, logging.INFO, event, f"{info} is {status}", cluster=info.cluster)
+        return StepOutcome(OK, f"{info} set to {status}")
 
 
 class EcsStopStep(EcsStep):

@@ -104,6 +104,8 @@ def hook_environment(spec: HookSpec, ctx: StepContext, home: Optional[str]) -> D
         env["SPOTWATCH_EVENT_ID"] = notice.event_id
     if notice.event_code is not None:
         env["SPOTWATCH_EVENT_CODE"] = notice.event_code
+    if notice.canceled_action is not None:
+        env["SPOTWATCH_CANCELED_ACTION"] = notice.canceled_action
     if home is not None:
         env["HOME"] = home
     env.update(spec.env)

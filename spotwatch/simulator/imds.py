@@ -16,10 +16,11 @@ import json
 import secrets
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Deque, Dict, List, Optional, Set, Tuple, Type, Union
 
+from spotwatch.simulator.events import SCHEDULED_PATH, ScheduledEvents
 from spotwatch.simulator.http import (
     TEXT,
     TTL_HEADER,
@@ -29,11 +30,10 @@ from spotwatch.simulator.http import (
     Server,
     phrase,
 )
-from spotwatch.simulator.tree import answer_from_tree, instance_documents
+from spotwatch.simulator.tree import answer_from_tree, format_time, instance_documents, utcnow
 
 TOKEN_PATH = "/latest/api/token"
 MAX_TOKEN_TTL = 21600
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 INSTANCE_ACTION_PATH = "/latest/meta-data/spot/instance-action"
 TERMINATION_TIME_PATH = "/latest/meta-data/spot/termination-time"
@@ -43,21 +43,6 @@ TARGET_LIFECYCLE_STATE_PATH = "/latest/meta-data/autoscaling/target-lifecycle-st
 
 # (monotonic time, method, path, status); status 0 means the connection was reset unanswered.
 LogEntry = Tuple[float, str, str, int]
-
-
-
-def format_time(value: Union[str, datetime]) -> str:
-    """IMDS time format, UTC, whole seconds. Strings pass through untouched (they may be
-    deliberately malformed); naive datetimes are taken as UTC."""
-    if isinstance(value, str):
-        return value
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
-    return value.strftime(TIME_FORMAT)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class ImdsSimulator:
@@ -101,6 +86,7 @@ class ImdsSimulator:
         self._asg_state: Optional[bytes] = None
         self._user_data: Optional[bytes] = None
         self._hibernation: Optional[bool] = False
+        self.scheduled = ScheduledEvents()  # events/maintenance/scheduled: `[]` when none
         self._overrides: Dict[str, Tuple[int, bytes]] = {}
         self._faults: List[Fault] = []
 
@@ -171,7 +157,7 @@ class ImdsSimulator:
         spot/termination-time; stop and hibernate do not."""
         if time is None:
             lead = 0 if action == "hibernate" else 120
-            time = _utcnow() + timedelta(seconds=lead)
+            time = utcnow() + timedelta(seconds=lead)
         when = format_time(time)
         body = json.dumps({"action": action, "time": when}).encode()
         with self._lock:
@@ -181,12 +167,17 @@ class ImdsSimulator:
     def raise_notice(self, action: str, lead: float) -> str:
         """Raise a notice `lead` seconds ahead (truncated to whole seconds, as IMDS times are).
         "rebalance" sets the rebalance recommendation instead. Returns the time string."""
-        when = format_time(_utcnow() + timedelta(seconds=lead))
+        when = format_time(utcnow() + timedelta(seconds=lead))
         if action == "rebalance":
             self.set_rebalance(when)
         else:
             self.set_instance_action(action, when)
         return when
+
+    def spot_notice(self) -> Optional[bytes]:
+        """The instance-action body now answered (None: 404)."""
+        with self._lock:
+            return self._instance_action
 
     def clear_instance_action(self) -> None:
         with self._lock:
@@ -370,6 +361,7 @@ class ImdsSimulator:
             TERMINATION_TIME_PATH: self._termination_time,
             REBALANCE_PATH: self._rebalance,
             TARGET_LIFECYCLE_STATE_PATH: self._asg_state,
+            SCHEDULED_PATH: self.scheduled.body(),
             "/latest/user-data": self._user_data,
             "/latest/meta-data/hibernation/configured": (
                 None if self._hibernation is None else str(self._hibernation).lower().encode()

@@ -5,9 +5,26 @@ Standard library only, like the rest of the simulator.
 """
 
 import json
-from typing import Dict, Tuple
+from datetime import datetime, timezone
+from typing import Dict, Tuple, Union
 
 from spotwatch.simulator.http import TEXT, phrase
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def format_time(value: Union[str, datetime]) -> str:
+    """IMDS time format, UTC, whole seconds. Strings pass through untouched (they may be
+    deliberately malformed); naive datetimes are taken as UTC."""
+    if isinstance(value, str):
+        return value
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime(TIME_FORMAT)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def instance_documents(instance_id: str, region: str) -> Dict[str, bytes]:

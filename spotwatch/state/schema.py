@@ -29,7 +29,6 @@ STEP_STATUSES: FrozenSet[str] = frozenset(
 FINISHED: FrozenSet[str] = frozenset({OK, FAILED, TIMEOUT, SKIPPED})
 
 
-
 def step_status(value: str) -> StepStatus:
     """A status read back from a record; ValueError for anything else."""
     if value not in STEP_STATUSES:
@@ -49,6 +48,7 @@ class _NoticeRecordBase(TypedDict):
 class NoticeRecord(_NoticeRecordBase, total=False):
     event_id: str
     event_code: str
+    canceled_action: str
 
 
 class StepRecord(TypedDict):
@@ -93,6 +93,7 @@ class StateDocument(_StateDocumentBase, total=False):
     resume_generation: int
     # One end, one response: a response key -> the key of the response it joined.
     joins: Dict[str, str]
+    start_boot: str  # the boot whose `start` response has begun (daemon/boot.py)
 
 
 class PollRecord(TypedDict):

@@ -47,7 +47,6 @@ KEEP_ENDED_RESPONSES = 8
 log = logging.getLogger("spotwatch.state")
 
 
-
 class StateStore:
     """The state directory; every method is thread-safe."""
 
@@ -96,7 +95,13 @@ class StateStore:
             reason = self._mismatch(stored, instance_id)
             if reason:
                 emit(log, logging.INFO, "state-reset", f"starting with fresh state: {reason}")
-                self.data["previous"] = {"responses": stored.get("responses", {}), "why": reason}
+                # Kept for the first start of a new boot (state/history.py), not obeyed.
+                self.data["previous"] = {
+                    "responses": stored.get("responses", {}),
+                    "why": reason,
+                    "boot_id": stored.get("boot_id"),
+                    "instance_id": stored.get("instance_id"),
+                }
             else:
                 self.data.update(stored)
                 self._drop_damaged_responses()

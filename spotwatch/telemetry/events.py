@@ -31,6 +31,7 @@ class DaemonView(Protocol):
     client: Any
     instance_id: Optional[str]
 
+
 log = logging.getLogger("spotwatch.telemetry")
 
 
@@ -83,7 +84,9 @@ class Telemetry:
 
     def response_started(self, response: Response) -> None:
         self.metrics.on_notice(response.key, response.notice)
-        self.event(response, "notice", {"step": None, "result": None, "detail": ""})
+        # A scheduled event called off is an event of its own kind: the instance stays.
+        kind = "cancel" if response.notice.action == "cancel" else "notice"
+        self.event(response, kind, {"step": None, "result": None, "detail": ""})
 
     def journal(self, response: Response) -> TelemetryJournal:
         return TelemetryJournal(self, response)
@@ -115,6 +118,8 @@ class Telemetry:
             if notice.event_id is not None:
                 event["event_id"] = notice.event_id
                 event["event_code"] = notice.event_code
+            if notice.canceled_action is not None:
+                event["canceled_action"] = notice.canceled_action
             self.sinks.send(event, deadline)
         except Exception as failure:  # telemetry must never break the response
             emit(log, logging.ERROR, "event-failed", f"event not queued: {failure!r}")

@@ -1,0 +1,139 @@
+"""Scheduled events in the intake: a response that waits for its moment, and cancels.
+
+A scheduled event is known days ahead; its response starts at NotBefore -
+`scheduled_events.lead` (at once when that has passed). Until then it is only an entry in
+`waiting`, looked at after every poll: no thread is held, so a shutdown has nothing to wait
+for, and a restart finds the event again in its tracker (state.json) and waits anew.
+
+An event is canceled when its response has started and it then shows `canceled`, or is gone
+for 3 polls before its NotBefore: the response starts no further step (what runs finishes)
+and a `cancel` response runs the cancel hooks and puts back what was changed
+(response/build.py). An event called off before its response started just stops waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+from spotwatch.config.schema import Config
+from spotwatch.detection.notices import Notice
+from spotwatch.detection.tracker import NoticeTracker
+from spotwatch.logevents import emit
+from spotwatch.response.responder import Responder
+from spotwatch.state.history import CANCELED
+from spotwatch.state.schema import SKIPPED
+from spotwatch.state.store import StateStore
+
+log = logging.getLogger("spotwatch.daemon")
+
+MONITOR = "scheduled"  # the scheduled events monitor's name (detection/monitors.py)
+StartResponse = Callable[[str, str, Notice], object]  # (response key, tracker, notice)
+
+
+def is_scheduled(tracker: str) -> bool:
+    return tracker.split("/", 1)[0] == MONITOR
+
+
+class ScheduledResponses:
+    def __init__(
+        self,
+        responder: Responder,
+        store: StateStore,
+        config: Callable[[], Config],
+        start: StartResponse,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.responder = responder
+        self.store = store
+        self._config = config
+        self._start = start
+        self._wall = wall
+        self.waiting: Dict[str, Tuple[str, Notice]] = {}  # tracker -> (response key, notice)
+
+    def start_at(self, notice: Notice) -> float:
+        """The wall moment the response to this event starts."""
+        return notice.epoch - self._config().scheduled_events.lead
+
+    # ----------------------------------------------------------------- new events
+
+    def wait_or_start(self, tracker: str, key: str, notice: Notice) -> None:
+        if self._wall() >= self.start_at(notice):
+            self._start(key, tracker, notice)
+            return
+        self.waiting[tracker] = (key, notice)
+        emit(
+            log,
+            logging.INFO,
+            "response-scheduled",
+            f"{notice.event_code} event {notice.event_id}: the {notice.action} response starts "
+            f"{self.start_at(notice) - self._wall():.0f} s from now (NotBefore - lead)",
+            action=notice.action,
+            event_id=notice.event_id,
+        )
+
+    def moved(self, tracker: str, notice: Notice) -> None:
+        if tracker in self.waiting:
+            self.waiting[tracker] = (self.waiting[tracker][0], notice)
+
+    def start_due(self) -> None:
+        """After every poll: start the responses whose moment has come."""
+        now = self._wall()
+        for tracker, (key, notice) in list(self.waiting.items()):
+            if now >= self.start_at(notice):
+                del self.waiting[tracker]
+                self._start(key, tracker, notice)
+
+    def restore(self, trackers: Mapping[str, NoticeTracker]) -> None:
+        """After a restart: events known but not yet responded to wait again."""
+        for name, tracker in trackers.items():
+            known = tracker.known
+            if not is_scheduled(name) or known is None or known.action == "cancel":
+                continue
+            key = tracker.response_key(name)
+            if self.store.response(key) is None:
+                self.waiting[name] = (key, known)
+
+    # ----------------------------------------------------------------- cancels
+
+    def canceled(self, tracker: str, previous: Optional[Notice], key: str) -> bool:
+        """The event now shows `canceled` (a NEW `cancel` notice for its tracker). True when
+        a cancel response is due: the event's own response had started."""
+        return previous is not None and self._call_off(tracker, previous, key, "it was canceled")
+
+    def gone(self, tracker: str, previous: Notice, key: str) -> None:
+        """The event left the list (3 polls). Before its NotBefore, that calls it off."""
+        if previous.action == "cancel" or self._wall() >= previous.epoch:
+            self.waiting.pop(tracker, None)
+            return
+        if self._call_off(tracker, previous, key, "it left the list before its NotBefore"):
+            cancel = replace(previous, action="cancel", canceled_action=previous.action)
+            self._start(f"{key}:cancel", tracker, cancel)
+
+    def _call_off(self, tracker: str, event: Notice, key: str, why: str) -> bool:
+        text = f"{event.event_code} event {event.event_id}: {why}"
+        if self.waiting.pop(tracker, None) is not None:
+            emit(log, logging.INFO, "event-canceled", f"{text}; its response had not started")
+            return False
+        started = self._started_key(tracker, event)
+        if started is None:
+            return False
+        emit(log, logging.WARNING, "event-canceled", f"{text}: canceling its response")
+        halted = f"{CANCELED}: {why}"
+        for response in self.responder.running(tracker=tracker):
+            self.responder.halt(response, halted)
+        if not any(r.key == started for r in self.responder.running()):
+            self.store.end_response(started, why=halted, unfinished=SKIPPED)
+        return True
+
+    def _started_key(self, tracker: str, event: Notice) -> Optional[str]:
+        """The response record of this event's notice, if its response started."""
+        responses = self.store.value("responses") or {}
+        for key, record in list(responses.items()):
+            notice = record.get("notice") or {}
+            if record.get("tracker") == tracker and notice.get("action") == event.action:
+                return str(key)
+        return None
