@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from spotwatch import __version__
 from spotwatch.commands.entry import COMMANDS
+from spotwatch.commands.rehearsed import ACTIONS as REHEARSED
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.schema import DEFAULT_CONFIG_PATH
 from spotwatch.exits import EX_CONFIG, EX_OK
@@ -75,16 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rehearse.add_argument(
         "--action",
-        choices=["terminate", "stop", "hibernate", "rebalance"],
+        choices=list(REHEARSED),
         default="terminate",
-        help="the notice to raise (default terminate)",
+        help="the signal to raise (default terminate)",
     )
     rehearse.add_argument(
         "--lead",
         type=_seconds,
         default=None,
         metavar="SECONDS",
-        help="seconds of warning before the notice time (default 120; hibernate 0)",
+        help="seconds of warning before the notice time or a scheduled event's NotBefore"
+        " (default 120; hibernate 0)",
     )
     rehearse.add_argument(
         "--live-ecs",

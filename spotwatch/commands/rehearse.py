@@ -31,6 +31,13 @@ import time
 from dataclasses import replace
 from typing import IO, Callable, List, Optional
 
+from spotwatch.commands.rehearsed import (
+    deadline_words,
+    default_lead,
+    prepare_state,
+    raise_signal,
+    watching,
+)
 from spotwatch.commands.settings import load_service_config
 from spotwatch.commands.timeline import Timeline, TimelineLogHandler, missed, verdict
 from spotwatch.config.schema import (
@@ -43,7 +50,7 @@ from spotwatch.config.schema import (
 )
 from spotwatch.daemon.shell import Daemon
 from spotwatch.daemon.wiring import daemon_parts
-from spotwatch.detection.notices import SOURCE_REHEARSAL, Notice, parse_utc_time
+from spotwatch.detection.notices import SOURCE_REHEARSAL, Notice
 from spotwatch.exits import EX_FAILURE, EX_OK
 from spotwatch.host import logs
 from spotwatch.host.notify import Notifier
@@ -55,10 +62,11 @@ from spotwatch.state.schema import OK, SKIPPED
 from spotwatch.telemetry.webhook import flush_all as flush_webhooks
 from spotwatch.telemetry.webhook import safe_url
 
-ACTIONS = ("terminate", "stop", "hibernate", "rebalance")
 MAX_POLL_INTERVAL = 0.5  # a rehearsal polls at least this often, so detection is quick
 PROGRESS_EVERY = 0.1
 
+# Every action the demo can rehearse (an Auto Scaling termination is a terminate).
+DEMO_ACTIONS = ("terminate", "stop", "hibernate", "rebalance", "reboot", "maintenance", "start")
 DEMO_HOOK = (
     'echo "demo hook: $SPOTWATCH_ACTION notice for $SPOTWATCH_NOTICE_TIME,'
     ' $SPOTWATCH_SECONDS_LEFT s left"; env | grep ^SPOTWATCH_ | sort'
@@ -89,7 +97,7 @@ def demo_config() -> Config:
             HookSpec(
                 name="demo",
                 command=DEMO_HOOK,
-                actions=("terminate", "stop", "hibernate", "rebalance"),
+                actions=DEMO_ACTIONS,
                 timeout=30.0,
             ),
         ),
@@ -161,7 +169,7 @@ def run_rehearse(
         config = demo_config()
         where = f"built-in demo config (no {DEFAULT_CONFIG_PATH}, no -c, no $SPOTWATCH_CONFIG)"
     if lead is None:
-        lead = 0.0 if action == "hibernate" else 120.0
+        lead = default_lead(action)
     if action == "rebalance" and not config.rebalance.enabled:
         print("rebalance.enabled is false: spotwatch ignores rebalance recommendations,", file=out)
         print("so there is nothing to rehearse for --action rebalance.", file=out)
@@ -203,6 +211,8 @@ class Rehearsal:
                 imds=replace(self.config.imds, endpoint=sim.endpoint, user_data=False),
                 metrics=MetricsSettings(),  # the real daemon's textfile and port stay its own
             )
+            config = watching(self.action, config)
+            prepare_state(self.action, config.state_dir, sim.instance_id)
             parts = daemon_parts(config)
             parts.providers = rehearsal_providers(parts.providers)
             parts.on_poll.append(timeline.on_poll)
@@ -223,6 +233,9 @@ class Rehearsal:
                 root.removeHandler(handler)
             root.setLevel(logging.INFO)
             root.addHandler(TimelineLogHandler(timeline))
+            if self.action == "start":  # its signal is the daemon's start itself
+                timeline.t0_wall = time.time()
+                timeline.line("the daemon starts on a new boot, after a stop", timeline.t0_wall)
             supervisor = threading.Thread(
                 target=self._supervise, args=(daemon, sim), name="rehearsal", daemon=True
             )
@@ -242,17 +255,19 @@ class Rehearsal:
 
     def _header(self, config: Config, endpoint: str, instance_id: str) -> None:
         t = self.timeline
-        lead = f"{self.lead:g} s of warning" if self.action != "hibernate" else "no warning"
-        t.plain(f"spotwatch rehearse: a {self.action} notice with {lead}")
+        if self.action in ("asg-terminate", "start"):
+            what = f"spotwatch rehearse: {self.action}"
+        elif self.action == "hibernate":
+            what = "spotwatch rehearse: a hibernate notice with no warning"
+        else:
+            what = f"spotwatch rehearse: a {self.action} notice with {self.lead:g} s of warning"
+        t.plain(what)
         t.plain(f"  config    {self.where}")
         t.plain(
             f"  IMDS      simulator at {endpoint} ({instance_id}), polled every "
             f"{config.poll_interval:g} s (configured: {self.config.poll_interval:g} s)"
         )
-        if self.action == "hibernate":
-            t.plain(f"  deadline  hibernate.budget {config.hibernate.budget:g} s after detection")
-        else:
-            t.plain(f"  deadline  notice time - deadline_margin {config.deadline_margin:g} s")
+        t.plain(f"  deadline  {deadline_words(self.action, config)}")
         ecs = "ECS changes LIVE (--live-ecs)" if self.live_ecs else "ECS changes dry-run"
         t.plain(
             f"  dry run   {ecs}; instance action and hibernation trigger dry-run; hooks run "
@@ -272,13 +287,11 @@ class Rehearsal:
             if not self._wait(t.first_poll, 10.0):
                 self.failure = self.failure or "the daemon did not poll the simulator"
                 return
-            t.t0_wall = time.time()
-            when = sim.raise_notice(self.action, self.lead)
-            notice_epoch = _epoch(when)
-            t.line(
-                f"notice raised: {self.action} at {when} (t{notice_epoch - t.t0_wall:+.1f})",
-                t.t0_wall,
-            )
+            if t.t0_wall is None:
+                t.t0_wall = time.time()
+            said = raise_signal(sim, self.action, self.lead)
+            if said is not None:
+                t.line(said, t.t0_wall)
             interval = daemon.config.poll_interval
             if not self._wait(t.detected, 5.0 + 10 * interval):
                 self.failure = self.failure or "the daemon did not detect the notice"
@@ -342,9 +355,3 @@ class Rehearsal:
             f"{t.left(last):.1f} s to spare"
         )
         return EX_OK
-
-
-def _epoch(text: str) -> float:
-
-    parsed = parse_utc_time(text)
-    return parsed.timestamp() if parsed is not None else time.time()

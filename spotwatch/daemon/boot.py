@@ -11,7 +11,7 @@ Its notice time is the earlier notice's time.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 from spotwatch.daemon.shell import Daemon
 from spotwatch.detection.notices import SOURCE_INSTANCE_START, Notice, parse_utc_time
@@ -39,8 +39,14 @@ def start_notice(store: StateStore, instance_id: Optional[str]) -> Optional[Noti
     return Notice("start", moment, time_text, SOURCE_INSTANCE_START)
 
 
-def run_start_hooks(store: StateStore, responder: Responder, instance_id: Optional[str]) -> None:
-    """At daemon start, after the state is loaded: the start response, once per boot."""
+def run_start_hooks(
+    store: StateStore,
+    responder: Responder,
+    instance_id: Optional[str],
+    label: Callable[[Notice], Notice] = lambda notice: notice,
+) -> None:
+    """At daemon start, after the state is loaded: the start response, once per boot
+    (`label`: how the intake labels notices: a rehearsal's say "rehearsal")."""
     record = store.response(START_KEY)
     begun = store.value(STARTED_BOOT) == store.boot_id
     if begun and (record is None or record.get("done")):
@@ -57,10 +63,10 @@ def run_start_hooks(store: StateStore, responder: Responder, instance_id: Option
         notice_time=notice.time_text,
     )
     resume = begun and record is not None
-    responder.start(START_KEY, START_KEY, notice, resume=resume)
+    responder.start(START_KEY, START_KEY, label(notice), resume=resume)
     store.set_value(STARTED_BOOT, store.boot_id)
 
 
 def on_daemon_start(daemon: Daemon) -> None:
     """A `DaemonParts.on_start` callback (daemon/wiring.py)."""
-    run_start_hooks(daemon.store, daemon.responder, daemon.instance_id)
+    run_start_hooks(daemon.store, daemon.responder, daemon.instance_id, daemon.intake.labelled)

@@ -184,6 +184,12 @@ class NoticeIntake:
 
         return confirmed
 
+    def labelled(self, notice: Notice) -> Notice:
+        """The notice as hooks and events see it (a rehearsal's say "rehearsal")."""
+        if self._relabel is None:
+            return notice
+        return replace(notice, source=self._relabel, origin=notice.signal)
+
     def _labelled(self, notice: Optional[Notice]) -> Optional[Notice]:
         if notice is None or self._relabel is None:
             return notice

@@ -93,15 +93,20 @@ class Lifecycle:
         self.clients = clients
         self.settings = settings
         self._lock = threading.Lock()
+        self._finding = threading.Lock()
         self._found: Dict[int, Optional[LifecycleHook]] = {}  # by id of the response's clock
         self._stops: Dict[int, threading.Event] = {}
 
     def hook(self, ctx: StepContext) -> Optional[LifecycleHook]:
         """The hook (None: there is none, logged once); asked once per response."""
         key = id(ctx.clock)
-        with self._lock:
-            if key in self._found:
-                return self._found[key]
+        with self._finding:  # the heartbeats and the completion ask at once: look up once
+            with self._lock:
+                if key in self._found:
+                    return self._found[key]
+            return self._find(ctx, key)
+
+    def _find(self, ctx: StepContext, key: int) -> Optional[LifecycleHook]:
         try:
             found: Optional[LifecycleHook] = find_hook(
                 self.clients.bounded(ctx.clock.time_left),

@@ -171,3 +171,25 @@ def test_a_rebalance_is_judged_against_the_daemons_own_deadline(
     detected = next(line for line in result.stdout.splitlines() if "detected after" in line)
     shown = float(detected.split("deadline t+")[1].split(",")[0])
     assert 11.0 <= shown <= 13.5, detected
+
+
+@pytest.mark.parametrize(
+    ("action", "told", "source_line"),
+    [
+        ("asg-terminate", "terminate", "SPOTWATCH_ACTION=terminate"),
+        ("reboot", "reboot", "SPOTWATCH_EVENT_CODE=instance-reboot"),
+        ("maintenance", "maintenance", "SPOTWATCH_EVENT_CODE=system-maintenance"),
+        ("start", "start", "SPOTWATCH_ACTION=start"),
+    ],
+)
+def test_rehearse_every_way_the_instance_goes(action, told, source_line, tmp_path):
+    """The signals beyond the Spot notice rehearse end to end with the demo config: a group's
+    termination, a scheduled reboot or maintenance (NotBefore --lead s away), the first boot
+    after a stop; the hooks are told the action, and that it is a rehearsal."""
+    env = clean_env(HOME=str(tmp_path))
+    result = spotwatch("rehearse", "--action", action, "--lead", "20", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SPOTWATCH_ACTION={told}" in result.stdout
+    assert source_line in result.stdout
+    assert "SPOTWATCH_SOURCE=rehearsal" in result.stdout
+    assert "rehearsal ok" in result.stdout
