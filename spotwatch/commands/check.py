@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Iterable, List, Optional
 from urllib.parse import urlsplit
 
+from spotwatch.commands.check_asg import autoscaling_checks
 from spotwatch.commands.check_aws import ecs_checks, instance_checks
 from spotwatch.commands.check_events import check_events
 from spotwatch.commands.check_hibernation import check_hibernation as hibernation_readiness
@@ -188,6 +189,7 @@ def check_hibernation(config: Config) -> Iterable[CheckResult]:
 
 PREFLIGHTS.append(check_hibernation)
 PREFLIGHTS.append(check_events)
+PREFLIGHTS.append(autoscaling_checks)
 
 
 def run_check(path: Optional[str], *, as_json: bool) -> int:

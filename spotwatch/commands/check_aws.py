@@ -24,7 +24,7 @@ from spotwatch.response.instance import ALLOWED, DENIED, check_permission
 HIBERNATION_PATH = "meta-data/hibernation/configured"
 
 
-def _imds_get(config: Config, path: str) -> Optional[str]:
+def imds_value(config: Config, path: str) -> Optional[str]:
     """One IMDS value, or None when IMDS does not give it."""
     client = ImdsClient(
         config.imds.endpoint,
@@ -51,7 +51,7 @@ def hibernation_configured(config: Config) -> Optional[str]:
     if config.hibernate.trigger != "none" and hooks:
         trigger = config.hibernate.trigger
         return f"hibernate hooks ({', '.join(hooks)}) with hibernate.trigger: {trigger}"
-    if (_imds_get(config, HIBERNATION_PATH) or "").lower() == "true":
+    if (imds_value(config, HIBERNATION_PATH) or "").lower() == "true":
         return f"IMDS {HIBERNATION_PATH} is true"
     return None
 
@@ -133,7 +133,7 @@ def instance_checks(config: Config) -> Iterable[CheckResult]:
     actions = sorted(set(wanted))
     if not actions:
         return
-    instance_id = _imds_get(config, "meta-data/instance-id")
+    instance_id = imds_value(config, "meta-data/instance-id")
     if not instance_id:
         yield CheckResult("instance", ERROR, "cannot check: IMDS gave no instance id")
         return
