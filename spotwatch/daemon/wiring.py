@@ -12,6 +12,7 @@ from spotwatch.response.build import Providers
 from spotwatch.response.ecs import EcsResponse, EcsTarget
 from spotwatch.response.hibernate import add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
+from spotwatch.response.lb_steps import LoadBalancerResponse
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 
@@ -27,15 +28,29 @@ def aws_clients(config: Config) -> AwsClients:
 
 
 class AwsParts:
-    """ECS and instance steps for each notice. ECS discovery runs at start; a reload that
-    changes where ECS or AWS is found (enabled, agent_url, region, IMDS) starts afresh."""
+    """ECS, load balancer, detach and instance steps for each notice. ECS discovery runs at
+    start; a reload that changes where ECS or AWS is found (enabled, agent_url, region, IMDS)
+    starts afresh. Load balancer discovery runs at start and on every reload."""
 
     def __init__(self, config: Config) -> None:
         self._lock = threading.Lock()
         self._key: Optional[Tuple[object, ...]] = None
         self.ecs: Optional[EcsResponse] = None
         self.instance: InstanceResponse
+        self.lb: Optional[LoadBalancerResponse] = None
+        self._clients: AwsClients
         self._setup(config)
+        self.rediscover(config)
+
+    def rediscover(self, config: Config) -> None:
+        """Load balancers and Auto Scaling group, found again in the background."""
+        with self._lock:
+            if self._key_of(config) != self._key:
+                self._setup(config)
+            fresh = None
+            if LoadBalancerResponse.wanted(config):
+                fresh = LoadBalancerResponse(config, self._clients).start()
+            self.lb = fresh
 
     @staticmethod
     def _key_of(config: Config) -> Tuple[object, ...]:
@@ -44,6 +59,7 @@ class AwsParts:
     def _setup(self, config: Config) -> None:
         self._key = self._key_of(config)
         clients = aws_clients(config)
+        self._clients = clients
         self.instance = InstanceResponse(clients)
         self.ecs = None
         if config.ecs.enabled is not False:
@@ -56,8 +72,11 @@ class AwsParts:
         with self._lock:
             if self._key_of(config) != self._key:
                 self._setup(config)
-            ecs, instance = self.ecs, self.instance
+            ecs, instance, lb = self.ecs, self.instance, self.lb
         parts = Providers(instance=instance.steps)
+        if lb is not None:
+            parts.lb_deregister = lb.deregister
+            parts.asg_detach = lb.detach
         if ecs is not None:
             parts.ecs_drain = ecs.drain
             parts.ecs_stop = ecs.stop
@@ -78,6 +97,7 @@ def daemon_parts(config: Config) -> DaemonParts:
     """The daemon's parts for this config (ECS, EC2, hibernation, telemetry)."""
     aws = AwsParts(config)
     parts = DaemonParts(providers=aws.providers)
+    parts.on_reload.append(aws.rediscover)
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger)
     add_telemetry(parts, config)
     return parts
