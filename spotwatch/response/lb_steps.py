@@ -274,9 +274,10 @@ class LoadBalancerResponse:
         settings = config.load_balancer
         if settings.enabled is False or notice.action not in LB_ACTIONS:
             return []
+        given = settings.target_groups or settings.classic
         found = self.discovery.result()
-        if found is not None and found.empty and settings.enabled == "auto":
-            return []
+        if settings.enabled == "auto" and not given and (found is None or found.empty):
+            return []  # auto and nothing found (yet: discovery runs from the daemon's start)
         return [DeregisterStep(self.discovery, self.clients, settings, config.state_dir)]
 
     def detach(self, notice: Notice, config: Config) -> List[Step]:

@@ -10,7 +10,7 @@ import types
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import boto3
 
@@ -142,6 +142,28 @@ class FakeAgent:
         self.server.server_close()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers in one call."""
+
+    def reply(self, status: int, data: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve(handler: Type[BaseHTTPRequestHandler]) -> Tuple[ThreadingHTTPServer, str]:
+    """A threaded HTTP server on a free loopback port, serving in the background."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @dataclass
 class ScriptedEndpoint:
     """A tiny AWS JSON endpoint: answers each call from a script by operation name."""
@@ -153,7 +175,7 @@ class ScriptedEndpoint:
     def start(self) -> ScriptedEndpoint:
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
@@ -161,20 +183,9 @@ class ScriptedEndpoint:
                 endpoint.calls.append((operation, request))
                 answers = endpoint.script.get(operation) or [(200, {})]
                 status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, json.dumps(body).encode(), "application/x-amz-json-1.1")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        self._server, self.url = serve(Handler)
         return self
 
     def stop(self) -> None:
