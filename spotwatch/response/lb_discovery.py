@@ -116,6 +116,16 @@ class LoadBalancerDiscovery:
         self._done = threading.Event()
         self._found: Optional[LoadBalancers] = None
 
+    @classmethod
+    def known(
+        cls, config: Config, clients: AwsClients, found: LoadBalancers
+    ) -> LoadBalancerDiscovery:
+        """A discovery that has already answered (what another process found, a benchmark)."""
+        made = cls(config, clients)
+        made._found = found
+        made._done.set()
+        return made
+
     def start(self) -> LoadBalancerDiscovery:
         threading.Thread(target=self._run, name="lb-discovery", daemon=True).start()
         return self
