@@ -7,7 +7,7 @@ each in a process of its own, and prints a table (Markdown) of medians over repe
 with min and max; comparisons are ratios measured in the same run. The table also goes to
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
-Sections: idle, detection, hibernate, fanout, ecs, startup, events. See docs/benchmarks.md.
+Sections: idle, detection, hibernate, fanout, ecs, startup, events, lb. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bench import aws_client_cost, detection, ecs_stop, events, fanout, idle, startup, storm
+from bench import aws_client_cost, detection, ecs_stop, events, fanout, idle, lb, startup, storm
 from bench.common import (
     MotoProcess,
     Results,
@@ -34,7 +34,7 @@ from bench.common import (
     table,
 )
 
-SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup", "events", "storm")
+SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup", "events", "lb", "storm")
 
 
 @dataclass(frozen=True)
@@ -408,6 +408,18 @@ def run_events(results: Results, plan: Plan, moto: Optional[MotoProcess]) -> Non
     )
 
 
+def run_lb(results: Results, plan: Plan) -> None:
+    rtt = 0.03
+    for groups, (times, calls) in lb.measure([1, 10, 50], rtt, plan.reps).items():
+        results.add(
+            "lb",
+            f"deregistration step, {groups} target groups, {rtt * 1000:g} ms round trip",
+            "s",
+            times,
+            note=f"{calls} API calls",
+        )
+
+
 # --------------------------------------------------------------------- main
 
 
@@ -443,6 +455,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "startup": lambda: run_startup(results, sim, plan, moto),
             "events": lambda: run_events(results, plan, moto),
             "storm": lambda: run_storm(results, plan),
+            "lb": lambda: run_lb(results, plan),
         }
         for name in chosen:
             section_began = time.monotonic()

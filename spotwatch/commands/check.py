@@ -22,6 +22,7 @@ from spotwatch.commands.check_asg import autoscaling_checks
 from spotwatch.commands.check_aws import ecs_checks, instance_checks
 from spotwatch.commands.check_events import check_events
 from spotwatch.commands.check_hibernation import check_hibernation as hibernation_readiness
+from spotwatch.commands.check_lb import check_load_balancers
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult, Preflight
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.errors import ConfigError
@@ -190,6 +191,7 @@ def check_hibernation(config: Config) -> Iterable[CheckResult]:
 PREFLIGHTS.append(check_hibernation)
 PREFLIGHTS.append(check_events)
 PREFLIGHTS.append(autoscaling_checks)
+PREFLIGHTS.append(check_load_balancers)
 
 
 def run_check(path: Optional[str], *, as_json: bool) -> int:

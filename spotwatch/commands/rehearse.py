@@ -142,6 +142,8 @@ def rehearsal_providers(
         return replace(
             parts,
             instance=_always_dry(parts.instance),
+            lb_deregister=_always_dry(parts.lb_deregister),
+            asg_detach=_always_dry(parts.asg_detach),
             hibernate_trigger=_always_dry(parts.hibernate_trigger),
         )
 

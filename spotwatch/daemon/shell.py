@@ -53,6 +53,8 @@ class DaemonParts:
     on_poll: List[Callable[[PollReport], None]] = field(default_factory=list)
     # Told the daemon once it is prepared (telemetry reads its IMDS client's counters).
     on_start: List[Callable[[Daemon], None]] = field(default_factory=list)
+    # Told each config a reload put in force (load balancer discovery starts afresh).
+    on_reload: List[Callable[[Config], None]] = field(default_factory=list)
 
 
 class Daemon:
@@ -349,6 +351,8 @@ class Daemon:
             watched = ("imds", "rebalance", "autoscaling", "scheduled_events")
             if any(getattr(fresh, name) != getattr(old, name) for name in watched):
                 self.watcher.set_monitors(monitors_for(fresh, self.client), {})
+        for told in self.parts.on_reload:
+            told(fresh)
         message = f"config reloaded from {', '.join(fresh.sources)}"
         emit(log, logging.INFO, "reloaded", message)
         self.notifier.reloaded(f"config reloaded; polling every {fresh.poll_interval:g} s")

@@ -15,6 +15,7 @@ from spotwatch.response.ecs_agent import EcsTarget
 from spotwatch.response.ecs_empty import until_no_task_left
 from spotwatch.response.hibernate import Probes, add_hibernate_trigger
 from spotwatch.response.instance import InstanceResponse
+from spotwatch.response.lb_steps import LoadBalancerResponse
 from spotwatch.response.lifecycle import AutoscalingResponse
 from spotwatch.response.reactivate import EcsReactivation
 from spotwatch.state.ledger import HibernateLedger
@@ -32,18 +33,32 @@ def aws_clients(config: Config) -> AwsClients:
 
 
 class AwsParts:
-    """ECS and instance steps for each notice. ECS discovery runs at start; a reload that
-    changes where ECS or AWS is found (enabled, agent_url, region, IMDS) starts afresh."""
+    """ECS, load balancer, detach and instance steps for each notice. ECS discovery runs at
+    start; a reload that changes where ECS or AWS is found (enabled, agent_url, region, IMDS)
+    starts afresh. Load balancer discovery runs at start and on every reload."""
 
     def __init__(self, config: Config) -> None:
         self._lock = threading.Lock()
         self._key: Optional[Tuple[object, ...]] = None
         self.ecs: Optional[EcsResponse] = None
         self.instance: InstanceResponse
+        self.lb: Optional[LoadBalancerResponse] = None
+        self._clients: AwsClients
         self.autoscaling = AutoscalingResponse(aws_clients(config), config.autoscaling)
         self._setup(config)
         # For cancel and start: back to ACTIVE where spotwatch drained (bound to the state).
         self.reactivation = EcsReactivation(lambda: self.ecs.target if self.ecs else None)
+        self.rediscover(config)
+
+    def rediscover(self, config: Config) -> None:
+        """Load balancers and Auto Scaling group, found again in the background."""
+        with self._lock:
+            if self._key_of(config) != self._key:
+                self._setup(config)
+            fresh = None
+            if LoadBalancerResponse.wanted(config):
+                fresh = LoadBalancerResponse(config, self._clients).start()
+            self.lb = fresh
 
     @staticmethod
     def _key_of(config: Config) -> Tuple[object, ...]:
@@ -52,6 +67,7 @@ class AwsParts:
     def _setup(self, config: Config) -> None:
         self._key = self._key_of(config)
         clients = aws_clients(config)
+        self._clients = clients
         self.instance = InstanceResponse(clients)
         self.autoscaling.lifecycle.clients = clients
         self.ecs = None
@@ -65,12 +81,16 @@ class AwsParts:
         with self._lock:
             if self._key_of(config) != self._key:
                 self._setup(config)
-            ecs, instance = self.ecs, self.instance
+            ecs, instance, lb = self.ecs, self.instance, self.lb
         parts = Providers(
             instance=instance.steps,
             lifecycle_end=self.autoscaling.finale,
             undo=[self.reactivation.steps],
         )
+        if lb is not None:
+            parts.lb_deregister = lb.deregister
+            parts.asg_detach = lb.detach
+            parts.undo.append(lb.put_back)
         if ecs is not None:
             parts.ecs_drain = ecs.drain
             parts.ecs_stop = ecs.stop
@@ -92,6 +112,7 @@ def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonPa
     where the hibernate trigger looks at the host (default: / and systemctl)."""
     aws = AwsParts(config)
     parts = DaemonParts(providers=aws.providers)
+    parts.on_reload.append(aws.rediscover)
     parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)
     parts.on_start.append(aws.reactivation.bind)

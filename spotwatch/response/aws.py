@@ -336,6 +336,10 @@ class Bounded:
     def autoscaling(self, operation: str, **params: Any) -> Dict[str, Any]:
         return self.clients.call("autoscaling", operation, params, self.time_left, self.policy)
 
+    def call(self, service: str, operation: str, **params: Any) -> Dict[str, Any]:
+        """Any other service's call (elbv2, elb, ...), bounded the same way."""
+        return self.clients.call(service, operation, params, self.time_left, self.policy)
+
 
 def within(seconds: float) -> TimeLeft:
     """A bound `seconds` from now (for calls outside a response, such as `check`'s)."""

@@ -5,7 +5,9 @@ against is the one rule of response/deadline.py; `Responder` (response/responder
 one place a plan is started.
 
 terminate, stop (and reboot):
-  prelude, at once:   ECS drain (the hooks wait for it at most DRAIN_HOLD = 5 s)
+  prelude, at once:   load balancer deregistration (the hooks wait for it at most
+                      `load_balancer.wait`); Auto Scaling detach on a Spot notice (nothing
+                      waits for it); ECS drain (the hooks wait for it at most DRAIN_HOLD = 5 s)
   stages, in order:   hooks by `order` (same order in parallel); ECS stop (`ecs.stop`)
   timed:              ECS final stop at notice time - `stop_timeout` - `deadline_margin`
   finale:             `instance.after_response` (Spot notices only)
@@ -52,6 +54,8 @@ PUTS_BACK = frozenset({"cancel", "start"})
 class Providers:
     """Optional parts of a response, each giving steps for a notice (or none)."""
 
+    lb_deregister: Optional[StepsFor] = None
+    asg_detach: Optional[StepsFor] = None
     ecs_drain: Optional[StepsFor] = None
     ecs_stop: Optional[StepsFor] = None
     ecs_final: Optional[TimedFor] = None
@@ -102,6 +106,9 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
         if undo:
             plan.stages.append(undo)
         return plan
+    wait = config.load_balancer.wait
+    plan.prelude += [PreludeStep(step, wait) for step in steps(parts.lb_deregister)]
+    plan.prelude += [PreludeStep(step, 0.0) for step in steps(parts.asg_detach)]
     plan.prelude += [PreludeStep(step, DRAIN_HOLD) for step in steps(parts.ecs_drain)]
     plan.stages += hook_stages(hooks)
     add(plan.stages, parts.ecs_stop)

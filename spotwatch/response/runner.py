@@ -132,6 +132,8 @@ class Runner:
         response's start) and never past the deadline: a slow AWS API must not eat the
         hooks' time."""
         clock = self.ctx.clock
+        if part.hold <= 0:
+            return  # nothing waits for it (Auto Scaling detach)
         while thread.is_alive() and not self.ctx.cancel.is_set():
             until = min(started + part.hold, clock.deadline)
             remaining = until - clock.now()

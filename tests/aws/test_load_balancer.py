@@ -1,0 +1,278 @@
+"""Out of the load balancers before the hooks, out of the group for a sooner replacement.
+
+Real parts: moto's server over HTTP behind a recording endpoint (which plays the target
+group `web`, where this instance listens on two ports and targets can stay draining), the
+IMDS simulator, and hooks that are real processes writing the wall time they started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+from awshelpers import ListJournal, context, notice_in
+from lbhelpers import MUTATING, LbWorld, RecordingProxy, build_lb_world
+
+from spotwatch.commands.check_lb import check_load_balancers
+from spotwatch.commands.results import OK, WARNING
+from spotwatch.config.schema import (
+    AutoscalingSettings,
+    Config,
+    EcsSettings,
+    HookSpec,
+    ImdsSettings,
+    LoadBalancerSettings,
+)
+from spotwatch.daemon.wiring import aws_clients
+from spotwatch.detection.notices import Notice
+from spotwatch.response.build import Providers, build_plan
+from spotwatch.response.lb_steps import LoadBalancerResponse
+from spotwatch.response.lb_targets import find_record, reregister
+from spotwatch.response.plan import StepOutcome
+from spotwatch.response.runner import Runner
+from spotwatch.simulator.imds import ImdsSimulator
+
+LIFECYCLE = "meta-data/autoscaling/target-lifecycle-state"
+
+Setup = Tuple[LbWorld, RecordingProxy, ImdsSimulator]
+
+
+@pytest.fixture
+def lb(moto: str, aws_env: Callable[[Optional[str]], None]) -> Iterator[Setup]:
+    world = build_lb_world()
+    proxy = RecordingProxy(moto).start()
+    proxy.own(world.web, world.instance_id, [80, 8081])
+    aws_env(proxy.url)  # spotwatch's clients go through the recording endpoint
+    try:
+        with ImdsSimulator(instance_id=world.instance_id) as sim:
+            sim.set_path(LIFECYCLE, 200, "InService")
+            yield world, proxy, sim
+    finally:
+        proxy.stop()
+
+
+def config_for(sim: ImdsSimulator, tmp_path: Path, hook_file: Path, **lb: Any) -> Config:
+    hook = HookSpec(name="checkpoint", command=f"date +%s.%N > {hook_file}", timeout=10.0)
+    return Config(
+        state_dir=str(tmp_path),
+        imds=ImdsSettings(endpoint=sim.endpoint, user_data=False),
+        hooks=(hook,),
+        ecs=EcsSettings(enabled=False),
+        load_balancer=LoadBalancerSettings(**lb),
+        autoscaling=AutoscalingSettings(),
+    )
+
+
+def respond(
+    config: Config, notice: Notice, instance_id: str, *, dry_run: bool = False
+) -> Tuple[Dict[str, StepOutcome], float]:
+    """Runs the whole response; returns the outcomes and the wall time it started."""
+    import time
+
+    parts = LoadBalancerResponse(config, aws_clients(config)).start()
+    assert parts.discovery.result(10) is not None, "discovery did not answer"
+    providers = Providers(lb_deregister=parts.deregister, asg_detach=parts.detach)
+    plan = build_plan(notice, config, providers)
+    started = time.time()
+    outcomes = Runner(
+        plan, context(notice, instance_id=instance_id, dry_run=dry_run), ListJournal()
+    ).run()
+    return outcomes, started
+
+
+def targets_in(calls: List[Any]) -> List[Tuple[str, str, int]]:
+    found = []
+    for call in calls:
+        n = 1
+        while f"Targets.member.{n}.Id" in call.params:
+            found.append(
+                (
+                    call.params["TargetGroupArn"],
+                    call.params[f"Targets.member.{n}.Id"],
+                    int(call.params[f"Targets.member.{n}.Port"]),
+                )
+            )
+            n += 1
+    return found
+
+
+def test_every_target_group_port_and_classic_is_out_before_the_first_hook(
+    lb: Setup, tmp_path: Path
+) -> None:
+    """Auto discovery through the group finds `web` (two ports), `api` and Classic
+    `legacy`; every (group, port) is deregistered, the targets report `unused`, and only
+    then does the first hook start."""
+    world, proxy, sim = lb
+    hook_file = tmp_path / "hook-started"
+    config = config_for(sim, tmp_path, hook_file, wait=20.0)
+    outcomes, started = respond(config, notice_in(120), world.instance_id)
+    hook_started = float(hook_file.read_text())
+
+    assert [c.action for c in proxy.calls if "AutoScaling" in c.action and c.at < started] == [
+        "DescribeAutoScalingInstances",
+        "DescribeAutoScalingGroups",
+    ]
+    deregistered = targets_in(proxy.of("DeregisterTargets"))
+    assert sorted(deregistered) == sorted(
+        [
+            (world.web, world.instance_id, 80),
+            (world.web, world.instance_id, 8081),
+            (world.api, world.instance_id, 8080),
+        ]
+    )
+    classic = proxy.of("DeregisterInstancesFromLoadBalancer")
+    assert [c.params["LoadBalancerName"] for c in classic] == ["legacy"]
+    assert classic[0].params["Instances.member.1.InstanceId"] == world.instance_id
+    mutating = [c for c in proxy.calls if c.action in MUTATING]
+    assert all(c.at < hook_started for c in mutating)
+    health = [c for c in proxy.of("DescribeTargetHealth") if c.at < hook_started]
+    assert health, "target health was asked before the hooks"
+    assert outcomes["lb:deregister"].status == "ok"
+    assert "drained in" in outcomes["lb:deregister"].detail
+    assert outcomes["hook:checkpoint"].status == "ok"
+
+
+def test_hooks_start_no_later_than_wait_while_a_target_keeps_draining(
+    lb: Setup, tmp_path: Path
+) -> None:
+    """`web` never finishes draining: the hooks start once `wait` (1.5 s) has passed, and
+    target health was asked at least every 2 s until then."""
+    world, proxy, sim = lb
+    proxy.drain_seconds = float("inf")
+    hook_file = tmp_path / "hook-started"
+    config = config_for(sim, tmp_path, hook_file, wait=1.5)
+    outcomes, started = respond(config, notice_in(120), world.instance_id)
+    waited = float(hook_file.read_text()) - started
+
+    assert 1.3 <= waited <= 1.5 + 1.0
+    asked = [
+        c.at for c in proxy.of("DescribeTargetHealth") if c.params["TargetGroupArn"] == world.web
+    ]
+    assert len(asked) >= 3
+    assert max(b - a for a, b in zip(asked, asked[1:])) <= 2.0 + 0.5
+    assert "2 still draining" in outcomes["lb:deregister"].detail
+
+
+def test_configured_classic_load_balancer_only(lb: Setup, tmp_path: Path) -> None:
+    """With `classic` given, only that Classic Load Balancer is used (no target group), and
+    the instance is out of it. (`edge` is not the group's: moto keeps the instances a group
+    put into its Classic Load Balancers whatever DeregisterInstancesFromLoadBalancer says.)"""
+    world, proxy, sim = lb
+    world.elb.register_instances_with_load_balancer(
+        LoadBalancerName="edge", Instances=[{"InstanceId": world.instance_id}]
+    )
+    config = config_for(sim, tmp_path, tmp_path / "hook", classic=("edge",))
+    outcomes, _ = respond(config, notice_in(120), world.instance_id)
+    assert proxy.of("DeregisterTargets") == []
+    assert [
+        c.params["LoadBalancerName"] for c in proxy.of("DeregisterInstancesFromLoadBalancer")
+    ] == ["edge"]
+    described = world.elb.describe_load_balancers(LoadBalancerNames=["edge"])
+    assert described["LoadBalancerDescriptions"][0]["Instances"] == []
+    assert outcomes["lb:deregister"].detail.startswith("deregistered edge")
+
+
+def test_dry_run_names_every_target_and_changes_nothing(
+    lb: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world, proxy, sim = lb
+    config = replace(
+        config_for(sim, tmp_path, tmp_path / "hook"),
+        autoscaling=AutoscalingSettings(detach=True),
+    )
+    with caplog.at_level(logging.INFO, logger="spotwatch"):
+        outcomes, _ = respond(config, notice_in(120), world.instance_id, dry_run=True)
+    assert [c.action for c in proxy.calls if c.action in MUTATING] == []
+    said = [r.getMessage() for r in caplog.records if "would " in r.getMessage()]
+    assert f"would deregister {world.instance_id} port 8081 from target group {world.web}" in said
+    assert f"would deregister {world.instance_id} from Classic Load Balancer legacy" in said
+    assert any("would detach" in line for line in said)
+    assert outcomes["lb:deregister"].status == "ok"
+    assert find_record(str(tmp_path), notice_in(120)) is None
+
+
+def detach_only(sim: ImdsSimulator, tmp_path: Path) -> Config:
+    return replace(
+        config_for(sim, tmp_path, tmp_path / "hook", enabled=False),
+        autoscaling=AutoscalingSettings(detach=True),
+    )
+
+
+def test_detach_keeps_desired_capacity_so_the_group_replaces_now(lb: Setup, tmp_path: Path) -> None:
+    world, proxy, sim = lb
+    config = detach_only(sim, tmp_path)
+    notice = replace(notice_in(120), source="instance-action")
+    outcomes, _ = respond(config, notice, world.instance_id)
+    detach = proxy.of("DetachInstances")
+    assert len(detach) == 1
+    assert detach[0].params["ShouldDecrementDesiredCapacity"] == "false"
+    assert detach[0].params["AutoScalingGroupName"] == "fleet"
+    group = world.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["fleet"])
+    fleet = group["AutoScalingGroups"][0]
+    assert fleet["DesiredCapacity"] == 2
+    assert world.instance_id not in [i["InstanceId"] for i in fleet["Instances"]]
+    assert len(fleet["Instances"]) == 2  # the replacement
+    assert outcomes["asg:detach"].detail.startswith("detached from fleet, desired capacity kept")
+
+
+def test_no_detach_when_auto_scaling_itself_ends_the_instance(lb: Setup, tmp_path: Path) -> None:
+    world, proxy, sim = lb
+    config = detach_only(sim, tmp_path)
+    notice = replace(notice_in(120), source="target-lifecycle-state")
+    outcomes, _ = respond(config, notice, world.instance_id)
+    assert "asg:detach" not in outcomes
+    assert proxy.of("DetachInstances") == []
+
+
+def test_a_cancel_registers_the_same_targets_again(lb: Setup, tmp_path: Path) -> None:
+    world, proxy, sim = lb
+    config = config_for(sim, tmp_path, tmp_path / "hook")
+    notice = notice_in(120)
+    respond(config, notice, world.instance_id)
+    record = find_record(str(tmp_path), notice)
+    assert record is not None
+    saved = json.loads((tmp_path / "load-balancer.json").read_text())
+    assert len(saved) == 1
+
+    ok, detail = reregister(record, aws_clients(config), lambda: 60.0)
+    assert ok, detail
+    assert sorted(targets_in(proxy.of("RegisterTargets"))) == sorted(
+        targets_in(proxy.of("DeregisterTargets"))
+    )
+    classic = proxy.of("RegisterInstancesWithLoadBalancer")
+    assert [c.params["LoadBalancerName"] for c in classic] == ["legacy"]
+
+
+def test_check_lists_groups_ports_and_warns_about_long_deregistration_delays(
+    lb: Setup, tmp_path: Path
+) -> None:
+    _world, proxy, sim = lb
+    config = replace(
+        config_for(sim, tmp_path, tmp_path / "hook"),
+        autoscaling=AutoscalingSettings(detach=True),
+    )
+    results = {r.name: r for r in check_load_balancers(config)}
+    assert results["load_balancer"].status == OK
+    assert "2 target groups, 1 Classic" in results["load_balancer"].detail
+    web = results["lb:web"]
+    assert web.status == WARNING
+    assert web.detail.startswith(
+        "ports 80, 8081; deregistration delay 300 s: longer than the 110 s"
+    )
+    assert results["lb:api"].detail.startswith("ports 8080;")
+    assert "cannot be tried without doing it" in results["load_balancer:iam"].detail
+    assert results["asg:detach"].status == OK
+    assert [c for c in proxy.calls if c.action in MUTATING] == []
+
+
+def test_check_fails_when_enabled_true_finds_none(lb: Setup, tmp_path: Path) -> None:
+    _world, _proxy, sim = lb
+    sim.set_path(LIFECYCLE, 404, "")
+    config = config_for(sim, tmp_path, tmp_path / "hook", enabled=True)
+    results = list(check_load_balancers(config))
+    assert [(r.name, r.status) for r in results] == [("load_balancer", "error")]
+    assert "not in an Auto Scaling group" in results[0].detail
