@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - only before the config branch is merge
     _errors.ConfigError = ConfigError  # type: ignore[attr-defined]
     sys.modules["spotwatch.config.errors"] = _errors
 
-from spotwatch.detection.notices import SOURCE_REHEARSAL, Notice
+from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.plan import StepContext
 
@@ -224,7 +224,7 @@ def notice_in(seconds: float, action: str = "terminate") -> Notice:
     if moment.microsecond:
         moment = moment.replace(microsecond=0) + timedelta(seconds=1)
     text = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return Notice(action=action, time=moment, time_text=text, source=SOURCE_REHEARSAL)
+    return Notice(action=action, time=moment, time_text=text, source=SOURCE_INSTANCE_ACTION)
 
 
 def context(
