@@ -25,8 +25,9 @@ Pure: no clock, no sleeping, no threads; a random source is passed in. The AWS c
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Optional
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, Optional
 
 # Error codes AWS APIs use for "slow down" (ECS: ThrottlingException; EC2:
 # RequestLimitExceeded; others: Throttling, TooManyRequestsException, ...).
@@ -147,3 +148,49 @@ class Gate:
         if self.served >= self.allowed:
             self.allowed = min(self.most, self.allowed + 1)
             self.served = 0
+
+
+@dataclass
+class Pacer:
+    """Spaces one client's calls to one API by the rate its answers say it is served at.
+
+    Unpaced until the first throttled answer. Then the client sends one call every
+    `1 / rate` seconds (jittered +-50 %, so a fleet's calls do not line up), where `rate`
+    starts at `cut` x the rate it was served at over the last `window` seconds (its share
+    of the bucket's refill, as far as this client can tell), grows by `gain` of itself with
+    each served answer, and is cut again by a throttled one, once per round trip: answers to
+    calls sent before the last cut say nothing new. A throttled call goes back in line; the
+    pacing is its backoff. Never below `floor`. The caller keeps the line and the clock
+    (spotwatch.response.aws; bench/storm.py runs the same object on a simulated clock)."""
+
+    floor: float = 0.02  # calls/s: a 1,000-instance fleet's share of a 20/s bucket
+    cut: float = 0.5
+    gain: float = 0.05
+    window: float = 10.0
+    rate: Optional[float] = None  # calls/s; None: not throttled yet, not paced
+    next_at: float = float("-inf")  # the earliest moment the next call may be sent
+    cut_at: float = float("-inf")
+    served: Deque[float] = field(default_factory=deque)
+
+    def ready_at(self) -> float:
+        return self.next_at
+
+    def sent(self, now: float, rng: random.Random) -> None:
+        if self.rate is not None:
+            self.next_at = now + rng.uniform(0.5, 1.5) / self.rate
+
+    def answered(self, now: float, throttled: bool, sent_at: float) -> None:
+        while self.served and self.served[0] <= now - self.window:
+            self.served.popleft()
+        if not throttled:
+            self.served.append(now)
+            if self.rate is not None:
+                self.rate += self.gain * self.rate
+            return
+        if sent_at < self.cut_at:
+            return
+        measured = len(self.served) / self.window
+        base = measured if self.rate is None else min(self.rate, measured)
+        self.rate = max(self.floor, self.cut * base)
+        self.cut_at = now
+        self.next_at = max(self.next_at, now + 1.0 / self.rate)
