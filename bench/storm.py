@@ -32,6 +32,7 @@ ECS_BUCKETS: Dict[str, Tuple[float, float]] = {
     "DescribeTasks": (100.0, 20.0),
     "StopTask": (100.0, 40.0),
 }
+PACER: Dict[str, float] = {}
 POLICIES = ("today", "standard", "adaptive", "deadline", "paced")
 
 
@@ -183,7 +184,7 @@ class Outcome:
 
 class Storm:
     """Processes are generators yielding what they wait for: ("sleep", seconds), or
-    ("line", instance, action, urgent, end) at their instance's client (spotwatch's
+    ("line", instance, action, urgent, end, place) at their instance's client (spotwatch's
     policies). Every wait is one event on a heap: nothing is polled."""
 
     def __init__(self, scenario: Scenario, policy: str, seed: int = 1) -> None:
@@ -223,18 +224,18 @@ class Storm:
         if wanted[0] == "sleep":
             self.at(self.now + wanted[1], lambda: self._step(proc, None))
             return
-        _, inst, action, urgent, end = wanted
+        _, inst, action, urgent, end, seq = wanted
         lane = self._lane(inst, action)
-        self._seq += 1
-        waiter = Waiter(proc, end, urgent, self._seq)
+        waiter = Waiter(proc, end, urgent, seq)
         heapq.heappush(lane.line, (0 if urgent else 1, waiter.seq, waiter))
         self.at(end - DEFAULT.least_attempt, lambda: self._expire(waiter))
         self._dispatch(inst)
 
     def _lane(self, inst: Instance, action: str) -> Lane:
-        lane = inst.lanes.get(action)
+        # One line per client and service, as aws.py keeps it: the final stop's calls go first.
+        lane = inst.lanes.get("ecs")
         if lane is None:
-            lane = inst.lanes[action] = Lane(Pacer() if self.paced else None)
+            lane = inst.lanes["ecs"] = Lane(Pacer(**PACER) if self.paced else None)
         return lane
 
     def _expire(self, waiter: Waiter) -> None:
@@ -261,7 +262,13 @@ class Storm:
                 waiter.alive = False
                 gate.sent()
                 if lane.pacer:
-                    lane.pacer.sent(self.now, self.rng)
+                    backlog = sum(1 for _, _, w in lane.line if w.alive)
+                    room = (
+                        lane.line[0][2].end - self.now - DEFAULT.least_attempt
+                        if lane.line
+                        else math.inf
+                    )
+                    lane.pacer.sent(self.now, self.rng, backlog, room)
                 self.at(self.now, lambda w=waiter: self._step(w.proc, True))
 
     def _wake(self, inst: Instance, lane: Lane) -> None:
@@ -304,13 +311,15 @@ class Storm:
         policy = DEFAULT.urgent() if urgent else DEFAULT
         gate: Gate = inst.client
         attempt = 0
+        self._seq += 1
+        seq = self._seq  # a throttled call keeps its place in line, as in aws.py
         while True:
-            if not (yield ("line", inst, action, urgent, end)):
+            if not (yield ("line", inst, action, urgent, end, seq)):
                 return self._gave_up(end)
             sent_at = self.now
             ok = yield from self._exchange(action)
             gate.answered(throttled=not ok)
-            lane = inst.lanes[action]
+            lane = inst.lanes["ecs"]
             if lane.pacer:
                 lane.pacer.answered(self.now, not ok, sent_at)
             self._dispatch(inst)

@@ -138,5 +138,3 @@ class NoticeClock:
 
     def now(self) -> float:
         return self._clock()
-
-
