@@ -32,7 +32,7 @@ ECS_BUCKETS: Dict[str, Tuple[float, float]] = {
     "DescribeTasks": (100.0, 20.0),
     "StopTask": (100.0, 40.0),
 }
-PACER: Dict[str, float] = {}
+PACER: Dict[str, float] = {}  # Pacer field overrides, for trying other settings
 POLICIES = ("today", "standard", "adaptive", "deadline", "paced")
 
 
@@ -490,7 +490,8 @@ def main() -> None:
             )
             print(
                 f"  {o.policy:>9}: in time {o.in_time:6.1%}  p50 {o.p50:6.1f}  p99 {o.p99:6.1f}"
-                f"  sent/needed {o.amplification:5.2f}  first give-up {gave}"
+                f"  sent/needed {o.amplification:5.2f}  tasks stopped {o.stopped}"
+                f"  final stop served {o.final_served}/{o.final_tokens:.0f}  first give-up {gave}"
             )
     if args.plot:
         print("plot:", args.plot if plot(outcomes, scenario, args.plot) else "no matplotlib")
