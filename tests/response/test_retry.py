@@ -121,4 +121,4 @@ def test_calls_with_their_bound_near_are_spaced_by_what_they_need() -> None:
     pacer = Pacer()
     pacer.answered(0.0, throttled=True, sent_at=0.0)  # 16 s apart at the floor
     pacer.sent(1.0, rng, backlog=10, room=20.0)  # 10 more in 20 s: done in half of it
-    assert pacer.ready_at() <= 1.0 + 1.5 * 20.0 / (2 * 10)
+    assert pacer.ready_at() <= 1.0 + 1.5 * 20.0 / (2 * 11)
