@@ -337,6 +337,7 @@ def run_storm(results: Results, plan: Plan) -> None:
             what = f"{size} instances x {scenario.tasks} tasks, {outcome.policy}"
             results.add("storm", f"share in time, {what}", "%", [outcome.in_time * 100])
             results.add("storm", f"calls sent ÷ needed, {what}", "x", [outcome.amplification])
+            results.add("storm", f"tasks stopped by the deadline, {what}", "", [outcome.stopped])
 
 
 def run_startup(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:

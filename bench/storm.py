@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
-from spotwatch.response.retry import DEFAULT, Gate
+from spotwatch.response.retry import DEFAULT, Gate, Pacer
 
 # Per-account, per-Region token buckets: (bucket size = burst, refill per second =
 # sustained rate). docs/benchmarks.md ("Storm") says where they come from.
@@ -32,7 +32,8 @@ ECS_BUCKETS: Dict[str, Tuple[float, float]] = {
     "DescribeTasks": (100.0, 20.0),
     "StopTask": (100.0, 40.0),
 }
-POLICIES = ("today", "standard", "adaptive", "deadline")
+PACER: Dict[str, float] = {}  # Pacer field overrides, for trying other settings
+POLICIES = ("today", "standard", "adaptive", "deadline", "paced")
 
 
 @dataclass(frozen=True)
@@ -127,16 +128,37 @@ class Botocore:
 
 # --------------------------------------------------------------------- the simulation
 
-Proc = Generator[Tuple[str, float], Any, Any]
+Proc = Generator[Tuple[Any, ...], Any, Any]
+
+
+@dataclass
+class Waiter:
+    """A call in line at its instance's client: `proc` resumes with True (sent) or False (its
+    bound came first)."""
+
+    proc: Proc
+    end: float
+    urgent: bool
+    seq: int
+    alive: bool = True
+
+
+@dataclass
+class Lane:
+    """One API of one instance's client (aws.py keeps one line and one Pacer per API)."""
+
+    pacer: Optional[Pacer]
+    line: List[Tuple[int, int, Waiter]] = field(default_factory=list)  # (urgent? 0: 1, seq)
+    wake_at: float = math.inf  # a dispatch is scheduled then (inf: none)
 
 
 @dataclass
 class Instance:
-    client: Any  # Gate (the policy that ships) or Botocore
+    client: Any  # Gate (spotwatch's policies) or Botocore
     running: List[int] = field(default_factory=list)  # tasks not stopped yet
     done_at: float = math.inf  # when its last ECS call was served
     failed: bool = False
-    waiting: List[Proc] = field(default_factory=list)  # parked at the gate
+    lanes: Dict[str, Lane] = field(default_factory=dict)
 
 
 @dataclass
@@ -150,6 +172,10 @@ class Outcome:
     needed: int
     first_give_up: Optional[Tuple[float, float]]  # (when, seconds it had left)
     finished: List[float]
+    stopped: int = 0  # tasks stopped by a served StopTask (the rest are killed at the end)
+    final_served: int = 0  # StopTask served to the final stop
+    final_tokens: float = 0.0  # StopTask tokens the bucket had for the final stop's window
+    events: int = 0
 
     @property
     def amplification(self) -> float:
@@ -157,21 +183,26 @@ class Outcome:
 
 
 class Storm:
+    """Processes are generators yielding what they wait for: ("sleep", seconds), or
+    ("line", instance, action, urgent, end, place) at their instance's client (spotwatch's
+    policies). Every wait is one event on a heap: nothing is polled."""
+
     def __init__(self, scenario: Scenario, policy: str, seed: int = 1) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}")
         self.s, self.policy = scenario, policy
+        self.paced = policy == "paced"
         self.rng = random.Random(seed)
         self.now = 0.0
         self._queue: List[Tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
-        self._parked: Dict[int, Proc] = {}
         self.buckets = {a: Bucket(*v) for a, v in scenario.buckets.items()}
         self.sent = 0
+        self.events = 0
+        self.stopped = 0
+        self.final_served = 0
         self.first_give_up: Optional[Tuple[float, float]] = None
 
-    # -- scheduler: jobs at moments; processes are generators yielding what they wait for:
-    # ("sleep", seconds) or ("park", until) at their instance's gate
     def at(self, when: float, job: Callable[[], None]) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (when, self._seq, job))
@@ -179,51 +210,128 @@ class Storm:
     def run(self) -> None:
         while self._queue:
             self.now, _, job = heapq.heappop(self._queue)
+            self.events += 1
             job()
+
+    def spawn(self, when: float, proc: Proc) -> None:
+        self.at(when, lambda: self._step(proc, None))
+
+    def _step(self, proc: Proc, value: Any) -> None:
+        try:
+            wanted = proc.send(value)
+        except StopIteration:
+            return
+        if wanted[0] == "sleep":
+            self.at(self.now + wanted[1], lambda: self._step(proc, None))
+            return
+        _, inst, action, urgent, end, seq = wanted
+        lane = self._lane(inst, action)
+        waiter = Waiter(proc, end, urgent, seq)
+        heapq.heappush(lane.line, (0 if urgent else 1, waiter.seq, waiter))
+        self.at(end - DEFAULT.least_attempt, lambda: self._expire(waiter))
+        self._dispatch(inst)
+
+    def _lane(self, inst: Instance, action: str) -> Lane:
+        # One line per client and service, as aws.py keeps it: the final stop's calls go first.
+        lane = inst.lanes.get("ecs")
+        if lane is None:
+            lane = inst.lanes["ecs"] = Lane(Pacer(**PACER) if self.paced else None)
+        return lane
+
+    def _expire(self, waiter: Waiter) -> None:
+        if waiter.alive:
+            waiter.alive = False
+            self._step(waiter.proc, False)
+
+    def _dispatch(self, inst: Instance) -> None:
+        """Send what the gate and each API's pacer allow now; wake later for the rest."""
+        gate: Gate = inst.client
+        for lane in inst.lanes.values():
+            while lane.line and gate.may_send():
+                waiter = lane.line[0][2]
+                if not waiter.alive:
+                    heapq.heappop(lane.line)
+                    continue
+                ready = lane.pacer.ready_at() if lane.pacer else -math.inf
+                if ready > self.now:
+                    if ready < lane.wake_at:
+                        lane.wake_at = ready
+                        self.at(ready, lambda lane=lane: self._wake(inst, lane))
+                    break
+                heapq.heappop(lane.line)
+                waiter.alive = False
+                gate.sent()
+                if lane.pacer:
+                    backlog = sum(1 for _, _, w in lane.line if w.alive)
+                    room = (
+                        lane.line[0][2].end - self.now - DEFAULT.least_attempt
+                        if lane.line
+                        else math.inf
+                    )
+                    lane.pacer.sent(self.now, self.rng, backlog, room)
+                self.at(self.now, lambda w=waiter: self._step(w.proc, True))
+
+    def _wake(self, inst: Instance, lane: Lane) -> None:
+        if lane.wake_at <= self.now:
+            lane.wake_at = math.inf
+            self._dispatch(inst)
+
+    def _exchange(self, action: str) -> Proc:
+        """One attempt: half a round trip there, the bucket, half back. Returns served."""
+        yield ("sleep", self.s.rtt / 2)
+        self.sent += 1
+        ok = self.buckets[action].take(self.now)
+        yield ("sleep", self.s.rtt / 2)
+        return ok
 
     # -- one call, with the policy's retries
     def call(self, inst: Instance, action: str, end: float, urgent: bool) -> Proc:
+        if isinstance(inst.client, Gate):
+            return (yield from self._call_ours(inst, action, end, urgent))
         attempt = 0
-        policy = DEFAULT.urgent() if urgent else DEFAULT
-        gate = inst.client if isinstance(inst.client, Gate) else None
+        client: Botocore = inst.client
         while True:
-            if gate is not None:
-                while not gate.may_send() and end - self.now > policy.least_attempt:
-                    inst.waiting.append(self._current)
-                    yield ("park", end - policy.least_attempt)
-                if end - self.now <= policy.least_attempt:
-                    return self._gave_up(end)
-                gate.sent()
-            else:
-                wait = inst.client.pace(self.now)
-                if wait:
-                    yield ("sleep", wait)
-            yield ("sleep", self.s.rtt / 2)
-            self.sent += 1
-            ok = self.buckets[action].take(self.now)
-            yield ("sleep", self.s.rtt / 2)
-            if gate is not None:
-                gate.answered(throttled=not ok)
-                for _ in range(max(0, gate.allowed - gate.in_flight)):
-                    if inst.waiting:
-                        waiter = inst.waiting.pop(0)
-                        self.at(self.now, lambda w=waiter: self._resume_tracked(w, "go"))
-            else:
-                inst.client.answered(self.now, ok)
+            wait = client.pace(self.now)
+            if wait:
+                yield ("sleep", wait)
+            ok = yield from self._exchange(action)
+            client.answered(self.now, ok)
             if ok:
-                if gate is None:
-                    inst.client.quota = min(500, inst.client.quota + (1 if attempt == 0 else 5))
+                client.quota = min(500, client.quota + (1 if attempt == 0 else 5))
                 return True
             attempt += 1
-            if gate is not None:
-                delay = policy.delay(gate.backoff_attempt(attempt), end - self.now, self.rng)
-            else:
-                delay = inst.client.retry_delay(attempt, self.rng)
+            delay = client.retry_delay(attempt, self.rng)
             if delay is None:
                 return self._gave_up(end)
             yield ("sleep", delay)
 
-    _current: Proc
+    def _call_ours(self, inst: Instance, action: str, end: float, urgent: bool) -> Proc:
+        """As spotwatch.response.aws `AwsClients.call` does it: in line at the client (the
+        Gate; and, paced, the API's Pacer), retried until the call's bound."""
+        policy = DEFAULT.urgent() if urgent else DEFAULT
+        gate: Gate = inst.client
+        attempt = 0
+        self._seq += 1
+        seq = self._seq  # a throttled call keeps its place in line, as in aws.py
+        while True:
+            if not (yield ("line", inst, action, urgent, end, seq)):
+                return self._gave_up(end)
+            sent_at = self.now
+            ok = yield from self._exchange(action)
+            gate.answered(throttled=not ok)
+            lane = inst.lanes["ecs"]
+            if lane.pacer:
+                lane.pacer.answered(self.now, not ok, sent_at)
+            self._dispatch(inst)
+            if ok:
+                return True
+            attempt += 1
+            if lane.pacer:
+                continue  # back in line: the pacer spaces it
+            delay = policy.delay(gate.backoff_attempt(attempt), end - self.now, self.rng)
+            if delay is None:
+                return self._gave_up(end)
+            yield ("sleep", delay)
 
     def _gave_up(self, end: float) -> bool:
         left = min(end, self.s.deadline) - self.now
@@ -235,7 +343,6 @@ class Storm:
     def instance(self, inst: Instance, seen: float) -> None:
         s = self.s
         ours = isinstance(inst.client, Gate)
-        deadline = s.deadline
 
         def served(ok: bool) -> None:
             if ok:
@@ -261,61 +368,26 @@ class Storm:
                     served(ok)
                     if ok and task in inst.running:
                         inst.running.remove(task)
+                        if self.now <= s.deadline:  # later, the task was killed anyway
+                            self.stopped += 1
+                            self.final_served += urgent
 
             for _ in range(min(s.workers, len(queue))):
                 self.spawn(self.now, worker())
 
         stop_end = s.final_at if ours else math.inf  # ours gives way to the final stop
-        call_end = deadline if ours else math.inf  # botocore's retries know no deadline
+        call_end = s.deadline if ours else math.inf  # botocore's retries know no deadline
         standalone = inst.running[: s.standalone]
         self.spawn(seen, single("UpdateContainerInstancesState", call_end, False, lambda: None))
-        after_hooks = max(seen + s.hooks, 0.0)
-        stop_step_end = min(stop_end, call_end)
-        self.spawn(
-            after_hooks,
-            single(
-                "ListTasks",
-                stop_step_end,
-                False,
-                lambda: self.spawn(
-                    self.now,
-                    single(
-                        "DescribeTasks",
-                        stop_step_end,
-                        False,
-                        lambda: stops(standalone, stop_step_end, False),
-                    ),
-                ),
-            ),
-        )
-        self.spawn(
-            max(s.final_at, seen),
-            single("ListTasks", call_end, True, lambda: stops(list(inst.running), call_end, True)),
-        )
+        step_end = min(stop_end, call_end)
 
-    def spawn(self, when: float, proc: Proc) -> None:
-        """Start `proc` at `when`; it can park itself at the gate (self._current)."""
+        def describe() -> None:
+            then = lambda: stops(standalone, step_end, False)  # noqa: E731
+            self.spawn(self.now, single("DescribeTasks", step_end, False, then))
 
-        def first() -> None:
-            self._step_tracked(proc, None)
-
-        self.at(when, first)
-
-    def _step_tracked(self, proc: Proc, value: Any) -> None:
-        self._current = proc
-        try:
-            kind, arg = proc.send(value)
-        except StopIteration:
-            return
-        if kind == "sleep":
-            self.at(self.now + arg, lambda: self._step_tracked(proc, None))
-        else:
-            self._parked[id(proc)] = proc
-            self.at(arg, lambda: self._resume_tracked(proc, "late"))
-
-    def _resume_tracked(self, proc: Proc, value: str) -> None:
-        if self._parked.pop(id(proc), None) is not None:
-            self._step_tracked(proc, value)
+        self.spawn(max(seen + s.hooks, 0.0), single("ListTasks", step_end, False, describe))
+        final = lambda: stops(list(inst.running), call_end, True)  # noqa: E731
+        self.spawn(max(s.final_at, seen), single("ListTasks", call_end, True, final))
 
 
 def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
@@ -323,7 +395,7 @@ def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
     rng = random.Random(seed + 1)
     fleet: List[Instance] = []
     for _ in range(scenario.instances):
-        if policy == "deadline":
+        if policy in ("deadline", "paced"):
             client: Any = Gate(scenario.workers)
         else:
             client = Botocore(4 if policy == "today" else 3, policy == "adaptive", 0.0)
@@ -346,7 +418,18 @@ def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
         needed=scenario.calls_needed * scenario.instances,
         first_give_up=storm.first_give_up,
         finished=finished,
+        stopped=storm.stopped,
+        final_served=storm.final_served,
+        final_tokens=final_tokens(scenario),
+        events=storm.events,
     )
+
+
+def final_tokens(scenario: Scenario) -> float:
+    """The most StopTask tokens the final stop's window can have: a full bucket at its start
+    and the refill until the deadline."""
+    size, refill = scenario.buckets["StopTask"]
+    return size + refill * (scenario.deadline - scenario.final_at)
 
 
 def capacity_note(scenario: Scenario) -> str:
@@ -407,7 +490,8 @@ def main() -> None:
             )
             print(
                 f"  {o.policy:>9}: in time {o.in_time:6.1%}  p50 {o.p50:6.1f}  p99 {o.p99:6.1f}"
-                f"  sent/needed {o.amplification:5.2f}  first give-up {gave}"
+                f"  sent/needed {o.amplification:5.2f}  tasks stopped {o.stopped}"
+                f"  final stop served {o.final_served}/{o.final_tokens:.0f}  first give-up {gave}"
             )
     if args.plot:
         print("plot:", args.plot if plot(outcomes, scenario, args.plot) else "no matplotlib")

@@ -29,6 +29,7 @@ DISCOVERY_BUDGET = 10.0  # a step retries discovery this long at most (never pas
 RETRY_PAUSE = 0.5
 CALL_ROOM = 1.0  # discovery leaves the step this long for its own calls
 
+
 @dataclass(frozen=True)
 class AgentInfo:
     """What the ECS agent says about this instance."""

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from spotwatch.response.retry import (
     DEFAULT,
     URGENT_CAP,
     DeadlineBackoff,
     Gate,
+    Pacer,
     is_retryable,
     is_throttling,
 )
@@ -87,3 +90,35 @@ def test_what_counts_as_throttling_and_as_worth_another_try() -> None:
     assert not is_retryable("AccessDeniedException", 400)
     assert not is_retryable("InvalidParameterException", 400)
     assert not is_retryable("DryRunOperation", 412)
+
+
+def test_the_pacer_sends_freely_until_throttled_then_halves_what_it_was_sending() -> None:
+    rng = random.Random(1)
+    pacer = Pacer()
+    for t in range(10):  # 10 calls in the last 10 s: 1 a second, unpaced
+        pacer.sent(float(t), rng)
+        assert pacer.ready_at() == float("-inf")
+        pacer.answered(t + 0.03, throttled=False, sent_at=float(t))
+    pacer.answered(9.5, throttled=True, sent_at=9.0)
+    assert pacer.rate == 0.5
+    assert pacer.ready_at() >= 9.5 + 1 / 0.5
+    pacer.answered(9.6, throttled=True, sent_at=9.0)  # sent before the cut: no new cut
+    assert pacer.rate == 0.5
+    pacer.sent(20.0, rng)
+    assert 20.0 + 0.5 * 2 <= pacer.ready_at() <= 20.0 + 1.5 * 2  # jittered 1 / rate
+
+
+def test_the_pacer_grows_with_time_served_and_never_falls_below_its_floor() -> None:
+    pacer = Pacer()
+    pacer.answered(0.0, throttled=True, sent_at=0.0)  # nothing sent in its window
+    assert pacer.rate == pacer.floor
+    pacer.answered(10.0, throttled=False, sent_at=9.9)
+    assert pacer.rate == pytest.approx(pacer.floor + pacer.gain * 10)
+
+
+def test_calls_with_their_bound_near_are_spaced_by_what_they_need() -> None:
+    rng = random.Random(1)
+    pacer = Pacer()
+    pacer.answered(0.0, throttled=True, sent_at=0.0)  # 16 s apart at the floor
+    pacer.sent(1.0, rng, backlog=10, room=20.0)  # 10 more in 20 s: done in half of it
+    assert pacer.ready_at() <= 1.0 + 1.5 * 20.0 / (2 * 11)
