@@ -76,7 +76,7 @@ def stop_comparison(
     """Seconds for `stop_tasks` over `tasks` tasks on moto, with `workers` threads and with
     one; with `moto_pid`, also moto's own CPU seconds during each concurrent run ("moto cpu":
     the floor under the concurrent time, since moto serves one request at a time)."""
-    from spotwatch.response.aws import within
+    from spotwatch.response.bounded import within
     from spotwatch.response.ecs import stop_tasks
 
     client = client_with_rtt(rtt, "StopTask").bounded(within(600))
@@ -101,7 +101,8 @@ def stop_comparison_concurrent_endpoint(
 ) -> Dict[str, List[float]]:
     """As `stop_comparison`, against `ConcurrentEcs` (an endpoint serving calls at once, as
     AWS does), `rtt` seconds per call; "peak" is the most calls it saw in flight at once."""
-    from spotwatch.response.aws import AwsClients, within
+    from spotwatch.response.aws import AwsClients
+    from spotwatch.response.bounded import within
     from spotwatch.response.ecs import stop_tasks
 
     endpoint = ConcurrentEcs(rtt)

@@ -15,7 +15,8 @@ from spotwatch.commands.check_aws import imds_value
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
-from spotwatch.response.aws import api_errors, describe_error, within
+from spotwatch.response.aws import api_errors, describe_error
+from spotwatch.response.bounded import within
 from spotwatch.response.lifecycle import NoHook, find_hook
 
 LIFECYCLE_STATE_PATH = "meta-data/autoscaling/target-lifecycle-state"

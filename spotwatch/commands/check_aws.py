@@ -11,13 +11,8 @@ from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
 from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.response.aws import (
-    AwsClients,
-    AwsSetupError,
-    describe_error,
-    error_code,
-    within,
-)
+from spotwatch.response.aws import AwsClients, AwsSetupError, describe_error, error_code
+from spotwatch.response.bounded import within
 from spotwatch.response.ecs_agent import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
 from spotwatch.response.instance import ALLOWED, DENIED, check_permission
 

@@ -16,7 +16,8 @@ from typing import Iterable, List
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
-from spotwatch.response.aws import AwsClients, api_errors, describe_error, within
+from spotwatch.response.aws import AwsClients, api_errors, describe_error
+from spotwatch.response.bounded import within
 from spotwatch.response.lb_discovery import LoadBalancers, discover
 from spotwatch.response.lb_targets import registered_ports, short_group
 

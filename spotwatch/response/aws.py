@@ -1,4 +1,5 @@
-"""One botocore session and its ECS and EC2 clients, shared by every AWS step.
+"""One botocore session and its clients (ECS, EC2, Auto Scaling, ELB, ...), shared by every
+AWS step.
 
 - Credentials come from boto3's default chain (the instance profile on EC2).
 - Region: `ecs.region` when set, else the region of the container instance ARN (told to us
@@ -19,8 +20,8 @@
 - Clients are created on first use, not at start (bench/aws_client_cost.py): warming both
   at start costs ~35 MB of idle RSS for weeks (29 -> 64 MB) to save ~0.15-0.3 s once, on
   the first call after a notice (cold 176-325 ms vs warm 7-17 ms) out of a ~110 s budget.
-- Clients come straight from botocore (boto3's `client()` is a thin wrapper over it; boto3
-  itself would add ~10 MB for resources we do not use).
+- Clients come straight from botocore (boto3's `client()` is a thin wrapper; boto3 itself
+  would add ~10 MB for resources we do not use).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import os
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Type
 
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.logevents import emit
+from spotwatch.response.bounded import Bounded, TimeLeft
 from spotwatch.response.callline import CallLine, Ticket
 from spotwatch.response.retry import DEFAULT, DeadlineBackoff, is_retryable, is_throttling
 
@@ -60,7 +62,6 @@ class OutOfTime(Exception):
     """A call's bound ran out before an attempt could be sent; `str()` says which call."""
 
 
-TimeLeft = Callable[[], float]
 
 
 def describe_error(failure: BaseException) -> str:
@@ -320,45 +321,6 @@ class AwsClients:
         where = client.meta.endpoint_url
         emit(log, logging.DEBUG, "aws-client", f"{service} client for {region} at {where}")
         return client
-
-
-class Bounded:
-    """AWS calls bounded by one `time_left`: `bounded.ecs("stop_task", cluster=..., ...)`."""
-
-    def __init__(
-        self,
-        clients: AwsClients,
-        time_left: TimeLeft,
-        policy: DeadlineBackoff,
-        urgent: bool = False,
-    ) -> None:
-        self.clients = clients
-        self.time_left = time_left
-        self.policy = policy
-        self.urgent = urgent
-
-    def ecs(self, operation: str, **params: Any) -> Dict[str, Any]:
-        return self.clients.call("ecs", operation, params, self.time_left, self.policy, self.urgent)
-
-    def ec2(self, operation: str, **params: Any) -> Dict[str, Any]:
-        return self.clients.call("ec2", operation, params, self.time_left, self.policy, self.urgent)
-
-    def autoscaling(self, operation: str, **params: Any) -> Dict[str, Any]:
-        return self.clients.call("autoscaling", operation, params, self.time_left, self.policy)
-
-    def call(self, service: str, operation: str, **params: Any) -> Dict[str, Any]:
-        """Any other service's call (elbv2, elb, ...), bounded the same way."""
-        return self.clients.call(service, operation, params, self.time_left, self.policy)
-
-
-def within(seconds: float) -> TimeLeft:
-    """A bound `seconds` from now (for calls outside a response, such as `check`'s)."""
-    ends = time.monotonic() + seconds
-
-    def time_left() -> float:
-        return ends - time.monotonic()
-
-    return time_left
 
 
 def _tier(time_left: float) -> float:

@@ -30,11 +30,8 @@ from typing import (
 from spotwatch.config.schema import Config, EcsSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import (
-    Bounded,
-    api_errors,
-    describe_error,
-)
+from spotwatch.response.aws import api_errors, describe_error
+from spotwatch.response.bounded import Bounded
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.ecs_agent import (
     AgentInfo,

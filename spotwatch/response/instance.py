@@ -16,7 +16,8 @@ from typing import Any, List, Mapping, Optional, Tuple
 from spotwatch.config.schema import Config
 from spotwatch.detection.notices import REBALANCE, Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, Bounded, api_errors, describe_error, error_code
+from spotwatch.response.aws import AwsClients, api_errors, describe_error, error_code
+from spotwatch.response.bounded import Bounded
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.state.schema import FAILED, OK, SKIPPED
 

@@ -20,7 +20,8 @@ from typing import Any, List, Optional, Tuple
 from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, Bounded, api_errors, describe_error, within
+from spotwatch.response.aws import AwsClients, api_errors, describe_error
+from spotwatch.response.bounded import Bounded, within
 
 log = logging.getLogger("spotwatch.lb")
 

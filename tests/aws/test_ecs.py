@@ -21,13 +21,8 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from spotwatch.config.schema import Config, EcsSettings, InstanceSettings
-from spotwatch.response.aws import (
-    AwsClients,
-    describe_error,
-    endpoint_from_env,
-    region_from_arn,
-    within,
-)
+from spotwatch.response.aws import AwsClients, describe_error, endpoint_from_env, region_from_arn
+from spotwatch.response.bounded import within
 from spotwatch.response.build import Providers, build_plan
 from spotwatch.response.ecs import (
     EcsDrainStep,

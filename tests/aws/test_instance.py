@@ -13,7 +13,8 @@ from botocore.stub import Stubber
 
 from spotwatch.config.schema import Config, InstanceSettings
 from spotwatch.detection.notices import REBALANCE
-from spotwatch.response.aws import AwsClients, within
+from spotwatch.response.aws import AwsClients
+from spotwatch.response.bounded import within
 from spotwatch.response.instance import (
     ALLOWED,
     DENIED,
