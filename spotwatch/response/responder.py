@@ -278,13 +278,32 @@ class Responder:
         (also once the response has ended: `status` shows the notice as it stands)."""
         with self._lock:
             response = self._running.get(key)
+        first = self._joined_to(key)
+        timing = notice if first is None else earlier(notice, first[1])
         if response is not None:
-            response.clock.update(notice)
+            response.clock.update(timing)
             deadline = response.deadline_epoch
         else:
-            deadline = deadline_clock(notice, self._config()).deadline_epoch
+            deadline = deadline_clock(timing, self._config()).deadline_epoch
+        if first is not None and first[0] is not None:  # one end: the earlier deadline governs
+            first[0].clock.update(earlier(first[1], notice))
         if self.store is not None:
             self.store.move_deadline(key, notice, deadline)
+
+    def _joined_to(self, key: str) -> Optional[Tuple[Optional[Response], Notice]]:
+        """The response `key` joined (if still running) and its own notice as recorded."""
+        if self.store is None:
+            return None
+        first_key = (self.store.value("joins") or {}).get(key)
+        record = self.store.response(first_key) if first_key else None
+        if record is None:
+            return None
+        try:
+            recorded = Notice.from_json(record["notice"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        with self._lock:
+            return self._running.get(str(first_key)), recorded
 
     def halt(self, response: Response, why: str, *, unfinished: str = SKIPPED) -> None:
         """Start no further step of `response`; what runs finishes."""

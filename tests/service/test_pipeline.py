@@ -325,3 +325,34 @@ def test_a_rebalance_recommendation_makes_the_spot_notice_polled_faster(pipeline
     imds.set_rebalance(None)
     poll(daemon, 3)
     assert daemon.watcher.interval == 1.0
+
+
+def test_a_joined_spot_notice_that_moves_moves_the_deadline_of_the_one_response(
+    pipeline, imds, tmp_path
+):
+    """The group terminates the instance (budget 10 min), then a Spot terminate notice
+    joins that response: its earlier deadline governs; when the Spot time moves (earlier),
+    the one response's deadline follows."""
+    out = tmp_path / "out"
+    daemon, _ = pipeline(
+        [counter_hook("h", out, sleep=4)], autoscaling={"enabled": True, "budget": "10m"}
+    )
+    imds.set_asg_state("Terminated")
+    poll(daemon)
+    wait_for(lambda: lines(out) == ["h terminate target-lifecycle-state"])
+    spot, sooner = _at(100), _at(60)
+    imds.set_instance_action("terminate", spot)
+    poll(daemon)
+    (first,) = [r for r in daemon.responder.running() if r.key == "autoscaling#1"]
+    expected = Notice.from_json(
+        {"action": "terminate", "time": spot, "source": "instance-action"}
+    ).epoch - 1.0
+    assert first.deadline_epoch == pytest.approx(expected)
+    imds.set_instance_action("terminate", sooner)
+    poll(daemon)
+    expected = Notice.from_json(
+        {"action": "terminate", "time": sooner, "source": "instance-action"}
+    ).epoch - 1.0
+    assert first.deadline_epoch == pytest.approx(expected)
+    assert daemon.responder.wait(20)
+    assert lines(out) == ["h terminate target-lifecycle-state"]  # the hook ran once
