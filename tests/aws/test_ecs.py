@@ -337,7 +337,8 @@ def test_throttling_is_retried(
 def test_throttling_beyond_the_time_left_is_reported_not_raised(
     scripted: ScriptedEndpoint, aws_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Retries go on while the bound allows (here 1.5 s), then the API's words are reported."""
+    """Retries go on while the bound allows (here 1.5 s), then the API's words are reported.
+    (How many fit depends on the pacing a throttled client falls back to: at least one retry.)"""
     scripted.script["StopTask"] = [(400, {"__type": "ThrottlingException", "message": "Slow down"})]
     monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", scripted.url)
     began = time.monotonic()
@@ -347,7 +348,7 @@ def test_throttling_beyond_the_time_left_is_reported_not_raised(
     assert time.monotonic() - began < 1.5
     assert stopped == []
     assert failed == [(task_arn(1), "ThrottlingException: Slow down")]
-    assert scripted.count("StopTask") >= 3
+    assert scripted.count("StopTask") >= 2
 
 
 DENIED = (
