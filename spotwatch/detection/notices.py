@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Literal, Optional
+from typing import Dict, Literal, Optional, Tuple, get_args
 
 from spotwatch.config.schema import NOTICE_ACTIONS
 
@@ -30,17 +30,8 @@ Action = Literal[
     "start",
     "cancel",
 ]
-ACTIONS: tuple[Action, ...] = (
-    "terminate",
-    "stop",
-    "hibernate",
-    "rebalance",
-    "resume",
-    "reboot",
-    "maintenance",
-    "start",
-    "cancel",
-)
+# The closed set, spelled once (in the Literal) and read back from it.
+ACTIONS: Tuple[Action, ...] = get_args(Action)
 
 # Where a notice came from: SPOTWATCH_SOURCE for hooks, `source` in state, events and metrics.
 Source = Literal[
@@ -54,17 +45,7 @@ Source = Literal[
     "sleep-hook",
     "rehearsal",
 ]
-SOURCES: tuple[Source, ...] = (
-    "instance-action",
-    "termination-time",
-    "rebalance-recommendation",
-    "target-lifecycle-state",
-    "scheduled-event",
-    "instance-start",
-    "resume-detected",
-    "sleep-hook",
-    "rehearsal",
-)
+SOURCES: Tuple[Source, ...] = get_args(Source)
 
 SOURCE_INSTANCE_ACTION: Source = "instance-action"
 SOURCE_TERMINATION_TIME: Source = "termination-time"

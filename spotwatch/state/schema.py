@@ -10,7 +10,7 @@ in it, so a changed action or a notice that came back gets a record of its own).
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, List, Literal, Optional, TypedDict, cast
+from typing import Dict, FrozenSet, List, Literal, Optional, TypedDict, cast, get_args
 
 FORMAT_VERSION = 1
 
@@ -22,9 +22,7 @@ FAILED: StepStatus = "failed"
 TIMEOUT: StepStatus = "timeout"
 SKIPPED: StepStatus = "skipped"
 INTERRUPTED: StepStatus = "interrupted"
-STEP_STATUSES: FrozenSet[str] = frozenset(
-    {PENDING, RUNNING, OK, FAILED, TIMEOUT, SKIPPED, INTERRUPTED}
-)
+STEP_STATUSES: FrozenSet[str] = frozenset(get_args(StepStatus))
 # A finished step is never run again for the same notice, not even after a restart.
 FINISHED: FrozenSet[str] = frozenset({OK, FAILED, TIMEOUT, SKIPPED})
 
