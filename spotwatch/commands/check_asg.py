@@ -15,11 +15,11 @@ from spotwatch.commands.check_aws import imds_value
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
+from spotwatch.detection.monitors import TARGET_LIFECYCLE_STATE
 from spotwatch.response.aws import api_errors, describe_error
 from spotwatch.response.bounded import within
 from spotwatch.response.lifecycle import NoHook, find_hook
 
-LIFECYCLE_STATE_PATH = "meta-data/autoscaling/target-lifecycle-state"
 CHECK_BOUND = 10.0  # seconds for all of Auto Scaling's calls in `check`
 
 
@@ -28,7 +28,7 @@ def autoscaling_checks(config: Config) -> Iterable[CheckResult]:
     if settings.enabled is False:
         yield CheckResult("autoscaling", OK, "off (autoscaling.enabled: false)")
         return
-    state = imds_value(config, LIFECYCLE_STATE_PATH)
+    state = imds_value(config, TARGET_LIFECYCLE_STATE)
     if state is None:
         mark = ERROR if settings.enabled is True else OK
         yield CheckResult(

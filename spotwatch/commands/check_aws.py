@@ -10,32 +10,18 @@ from typing import Iterable, Optional
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
-from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.response.aws import AwsClients, AwsSetupError, describe_error, error_code
 from spotwatch.response.bounded import within
 from spotwatch.response.ecs_agent import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
 from spotwatch.response.instance import ALLOWED, DENIED, check_permission
+from spotwatch.response.lb_discovery import imds_value as imds_answer
 
 HIBERNATION_PATH = "meta-data/hibernation/configured"
 
 
 def imds_value(config: Config, path: str) -> Optional[str]:
     """One IMDS value, or None when IMDS does not give it."""
-    client = ImdsClient(
-        config.imds.endpoint,
-        timeout=config.imds.timeout,
-        token_ttl=60,
-        allow_imdsv1=config.imds.allow_imdsv1,
-    )
-    try:
-        reply = client.get(path)
-    except ImdsError:
-        return None
-    finally:
-        client.close()
-    if reply.status != 200:
-        return None
-    return reply.body.decode("ascii", "replace").strip()
+    return imds_answer(config, path)[0]
 
 
 def hibernation_configured(config: Config) -> Optional[str]:

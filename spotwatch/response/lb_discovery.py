@@ -19,13 +19,13 @@ from typing import Any, List, Optional, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.detection.monitors import TARGET_LIFECYCLE_STATE
 from spotwatch.logevents import emit
 from spotwatch.response.aws import AwsClients, api_errors, describe_error
 from spotwatch.response.bounded import Bounded, within
 
 log = logging.getLogger("spotwatch.lb")
 
-LIFECYCLE_PATH = "meta-data/autoscaling/target-lifecycle-state"
 INSTANCE_ID_PATH = "meta-data/instance-id"
 
 
@@ -91,7 +91,7 @@ def discover(config: Config, clients: AwsClients) -> LoadBalancers:
     instance_id, why = imds_value(config, INSTANCE_ID_PATH)
     if instance_id is None:
         return LoadBalancers(None, *given, None, f"no instance id: {why}")
-    state, _ = imds_value(config, LIFECYCLE_PATH)
+    state, _ = imds_value(config, TARGET_LIFECYCLE_STATE)
     if state is None:
         why = "configured" if given != ((), ()) else "not in an Auto Scaling group"
         return LoadBalancers(instance_id, *given, None, why)
