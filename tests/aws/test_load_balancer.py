@@ -146,14 +146,19 @@ def test_hooks_start_no_later_than_wait_while_a_target_keeps_draining(
     hook_file = tmp_path / "hook-started"
     config = config_for(sim, tmp_path, hook_file, wait=1.5)
     outcomes, started = respond(config, notice_in(120), world.instance_id)
-    waited = float(hook_file.read_text()) - started
+    hook_started = float(hook_file.read_text())
+    waited = hook_started - started
 
     assert 1.3 <= waited <= 1.5 + 1.0
     asked = [
         c.at for c in proxy.of("DescribeTargetHealth") if c.params["TargetGroupArn"] == world.web
     ]
-    assert len(asked) >= 3
-    assert max(b - a for a, b in zip(asked, asked[1:])) <= 2.0 + 0.5
+    # How many asks fit in 1.5 s depends on how long discovery and deregistration took (the
+    # backoff starts after them); the promise is the spacing, from the response's start
+    # through every ask to the hooks.
+    assert len(asked) >= 2
+    moments = [started, *asked, hook_started]
+    assert max(b - a for a, b in zip(moments, moments[1:])) <= 2.0 + 0.5
     assert "2 still draining" in outcomes["lb:deregister"].detail
 
 
