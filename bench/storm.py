@@ -22,15 +22,21 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
+from spotwatch.response.buckets import bucket_of
 from spotwatch.response.retry import DEFAULT, Gate, Pacer
 
-# Per-account, per-Region token buckets: (bucket size = burst, refill per second =
-# sustained rate). docs/benchmarks.md ("Storm") says where they come from.
+# Per-account, per-Region token buckets of the ECS action categories the response calls:
+# (bucket size = burst, refill per second = sustained). docs/benchmarks.md ("Storm") says
+# where they come from; spotwatch.response.buckets says which action draws from which.
 ECS_BUCKETS: Dict[str, Tuple[float, float]] = {
-    "UpdateContainerInstancesState": (100.0, 20.0),
-    "ListTasks": (100.0, 20.0),
-    "DescribeTasks": (100.0, 20.0),
-    "StopTask": (100.0, 40.0),
+    "cluster resource modify": (100.0, 40.0),  # StopTask, UpdateContainerInstancesState
+    "cluster resource read": (100.0, 20.0),  # ListTasks, DescribeTasks
+}
+ACTIONS = {  # as the API names them -> as boto3 does
+    "UpdateContainerInstancesState": "update_container_instances_state",
+    "ListTasks": "list_tasks",
+    "DescribeTasks": "describe_tasks",
+    "StopTask": "stop_task",
 }
 PACER: Dict[str, float] = {}  # Pacer field overrides, for trying other settings
 POLICIES = ("today", "standard", "adaptive", "deadline", "paced")
@@ -176,6 +182,7 @@ class Outcome:
     final_served: int = 0  # StopTask served to the final stop
     final_tokens: float = 0.0  # StopTask tokens the bucket had for the final stop's window
     events: int = 0
+    stop_times: List[float] = field(default_factory=list)
 
     @property
     def amplification(self) -> float:
@@ -200,6 +207,7 @@ class Storm:
         self.sent = 0
         self.events = 0
         self.stopped = 0
+        self.stop_times: List[float] = []  # when each task was stopped, by the deadline
         self.final_served = 0
         self.first_give_up: Optional[Tuple[float, float]] = None
 
@@ -232,10 +240,12 @@ class Storm:
         self._dispatch(inst)
 
     def _lane(self, inst: Instance, action: str) -> Lane:
-        # One line per client and service, as aws.py keeps it: the final stop's calls go first.
-        lane = inst.lanes.get("ecs")
+        # One line and pacer per client and bucket, as callline.py keeps them; the final
+        # stop's calls go first in theirs.
+        bucket = bucket_of("ecs", ACTIONS[action])
+        lane = inst.lanes.get(bucket)
         if lane is None:
-            lane = inst.lanes["ecs"] = Lane(Pacer(**PACER) if self.paced else None)
+            lane = inst.lanes[bucket] = Lane(Pacer(**PACER) if self.paced else None)
         return lane
 
     def _expire(self, waiter: Waiter) -> None:
@@ -252,7 +262,11 @@ class Storm:
                 if not waiter.alive:
                     heapq.heappop(lane.line)
                     continue
-                ready = lane.pacer.ready_at() if lane.pacer else -math.inf
+                ready = -math.inf
+                if lane.pacer:
+                    waiting = sum(1 for _, _, w in lane.line if w.alive)
+                    room = waiter.end - self.now - DEFAULT.least_attempt
+                    ready = lane.pacer.ready_at(waiting, room)
                 if ready > self.now:
                     if ready < lane.wake_at:
                         lane.wake_at = ready
@@ -262,13 +276,7 @@ class Storm:
                 waiter.alive = False
                 gate.sent()
                 if lane.pacer:
-                    backlog = sum(1 for _, _, w in lane.line if w.alive)
-                    room = (
-                        lane.line[0][2].end - self.now - DEFAULT.least_attempt
-                        if lane.line
-                        else math.inf
-                    )
-                    lane.pacer.sent(self.now, self.rng, backlog, room)
+                    lane.pacer.sent(self.now, self.rng)
                 self.at(self.now, lambda w=waiter: self._step(w.proc, True))
 
     def _wake(self, inst: Instance, lane: Lane) -> None:
@@ -280,7 +288,7 @@ class Storm:
         """One attempt: half a round trip there, the bucket, half back. Returns served."""
         yield ("sleep", self.s.rtt / 2)
         self.sent += 1
-        ok = self.buckets[action].take(self.now)
+        ok = self.buckets[bucket_of("ecs", ACTIONS[action])].take(self.now)
         yield ("sleep", self.s.rtt / 2)
         return ok
 
@@ -319,7 +327,7 @@ class Storm:
             sent_at = self.now
             ok = yield from self._exchange(action)
             gate.answered(throttled=not ok)
-            lane = inst.lanes["ecs"]
+            lane = self._lane(inst, action)
             if lane.pacer:
                 lane.pacer.answered(self.now, not ok, sent_at)
             self._dispatch(inst)
@@ -370,6 +378,7 @@ class Storm:
                         inst.running.remove(task)
                         if self.now <= s.deadline:  # later, the task was killed anyway
                             self.stopped += 1
+                            self.stop_times.append(self.now)
                             self.final_served += urgent
 
             for _ in range(min(s.workers, len(queue))):
@@ -422,26 +431,36 @@ def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
         final_served=storm.final_served,
         final_tokens=final_tokens(scenario),
         events=storm.events,
+        stop_times=storm.stop_times,
     )
+
+
+MODIFY = bucket_of("ecs", "stop_task")  # StopTask's bucket, which the drain shares
 
 
 def final_tokens(scenario: Scenario) -> float:
     """The most StopTask tokens the final stop's window can have: a full bucket at its start
     and the refill until the deadline."""
-    size, refill = scenario.buckets["StopTask"]
+    size, refill = scenario.buckets[MODIFY]
     return size + refill * (scenario.deadline - scenario.final_at)
 
 
 def capacity_note(scenario: Scenario) -> str:
-    """Is the bucket enough in principle? StopTask calls needed vs bucket + refill x window."""
-    size, refill = scenario.buckets["StopTask"]
+    """Is the bucket enough in principle? Calls needed from StopTask's bucket (every StopTask
+    and the drain) vs bucket + refill x window."""
+    size, refill = scenario.buckets[MODIFY]
     can = size + refill * scenario.deadline
-    need = scenario.tasks * scenario.instances
-    return f"StopTask needed {need}, bucket + refill x {scenario.deadline:g} s = {can:.0f}"
+    need = (scenario.tasks + 1) * scenario.instances
+    return (
+        f"StopTask and drain calls needed {need}, bucket + refill x {scenario.deadline:g} s"
+        f" = {can:.0f}"
+    )
 
 
 def plot(outcomes: Dict[int, List[Outcome]], scenario: Scenario, path: str) -> bool:
-    """Completion-time CDF per policy at each fleet size; False when matplotlib is missing."""
+    """Per policy at each fleet size: the completion-time CDF (top) and the tasks stopped by
+    a served StopTask over time (bottom: where capacity is not enough nobody completes, and
+    this shows who got the tokens); False when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -450,20 +469,27 @@ def plot(outcomes: Dict[int, List[Outcome]], scenario: Scenario, path: str) -> b
     except ImportError:
         return False
     sizes = sorted(outcomes)
-    figure, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), sharey=True)
-    if len(sizes) == 1:
-        axes = [axes]
-    for ax, size in zip(axes, sizes):
+    figure, grid = plt.subplots(2, len(sizes), figsize=(5 * len(sizes), 8), squeeze=False)
+    for column, size in enumerate(sizes):
+        done_ax, stops_ax = grid[0][column], grid[1][column]
         for outcome in outcomes[size]:
             done = sorted(f for f in outcome.finished if f < math.inf)
             ys = [(n + 1) / len(outcome.finished) for n in range(len(done))]
-            ax.step(done, ys, where="post", label=f"{outcome.policy} ({outcome.in_time:.0%})")
-        ax.axvline(scenario.deadline, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_title(f"{size} instances x {scenario.tasks} tasks")
-        ax.set_xlabel("ECS steps done, s after the notice")
-        ax.set_xlim(0, scenario.lead)
-        ax.legend(loc="upper left", fontsize=8)
-    axes[0].set_ylabel("share of instances done in time")
+            done_ax.step(done, ys, where="post", label=f"{outcome.policy} ({outcome.in_time:.0%})")
+            stops = sorted(outcome.stop_times)
+            label = f"{outcome.policy} ({len(stops)})"
+            stops_ax.step(stops, range(1, len(stops) + 1), where="post", label=label)
+        for ax in (done_ax, stops_ax):
+            ax.axvline(scenario.deadline, color="grey", linestyle="--", linewidth=0.8)
+            ax.set_xlim(0, scenario.lead)
+            ax.legend(loc="upper left", fontsize=8)
+        stops_ax.axvline(scenario.final_at, color="grey", linestyle=":", linewidth=0.8)
+        done_ax.set_title(f"{size} instances x {scenario.tasks} tasks")
+        done_ax.set_xlabel("ECS steps done, s after the notice")
+        done_ax.set_ylim(0, 1.05)
+        stops_ax.set_xlabel("s after the notice (dotted: the final stop starts)")
+    grid[0][0].set_ylabel("share of instances done in time")
+    grid[1][0].set_ylabel("tasks stopped by a served StopTask")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -12,11 +12,12 @@ AWS step.
   transient faults with spotwatch.response.retry's policy for as long as the caller's bound
   (the time left, or a step's own) allows, never a fixed count or a quota; each attempt gets a
   client whose timeouts fit in what is left (5 s read timeout, then 2, 1, 0.5 s when less is
-  left), so no call outlives its bound by more than a connect. Per service, calls wait in
-  one line (the final stop's first), a `Gate` stops an instance sending 16 calls at once
-  into a throttled API, and a `Pacer` spaces them by the rate the bucket serves this client
-  once it throttles: a throttled call goes back in line instead of backing off on its own
-  (docs/benchmarks.md, "Storm": 1.6x the calls needed instead of 3.5x at 100 instances).
+  left), so no call outlives its bound by more than a connect. Calls wait in one line per
+  throttling bucket (the final stop's first), a `Gate` per service stops an instance sending
+  16 calls at once into a throttled API, and a `Pacer` per bucket spaces them by the rate
+  the bucket serves this client once it throttles: a throttled call goes back in line
+  instead of backing off on its own (docs/benchmarks.md, "Storm": 1.7x the calls needed
+  instead of 3.5x at 100 instances; every StopTask token used where there are too few).
 - Clients are created on first use, not at start (bench/aws_client_cost.py): warming both
   at start costs ~35 MB of idle RSS for weeks (29 -> 64 MB) to save ~0.15-0.3 s once, on
   the first call after a notice (cold 176-325 ms vs warm 7-17 ms) out of a ~110 s budget.
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Type
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.logevents import emit
 from spotwatch.response.bounded import Bounded, TimeLeft
+from spotwatch.response.buckets import bucket_of
 from spotwatch.response.callline import CallLine, Ticket
 from spotwatch.response.retry import DEFAULT, DeadlineBackoff, is_retryable, is_throttling
 
@@ -183,7 +185,7 @@ class AwsClients:
         line = self._line(service)
         attempt = 0
         last: Optional[BaseException] = None
-        ticket = line.join(urgent)
+        ticket = line.join(bucket_of(service, operation), urgent)
         while True:
             try:
                 sent_at = self._enter(line, ticket, service, operation, time_left)
@@ -209,16 +211,16 @@ class AwsClients:
             except _transient_errors() as failure:
                 last = failure
             finally:
-                line.answered(throttled, served, sent_at)
+                line.answered(ticket, throttled, served, sent_at)
             if throttled:
-                ticket = line.join(urgent, ticket[1])  # back in line, where it was: paced
+                line.rejoin(ticket)  # back in line, where it was: paced
                 continue
             attempt += 1
             wait = self.policy_delay(policy, line.backoff_attempt(attempt), time_left())
             if wait is None:
                 raise last
             time.sleep(wait)
-            ticket = line.join(urgent, ticket[1])
+            line.rejoin(ticket)
 
     def policy_delay(
         self, policy: DeadlineBackoff, attempt: int, time_left: float

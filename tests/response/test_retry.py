@@ -101,10 +101,10 @@ def test_the_pacer_sends_freely_until_throttled_then_halves_what_it_was_sending(
         pacer.answered(t + 0.03, throttled=False, sent_at=float(t))
     pacer.answered(9.5, throttled=True, sent_at=9.0)
     assert pacer.rate == 0.5
-    assert pacer.ready_at() >= 9.5 + 1 / 0.5
+    assert pacer.ready_at() >= 9.5 + 1.0  # once throttled: backoff 1 s, before 2 s paced
     pacer.answered(9.6, throttled=True, sent_at=9.0)  # sent before the cut: no new cut
     assert pacer.rate == 0.5
-    pacer.sent(20.0, rng)
+    pacer.sent(20.0, rng)  # twice throttled in a row: backoff 2 s, as paced
     assert 20.0 + 0.5 * 2 <= pacer.ready_at() <= 20.0 + 1.5 * 2  # jittered 1 / rate
 
 
@@ -120,5 +120,30 @@ def test_calls_with_their_bound_near_are_spaced_by_what_they_need() -> None:
     rng = random.Random(1)
     pacer = Pacer()
     pacer.answered(0.0, throttled=True, sent_at=0.0)  # 16 s apart at the floor
-    pacer.sent(1.0, rng, backlog=10, room=20.0)  # 10 more in 20 s: done in half of it
-    assert pacer.ready_at() <= 1.0 + 1.5 * 20.0 / (2 * 11)
+    pacer.sent(1.0, rng)
+    assert pacer.ready_at(waiting=11, room=40.0) <= 1.0 + 1.5 * 40.0 / (2 * 11)  # half the room
+
+
+def test_the_spacing_is_reckoned_when_asked_so_calls_joining_a_quiet_line_are_not_held() -> None:
+    """A lone call throttled at the floor would wait ~16 s; the 15 final-stop calls that join
+    after it was sent are spaced by what they need, not by what the lone call needed."""
+    rng = random.Random(1)
+    pacer = Pacer()
+    for t in range(5):  # throttled five times in a row: 1, 2, 4, 8, then 16 s apart
+        pacer.answered(float(t), throttled=True, sent_at=float(t))
+    pacer.sent(5.0, rng)
+    assert pacer.ready_at() >= 5.0 + 0.5 * 16
+    assert pacer.ready_at(waiting=15, room=30.0) <= 5.0 + 1.5 * 30.0 / (2 * 15)
+
+
+def test_hurrying_is_never_faster_than_four_times_the_rate_or_two_calls_a_second() -> None:
+    rng = random.Random(1)
+    pacer = Pacer()
+    pacer.answered(0.0, throttled=True, sent_at=0.0)
+    pacer.rate = 0.5  # 2 s apart when paced
+    pacer.sent(10.0, rng)
+    # 100 calls in 10 s would need 0.05 s apart: hurried to 4x the rate, 0.5 s, no more.
+    assert pacer.ready_at(waiting=100, room=10.0) >= 10.0 + 0.5 * 0.5
+    pacer.rate = pacer.floor  # 16 s apart: 4x would still be 4 s, so two a second
+    pacer.sent(20.0, rng)
+    assert 20.0 + 0.5 * 0.5 <= pacer.ready_at(waiting=100, room=10.0) <= 20.0 + 1.5 * 0.5
