@@ -264,12 +264,10 @@ class Storm:
                 waiter.alive = False
                 gate.sent()
                 if lane.pacer:
+                    # As spotwatch.response.callline passes them: the calls still in line,
+                    # and the room of the call just sent (the line's head may be none).
                     backlog = sum(1 for _, _, w in lane.line if w.alive)
-                    room = (
-                        lane.line[0][2].end - self.now - DEFAULT.least_attempt
-                        if lane.line
-                        else math.inf
-                    )
+                    room = waiter.end - self.now - DEFAULT.least_attempt
                     lane.pacer.sent(self.now, self.rng, backlog, room)
                 self.at(self.now, lambda w=waiter: self._step(w.proc, True))
 
