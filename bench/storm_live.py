@@ -1,12 +1,13 @@
 """Storm, live: a scale model of bench/storm.py with real daemons, compared with the
 simulation at the same size and parameters. Part of `python -m bench` (not `--quick`); alone:
 
-    python -m bench.storm_live [--instances 30] [--per 1000,100] [--lead 60]
+    python -m bench.storm_live [--instances 30] [--per 1000,100,100x2] [--lead 60]
 
 N real daemons (`python -m spotwatch run`), each with its own config, state folder and IMDS
 simulator, ECS on and its agent found at `/agent/<n>` of one ECS endpoint
 (bench/storm_world.py) that throttles with the simulation's buckets scaled by N / per
-(per 1000: as tight as the 1,000-instance storm; per 100: capacity as at 100 instances).
+(per 1000: as tight as the 1,000-instance storm; per 100: as at 100 instances; x2: refilled
+twice as fast, as the 120 s storm's buckets refill per phase of this 60 s one).
 The notices are raised at the same moment on every simulator, notice time = now + lead.
 The simulation (`storm.simulate(..., "paced")`) then runs the same `Scenario`; the
 figures of both are computed the same way from the calls and step outcomes.
@@ -43,11 +44,21 @@ LIVE = Scenario(lead=60.0, margin=10.0, stop_timeout=15.0, hooks=10.0, poll=5.0)
 FAILED_EVENTS = ("ecs-failed", "ecs-task-stop-failed", "ecs-agent-unreachable")
 
 
-def scaled(instances: int, per: int, lead: float = LIVE.lead) -> Scenario:
-    """The live scenario for `instances`, buckets scaled by instances / per."""
+def scaled(instances: int, per: int, lead: float = LIVE.lead, faster: float = 1.0) -> Scenario:
+    """The live scenario for `instances`, buckets scaled by instances / per and refilled
+    `faster` times as fast (2: the 120 s storm's refill per phase in this 60 s one)."""
     share = instances / per
-    buckets = {a: (size * share, refill * share) for a, (size, refill) in ECS_BUCKETS.items()}
+    buckets = {a: (size * share, rate * share * faster) for a, (size, rate) in ECS_BUCKETS.items()}
     return replace(LIVE, instances=instances, lead=lead, buckets=buckets)
+
+
+def scalings(text: str) -> List[Tuple[int, float]]:
+    """`1000,100,100x2` -> [(1000, 1.0), (100, 1.0), (100, 2.0)]."""
+    out = []
+    for item in text.split(","):
+        per, _, faster = item.partition("x")
+        out.append((int(per), float(faster or 1)))
+    return out
 
 
 @dataclass
@@ -337,19 +348,23 @@ def describe(live: LiveRun) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=30)
-    parser.add_argument("--per", default="1000,100", help="buckets scaled by instances / per")
+    parser.add_argument(
+        "--per",
+        default="1000,100,100x2",
+        help="buckets scaled by instances / per (xF: refilled F times as fast)",
+    )
     parser.add_argument("--lead", type=float, default=LIVE.lead)
     parser.add_argument("--dump", default="", help="write each run's calls to DUMP-<per>.json")
     args = parser.parse_args()
-    for per in (int(x) for x in args.per.split(",")):
-        scenario = scaled(args.instances, per, args.lead)
-        print(f"{args.instances} daemons, buckets x {args.instances}/{per}:")
+    for per, faster in scalings(args.per):
+        scenario = scaled(args.instances, per, args.lead, faster)
+        print(f"{args.instances} daemons, buckets x {args.instances}/{per}, refill x {faster:g}:")
         live = run_live(scenario)
         _, text = compare(scenario, live)
         print(text)
         print(describe(live), flush=True)
         if args.dump:
-            with open(f"{args.dump}-{per}.json", "w") as out:
+            with open(f"{args.dump}-{per}x{faster:g}.json", "w") as out:
                 calls = [c.__dict__ for c in live.extra["calls"]]
                 json.dump({"seen": live.seen, "lag": live.lag, "calls": calls}, out)
 
