@@ -7,7 +7,8 @@ each in a process of its own, and prints a table (Markdown) of medians over repe
 with min and max; comparisons are ratios measured in the same run. The table also goes to
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
-Sections: idle, detection, hibernate, fanout, ecs, startup, events, lb. See docs/benchmarks.md.
+Sections: idle, detection, hibernate, fanout, ecs, startup, events, lb, storm (the full run adds
+the live storm: 30 real daemons, ~3 min). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bench import aws_client_cost, detection, ecs_stop, events, fanout, idle, lb, startup, storm
+from bench import (
+    aws_client_cost,
+    detection,
+    ecs_stop,
+    events,
+    fanout,
+    idle,
+    lb,
+    startup,
+    storm,
+    storm_live,
+)
 from bench.common import (
     MotoProcess,
     Results,
@@ -56,6 +68,7 @@ class Plan:
     startup_reps: int
     events: int = 300  # events sent through the three sinks
     events_slow_webhook: float = 0.05  # the slow webhook's seconds per request
+    storm_daemons: int = 30  # the live storm's real daemons (0: simulation only)
 
 
 FULL = Plan(
@@ -338,6 +351,25 @@ def run_storm(results: Results, plan: Plan) -> None:
             results.add("storm", f"share in time, {what}", "%", [outcome.in_time * 100])
             results.add("storm", f"calls sent ÷ needed, {what}", "x", [outcome.amplification])
             results.add("storm", f"tasks stopped by the deadline, {what}", "", [outcome.stopped])
+    if plan is not QUICK and plan.storm_daemons:
+        run_storm_live(results, plan.storm_daemons)
+
+
+def run_storm_live(results: Results, daemons: int) -> None:
+    """Real daemons against buckets scaled to their number (bench/storm_live.py), beside
+    the simulation of the same scenario: as tight as 1,000 instances, and as roomy as 100
+    (refilled twice as fast: the 60 s storm is the 120 s one at twice the speed)."""
+    for per, faster in ((1000, 1.0), (100, 2.0)):
+        scenario = storm_live.scaled(daemons, per, faster=faster)
+        live = storm_live.run_live(scenario, log=lambda text: print(text, file=sys.stderr))
+        sim, text = storm_live.compare(scenario, live)
+        print(text + "\n" + storm_live.describe(live), file=sys.stderr, flush=True)
+        what = f"{daemons} daemons, buckets x {daemons}/{per}, refill x {faster:g}"
+        for name, o in (("live", live.outcome), ("simulated", sim)):
+            results.add("storm", f"share in time, {what}, {name}", "%", [o.in_time * 100])
+            results.add("storm", f"calls sent ÷ needed, {what}, {name}", "x", [o.amplification])
+            results.add("storm", f"tasks stopped by the deadline, {what}, {name}", "", [o.stopped])
+        results.add("storm", f"daemons' CPU in the storm, {what}", "s", [live.daemon_cpu])
 
 
 def run_startup(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:

@@ -19,6 +19,33 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Optional
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """Answers in AWS's JSON protocol, kept alive, as AWS endpoints do."""
+
+    protocol_version = "HTTP/1.1"
+    # Head and body in one write: two small writes on a kept-alive connection meet
+    # Nagle and delayed ACK, ~40 ms a call that no real endpoint adds.
+    wbufsize = 1 << 16
+
+    def send_json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class ConcurrentServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 drops some of many simultaneous connects, which
+    # then wait for a 1 s SYN retransmit (16 at a time per client; N clients in a storm).
+    request_queue_size = 1024
+
+
 class ConcurrentEcs:
     def __init__(self, rtt: float) -> None:
         self.rtt = rtt
@@ -28,12 +55,7 @@ class ConcurrentEcs:
         self._lock = threading.Lock()
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as AWS endpoints do
-            # Head and body in one write: two small writes on a kept-alive connection meet
-            # Nagle and delayed ACK, ~40 ms a call that no real endpoint adds.
-            wbufsize = 1 << 16
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
@@ -44,7 +66,7 @@ class ConcurrentEcs:
                 finally:
                     endpoint.leave()
                 if not target.endswith(".StopTask"):
-                    self._send(400, {"__type": "InvalidParameterException", "message": target})
+                    self.send_json(400, {"__type": "InvalidParameterException", "message": target})
                     return
                 task = {
                     "taskArn": request.get("task", ""),
@@ -53,26 +75,9 @@ class ConcurrentEcs:
                     "desiredStatus": "STOPPED",
                     "stoppedReason": request.get("reason", ""),
                 }
-                self._send(200, {"task": task})
+                self.send_json(200, {"task": task})
 
-            def _send(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            # socketserver's default backlog of 5 drops some of 16 simultaneous connects,
-            # which then wait for a 1 s SYN retransmit.
-            request_queue_size = 128
-
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = ConcurrentServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()

@@ -183,6 +183,7 @@ class Outcome:
     final_tokens: float = 0.0  # StopTask tokens the bucket had for the final stop's window
     events: int = 0
     stop_times: List[float] = field(default_factory=list)
+    sent_by: Dict[str, int] = field(default_factory=dict)  # calls sent per action
 
     @property
     def amplification(self) -> float:
@@ -205,6 +206,7 @@ class Storm:
         self._seq = 0
         self.buckets = {a: Bucket(*v) for a, v in scenario.buckets.items()}
         self.sent = 0
+        self.sent_by: Dict[str, int] = {}
         self.events = 0
         self.stopped = 0
         self.stop_times: List[float] = []  # when each task was stopped, by the deadline
@@ -288,6 +290,7 @@ class Storm:
         """One attempt: half a round trip there, the bucket, half back. Returns served."""
         yield ("sleep", self.s.rtt / 2)
         self.sent += 1
+        self.sent_by[action] = self.sent_by.get(action, 0) + 1
         ok = self.buckets[bucket_of("ecs", ACTIONS[action])].take(self.now)
         yield ("sleep", self.s.rtt / 2)
         return ok
@@ -416,13 +419,10 @@ def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
         i.done_at if not i.failed and not i.running and i.done_at <= scenario.deadline else math.inf
         for i in fleet
     ]
-    ordered = sorted(finished)
     return Outcome(
         policy=policy,
         instances=scenario.instances,
-        in_time=sum(1 for f in finished if f < math.inf) / len(finished),
-        p50=ordered[len(ordered) // 2],
-        p99=ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)],
+        **spread(finished),
         sent=storm.sent,
         needed=scenario.calls_needed * scenario.instances,
         first_give_up=storm.first_give_up,
@@ -432,7 +432,18 @@ def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
         final_tokens=final_tokens(scenario),
         events=storm.events,
         stop_times=storm.stop_times,
+        sent_by=storm.sent_by,
     )
+
+
+def spread(finished: List[float]) -> Dict[str, float]:
+    """Share in time, p50 and p99 of completion times (inf: not done in time)."""
+    ordered = sorted(finished)
+    return {
+        "in_time": sum(1 for f in finished if f < math.inf) / len(finished),
+        "p50": ordered[len(ordered) // 2],
+        "p99": ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)],
+    }
 
 
 MODIFY = bucket_of("ecs", "stop_task")  # StopTask's bucket, which the drain shares

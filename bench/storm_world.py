@@ -1,0 +1,185 @@
+"""The ECS world of the live storm (bench/storm_live.py): one endpoint on 127.0.0.1 that
+answers, for a fleet of N instances of one account, what the daemon's ECS steps call, and
+each instance's ECS agent introspection (`/agent/<n>/v1/metadata`).
+
+Like ECS (and unlike moto) it serves calls concurrently, a thread per kept-alive
+connection. Every call waits half the round trip, takes a token from its action's bucket
+(bench/storm.py `Bucket`, the simulation's own), waits the other half, and is answered:
+served, or HTTP 400 `{"__type": "ThrottlingException", "message": "Rate exceeded"}` as ECS
+throttles. Every call is recorded: when its token was asked for (seconds after `arm()`),
+action, instance, served.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from bench.ecs_endpoint import ConcurrentServer, JsonHandler
+from bench.storm import ACTIONS, Bucket
+from spotwatch.response.buckets import bucket_of
+
+TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+CLUSTER = "storm"
+CLUSTER_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{CLUSTER}"
+THROTTLED = {"__type": "ThrottlingException", "message": "Rate exceeded"}
+
+
+@dataclass(frozen=True)
+class Call:
+    at: float  # when its token was asked for, seconds after arm()
+    action: str
+    instance: int  # -1: no instance of ours
+    served: bool
+
+
+def container_instance_arn(n: int) -> str:
+    return f"arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{CLUSTER}/ci{n:04d}"
+
+
+def task_arn(n: int, task: int) -> str:
+    return f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/i{n:04d}t{task:02d}"
+
+
+class Fleet:
+    """The world: per instance a container instance with `tasks` tasks, the first
+    `standalone` of them standalone (group `family:batch`), the rest service tasks
+    (`service:web`), all RUNNING. Thread-safe; `answer` is one ECS call."""
+
+    def __init__(self, instances: int, tasks: int, standalone: int) -> None:
+        self.instances = instances
+        self.owner: Dict[str, int] = {}
+        self.group: Dict[str, str] = {}
+        self.desired: Dict[str, str] = {}
+        self.status: Dict[str, str] = {}
+        for n in range(instances):
+            self.owner[container_instance_arn(n)] = n
+            self.status[container_instance_arn(n)] = "ACTIVE"
+            for t in range(tasks):
+                arn = task_arn(n, t)
+                self.owner[arn] = n
+                self.group[arn] = "family:batch" if t < standalone else "service:web"
+                self.desired[arn] = "RUNNING"
+        self._lock = threading.Lock()
+
+    def instance_of(self, action: str, request: Dict[str, Any]) -> int:
+        key = {
+            "UpdateContainerInstancesState": (request.get("containerInstances") or [""])[0],
+            "ListTasks": request.get("containerInstance", ""),
+            "DescribeTasks": (request.get("tasks") or [""])[0],
+            "StopTask": request.get("task", ""),
+        }.get(action, "")
+        return self.owner.get(key, -1)
+
+    def answer(self, action: str, request: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
+        with self._lock:
+            if action == "UpdateContainerInstancesState":
+                arns = request.get("containerInstances", [])
+                found = [a for a in arns if a in self.status]
+                for arn in found:
+                    self.status[arn] = request.get("status", "ACTIVE")
+                return 200, {
+                    "containerInstances": [
+                        {"containerInstanceArn": a, "status": self.status[a]} for a in found
+                    ],
+                    "failures": [{"arn": a, "reason": "MISSING"} for a in arns if a not in found],
+                }
+            if action == "ListTasks":
+                where = self.owner.get(request.get("containerInstance", ""), -2)
+                wanted = request.get("desiredStatus", "RUNNING")
+                arns = [
+                    a for a, s in self.desired.items() if self.owner[a] == where and s == wanted
+                ]
+                return 200, {"taskArns": arns}
+            if action == "DescribeTasks":
+                arns = request.get("tasks", [])
+                return 200, {
+                    "tasks": [self._task(a) for a in arns if a in self.desired],
+                    "failures": [
+                        {"arn": a, "reason": "MISSING"} for a in arns if a not in self.desired
+                    ],
+                }
+            if action == "StopTask":
+                arn = request.get("task", "")
+                if arn not in self.desired:
+                    return 400, {"__type": "InvalidParameterException", "message": "no task"}
+                self.desired[arn] = "STOPPED"
+                return 200, {"task": self._task(arn)}
+        return 400, {"__type": "InvalidAction", "message": f"{action} is not served here"}
+
+    def _task(self, arn: str) -> Dict[str, Any]:
+        return {
+            "taskArn": arn,
+            "clusterArn": CLUSTER_ARN,
+            "group": self.group[arn],
+            "lastStatus": "RUNNING",
+            "desiredStatus": self.desired[arn],
+        }
+
+    def running(self, n: int) -> int:
+        with self._lock:
+            return sum(1 for a, s in self.desired.items() if self.owner[a] == n and s == "RUNNING")
+
+
+class StormEndpoint:
+    """The fleet behind one HTTP endpoint, with the token buckets of ECS's action categories
+    (spotwatch.response.buckets)."""
+
+    def __init__(
+        self, fleet: Fleet, buckets: Dict[str, Tuple[float, float]], rtt: float = 0.03
+    ) -> None:
+        self.fleet, self.rtt, self.sizes = fleet, rtt, dict(buckets)
+        self.calls: List[Call] = []
+        self.agent_asks = 0
+        self._lock = threading.Lock()
+        self.arm()
+        endpoint = self
+
+        class Handler(JsonHandler):
+            def do_GET(self) -> None:  # the ECS agent's introspection API
+                parts = self.path.strip("/").split("/")
+                if len(parts) == 4 and parts[0] == "agent" and parts[2:] == ["v1", "metadata"]:
+                    with endpoint._lock:
+                        endpoint.agent_asks += 1
+                    arn = container_instance_arn(int(parts[1]))
+                    self.send_json(200, {"Cluster": CLUSTER, "ContainerInstanceArn": arn})
+                    return
+                self.send_json(404, {"message": "not found"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = json.loads(self.rfile.read(length) or b"{}")
+                target = self.headers.get("X-Amz-Target", "")
+                self.send_json(*endpoint.call(target[len(TARGET_PREFIX) :], request))
+
+        self.server = ConcurrentServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def arm(self, start: Optional[float] = None) -> None:
+        """Full buckets and an empty record, time 0 = `start` (monotonic; default now)."""
+        with self._lock:
+            self.start = time.monotonic() if start is None else start
+            self.buckets = {name: Bucket(*v) for name, v in self.sizes.items()}
+            self.calls = []
+
+    def call(self, action: str, request: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
+        time.sleep(self.rtt / 2)
+        with self._lock:
+            at = time.monotonic() - self.start
+            bucket = self.buckets.get(bucket_of("ecs", ACTIONS.get(action, action)))
+            served = bucket.take(max(at, 0.0)) if bucket else True
+            self.calls.append(Call(at, action, self.fleet.instance_of(action, request), served))
+        status, body = self.fleet.answer(action, request) if served else (400, THROTTLED)
+        time.sleep(self.rtt / 2)
+        return status, body
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
