@@ -7,7 +7,8 @@ each in a process of its own, and prints a table (Markdown) of medians over repe
 with min and max; comparisons are ratios measured in the same run. The table also goes to
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
-Sections: idle, detection, hibernate, fanout, ecs, startup, events, lb. See docs/benchmarks.md.
+Sections: idle, detection, hibernate, fanout, ecs, startup, events, lb, storm.
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from bench import aws_client_cost, detection, ecs_stop, events, fanout, idle, lb, startup, storm
+from bench import (
+    aws_client_cost,
+    cadence,
+    detection,
+    ecs_stop,
+    events,
+    fanout,
+    idle,
+    lb,
+    startup,
+    storm,
+)
 from bench.common import (
     MotoProcess,
     Results,
@@ -56,6 +68,11 @@ class Plan:
     startup_reps: int
     events: int = 300  # events sent through the three sinks
     events_slow_webhook: float = 0.05  # the slow webhook's seconds per request
+    # idle at real cadences: (poll interval s, poll-count checkpoints), daemons run at once
+    cadences: Tuple[Tuple[float, Tuple[int, ...]], ...] = (
+        (1.0, (2, 22, 42, 62)),
+        (5.0, (2, 6, 10, 14)),
+    )
 
 
 FULL = Plan(
@@ -92,6 +109,7 @@ QUICK = Plan(
     growth_tasks=(10, 100),
     startup_reps=2,
     events=40,
+    cadences=((1.0, (2, 5, 8)),),  # 1 s only: the 5 s one is for the full run
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -203,6 +221,7 @@ def run_idle(results: Results, sim: SimProcess, plan: Plan) -> None:
         met=max(growth_bc) < 1.0,
     )
     results.add("growth", f"RSS after {c} polls", "MB", [s[2].rss for s in ours])
+    cadence.rows(results, plan.cadences)
 
 
 def run_detection(results: Results, sim: SimProcess, plan: Plan) -> None:
