@@ -7,7 +7,7 @@ each in a process of its own, and prints a table (Markdown) of medians over repe
 with min and max; comparisons are ratios measured in the same run. The table also goes to
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
-Sections: idle, detection, hibernate, fanout, ecs, startup, events, lb, storm.
+Sections: idle, detection, rebalance, hibernate, fanout, ecs, startup, events, lb, storm.
 See docs/benchmarks.md.
 """
 
@@ -33,6 +33,7 @@ from bench import (
     fanout,
     idle,
     lb,
+    rebalance,
     startup,
     storm,
 )
@@ -46,7 +47,18 @@ from bench.common import (
     table,
 )
 
-SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup", "events", "lb", "storm")
+SECTIONS = (
+    "idle",
+    "detection",
+    "rebalance",
+    "hibernate",
+    "fanout",
+    "ecs",
+    "startup",
+    "events",
+    "lb",
+    "storm",
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ class Plan:
         (1.0, (2, 22, 42, 62)),
         (5.0, (2, 6, 10, 14)),
     )
+    rebalance_checkpoints: Tuple[int, ...] = (2, 22, 42, 62)  # polls, fast mode
+    rebalance_trials: Tuple[int, int] = (20, 12)  # detection trials: fast mode, normal mode
 
 
 FULL = Plan(
@@ -110,6 +124,8 @@ QUICK = Plan(
     startup_reps=2,
     events=40,
     cadences=((1.0, (2, 5, 8)),),  # 1 s only: the 5 s one is for the full run
+    rebalance_checkpoints=(2, 6, 10),
+    rebalance_trials=(4, 2),
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -222,6 +238,10 @@ def run_idle(results: Results, sim: SimProcess, plan: Plan) -> None:
     )
     results.add("growth", f"RSS after {c} polls", "MB", [s[2].rss for s in ours])
     cadence.rows(results, plan.cadences)
+
+
+def run_rebalance(results: Results, plan: Plan) -> None:
+    rebalance.run(results, plan.rebalance_checkpoints, *plan.rebalance_trials)
 
 
 def run_detection(results: Results, sim: SimProcess, plan: Plan) -> None:
@@ -469,6 +489,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         steps: Dict[str, Callable[[], None]] = {
             "idle": lambda: run_idle(results, sim, plan),
             "detection": lambda: run_detection(results, sim, plan),
+            "rebalance": lambda: run_rebalance(results, plan),
             "hibernate": lambda: run_hibernate(results, sim, plan),
             "fanout": lambda: run_fanout(results, sim, plan),
             "ecs": lambda: run_ecs(results, plan, moto),
