@@ -7,8 +7,8 @@ each in a process of its own, and prints a table (Markdown) of medians over repe
 with min and max; comparisons are ratios measured in the same run. The table also goes to
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
-Sections: idle, detection, hibernate, fanout, ecs, startup, events, lb, storm (the full run adds
-the live storm: 30 real daemons, ~3 min). See docs/benchmarks.md.
+Sections: idle, detection, rebalance, hibernate, fanout, ecs, startup, events, lb, storm (the
+full run adds the live storm: 30 real daemons, ~3 min). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bench import (
     aws_client_cost,
+    cadence,
     detection,
     ecs_stop,
     events,
     fanout,
     idle,
     lb,
+    rebalance,
     startup,
     storm,
     storm_live,
@@ -46,7 +48,18 @@ from bench.common import (
     table,
 )
 
-SECTIONS = ("idle", "detection", "hibernate", "fanout", "ecs", "startup", "events", "lb", "storm")
+SECTIONS = (
+    "idle",
+    "detection",
+    "rebalance",
+    "hibernate",
+    "fanout",
+    "ecs",
+    "startup",
+    "events",
+    "lb",
+    "storm",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,13 @@ class Plan:
     events: int = 300  # events sent through the three sinks
     events_slow_webhook: float = 0.05  # the slow webhook's seconds per request
     storm_daemons: int = 30  # the live storm's real daemons (0: simulation only)
+    # idle at real cadences: (poll interval s, poll-count checkpoints), daemons run at once
+    cadences: Tuple[Tuple[float, Tuple[int, ...]], ...] = (
+        (1.0, (2, 22, 42, 62)),
+        (5.0, (2, 6, 10, 14)),
+    )
+    rebalance_checkpoints: Tuple[int, ...] = (2, 22, 42, 62)  # polls, fast mode
+    rebalance_trials: Tuple[int, int] = (20, 12)  # detection trials: fast mode, normal mode
 
 
 FULL = Plan(
@@ -105,6 +125,9 @@ QUICK = Plan(
     growth_tasks=(10, 100),
     startup_reps=2,
     events=40,
+    cadences=((1.0, (2, 5, 8)),),  # 1 s only: the 5 s one is for the full run
+    rebalance_checkpoints=(2, 6, 10),
+    rebalance_trials=(4, 2),
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -216,6 +239,11 @@ def run_idle(results: Results, sim: SimProcess, plan: Plan) -> None:
         met=max(growth_bc) < 1.0,
     )
     results.add("growth", f"RSS after {c} polls", "MB", [s[2].rss for s in ours])
+    cadence.rows(results, plan.cadences)
+
+
+def run_rebalance(results: Results, plan: Plan) -> None:
+    rebalance.run(results, plan.rebalance_checkpoints, *plan.rebalance_trials)
 
 
 def run_detection(results: Results, sim: SimProcess, plan: Plan) -> None:
@@ -482,6 +510,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         steps: Dict[str, Callable[[], None]] = {
             "idle": lambda: run_idle(results, sim, plan),
             "detection": lambda: run_detection(results, sim, plan),
+            "rebalance": lambda: run_rebalance(results, plan),
             "hibernate": lambda: run_hibernate(results, sim, plan),
             "fanout": lambda: run_fanout(results, sim, plan),
             "ecs": lambda: run_ecs(results, plan, moto),
