@@ -34,12 +34,7 @@ from spotwatch.response.hooks import MINIMAL_PATH, UserError, resolve_user
 
 
 def check_imds(config: Config) -> Iterable[CheckResult]:
-    client = ImdsClient(
-        config.imds.endpoint,
-        timeout=config.imds.timeout,
-        token_ttl=60,
-        allow_imdsv1=config.imds.allow_imdsv1,
-    )
+    client = ImdsClient.for_a_few_reads(config.imds)
     started = time.monotonic()
     try:
         reply = client.get("meta-data/instance-id", deadline=started + 3 * config.imds.timeout)

@@ -86,12 +86,7 @@ def _run_all(
 
 
 def _configured(config: Config) -> Tuple[Optional[bool], str]:
-    client = ImdsClient(
-        config.imds.endpoint,
-        timeout=config.imds.timeout,
-        token_ttl=60,
-        allow_imdsv1=config.imds.allow_imdsv1,
-    )
+    client = ImdsClient.for_a_few_reads(config.imds)
     try:
         reply = client.get(
             "meta-data/hibernation/configured", deadline=time.monotonic() + 2 * config.imds.timeout

@@ -25,12 +25,7 @@ USER_DATA_PATH = "user-data"
 
 def fetch_user_data(config: Config) -> Optional[bytes]:
     """The instance's user data, or None (absent, or IMDS not answering: logged once)."""
-    client = ImdsClient(
-        config.imds.endpoint,
-        timeout=config.imds.timeout,
-        token_ttl=60,
-        allow_imdsv1=config.imds.allow_imdsv1,
-    )
+    client = ImdsClient.for_a_few_reads(config.imds)
     try:
         reply = client.get(USER_DATA_PATH, deadline=time.monotonic() + 3 * config.imds.timeout)
     except ImdsError as failure:

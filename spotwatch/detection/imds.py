@@ -28,6 +28,7 @@ from typing import Callable, Dict, Optional
 from urllib.parse import urlsplit
 
 from spotwatch import __version__
+from spotwatch.config.schema import ImdsSettings
 from spotwatch.detection.http import Connection, HttpError, Response, StaleConnection
 from spotwatch.logevents import emit
 
@@ -102,6 +103,18 @@ class ImdsClient:
         self.requests = 0  # HTTP requests sent, for metrics and benchmarks
 
     # ----------------------------------------------------------------- public surface
+
+    @classmethod
+    def for_a_few_reads(cls, settings: ImdsSettings) -> ImdsClient:
+        """A client for a few reads outside the poll loop (check, discovery, user data, the
+        instance identity): the configured endpoint, timeout and IMDSv1 fallback, and a
+        token of its own that lives a minute. Close it after use."""
+        return cls(
+            settings.endpoint,
+            timeout=settings.timeout,
+            token_ttl=60,
+            allow_imdsv1=settings.allow_imdsv1,
+        )
 
     def get(self, path: str, *, deadline: Optional[float] = None) -> Reply:
         """GET `/latest/<path>`; any status IMDS answers that is not transient is returned.

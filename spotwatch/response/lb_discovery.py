@@ -47,14 +47,10 @@ class LoadBalancers:
 # Discovery runs at start and on reload, in the background: throttling is retried this long.
 DISCOVERY_BOUND = 30.0
 
+
 def imds_value(config: Config, path: str) -> Tuple[Optional[str], Optional[str]]:
     """(value, None) for a 200 answer; (None, why) otherwise."""
-    client = ImdsClient(
-        config.imds.endpoint,
-        timeout=config.imds.timeout,
-        token_ttl=60,
-        allow_imdsv1=config.imds.allow_imdsv1,
-    )
+    client = ImdsClient.for_a_few_reads(config.imds)
     try:
         reply = client.get(path)
     except ImdsError as failure:

@@ -195,10 +195,7 @@ class EventBridgeSink(_AwsSink):
         return [arn]
 
     def _lookup_instance_arn(self) -> Optional[str]:
-        imds = self._config().imds
-        client = ImdsClient(
-            imds.endpoint, timeout=imds.timeout, token_ttl=60, allow_imdsv1=imds.allow_imdsv1
-        )
+        client = ImdsClient.for_a_few_reads(self._config().imds)
         try:
             reply = client.get(IDENTITY_PATH)
             document = json.loads(reply.body) if reply.status == 200 else {}
