@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Dict, List, Tuple
+from typing import Dict, List, Tuple
 from urllib.parse import parse_qs
 
 import boto3
 import requests
-from awshelpers import reply, serve_in_thread
+from awshelpers import QuietHandler, serve_in_thread
 
 REGION = "us-east-1"
 ANSWERED_HERE = ("RecordLifecycleActionHeartbeat", "CompleteLifecycleAction")
@@ -36,7 +35,7 @@ class RecordingAutoscaling:
         self._lock = threading.Lock()
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 params = {k: v[0] for k, v in parse_qs(body.decode()).items()}
@@ -56,10 +55,7 @@ class RecordingAutoscaling:
                         moto_url + self.path, data=body, headers=headers, timeout=10
                     )
                     status, data = answer.status_code, answer.content
-                reply(self, status, "text/xml", data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                self.reply(status, data, "text/xml")
 
         self._server, self.url = serve_in_thread(Handler)
 

@@ -10,7 +10,7 @@ import types
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple
 
 import boto3
 
@@ -99,6 +99,20 @@ def build_world(*, service: int = 2, standalone: int = 3, cluster: str = "spot")
     return EcsWorld(cluster, arn, instance_id, services, singles, ecs, ec2)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers in one call."""
+
+    def reply(self, status: int, data: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def serve_in_thread(handler: Any) -> Tuple[ThreadingHTTPServer, str]:
     """A threaded HTTP server on 127.0.0.1 with `handler`, serving from a daemon thread."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -116,27 +130,16 @@ class FakeAgent:
         self.hits = 0
         agent = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 agent.hits += 1
                 if self.path != "/v1/metadata":
                     self.send_error(404)
                     return
                 body = json.dumps(agent.metadata).encode()
-                self.send_response(agent.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(agent.status, body, "application/json")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.server, self.url = serve_in_thread(Handler)
 
     def serve(self, world: EcsWorld) -> None:
         self.metadata = {
@@ -148,36 +151,6 @@ class FakeAgent:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def reply(handler: BaseHTTPRequestHandler, status: int, content_type: str, data: bytes) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", content_type)
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
-
-
-class QuietHandler(BaseHTTPRequestHandler):
-    """A request handler that logs nothing and answers in one call."""
-
-    def reply(self, status: int, data: bytes, kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def serve(handler: Type[BaseHTTPRequestHandler]) -> Tuple[ThreadingHTTPServer, str]:
-    """A threaded HTTP server on a free loopback port, serving in the background."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 @dataclass
@@ -199,10 +172,7 @@ class ScriptedEndpoint:
                 endpoint.calls.append((operation, request))
                 answers = endpoint.script.get(operation) or [(200, {})]
                 status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-                reply(self, status, "application/x-amz-json-1.1", json.dumps(body).encode())
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                self.reply(status, json.dumps(body).encode(), "application/x-amz-json-1.1")
 
         self._server, self.url = serve_in_thread(Handler)
         return self

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 import boto3
 import requests
-from awshelpers import REGION, QuietHandler, serve
+from awshelpers import REGION, QuietHandler, serve_in_thread
 
 ELBV2_NS = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"
 MUTATING = frozenset(
@@ -76,7 +76,7 @@ class RecordingProxy:
                     status, data, kind = 200, answer.encode(), "text/xml"
                 self.reply(status, data, kind)
 
-        self._server, self.url = serve(Handler)
+        self._server, self.url = serve_in_thread(Handler)
         return self
 
     def stop(self) -> None:

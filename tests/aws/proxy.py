@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Dict, List, Set, Tuple
 from urllib.parse import parse_qs
 
 import requests
-from awshelpers import serve_in_thread
+from awshelpers import QuietHandler, serve_in_thread
 
 ECS_THROTTLED = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
 EC2_THROTTLED = (
@@ -41,7 +40,7 @@ class Proxy:
         self._lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
@@ -58,28 +57,18 @@ class Proxy:
                     return
                 if throttled:
                     json_api = bool(self.headers.get("X-Amz-Target"))
-                    self._answer(
+                    self.reply(
                         400 if json_api else 503,
                         ECS_THROTTLED if json_api else EC2_THROTTLED,
                         "application/x-amz-json-1.1" if json_api else "text/xml",
                     )
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                reply = requests.post(
+                answer = requests.post(
                     proxy.upstream + self.path, data=body, headers=headers, timeout=30
                 )
-                kind = reply.headers.get("Content-Type", "application/octet-stream")
-                self._answer(reply.status_code, reply.content, kind)
-
-            def _answer(self, status: int, data: bytes, kind: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+                kind = answer.headers.get("Content-Type", "application/octet-stream")
+                self.reply(answer.status_code, answer.content, kind)
 
         self._server, self.url = serve_in_thread(Handler)
 
