@@ -15,11 +15,12 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator, Optional
 
+from bench.loopback import QuietHandler, serve
 
-class JsonHandler(BaseHTTPRequestHandler):
+
+class JsonHandler(QuietHandler):
     """Answers in AWS's JSON protocol, kept alive, as AWS endpoints do."""
 
     protocol_version = "HTTP/1.1"
@@ -28,22 +29,7 @@ class JsonHandler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16
 
     def send_json(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class ConcurrentServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default backlog of 5 drops some of many simultaneous connects, which
-    # then wait for a 1 s SYN retransmit (16 at a time per client; N clients in a storm).
-    request_queue_size = 1024
+        self.reply(status, json.dumps(body).encode(), "application/x-amz-json-1.1")
 
 
 class ConcurrentEcs:
@@ -77,10 +63,7 @@ class ConcurrentEcs:
                 }
                 self.send_json(200, {"task": task})
 
-        self.server = ConcurrentServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self.server, self.url = serve(Handler)
 
     def enter(self) -> None:
         with self._lock:

@@ -10,11 +10,10 @@ which answers one request at a time: its speed, not ours, bounds the AWS lanes).
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Tuple
 
+from bench.loopback import QuietHandler, serve
 from spotwatch.config.schema import Config, EventsSettings, ImdsSettings, WebhookSettings
 from spotwatch.telemetry.sinks import EventSinks
 
@@ -28,24 +27,17 @@ class Receiver:
         self.count = 0
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as a real receiver would
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 time.sleep(delay)
                 receiver.count += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.reply(200, b"", "text/plain")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server, base = serve(Handler)
+        self.url = base + "/hook"
 
     def close(self) -> None:
         self.server.shutdown()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Tuple
+from typing import Dict, List, Tuple
 from urllib.parse import parse_qsl
+
+from bench.loopback import QuietHandler, serve
 
 INSTANCE = "i-0123456789abcdef0"
 ARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg{n}/0123456789abcdef"
@@ -34,25 +34,15 @@ class FakeElb:
         self.deregistered: set = set()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 size = int(self.headers.get("Content-Length") or 0)
                 params = dict(parse_qsl(self.rfile.read(size).decode()))
                 body = fake.answer(params).encode()
                 time.sleep(fake.rtt)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(200, body, "text/xml")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        self.server, self.url = serve(Handler)
 
     def answer(self, params: Dict[str, str]) -> str:
         action, group = params.get("Action", ""), params.get("TargetGroupArn", "")

@@ -8,12 +8,11 @@ import json
 import os
 import socket
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
 
 from bench.common import AWS_ENV, INSTANCE_ACTION, DaemonProcess, SimProcess, rss_mb
+from bench.loopback import QuietHandler, serve
 
 
 class FakeAgent:
@@ -24,23 +23,12 @@ class FakeAgent:
             {"Cluster": cluster, "ContainerInstanceArn": container_instance_arn, "Version": "bench"}
         ).encode()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 found = self.path.startswith("/v1/metadata")
-                self.send_response(200 if found else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body) if found else 0))
-                self.end_headers()
-                if found:
-                    self.wfile.write(body)
+                self.reply(200 if found else 404, body if found else b"", "application/json")
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.url = serve(Handler)
 
     def close(self) -> None:
         self.server.shutdown()

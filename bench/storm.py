@@ -38,6 +38,13 @@ ACTIONS = {  # as the API names them -> as boto3 does
     "DescribeTasks": "describe_tasks",
     "StopTask": "stop_task",
 }
+
+
+def bucket_for(action: str) -> str:
+    """The bucket an ECS action (as the API names it) draws from, as the daemon reckons it."""
+    return bucket_of("ecs", ACTIONS.get(action, action))
+
+
 PACER: Dict[str, float] = {}  # Pacer field overrides, for trying other settings
 POLICIES = ("today", "standard", "adaptive", "deadline", "paced")
 
@@ -151,7 +158,8 @@ class Waiter:
 
 @dataclass
 class Lane:
-    """One API of one instance's client (aws.py keeps one line and one Pacer per API)."""
+    """One throttling bucket of one instance's client (callline.py keeps one line and one Pacer
+    per bucket)."""
 
     pacer: Optional[Pacer]
     line: List[Tuple[int, int, Waiter]] = field(default_factory=list)  # (urgent? 0: 1, seq)
@@ -244,7 +252,7 @@ class Storm:
     def _lane(self, inst: Instance, action: str) -> Lane:
         # One line and pacer per client and bucket, as callline.py keeps them; the final
         # stop's calls go first in theirs.
-        bucket = bucket_of("ecs", ACTIONS[action])
+        bucket = bucket_for(action)
         lane = inst.lanes.get(bucket)
         if lane is None:
             lane = inst.lanes[bucket] = Lane(Pacer(**PACER) if self.paced else None)
@@ -291,7 +299,7 @@ class Storm:
         yield ("sleep", self.s.rtt / 2)
         self.sent += 1
         self.sent_by[action] = self.sent_by.get(action, 0) + 1
-        ok = self.buckets[bucket_of("ecs", ACTIONS[action])].take(self.now)
+        ok = self.buckets[bucket_for(action)].take(self.now)
         yield ("sleep", self.s.rtt / 2)
         return ok
 

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from bench.ecs_endpoint import ConcurrentServer, JsonHandler
-from bench.storm import ACTIONS, Bucket
-from spotwatch.response.buckets import bucket_of
+from bench.ecs_endpoint import JsonHandler
+from bench.loopback import serve
+from bench.storm import Bucket, bucket_for
 
 TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 ACCOUNT = "123456789012"
@@ -157,10 +157,7 @@ class StormEndpoint:
                 target = self.headers.get("X-Amz-Target", "")
                 self.send_json(*endpoint.call(target[len(TARGET_PREFIX) :], request))
 
-        self.server = ConcurrentServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
+        self.server, self.url = serve(Handler)
 
     def arm(self, start: Optional[float] = None) -> None:
         """Full buckets and an empty record, time 0 = `start` (monotonic; default now)."""
@@ -173,7 +170,7 @@ class StormEndpoint:
         time.sleep(self.rtt / 2)
         with self._lock:
             at = time.monotonic() - self.start
-            bucket = self.buckets.get(bucket_of("ecs", ACTIONS.get(action, action)))
+            bucket = self.buckets.get(bucket_for(action))
             served = bucket.take(max(at, 0.0)) if bucket else True
             self.calls.append(Call(at, action, self.fleet.instance_of(action, request), served))
         status, body = self.fleet.answer(action, request) if served else (400, THROTTLED)
