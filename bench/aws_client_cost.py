@@ -27,7 +27,7 @@ def rss_mb():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
 import requests  # discovery
-from spotwatch.response.aws import AwsClients
+from spotwatch.parts.awsapi.clients import AwsClients
 clients = AwsClients(region="us-east-1")
 if sys.argv[1] == "warm":
     clients.ecs(); clients.ec2()

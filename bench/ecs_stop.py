@@ -59,7 +59,7 @@ def world(tasks: int, cluster: str) -> Tuple[str, List[str]]:
 def client_with_rtt(rtt: float, operation: str = "") -> Any:
     """The ECS clients spotwatch uses (its own retries, a pool of 16), each call (or only
     `operation`'s) waiting `rtt` seconds more before its request goes out."""
-    from spotwatch.response.aws import AwsClients
+    from spotwatch.parts.awsapi.clients import AwsClients
 
     clients = AwsClients(region="us-east-1")
     client = clients.ecs()
@@ -76,8 +76,8 @@ def stop_comparison(
     """Seconds for `stop_tasks` over `tasks` tasks on moto, with `workers` threads and with
     one; with `moto_pid`, also moto's own CPU seconds during each concurrent run ("moto cpu":
     the floor under the concurrent time, since moto serves one request at a time)."""
-    from spotwatch.response.bounded import within
-    from spotwatch.response.ecs import stop_tasks
+    from spotwatch.parts.awsapi.bounded import within
+    from spotwatch.parts.ecs.steps import stop_tasks
 
     client = client_with_rtt(rtt, "StopTask").bounded(within(600))
     results: Dict[str, List[float]] = {"concurrent": [], "one by one": [], "moto cpu": []}
@@ -101,9 +101,9 @@ def stop_comparison_concurrent_endpoint(
 ) -> Dict[str, List[float]]:
     """As `stop_comparison`, against `ConcurrentEcs` (an endpoint serving calls at once, as
     AWS does), `rtt` seconds per call; "peak" is the most calls it saw in flight at once."""
-    from spotwatch.response.aws import AwsClients
-    from spotwatch.response.bounded import within
-    from spotwatch.response.ecs import stop_tasks
+    from spotwatch.parts.awsapi.bounded import within
+    from spotwatch.parts.awsapi.clients import AwsClients
+    from spotwatch.parts.ecs.steps import stop_tasks
 
     endpoint = ConcurrentEcs(rtt)
     try:
@@ -133,9 +133,9 @@ def stop_step(tasks: int, rtt: float) -> float:
     StopTask for each) over `tasks` tasks, every call `rtt` seconds longer."""
     from spotwatch.config.schema import Config
     from spotwatch.detection.notices import now_notice
+    from spotwatch.parts.ecs.agent import AgentInfo, EcsTarget
+    from spotwatch.parts.ecs.steps import EcsStopStep
     from spotwatch.response.deadline import NoticeClock
-    from spotwatch.response.ecs import EcsStopStep
-    from spotwatch.response.ecs_agent import AgentInfo, EcsTarget
     from spotwatch.response.plan import StepContext
     from spotwatch.state.schema import OK
 

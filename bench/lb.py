@@ -71,10 +71,10 @@ def run(groups: int, rtt: float, state_dir: str) -> Tuple[float, int, str]:
     """(seconds, API calls, the step's detail) for one deregistration of `groups` groups."""
     from spotwatch.config.schema import Config, LoadBalancerSettings
     from spotwatch.detection.notices import Notice, parse_utc_time
-    from spotwatch.response.aws import AwsClients
+    from spotwatch.parts.awsapi.clients import AwsClients
+    from spotwatch.parts.lb.discovery import LoadBalancerDiscovery, LoadBalancers
+    from spotwatch.parts.lb.steps import DeregisterStep
     from spotwatch.response.deadline import NoticeClock
-    from spotwatch.response.lb_discovery import LoadBalancerDiscovery, LoadBalancers
-    from spotwatch.response.lb_steps import DeregisterStep
     from spotwatch.response.plan import StepContext
 
     fake = FakeElb(rtt)

@@ -1,6 +1,6 @@
 """Storm: a mass reclaim, every instance of an account calling ECS at once against its
 per-account token buckets. A simulation on a simulated clock (no sleeping) that runs the
-retry policy module that ships (spotwatch.response.retry: `DeadlineBackoff`, `Gate`) beside
+retry policy module that ships (spotwatch.parts.awsapi.retry: `DeadlineBackoff`, `Gate`) beside
 models of the policies it replaces. Part of `python -m bench`; alone:
 
     python -m bench.storm [--instances 100,500,1000] [--tasks 20] [--plot docs/storm.png]
@@ -22,12 +22,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Generator, List, Optional, Tuple
 
-from spotwatch.response.buckets import bucket_of
-from spotwatch.response.retry import DEFAULT, Gate, Pacer
+from spotwatch.parts.awsapi.buckets import bucket_of
+from spotwatch.parts.awsapi.retry import DEFAULT, Gate, Pacer
 
 # Per-account, per-Region token buckets of the ECS action categories the response calls:
 # (bucket size = burst, refill per second = sustained). docs/benchmarks.md ("Storm") says
-# where they come from; spotwatch.response.buckets says which action draws from which.
+# where they come from; spotwatch.parts.awsapi.buckets says which action draws from which.
 ECS_BUCKETS: Dict[str, Tuple[float, float]] = {
     "cluster resource modify": (100.0, 40.0),  # StopTask, UpdateContainerInstancesState
     "cluster resource read": (100.0, 20.0),  # ListTasks, DescribeTasks
@@ -325,7 +325,7 @@ class Storm:
             yield ("sleep", delay)
 
     def _call_ours(self, inst: Instance, action: str, end: float, urgent: bool) -> Proc:
-        """As spotwatch.response.aws `AwsClients.call` does it: in line at the client (the
+        """As spotwatch.parts.awsapi.clients `AwsClients.call` does it: in line at the client (the
         Gate; and, paced, the API's Pacer), retried until the call's bound."""
         policy = DEFAULT.urgent() if urgent else DEFAULT
         gate: Gate = inst.client

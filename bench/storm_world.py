@@ -128,7 +128,7 @@ class Fleet:
 
 class StormEndpoint:
     """The fleet behind one HTTP endpoint, with the token buckets of ECS's action categories
-    (spotwatch.response.buckets)."""
+    (spotwatch.parts.awsapi.buckets)."""
 
     def __init__(
         self, fleet: Fleet, buckets: Dict[str, Tuple[float, float]], rtt: float = 0.03

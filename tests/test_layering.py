@@ -1,6 +1,7 @@
 """The package's layers: imports flow one way, and modules stay small enough to read.
 
-    config -> detection -> state -> response -> telemetry, host -> daemon -> commands -> cli
+    config -> detection -> state -> response -> parts -> telemetry, host -> daemon -> commands
+    -> cli
 
 A module may import its own layer and the layers before it, never one after it (function-
 local imports included: a late import is still a dependency). `spotwatch.logevents` and
@@ -25,12 +26,13 @@ LAYERS: Dict[str, int] = {
     "spotwatch.simulator": 3,
     "spotwatch.state": 3,
     "spotwatch.response": 4,
-    "spotwatch.telemetry": 5,
-    "spotwatch.host": 5,
-    "spotwatch.daemon": 6,
-    "spotwatch.commands": 7,
-    "spotwatch.cli": 8,
-    "spotwatch.__main__": 8,
+    "spotwatch.parts": 5,
+    "spotwatch.telemetry": 6,
+    "spotwatch.host": 6,
+    "spotwatch.daemon": 7,
+    "spotwatch.commands": 8,
+    "spotwatch.cli": 9,
+    "spotwatch.__main__": 9,
 }
 MAX_LINES = 400
 

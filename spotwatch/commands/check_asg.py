@@ -16,9 +16,9 @@ from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
 from spotwatch.detection.monitors import TARGET_LIFECYCLE_STATE
-from spotwatch.response.aws import api_errors, describe_error
-from spotwatch.response.bounded import within
-from spotwatch.response.lifecycle import NoHook, find_hook
+from spotwatch.parts.autoscaling.lifecycle import NoHook, find_hook
+from spotwatch.parts.awsapi.bounded import within
+from spotwatch.parts.awsapi.clients import api_errors, describe_error
 
 CHECK_BOUND = 10.0  # seconds for all of Auto Scaling's calls in `check`
 

@@ -10,11 +10,11 @@ from typing import Iterable, Optional
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
-from spotwatch.response.aws import AwsClients, AwsSetupError, describe_error, error_code
-from spotwatch.response.bounded import within
-from spotwatch.response.ecs_agent import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
-from spotwatch.response.instance import ALLOWED, DENIED, check_permission
-from spotwatch.response.lb_discovery import imds_value as imds_answer
+from spotwatch.parts.awsapi.bounded import within
+from spotwatch.parts.awsapi.clients import AwsClients, AwsSetupError, describe_error, error_code
+from spotwatch.parts.ecs.agent import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
+from spotwatch.parts.instance import ALLOWED, DENIED, check_permission
+from spotwatch.parts.lb.discovery import imds_value as imds_answer
 
 HIBERNATION_PATH = "meta-data/hibernation/configured"
 

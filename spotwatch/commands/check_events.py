@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
-from spotwatch.response.aws import AwsClients, api_errors, describe_error, region_from_arn
+from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error, region_from_arn
 from spotwatch.telemetry.webhook import safe_url
 
 CONNECT_TIMEOUT = 3.0

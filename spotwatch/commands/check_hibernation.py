@@ -28,7 +28,7 @@ from typing import Iterable, List, Optional, Tuple
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.response.hibernate import Probes
+from spotwatch.parts.hibernate import Probes
 
 # Linux instances with more RAM cannot hibernate (docs/aws-facts.md).
 RAM_LIMIT_BYTES = 150 * 1024**3

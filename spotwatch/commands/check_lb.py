@@ -16,10 +16,10 @@ from typing import Iterable, List
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
-from spotwatch.response.aws import AwsClients, api_errors, describe_error
-from spotwatch.response.bounded import within
-from spotwatch.response.lb_discovery import LoadBalancers, discover
-from spotwatch.response.lb_targets import registered_ports, short_group
+from spotwatch.parts.awsapi.bounded import within
+from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error
+from spotwatch.parts.lb.discovery import LoadBalancers, discover
+from spotwatch.parts.lb.targets import registered_ports, short_group
 
 SPOT_WARNING = 120.0  # seconds between a Spot notice and the interruption
 DELAY_KEY = "deregistration_delay.timeout_seconds"

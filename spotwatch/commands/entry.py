@@ -16,7 +16,7 @@ from spotwatch.exits import EX_FAILURE
 from spotwatch.host import logs
 
 if TYPE_CHECKING:
-    from spotwatch.response.hibernate import Probes
+    from spotwatch.parts.hibernate import Probes
 
 Command = Callable[[argparse.Namespace], int]
 

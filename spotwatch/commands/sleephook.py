@@ -36,8 +36,8 @@ from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
 from spotwatch.host import logs
 from spotwatch.logevents import emit
+from spotwatch.parts.hibernate import hooks_plan
 from spotwatch.response.deadline import KILL_GRACE
-from spotwatch.response.hibernate import hooks_plan
 from spotwatch.response.responder import Facts, Responder
 from spotwatch.response.runner import summarize
 from spotwatch.state.ledger import BY_SLEEP_HOOK, HibernateLedger

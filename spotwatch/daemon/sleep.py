@@ -15,7 +15,7 @@ from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.notices import SOURCE_RESUME_DETECTED, Action, Notice, now_notice
 from spotwatch.logevents import emit
-from spotwatch.response.hibernate import notice_key, skip_hooks
+from spotwatch.parts.hibernate import notice_key, skip_hooks
 from spotwatch.response.plan import Plan
 from spotwatch.response.responder import Responder
 from spotwatch.state.ledger import BY_DAEMON, HibernateLedger

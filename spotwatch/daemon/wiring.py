@@ -8,16 +8,16 @@ from typing import Optional, Tuple
 from spotwatch.config.schema import Config
 from spotwatch.daemon.boot import on_daemon_start
 from spotwatch.daemon.shell import DaemonParts
-from spotwatch.response.aws import AwsClients
+from spotwatch.parts.autoscaling.lifecycle import AutoscalingResponse
+from spotwatch.parts.awsapi.clients import AwsClients
+from spotwatch.parts.ecs.agent import EcsTarget
+from spotwatch.parts.ecs.empty import until_no_task_left
+from spotwatch.parts.ecs.reactivate import EcsReactivation
+from spotwatch.parts.ecs.steps import EcsResponse
+from spotwatch.parts.hibernate import Probes, add_hibernate_trigger
+from spotwatch.parts.instance import InstanceResponse
+from spotwatch.parts.lb.steps import LoadBalancerResponse
 from spotwatch.response.build import Providers
-from spotwatch.response.ecs import EcsResponse
-from spotwatch.response.ecs_agent import EcsTarget
-from spotwatch.response.ecs_empty import until_no_task_left
-from spotwatch.response.hibernate import Probes, add_hibernate_trigger
-from spotwatch.response.instance import InstanceResponse
-from spotwatch.response.lb_steps import LoadBalancerResponse
-from spotwatch.response.lifecycle import AutoscalingResponse
-from spotwatch.response.reactivate import EcsReactivation
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 

@@ -12,8 +12,8 @@ terminate, stop (and reboot):
   timed:              ECS final stop at notice time - `stop_timeout` - `deadline_margin`
   finale:             `instance.after_response` (Spot notices only)
   Auto Scaling termination: the same, but the ECS final stop starts at once and ends as
-  soon as no task is left (response/ecs_empty.py), and the finale completes the lifecycle
-  action (response/lifecycle.py; heartbeats meanwhile)
+  soon as no task is left (parts/ecs/empty.py), and the finale completes the lifecycle
+  action (parts/autoscaling/lifecycle.py; heartbeats meanwhile)
 hibernate:            hooks held to `hibernate.budget`; then the hibernation trigger
 rebalance:            hooks by `order`; finale `instance.after_rebalance`
 cancel, start:        hooks by `order`; then, together, what puts back what an earlier

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.response.aws import (
+from spotwatch.parts.awsapi.clients import (
     AwsClients,
     api_errors,
     describe_error,

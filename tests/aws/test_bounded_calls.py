@@ -15,10 +15,10 @@ from awshelpers import EcsWorld, FakeAgent, context, notice_in
 from proxy import Proxy
 
 from spotwatch.config.schema import EcsSettings
-from spotwatch.response.aws import AwsClients
-from spotwatch.response.ecs import EcsDrainStep, EcsFinalStopStep, EcsStopStep
-from spotwatch.response.ecs_agent import EcsTarget
-from spotwatch.response.instance import InstanceActionStep
+from spotwatch.parts.awsapi.clients import AwsClients
+from spotwatch.parts.ecs.agent import EcsTarget
+from spotwatch.parts.ecs.steps import EcsDrainStep, EcsFinalStopStep, EcsStopStep
+from spotwatch.parts.instance import InstanceActionStep
 from spotwatch.state.schema import FAILED, OK
 
 REGION = "us-east-1"

@@ -21,10 +21,15 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from spotwatch.config.schema import Config, EcsSettings, InstanceSettings
-from spotwatch.response.aws import AwsClients, describe_error, endpoint_from_env, region_from_arn
-from spotwatch.response.bounded import within
-from spotwatch.response.build import Providers, build_plan
-from spotwatch.response.ecs import (
+from spotwatch.parts.awsapi.bounded import within
+from spotwatch.parts.awsapi.clients import (
+    AwsClients,
+    describe_error,
+    endpoint_from_env,
+    region_from_arn,
+)
+from spotwatch.parts.ecs.agent import AgentInfo, DiscoveryError, EcsTarget, discover
+from spotwatch.parts.ecs.steps import (
     EcsDrainStep,
     EcsFinalStopStep,
     EcsResponse,
@@ -34,8 +39,8 @@ from spotwatch.response.ecs import (
     stop_tasks,
     task_groups,
 )
-from spotwatch.response.ecs_agent import AgentInfo, DiscoveryError, EcsTarget, discover
-from spotwatch.response.instance import InstanceResponse
+from spotwatch.parts.instance import InstanceResponse
+from spotwatch.response.build import Providers, build_plan
 from spotwatch.response.runner import Runner
 from spotwatch.state.schema import FAILED, OK
 
@@ -441,7 +446,7 @@ def test_region_order(aws_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_endpoint_variables_are_applied_by_hand_on_older_botocore(
     aws_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("spotwatch.response.aws._endpoint_env_is_native", lambda: False)
+    monkeypatch.setattr("spotwatch.parts.awsapi.clients._endpoint_env_is_native", lambda: False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", "http://127.0.0.1:8")
     clients = AwsClients(region=REGION)

@@ -11,8 +11,8 @@ from awshelpers import EcsWorld, FakeAgent, context, notice_in
 
 from spotwatch.config.schema import Config, EcsSettings
 from spotwatch.daemon.wiring import aws_clients
-from spotwatch.response.ecs import EcsFinalStopStep, EcsTarget
-from spotwatch.response.ecs_empty import FinalStopWhenEmptyStep
+from spotwatch.parts.ecs.empty import FinalStopWhenEmptyStep
+from spotwatch.parts.ecs.steps import EcsFinalStopStep, EcsTarget
 
 
 def test_the_final_stop_ends_as_soon_as_the_last_task_has_left(

@@ -13,9 +13,9 @@ from botocore.stub import Stubber
 
 from spotwatch.config.schema import Config, InstanceSettings
 from spotwatch.detection.notices import REBALANCE
-from spotwatch.response.aws import AwsClients
-from spotwatch.response.bounded import within
-from spotwatch.response.instance import (
+from spotwatch.parts.awsapi.bounded import within
+from spotwatch.parts.awsapi.clients import AwsClients
+from spotwatch.parts.instance import (
     ALLOWED,
     DENIED,
     UNKNOWN,

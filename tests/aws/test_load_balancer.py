@@ -29,9 +29,9 @@ from spotwatch.config.schema import (
 )
 from spotwatch.daemon.wiring import aws_clients
 from spotwatch.detection.notices import Notice
+from spotwatch.parts.lb.steps import LoadBalancerResponse
+from spotwatch.parts.lb.targets import find_record, reregister
 from spotwatch.response.build import Providers, build_plan
-from spotwatch.response.lb_steps import LoadBalancerResponse
-from spotwatch.response.lb_targets import find_record, reregister
 from spotwatch.response.plan import StepOutcome
 from spotwatch.response.runner import Runner
 from spotwatch.simulator.imds import ImdsSimulator

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 from testkit import DaemonProcess, lines, response_record, wait_for  # noqa: F401 - re-exported
 
-from spotwatch.response.hibernate import Probes
+from spotwatch.parts.hibernate import Probes
 from spotwatch.simulator.imds import format_time
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import sys
 
 from spotwatch.cli import build_parser
 from spotwatch.commands.entry import run_daemon
-from spotwatch.response.hibernate import Probes
+from spotwatch.parts.hibernate import Probes
 
 if __name__ == "__main__":
     root, systemctl, *argv = sys.argv[1:]

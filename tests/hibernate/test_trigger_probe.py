@@ -14,9 +14,9 @@ import pytest
 
 from spotwatch.config.schema import HibernateSettings
 from spotwatch.detection.notices import now_notice
-from spotwatch.response import hibernate
+from spotwatch.parts import hibernate
+from spotwatch.parts.hibernate import HibernateTrigger, Probes
 from spotwatch.response.deadline import NoticeClock
-from spotwatch.response.hibernate import HibernateTrigger, Probes
 from spotwatch.response.plan import StepContext
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.state.schema import OK, SKIPPED

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from relsupport import record_stats, suite_settings
 
-ecs = pytest.importorskip("spotwatch.response.ecs_agent")
+ecs = pytest.importorskip("spotwatch.parts.ecs.agent")
 
 JSONISH = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),

@@ -10,7 +10,7 @@
 - the state file: random bytes and random JSON (of the right version and boot) into
   `StateStore.load` and `Daemon.prepare`, then a poll that handles a notice.
 
-ECS agent introspection JSON is fuzzed in test_fuzz_ecs.py once `spotwatch.response.ecs`
+ECS agent introspection JSON is fuzzed in test_fuzz_ecs.py once `spotwatch.parts.ecs.steps`
 exists (it is skipped until then).
 """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import testkit
 
-from spotwatch.response.hibernate import Probes
+from spotwatch.parts.hibernate import Probes
 from spotwatch.simulator.imds import ImdsSimulator
 
 

@@ -275,7 +275,7 @@ def test_a_deeply_nested_ecs_agent_answer_is_a_discovery_error() -> None:
     discover() (json raises it, not ValueError, for deep nesting) instead of DiscoveryError."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from spotwatch.response.ecs_agent import DiscoveryError, discover
+    from spotwatch.parts.ecs.agent import DiscoveryError, discover
 
     class Deep(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

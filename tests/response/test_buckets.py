@@ -1,9 +1,9 @@
-"""Which throttling bucket an action's calls wait in line for (spotwatch.response.buckets):
+"""Which throttling bucket an action's calls wait in line for (spotwatch.parts.awsapi.buckets):
 ECS shares one bucket among the actions of a category, as AWS documents it."""
 
 from __future__ import annotations
 
-from spotwatch.response.buckets import bucket_of
+from spotwatch.parts.awsapi.buckets import bucket_of
 
 
 def test_stop_task_shares_its_bucket_with_the_drain_and_not_with_the_reads() -> None:

@@ -1,4 +1,4 @@
-"""The line a client's calls wait in (spotwatch.response.callline), with real threads and the
+"""The line a client's calls wait in (spotwatch.parts.awsapi.callline), with real threads and the
 real clock: each throttling bucket has its own line and pacer, since a throttled answer says
 something about its bucket only, and the calls that matter most go first in theirs."""
 
@@ -8,8 +8,8 @@ import threading
 import time
 from typing import List
 
-from spotwatch.response.buckets import bucket_of
-from spotwatch.response.callline import CallLine, Ticket
+from spotwatch.parts.awsapi.buckets import bucket_of
+from spotwatch.parts.awsapi.callline import CallLine, Ticket
 
 MODIFY = bucket_of("ecs", "stop_task")  # StopTask's bucket
 READ = bucket_of("ecs", "list_tasks")  # ListTasks' and DescribeTasks'

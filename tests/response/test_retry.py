@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from spotwatch.response.retry import (
+from spotwatch.parts.awsapi.retry import (
     DEFAULT,
     URGENT_CAP,
     DeadlineBackoff,

@@ -4,10 +4,10 @@ Steps: `EcsDrainStep` (DRAINING), `EcsStopStep` (StopTask for standalone
 tasks, or all, right after the hooks) and `EcsFinalStopStep`, timed at notice time -
 `stop_timeout` - `deadline_margin` so the agent's SIGTERM-then-SIGKILL fits before the
 deadline. API failures become FAILED steps in the API's words; nothing here raises for them.
-Every call is bounded by the time left (spotwatch.response.aws `Bounded`), or by less when a
+Every call is bounded by the time left (spotwatch.parts.awsapi.clients `Bounded`), or by less when a
 step is told its own `bound`; the stop step's calls end when the final stop starts (it
 stops whatever is still running), and the final stop's calls are urgent: under throttling
-they come back sooner than the others (spotwatch.response.retry).
+they come back sooner than the others (spotwatch.parts.awsapi.retry).
 In dry run the read-only calls are made, so the log can name each task it would stop, and
 nothing is changed.
 """
@@ -30,15 +30,15 @@ from typing import (
 from spotwatch.config.schema import Config, EcsSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import api_errors, describe_error
-from spotwatch.response.bounded import Bounded
-from spotwatch.response.deadline import NoticeClock
-from spotwatch.response.ecs_agent import (
+from spotwatch.parts.awsapi.bounded import Bounded
+from spotwatch.parts.awsapi.clients import api_errors, describe_error
+from spotwatch.parts.ecs.agent import (
     AgentInfo,
     DiscoveryError,
     EcsTarget,
     short_id,
 )
+from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.plan import Step, StepContext, StepOutcome, TimedStep
 from spotwatch.state.schema import FAILED, OK
 

@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error
-from spotwatch.response.bounded import Bounded
+from spotwatch.parts.awsapi.bounded import Bounded
+from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error
 from spotwatch.state.files import write_atomically
 
 log = logging.getLogger("spotwatch.lb")

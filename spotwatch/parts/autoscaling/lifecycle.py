@@ -28,8 +28,8 @@ from typing import Any, Dict, List, Optional
 from spotwatch.config.schema import AutoscalingSettings, Config
 from spotwatch.detection.notices import SOURCE_TARGET_LIFECYCLE_STATE, Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error
-from spotwatch.response.bounded import Bounded
+from spotwatch.parts.awsapi.bounded import Bounded
+from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.response.responder import Response
 from spotwatch.response.runner import StepJournal

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Tuple
 from spotwatch.config.schema import EcsSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, region_from_arn
+from spotwatch.parts.awsapi.clients import AwsClients, region_from_arn
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.plan import StepContext
 

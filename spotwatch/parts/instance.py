@@ -3,8 +3,8 @@
 `instance.after_response` (stop | hibernate | terminate) after a terminate or stop notice,
 `instance.after_rebalance` (stop | terminate) after a rebalance recommendation's hooks.
 Always the graceful way: never `Force`, never `SkipOsShutdown`. The call is bounded by the
-time left and retried while it allows (spotwatch.response.aws `Bounded`). The answer's state codes
-are read from their low byte (the high byte is internal to EC2) and logged as
+time left and retried while it allows (`Bounded`, parts/awsapi/bounded.py). The answer's
+state codes are read from their low byte (the high byte is internal to EC2) and logged as
 "running → stopping". Failures are reported in the API's words.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, List, Mapping, Optional, Tuple
 from spotwatch.config.schema import Config
 from spotwatch.detection.notices import REBALANCE, Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error, error_code
-from spotwatch.response.bounded import Bounded
+from spotwatch.parts.awsapi.bounded import Bounded
+from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error, error_code
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.state.schema import FAILED, OK, SKIPPED
 

@@ -23,9 +23,9 @@ from typing import Dict, List, Optional, Tuple
 from spotwatch.config.schema import Config, LoadBalancerSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error
-from spotwatch.response.lb_discovery import LoadBalancerDiscovery, LoadBalancers, group_of
-from spotwatch.response.lb_targets import (
+from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error
+from spotwatch.parts.lb.discovery import LoadBalancerDiscovery, LoadBalancers, group_of
+from spotwatch.parts.lb.targets import (
     GONE_STATES,
     Deregistered,
     deregister_classic,

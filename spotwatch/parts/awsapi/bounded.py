@@ -2,7 +2,7 @@
 
 Every call in a response is bounded by the time left before the deadline (or by less, when
 a step is told its own bound); throttling and transient failures are retried while that
-allows (spotwatch.response.aws, spotwatch.response.retry).
+allows (spotwatch.parts.awsapi.clients, spotwatch.parts.awsapi.retry).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Protocol
 
-from spotwatch.response.retry import DeadlineBackoff
+from spotwatch.parts.awsapi.retry import DeadlineBackoff
 
 TimeLeft = Callable[[], float]  # seconds left for a call (and its retries)
 

@@ -16,10 +16,10 @@ from typing import Callable, List
 from spotwatch.config.schema import Config
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
+from spotwatch.parts.autoscaling.lifecycle import is_asg_termination
+from spotwatch.parts.ecs.agent import AgentInfo
+from spotwatch.parts.ecs.steps import EcsFinalStopStep, final_stop_at, list_running_tasks
 from spotwatch.response.deadline import NoticeClock
-from spotwatch.response.ecs import EcsFinalStopStep, final_stop_at, list_running_tasks
-from spotwatch.response.ecs_agent import AgentInfo
-from spotwatch.response.lifecycle import is_asg_termination
 from spotwatch.response.plan import StepContext, StepOutcome, TimedStep
 from spotwatch.state.schema import INTERRUPTED, OK
 

@@ -1,14 +1,14 @@
-"""One client's calls to one AWS service, waiting in line to be sent (spotwatch.response.aws).
+"""One client's calls to one AWS service, waiting in line to be sent (awsapi/clients.py).
 
 AWS throttles with token buckets that are not one per service: ECS has one per category of
 actions (StopTask shares UpdateContainerInstancesState's, not ListTasks'; see
-spotwatch.response.buckets). So each bucket has its own line and its own `Pacer`: StopTask
+spotwatch.parts.awsapi.buckets). So each bucket has its own line and its own `Pacer`: StopTask
 throttled in the stop step says nothing about ListTasks, and must not hold back the final
 stop's ListTasks (it did, with one pacer per service: bench/storm.py, docs/benchmarks.md
 "Storm"). The client's `Gate` (how many calls in flight) is one for the service. A call joins
 its bucket's line with a ticket (0 for the calls that matter most, else 1; order of
 arrival) and is let go when it is first in that line, the gate has room and the bucket's
-pacer says the next call may go (spotwatch.response.retry: the policy, pure; here the
+pacer says the next call may go (spotwatch.parts.awsapi.retry: the policy, pure; here the
 threads and the clock). A throttled call joins again with its old ticket: it keeps its
 place, and the pacer's spacing is its backoff.
 """
@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from spotwatch.response.retry import Gate, Pacer
+from spotwatch.parts.awsapi.retry import Gate, Pacer
 
 
 class Ticket(NamedTuple):
-    bucket: str  # spotwatch.response.buckets.bucket_of
+    bucket: str  # spotwatch.parts.awsapi.buckets.bucket_of
     rank: int  # 0: a call that matters most; 1: the others
     seq: int  # order of arrival
 

@@ -1,7 +1,7 @@
 """Which throttling bucket an AWS API action draws its tokens from.
 
 A client's calls wait in one line per bucket, each with its own pacer
-(spotwatch.response.callline), because a throttled answer says something about that bucket
+(spotwatch.parts.awsapi.callline), because a throttled answer says something about that bucket
 only. ECS groups its actions into categories that share a bucket per account and Region
 ("Request throttling for the Amazon ECS API", the table "Request Token Bucket Sizes and
 Refill Rates"; docs/aws-facts.md): StopTask and UpdateContainerInstancesState draw from one

@@ -19,7 +19,7 @@ answer halves how many of its calls may be in flight, served ones let more throu
 an instance stops sending 16 calls where the bucket serves one.
 
 Pure: no clock, no sleeping, no threads; a random source is passed in. The AWS calls use it
-(spotwatch.response.aws), and bench/storm.py runs exactly these objects on a simulated clock.
+(awsapi/clients.py), and bench/storm.py runs exactly these objects on a simulated clock.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class DeadlineBackoff:
 
     base: float = 0.25
     cap: float = 16.0
-    # An attempt at the shortest timeouts (spotwatch.response.aws: 0.2 s connect + 0.2 s
+    # An attempt at the shortest timeouts (spotwatch.parts.awsapi.clients: 0.2 s connect + 0.2 s
     # read) fits in this, so no attempt outlives the bound.
     least_attempt: float = 0.4
     name: str = "deadline"
@@ -165,7 +165,7 @@ class Pacer:
     line near their bound hurry, spaced to be done in 1 / `need` of the room they have left.
     Neither sends faster than `hurry` x the rate (or two a second, if that is slower). A
     throttled call goes back in line; the pacing is its backoff. The
-    caller keeps the line and the clock (spotwatch.response.callline; bench/storm.py runs the
+    caller keeps the line and the clock (spotwatch.parts.awsapi.callline; bench/storm.py runs the
     same object on a simulated clock).
     """
 

@@ -12,8 +12,8 @@ from typing import Callable, List, Optional
 
 from spotwatch.config.schema import Config, EcsSettings
 from spotwatch.detection.notices import Notice
-from spotwatch.response.ecs import EcsDrainStep, EcsStep
-from spotwatch.response.ecs_agent import AgentInfo, EcsTarget
+from spotwatch.parts.ecs.agent import AgentInfo, EcsTarget
+from spotwatch.parts.ecs.steps import EcsDrainStep, EcsStep
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.state.history import boot_ending_record, drained, drained_for_event
 from spotwatch.state.store import StateStore

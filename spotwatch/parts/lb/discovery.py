@@ -21,8 +21,8 @@ from spotwatch.config.schema import Config
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.monitors import TARGET_LIFECYCLE_STATE
 from spotwatch.logevents import emit
-from spotwatch.response.aws import AwsClients, api_errors, describe_error
-from spotwatch.response.bounded import Bounded, within
+from spotwatch.parts.awsapi.bounded import Bounded, within
+from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error
 
 log = logging.getLogger("spotwatch.lb")
 

@@ -9,7 +9,7 @@ AWS step.
   (detected at run time by its `ignore_configured_endpoint_urls` setting); on older botocore
   we read them here so a local endpoint still works.
 - Retries are ours, not botocore's (its own are off): `Bounded.call` retries throttling and
-  transient faults with spotwatch.response.retry's policy for as long as the caller's bound
+  transient faults with spotwatch.parts.awsapi.retry's policy for as long as the caller's bound
   (the time left, or a step's own) allows, never a fixed count or a quota; each attempt gets a
   client whose timeouts fit in what is left (5 s read timeout, then 2, 1, 0.5 s when less is
   left), so no call outlives its bound by more than a connect. Calls wait in one line per
@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Type
 
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.logevents import emit
-from spotwatch.response.bounded import Bounded, TimeLeft
-from spotwatch.response.buckets import bucket_of
-from spotwatch.response.callline import CallLine, Ticket
-from spotwatch.response.retry import DEFAULT, DeadlineBackoff, is_retryable, is_throttling
+from spotwatch.parts.awsapi.bounded import Bounded, TimeLeft
+from spotwatch.parts.awsapi.buckets import bucket_of
+from spotwatch.parts.awsapi.callline import CallLine, Ticket
+from spotwatch.parts.awsapi.retry import DEFAULT, DeadlineBackoff, is_retryable, is_throttling
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
@@ -119,7 +119,7 @@ class AwsClients:
     """Lazily made, thread-safe ECS and EC2 clients on one session.
 
     `region`: an explicit region (`ecs.region`); `imds_endpoint` etc.: where to ask for the
-    region when nothing else says it; `policy`, `rng`: when to retry (spotwatch.response.retry).
+    region when nothing else says it; `policy`, `rng`: when to retry (spotwatch.parts.awsapi.retry).
     """
 
     def __init__(
@@ -166,7 +166,7 @@ class AwsClients:
     def bounded(self, time_left: TimeLeft, *, urgent: bool = False) -> Bounded:
         """Calls bounded by `time_left()` (seconds; e.g. `ctx.clock.time_left`, or less for
         a step told its own bound); `urgent`: the calls that matter most (module docstring
-        of spotwatch.response.retry)."""
+        of spotwatch.parts.awsapi.retry)."""
         return Bounded(self, time_left, self.policy.urgent() if urgent else self.policy, urgent)
 
     def call(
