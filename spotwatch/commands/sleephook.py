@@ -32,11 +32,13 @@ from typing import Dict, Optional
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import Config
 from spotwatch.daemon.shell import INSTANCE_ID_PATH
+from spotwatch.daemon.wiring import aws_clients
 from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
 from spotwatch.host import logs
 from spotwatch.logevents import emit
 from spotwatch.parts.hibernate import hooks_plan
+from spotwatch.parts.presetservices import DaemonServices
 from spotwatch.response.deadline import KILL_GRACE
 from spotwatch.response.responder import Facts, Responder
 from spotwatch.response.runner import summarize
@@ -145,9 +147,10 @@ def _run(config: Config, notice: Notice) -> None:
     if not config.hooks_for(notice.action):
         return
     instance_id = _instance_id(config)
+    services = DaemonServices(config.imds, aws_clients(config))
     responder = Responder(
         lambda: config,
-        lambda n, c: hooks_plan(n, c.hooks_for(n.action)),
+        lambda n, c: hooks_plan(n, c.hooks_for(n.action), services),
         facts=lambda: Facts(instance_id, config.dry_run),
     )
     response = responder.start("sleep-hook", "sleep-hook", notice, background=False)

@@ -17,6 +17,7 @@ from spotwatch.parts.ecs.steps import EcsResponse
 from spotwatch.parts.hibernate import Probes, add_hibernate_trigger
 from spotwatch.parts.instance import InstanceResponse
 from spotwatch.parts.lb.steps import LoadBalancerResponse
+from spotwatch.parts.presetservices import DaemonServices
 from spotwatch.response.build import Providers
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
@@ -42,6 +43,7 @@ class AwsParts:
         self._key: Optional[Tuple[object, ...]] = None
         self.ecs: Optional[EcsResponse] = None
         self.instance: InstanceResponse
+        self.services: DaemonServices
         self.lb: Optional[LoadBalancerResponse] = None
         self._clients: AwsClients
         self.autoscaling = AutoscalingResponse(aws_clients(config), config.autoscaling)
@@ -69,6 +71,7 @@ class AwsParts:
         clients = aws_clients(config)
         self._clients = clients
         self.instance = InstanceResponse(clients)
+        self.services = DaemonServices(config.imds, clients)
         self.autoscaling.lifecycle.clients = clients
         self.ecs = None
         if config.ecs.enabled is not False:
@@ -86,6 +89,7 @@ class AwsParts:
             instance=instance.steps,
             lifecycle_end=self.autoscaling.finale,
             undo=[self.reactivation.steps],
+            preset_services=self.services,
         )
         if lb is not None:
             parts.lb_deregister = lb.deregister
