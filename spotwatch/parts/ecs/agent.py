@@ -9,7 +9,6 @@ does not answer is a FAILED step, after retrying within the deadline); `false`: 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from spotwatch.config.schema import EcsSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
 from spotwatch.parts.awsapi.clients import AwsClients, region_from_arn
+from spotwatch.parts.causes import short_cause
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.plan import StepContext
 
@@ -55,17 +55,6 @@ def short_id(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
 
 
-def _why(failure: BaseException) -> str:
-    """requests' messages run to several lines of pool internals; keep the cause."""
-    text = str(failure)
-    found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    if found:
-        return found.group(0)
-    if "timed out" in text.lower():
-        return "timed out"
-    return type(failure).__name__
-
-
 def discover(agent_url: str, timeout: float = AGENT_TIMEOUT) -> AgentInfo:
     """Ask the agent's introspection API who we are in ECS; raises `DiscoveryError`."""
     import requests  # ~28 MB: a daemon with ECS off never imports it
@@ -74,7 +63,7 @@ def discover(agent_url: str, timeout: float = AGENT_TIMEOUT) -> AgentInfo:
     try:
         reply = requests.get(url, timeout=timeout)
     except requests.RequestException as failure:
-        raise DiscoveryError(f"{url}: {_why(failure)}") from None
+        raise DiscoveryError(f"{url}: {short_cause(failure)}") from None
     if reply.status_code != 200:
         raise DiscoveryError(f"{url}: HTTP {reply.status_code}")
     try:
