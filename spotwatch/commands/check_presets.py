@@ -101,10 +101,13 @@ def pidfile(target: str, services: DaemonServices) -> CheckResult:
 
 def docker(target: str, services: DaemonServices) -> CheckResult:
     try:
-        version = services.docker(target).ping()
+        runtime = services.docker(target)
     except RuntimeUnavailable as why:
         return CheckResult("", ERROR, f"Docker Engine at {target}: {why}")
-    return CheckResult("", OK, f"Docker Engine at {target}: {version}")
+    try:
+        return CheckResult("", OK, f"Docker Engine at {target}: {runtime.version()}")
+    finally:
+        runtime.close()
 
 
 def bucket(target: str, services: DaemonServices) -> CheckResult:

@@ -91,15 +91,17 @@ class ContainerRuntime(Protocol):
     """The Docker Engine API at one host, as far as docker-stop needs it."""
 
     def running(self, label: Optional[str], names: Sequence[str]) -> List[Container]:
-        """Running containers with that label (`key=value`) and/or those names (neither:
+        """Running containers with that label (`key=value`) or one of those names (neither:
         every running container); raises RuntimeUnavailable when the runtime cannot answer."""
 
-    def stop_all(self, containers: Sequence[Container], t: int, within: float) -> List[Stopped]:
-        """Stop every one concurrently (`t` seconds before SIGKILL), each waited for until it
-        has exited or `within` seconds have passed; one `Stopped` per container, in order."""
+    def stop_all(self, containers: Sequence[Container], t: int) -> List[Stopped]:
+        """Stop every one concurrently (SIGKILL after `t` seconds), each result once it has
+        exited or its call failed; one `Stopped` per container, in order."""
 
-    def ping(self) -> str:
-        """The runtime's version; raises RuntimeUnavailable when it does not answer."""
+    def version(self) -> str:
+        """What answers ("Docker 20.10.24 (API 1.41)")."""
+
+    def close(self) -> None: ...
 
 
 class RuntimeUnavailable(Exception):

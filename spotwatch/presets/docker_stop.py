@@ -2,7 +2,8 @@
 once, each with `t` = T - 5 seconds (at least 0) before the engine kills it; the hook ends
 when all have stopped.
 
-    with: {label: "com.example.role=worker", names: [db], docker_host: "unix:///var/run/docker.sock"}
+    with: {label: "com.example.role=worker", names: [db]}
+    with: {docker_host: "tcp://127.0.0.1:2375"}          # neither label nor names: all
 
 `label` and/or `names` choose the containers (a container matching either is stopped);
 neither: every running container. The engine is reached at `docker_host` (default
@@ -33,10 +34,8 @@ from spotwatch.presets.base import (
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 KILL_MARGIN = 5  # seconds of T left after the engine's stop timeout
 label_filter = matching(re.compile(r"[^=\s]+=\S*"), '"key=value"')
-container_name = matching(re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*"), "a container name")
-docker_host = matching(
-    re.compile(r"(unix|tcp|ssh)://\S+"), "unix:///PATH, tcp://HOST:PORT or ssh://HOST"
-)
+container_name = matching(re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+"), "a container name")
+docker_host = matching(re.compile(r"(unix|tcp)://\S+"), "unix:///PATH or tcp://HOST:PORT")
 
 
 def host_of(args: Mapping[str, Any]) -> str:
@@ -56,37 +55,48 @@ class DockerStop(Preset):
     }
 
     def would(self, args: Mapping[str, Any], call: Call) -> str:
-        t = max(0, call.seconds - KILL_MARGIN)
-        which = _which(args)
+        t = stop_timeout(call)
         try:
-            found = call.services.docker(host_of(args)).running(args.get("label"), _names(args))
+            runtime = call.services.docker(host_of(args))
+            try:
+                found = runtime.running(args.get("label"), _names(args))
+            finally:
+                runtime.close()
             now = ", ".join(c.name for c in found) or "none running now"
         except RuntimeUnavailable as unavailable:
             now = f"cannot list them now: {unavailable}"
-        return f"POST /containers/{{id}}/stop?t={t} at {host_of(args)} for {which} ({now})"
+        return f"POST /containers/{{id}}/stop?t={t} at {host_of(args)} for {_which(args)} ({now})"
 
     def run(self, args: Mapping[str, Any], call: Call) -> Result:
-        host = host_of(args)
-        t = max(0, call.seconds - KILL_MARGIN)
+        host, t = host_of(args), stop_timeout(call)
         try:
             runtime = call.services.docker(host)
-            found = runtime.running(args.get("label"), _names(args))
         except RuntimeUnavailable as unavailable:
             return Result(FAILED, f"{host}: {unavailable}")
-        if not found:
-            return Result(OK, f"no running container matched {_which(args)}")
-        stopped = runtime.stop_all(found, t, max(0.0, call.time_left()))
-        done = [s for s in stopped if s.ok]
-        left = [s for s in stopped if not s.ok]
+        try:
+            found = runtime.running(args.get("label"), _names(args))
+            if not found:
+                return Result(OK, f"no running container matched {_which(args)}")
+            stopped = runtime.stop_all(found, t)
+        except RuntimeUnavailable as unavailable:
+            return Result(FAILED, f"{host}: {unavailable}")
+        finally:
+            runtime.close()
+        done = [s.container.name for s in stopped if s.ok]
+        left = [f"{s.container.name}: {s.detail}" for s in stopped if not s.ok]
         said = f"stopped {len(done)} of {len(stopped)} containers with t={t}"
         if not left:
-            return Result(OK, f"{said}: {', '.join(s.container.name for s in done)}")
-        why = "; ".join(f"{s.container.name}: {s.detail}" for s in left)
+            return Result(OK, f"{said}: {', '.join(done)}")
         status = TIMEOUT if call.time_left() <= 0 else FAILED
-        return Result(status, f"{said}; not stopped: {why}")
+        return Result(status, f"{said}; not stopped: {'; '.join(left)}")
 
     def requirements(self, args: Mapping[str, Any]) -> List[Requirement]:
         return [Requirement("docker", host_of(args))]
+
+
+def stop_timeout(call: Call) -> int:
+    """t = T - 5, at least 0: the engine's SIGKILL and the exit reported before the hook's end."""
+    return max(0, call.seconds - KILL_MARGIN)
 
 
 PRESET = DockerStop()
