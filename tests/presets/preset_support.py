@@ -5,13 +5,15 @@ appends its argv and environment, as JSON, to a file)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from testkit import wait_for
 
 from spotwatch.config.schema import HookSpec
 from spotwatch.config.validate import check_layer
@@ -101,8 +103,43 @@ class FixedServices(BareServices):
         return self.node
 
 
-def executable_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    os.chmod(folder, 0o755)
-    return folder
+# Traps SIGUSR1 (and SIGTERM): writes which arrived and when, "saves" for SAVE seconds,
+# writes when it exits, exits 0.
+TRAINER = """
+import os, signal, sys, time
+log, save = sys.argv[1], float(sys.argv[2])
+def handler(signum, frame):
+    with open(log, "a") as out:
+        out.write(f"{signal.Signals(signum).name} {time.time()}\\n")
+    time.sleep(save)
+    with open(log, "a") as out:
+        out.write(f"exit {time.time()}\\n")
+    sys.exit(0)
+signal.signal(signal.SIGUSR1, handler)
+signal.signal(signal.SIGTERM, handler)
+with open(log, "a") as out:
+    out.write("ready\\n")
+while True:
+    time.sleep(60)
+"""
+
+
+class Trainer:
+    def __init__(self, folder: Path, save: float = 0.0) -> None:
+        self.log = folder / "trainer.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", TRAINER, str(self.log), str(save)]
+        )
+        self.pidfile = folder / "trainer.pid"
+        self.pidfile.write_text(f"{self.process.pid}\n")
+        wait_for(lambda: self.log.exists() and "ready" in self.log.read_text())
+
+    def signals(self) -> List[str]:
+        """The signals it got, in order."""
+        return [line.split()[0] for line in self.log.read_text().splitlines()[1:]
+                if not line.startswith("exit ")]  # fmt: skip
+
+    def when(self, what: str) -> float:
+        """The wall time it wrote `what` (a signal's name, or "exit")."""
+        found = [line for line in self.log.read_text().splitlines() if line.startswith(what)]
+        return float(found[0].split()[1])

@@ -13,39 +13,8 @@ from pathlib import Path
 from typing import Iterator, List
 
 import pytest
-from preset_support import context, preset_hook, run_step
+from preset_support import Trainer, context, preset_hook, run_step
 from testkit import wait_for
-
-# Traps SIGUSR1 (and SIGTERM): writes which arrived, "saves" for SAVE seconds, exits 0.
-TRAINER = """
-import os, signal, sys, time
-log, save = sys.argv[1], float(sys.argv[2])
-def handler(signum, frame):
-    with open(log, "a") as out:
-        out.write(signal.Signals(signum).name + "\\n")
-    time.sleep(save)
-    sys.exit(0)
-signal.signal(signal.SIGUSR1, handler)
-signal.signal(signal.SIGTERM, handler)
-with open(log, "a") as out:
-    out.write("ready\\n")
-while True:
-    time.sleep(60)
-"""
-
-
-class Trainer:
-    def __init__(self, folder: Path, save: float = 0.0) -> None:
-        self.log = folder / "trainer.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", TRAINER, str(self.log), str(save)]
-        )
-        self.pidfile = folder / "trainer.pid"
-        self.pidfile.write_text(f"{self.process.pid}\n")
-        wait_for(lambda: self.log.exists() and "ready" in self.log.read_text())
-
-    def signals(self) -> List[str]:
-        return [line for line in self.log.read_text().splitlines() if line != "ready"]
 
 
 @pytest.fixture
