@@ -8,7 +8,8 @@ with min and max; comparisons are ratios measured in the same run. The table als
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
 Sections: idle, detection, rebalance, hibernate, fanout, ecs, startup, events, lb, storm (the
-full run adds the live storm: 30 real daemons, ~3 min). See docs/benchmarks.md.
+full run adds the live storm: 30 real daemons, ~3 min), presets (s3-sync against moto: 1 GiB
+and 1,000 small files in the full run; docker-stop of 20 containers). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench import (
     fanout,
     idle,
     lb,
+    presets,
     rebalance,
     startup,
     storm,
@@ -59,6 +61,7 @@ SECTIONS = (
     "events",
     "lb",
     "storm",
+    "presets",
 )
 
 
@@ -89,6 +92,11 @@ class Plan:
     )
     rebalance_checkpoints: Tuple[int, ...] = (2, 22, 42, 62)  # polls, fast mode
     rebalance_trials: Tuple[int, int] = (20, 12)  # detection trials: fast mode, normal mode
+    # s3-sync: (files, bytes each) sets and repetitions; docker-stop: containers, trials
+    s3_sets: Tuple[Tuple[int, int], ...] = ((1, 1024 * 1024 * 1024), (1000, 100 * 1024))
+    s3_reps: int = 2
+    docker_containers: int = 20
+    docker_trials: int = 3
 
 
 FULL = Plan(
@@ -128,6 +136,10 @@ QUICK = Plan(
     cadences=((1.0, (2, 5, 8)),),  # 1 s only: the 5 s one is for the full run
     rebalance_checkpoints=(2, 6, 10),
     rebalance_trials=(4, 2),
+    s3_sets=((1, 64 * 1024 * 1024), (200, 100 * 1024)),  # the 1 GiB file is for the full run
+    s3_reps=1,
+    docker_containers=5,
+    docker_trials=1,
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -481,6 +493,12 @@ def run_lb(results: Results, plan: Plan) -> None:
         )
 
 
+def run_presets(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
+    assert moto is not None
+    presets.s3_rows(results, moto, list(plan.s3_sets), plan.s3_reps)
+    presets.docker_rows(results, sim, plan.docker_containers, plan.docker_trials)
+
+
 # --------------------------------------------------------------------- main
 
 
@@ -505,7 +523,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sim = SimProcess()
     moto: Optional[MotoProcess] = None
     try:
-        if "ecs" in chosen or "startup" in chosen or "events" in chosen:
+        if {"ecs", "startup", "events", "presets"} & set(chosen):
             moto = MotoProcess()
         steps: Dict[str, Callable[[], None]] = {
             "idle": lambda: run_idle(results, sim, plan),
@@ -518,6 +536,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "events": lambda: run_events(results, plan, moto),
             "storm": lambda: run_storm(results, plan),
             "lb": lambda: run_lb(results, plan),
+            "presets": lambda: run_presets(results, sim, plan, moto),
         }
         for name in chosen:
             section_began = time.monotonic()

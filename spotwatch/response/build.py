@@ -21,7 +21,9 @@ cancel, start:        hooks by `order`; then, together, what puts back what an e
                       targets registered again)
 anything else:        hooks by `order` (maintenance, resume)
 
-A stage starts when the one before it has ended. A part that is not configured
+A hook is a `HookStep` (a command) or a `PresetStep` (a ready-made hook, spotwatch.presets,
+reaching what `Providers.preset_services` gives it); both are steps of kind `hook`, in the
+same stages. A stage starts when the one before it has ended. A part that is not configured
 contributes no step (no ECS agent: no ECS steps). Parts come from `Providers`, so this
 module does not need to know how ECS, EC2 or hibernation are reached.
 """

@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict
 
 import yaml
 from machine import Machine, base_image, files_named, offline, unpack
+from preset_scenario import install as install_preset_units
+from preset_scenario import presets_scenario
 
 from spotwatch.simulator.imds import ImdsSimulator, format_time
 
@@ -114,6 +116,7 @@ def main(work: Path) -> Dict[str, Any]:
         hook = root / "usr" / "local" / "bin" / "checkpoint"
         hook.write_text(HOOK)
         hook.chmod(0o755)
+        install_preset_units(root)
         drop_in = root / "etc" / "systemd" / "system" / f"{UNIT}.d"
         drop_in.mkdir(parents=True)
         (drop_in / "boot-test.conf").write_text(DROP_IN)
@@ -223,6 +226,8 @@ def scenario(machine: Machine, imds: ImdsSimulator, root: Path, facts: Dict[str,
         "root_rc": root_status.returncode,
         "root_out": root_status.stdout,
     }
+
+    presets_scenario(machine, imds, root, facts, config=config, wait=wait)
 
     # --- stop during a hook: stop returns once the hook has finished ---------------------
     (root / "var" / "tmp" / "hook-sleep").write_text("4\n")
