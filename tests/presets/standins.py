@@ -1,10 +1,14 @@
 """Small real servers the presets talk to in the tests: a Kubernetes API that the real
-`kubectl` drains and uncordons a node against (recording every request), and an HTTP
-receiver that answers as told (2xx late, 500, or never)."""
+`kubectl` drains and uncordons a node against (recording every request), a Slurm controller
+port the real `scontrol` sends its update to (signed by a real munged), and an HTTP receiver
+that answers as told (2xx late, 500, or never)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -130,3 +134,52 @@ class Receiver:
         self.closing.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class Slurmctld:
+    """What the real `scontrol` needs to send its request: a slurm.conf naming a controller
+    on a local port, and a real munged (own key and socket) to sign it. The controller is a
+    listener that records each request's bytes and answers nothing (so scontrol then fails,
+    after sending)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(mode=0o755)
+        subprocess.run(["mungekey", "-c", "-k", str(folder / "key")], check=True)
+        self.munged = subprocess.Popen(
+            ["munged", "-F", "-f", f"--socket={folder / 'sock'}", f"--key-file={folder / 'key'}",
+             f"--log-file={folder / 'log'}", f"--pid-file={folder / 'pid'}",
+             f"--seed-file={folder / 'seed'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.conf = folder / "slurm.conf"
+        self.conf.write_text(
+            "ClusterName=test\nSlurmctldHost=localhost(127.0.0.1)\n"
+            f"SlurmctldPort={self.listener.getsockname()[1]}\nAuthType=auth/munge\n"
+            f"AuthInfo=socket={folder / 'sock'}\n"
+            "NodeName=gpu-7 CPUs=1 State=UNKNOWN\nPartitionName=p Nodes=gpu-7 Default=YES\n"
+        )
+        self.requests: List[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not (folder / "sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            client.settimeout(1.0)
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := client.recv(65536):
+                    data += chunk
+            client.close()
+            self.requests.append(data)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.munged.terminate()
+        self.munged.wait(10)

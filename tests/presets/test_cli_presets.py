@@ -23,7 +23,7 @@ from preset_support import (
     recorder,
     run_step,
 )
-from standins import KubeApi
+from standins import KubeApi, Slurmctld
 
 from spotwatch.config.schema import ImdsSettings
 from spotwatch.parts.awsapi.clients import AwsClients
@@ -198,9 +198,8 @@ def test_the_real_kubectl_cordons_drains_and_uncordons_the_node(
     drained = run_step(hook, context(60), FixedServices(NODE))
     assert drained.status == "ok", drained.detail
     assert kube.unschedulable[NODE] is True
-    assert ("GET", f"/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE}&limit=500", "") in (
-        kube.requests
-    )
+    pods = f"/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE}"
+    assert any(m == "GET" and path.startswith(pods) for m, path, _ in kube.requests)
     back = run_step(hook, per_hook_context("start"), FixedServices(NODE))
     assert back.status == "ok", back.detail
     assert kube.unschedulable[NODE] is False
@@ -208,3 +207,35 @@ def test_the_real_kubectl_cordons_drains_and_uncordons_the_node(
         '{"spec":{"unschedulable":true}}',
         '{"spec":{"unschedulable":null}}',
     ]
+
+
+@pytest.fixture
+def slurmctld(tmp_path: Path) -> Iterator[Slurmctld]:
+    for program in ("scontrol", "munged", "mungekey"):
+        if shutil.which(program) is None:
+            pytest.skip(f"{program} is not installed (Debian slurm-client)")
+    controller = Slurmctld(tmp_path / "slurm")
+    yield controller
+    controller.close()
+
+
+def test_the_real_scontrol_sends_the_drain_and_the_resume_for_the_node(
+    tmp_path: Path, slurmctld: Slurmctld
+) -> None:
+    """scontrol (on the daemon's PATH, SLURM_CONF through the hook's env) accepts the argv
+    and sends REQUEST_UPDATE_NODE for the node, with the reason naming the action and the
+    notice time, then the one for RESUME. The stand-in controller answers nothing, so each
+    step fails with scontrol's own words after the request went out."""
+    hook = preset_hook(
+        "slurm-drain", {"node": "gpu-7"}, actions=["terminate", "start"],
+        env={"SLURM_CONF": str(slurmctld.conf)},
+    )  # fmt: skip
+    ctx = context(60)
+    drained = run_step(hook, ctx)
+    resumed = run_step(hook, per_hook_context("start"))
+    for outcome in (drained, resumed):
+        assert outcome.status == "failed" and "exit 1" in outcome.detail, outcome.detail
+    drain, resume = slurmctld.requests
+    reason = f"spotwatch: terminate at {ctx.notice.time_text}".encode()
+    assert b"\x00\x00\x00\x06gpu-7\x00" in drain and reason + b"\x00" in drain
+    assert b"\x00\x00\x00\x06gpu-7\x00" in resume and b"spotwatch" not in resume
