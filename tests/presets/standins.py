@@ -176,8 +176,8 @@ class Slurmctld:
             with contextlib.suppress(OSError):
                 while chunk := client.recv(65536):
                     data += chunk
+            self.requests.append(data)  # before the close that ends scontrol's wait
             client.close()
-            self.requests.append(data)
 
     def close(self) -> None:
         self.listener.close()

@@ -36,12 +36,12 @@ def test_matching_containers_stop_at_once_and_the_others_keep_running(
 ) -> None:
     """Label app=worker or the name db: four containers that each take 1 s to save after
     SIGTERM all stop in about 1 s (at once, not one after the other); `web` is untouched."""
-    workers = world.run_many(["w1", "w2", "w3"], labels={"app": "worker"}, linger=1.0)
-    db = world.run("db", linger=1.0)
-    web = world.run("web", labels={"app": "web"})
+    workers = world.run_many(["ds-w1", "ds-w2", "ds-w3"], labels={"app": "worker"}, linger=1.0)
+    db = world.run("ds-db", linger=1.0)
+    web = world.run("ds-web", labels={"app": "web"})
     hook = preset_hook(
         "docker-stop",
-        {"label": "app=worker", "names": ["db"], "docker_host": world.host},
+        {"label": "app=worker", "names": ["ds-db"], "docker_host": world.host},
         timeout=30,
     )
     started = time.monotonic()
@@ -50,18 +50,18 @@ def test_matching_containers_stop_at_once_and_the_others_keep_running(
     assert outcome.status == "ok", outcome.detail
     assert outcome.detail.startswith("stopped 4 of 4 containers with t=25: ")
     assert 0.9 <= took < 4.0, took
-    for name, cid in [("w1", workers[0]), ("w2", workers[1]), ("w3", workers[2]), ("db", db)]:
+    for name, cid in zip(["ds-w1", "ds-w2", "ds-w3", "ds-db"], [*workers, db]):
         assert world.record(name)[-1] == "TERM"
         state = world.state(cid)
         assert not state["Running"] and state["ExitCode"] == 0  # saved and exited itself
-    assert running(world, web) and world.record("web") == ["up"]
+    assert running(world, web) and world.record("ds-web") == ["up"]
 
 
 def test_t_is_t_minus_5_and_a_container_that_outlives_it_is_killed(world: DockerWorld) -> None:
     """T = 7 s (the hook's timeout): t = 2 s, so a container that needs 30 s after SIGTERM
     is SIGKILLed by the engine 2 s later (exit 137) and the hook still ends before T."""
-    slow = world.run("slow", linger=30.0)
-    hook = preset_hook("docker-stop", {"names": ["slow"], "docker_host": world.host}, timeout=7)
+    slow = world.run("ds-slow", linger=30.0)
+    hook = preset_hook("docker-stop", {"names": ["ds-slow"], "docker_host": world.host}, timeout=7)
     started = time.monotonic()
     outcome = run_step(hook, context(120), SERVICES)
     took = time.monotonic() - started
@@ -69,11 +69,11 @@ def test_t_is_t_minus_5_and_a_container_that_outlives_it_is_killed(world: Docker
     assert "with t=2" in outcome.detail
     assert 1.8 <= took < 7.0, took
     assert world.state(slow)["ExitCode"] == 137
-    assert world.record("slow") == ["up", "TERM"]
+    assert world.record("ds-slow") == ["up", "TERM"]
 
 
 def test_neither_label_nor_names_stops_every_running_container(world: DockerWorld) -> None:
-    world.run_many(["one", "two"])
+    world.run_many(["ds-one", "ds-two"])
     hook = preset_hook("docker-stop", {"docker_host": world.host})
     outcome = run_step(hook, context(60), SERVICES)
     assert outcome.status == "ok", outcome.detail
@@ -88,11 +88,11 @@ def test_no_matching_container_is_ok_and_says_so(world: DockerWorld) -> None:
 
 
 def test_dry_run_names_the_call_and_the_containers_and_stops_none(world: DockerWorld) -> None:
-    cid = world.run("keep", labels={"app": "worker"})
+    cid = world.run("ds-keep", labels={"app": "worker"})
     hook = preset_hook("docker-stop", {"label": "app=worker", "docker_host": world.host})
     outcome = run_step(hook, context(60, dry_run=True), SERVICES)
     assert outcome.detail == (
-        f"would POST /containers/{{id}}/stop?t=55 at {world.host} for label app=worker (keep)"
+        f"would POST /containers/{{id}}/stop?t=55 at {world.host} for label app=worker (ds-keep)"
     )
     assert running(world, cid)
 

@@ -89,7 +89,7 @@ import importlib.machinery, sys
 sys.meta_path.insert(0, importlib.machinery.PathFinder)
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.load import load_config
-sys.path.insert(0, sys.argv[2])
+sys.path[:0] = [sys.argv[2], sys.argv[3]]
 from preset_support import context, run_step
 
 config = load_config(sys.argv[1], env={}, check_permissions=False)
@@ -119,7 +119,7 @@ def test_a_new_preset_is_one_module_and_its_registry_entry(tmp_path: Path) -> No
     config = tmp_path / "config.yaml"
     config.write_text("hooks: [{name: e, preset: echo, with: {text: '${action}'}, timeout: 7}]")
     done = subprocess.run(
-        [sys.executable, "-c", USE, str(config), str(Path(__file__).parent)],
+        [sys.executable, "-c", USE, str(config), str(Path(__file__).parent), str(REPO / "tests")],
         capture_output=True,
         text=True,
         env=child_env({"PYTHONPATH": str(copy)}),
