@@ -82,7 +82,7 @@ def build_debs(work: Path) -> Dict[str, Path]:
     """This checkout's .deb, and one a version later (for the upgrade)."""
     out = {}
     newer = work / "newer-src"
-    for name in ("spotwatch", "packaging", "systemd", "docs"):
+    for name in ("spotwatch", "packaging", "systemd", "docs", "monitoring"):
         shutil.copytree(REPO / name, newer / name, ignore=shutil.ignore_patterns("__pycache__"))
     init = newer / "spotwatch" / "__init__.py"
     text = init.read_text()
@@ -175,7 +175,9 @@ def main(work: Path) -> Dict[str, Any]:
         "output": (installed.stdout + installed.stderr)[-3000:],
         "enabled": offline(root, "systemctl", "is-enabled", UNIT).stdout.strip(),
         "state_files": sorted(p.name for p in (root / "var/lib/spotwatch").iterdir()),
-    }
+        "monitoring_kit": sorted(str(p.relative_to(root)) for p in
+                                 (root / "usr/share/spotwatch").glob("*/spotwatch*.*")),
+    }  # fmt: skip
 
     # What hooks run and reach, besides the package: the host's docker and kubectl clients,
     # a unit for `systemctl start`, the textfile folder node_exporter's package would make.

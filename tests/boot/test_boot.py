@@ -40,6 +40,13 @@ def test_an_image_build_enables_the_service_without_starting_it(facts: Dict[str,
     assert install["state_files"] == []  # nothing ran
 
 
+def test_the_image_has_the_monitoring_kit(facts: Dict[str, Any]) -> None:
+    assert facts["image_install"]["monitoring_kit"] == [
+        "usr/share/spotwatch/grafana/spotwatch.json",
+        "usr/share/spotwatch/prometheus/spotwatch-rules.yml",
+    ]
+
+
 def test_after_boot_it_is_active_and_says_what_it_does(facts: Dict[str, Any]) -> None:
     show = facts["boot"]["show"]
     assert show["ActiveState"] == "active"

@@ -83,6 +83,9 @@ EXPECTED = {
     "/var/lib/spotwatch": (0o700, True),
     "/usr/share/man/man1/spotwatch.1.gz": (0o644, False),
     "/usr/share/doc/spotwatch/systemd.md": (0o644, False),
+    "/usr/share/doc/spotwatch/monitoring.md": (0o644, False),
+    "/usr/share/spotwatch/grafana/spotwatch.json": (0o644, False),
+    "/usr/share/spotwatch/prometheus/spotwatch-rules.yml": (0o644, False),
 }
 
 
