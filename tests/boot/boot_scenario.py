@@ -48,6 +48,7 @@ case "$1" in
   systemctl) systemctl start hook-probe.service && systemctl is-active hook-probe.service ;;
   docker) docker version --format '{{.Server.Version}}' && docker ps --quiet ;;
   kubectl) kubectl --server "$2" version ;;
+  user) id -un > /tmp/hook-proof-user ;;
   logind) busctl call org.freedesktop.login1 /org/freedesktop/login1 \\
             org.freedesktop.login1.Manager Inhibit ssss shutdown hook-proof boot-test delay ;;
 esac
@@ -65,6 +66,7 @@ def promises(world: str) -> Dict[str, List[str]]:
         "promise-docker": ["docker"],
         "promise-kubectl": ["kubectl", world],
         "promise-logind": ["logind"],
+        "promise-user": ["user"],  # run with `user: nobody`: the daemon drops to another user
     })  # fmt: skip
     return hooks
 
@@ -112,6 +114,7 @@ def kept_promises(machine: Machine) -> Dict[str, Any]:
         "hooks": hooks,
         "files": {d: machine.run("cat", f"{d}/hook-proof/proof").stdout for d in WRITABLE},
         "probe_unit": machine.run("systemctl", "is-active", "hook-probe.service").stdout.strip(),
+        "user": machine.run("cat", "/tmp/hook-proof-user").stdout,
         "settings": machine.show(UNIT, "IPAddressDeny", "IPAddressAllow", "PrivateNetwork",
                                  "PrivateTmp", "ProtectSystem", "ProtectHome"),
     }  # fmt: skip
@@ -143,7 +146,8 @@ def config(port: int, world: str, **changes: Any) -> str:
             {"name": "before-sleep", "command": ["/usr/local/bin/checkpoint"],
              "actions": ["hibernate"], "timeout": "5s"},
             *({"name": name, "command": ["/usr/local/bin/promise", *args],
-               "actions": ["terminate"], "timeout": "30s"}
+               "actions": ["terminate"], "timeout": "30s",
+               **({"user": "nobody"} if args == ["user"] else {})}
               for name, args in promises(world).items()),
         ],
     }  # fmt: skip

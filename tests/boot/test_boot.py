@@ -204,6 +204,13 @@ def test_the_system_bus_and_logind_stay_reachable(facts: Dict[str, Any]) -> None
     _hook(facts, "promise-logind")
 
 
+def test_a_hook_with_a_user_runs_as_that_user(facts: Dict[str, Any]) -> None:
+    """Dropping to `user:` (setuid, setgroups) still works under the bounding set and
+    NoNewPrivileges."""
+    _hook(facts, "promise-user")
+    assert facts["promises"]["user"] == "nobody\n"
+
+
 def test_nothing_blocks_imds_or_the_network(facts: Dict[str, Any]) -> None:
     """No IP address list (IMDS is 169.254.169.254), no private network, /tmp or tree."""
     settings = facts["promises"]["settings"]
