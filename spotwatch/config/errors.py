@@ -29,6 +29,14 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+def describe_secret(value: object) -> str:
+    """What a bad value that may hold a secret (a webhook URL, a header value) was, by kind
+    only: its text is never shown, whole or in part (CONTRACT §6)."""
+    if isinstance(value, str):
+        return "a text that is not shown (it may hold a secret)"
+    return describe(value)  # numbers, booleans, null, and containers by kind
+
+
 class ConfigError(Exception):
     """A configuration that cannot be used, with every problem found, one line each.
 
