@@ -29,7 +29,9 @@ class DaemonView(Protocol):
 
     config: Config
     client: Any
-    instance_id: Optional[str]
+
+    @property
+    def instance_id(self) -> Optional[str]: ...
 
 
 log = logging.getLogger("spotwatch.telemetry")
