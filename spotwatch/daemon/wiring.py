@@ -58,6 +58,8 @@ class AwsParts:
             fresh = None
             if LoadBalancerResponse.wanted(config):
                 fresh = LoadBalancerResponse(config, self._clients).start()
+            if self.lb is not None:
+                self.lb.stop()  # a discovery still trying again answers for the old config
             self.lb = fresh
 
     @staticmethod
