@@ -11,12 +11,11 @@ is turned into a `Config` by `build_config`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from spotwatch.config.errors import describe, describe_secret
+from spotwatch.config.errors import describe, describe_secret, key_path_of, unknown_key
 from spotwatch.config.schema import (
     HOOK_ACTIONS,
     AutoscalingSettings,
@@ -91,31 +90,6 @@ def leaf(convert: Leaf) -> Check:
 # --- compound checks (record problems themselves) -----------------------------------
 
 
-def _unknown_key(path: str, key: Any, known: Any) -> str:
-    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
-    hint = f' (did you mean "{close[0]}"?)' if close else ""
-    return f"{path}: unknown key{hint}"
-
-
-# A key shown as it is in a key path; any other key (newlines, control or bidi characters,
-# very long, not a string) is shown quoted and escaped, so each problem stays one line.
-_PLAIN_KEY = re.compile(r"[\w .:/@+-]{1,40}")
-
-
-# In a part of the config that may hold secrets (the webhook's), a key is shown only when
-# it reads like a setting's or a header's name: a URL or a token pasted as a key is not.
-_NAME_KEY = re.compile(r"[A-Za-z0-9_-]{1,40}")
-SECRET_KEY = "<a key not shown: it may hold a secret>"
-
-
-def _join(path: str, key: Any, *, secret: bool = False) -> str:
-    if secret:
-        shown = key if isinstance(key, str) and _NAME_KEY.fullmatch(key) else SECRET_KEY
-    else:
-        shown = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else describe(key)
-    return f"{path}.{shown}" if path else shown
-
-
 def _is_mapping(value: Any, path: str, problems: Problems, *, secret: bool = False) -> bool:
     if isinstance(value, dict):
         return True
@@ -135,9 +109,9 @@ def section(spec: Mapping[str, Check], *, secret: bool = False) -> Check:
             return INVALID
         result: Dict[str, Any] = {}
         for key, raw in value.items():
-            key_path = _join(path, key, secret=secret)
+            key_path = key_path_of(path, key, secret=secret)
             if key not in spec:
-                problems.append(_unknown_key(key_path, key, spec))
+                problems.append(unknown_key(key_path, key, spec))
                 continue
             checked = spec[key](raw, key_path, problems)
             if checked is not INVALID:
@@ -167,7 +141,7 @@ def _string_map(
             return INVALID
         result: Dict[str, str] = {}
         for key, raw in value.items():
-            key_path = _join(path, key, secret=secret)
+            key_path = key_path_of(path, key, secret=secret)
             if not isinstance(key, str) or not name_pattern.fullmatch(key):
                 problems.append(f"{key_path}: not a valid {name_rule}")
                 continue
