@@ -155,6 +155,7 @@ class LoadBalancerDiscovery:
         self.config = config
         self.clients = clients
         self._done = threading.Event()  # a discovery succeeded
+        self._tried = threading.Event()  # the first try ended, however
         self._wake = threading.Event()  # try again now (a step is waiting, or stop)
         self._stopped = threading.Event()  # superseded by a reload's discovery
         self._waiting = 0  # steps waiting for an answer: no backoff while there are any
@@ -169,6 +170,7 @@ class LoadBalancerDiscovery:
         made = cls(config, clients)
         made.latest = found
         made._done.set()
+        made._tried.set()
         return made
 
     def start(self) -> LoadBalancerDiscovery:
@@ -186,6 +188,7 @@ class LoadBalancerDiscovery:
             tries += 1
             found = self._once()
             self.latest = found
+            self._tried.set()
             if not found.passing:
                 self._done.set()
                 where = ", ".join(found.target_groups + found.classic) or "none"
@@ -211,6 +214,11 @@ class LoadBalancerDiscovery:
         except Exception as failure:  # a bug here must not end the daemon (nor repeat)
             log.exception("load balancer discovery failed")
             return LoadBalancers(None, (), (), None, f"discovery failed: {failure!r}")
+
+    def first_try(self, wait: float) -> None:
+        """Wait at most `wait` seconds for the first try to end (the daemon, before its
+        first poll: a notice standing at start then finds the answer, not a race)."""
+        self._tried.wait(wait)
 
     def result(self, wait: float = 0.0) -> Optional[LoadBalancers]:
         """The answer, waiting at most `wait` seconds for it (and waking a discovery that
