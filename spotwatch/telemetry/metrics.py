@@ -4,8 +4,9 @@ Names (fixed: dashboards and alerts use them): `spotwatch_polls_total{result}`,
 `spotwatch_last_poll_success_timestamp_seconds`, `spotwatch_notices_total{action}`,
 `spotwatch_step_duration_seconds{step}`, `spotwatch_step_failures_total{step}`, plus
 `spotwatch_detection_latency_seconds` (from the start of the poll that saw the last notice
-to the start of its response's first step), `spotwatch_imds_token_renewals_total` and
-`spotwatch_last_poll_duration_seconds`.
+to the start of its response's first step), `spotwatch_imds_token_renewals_total`,
+`spotwatch_last_poll_duration_seconds` and `spotwatch_scheduled_events{code}` (the scheduled
+events IMDS lists now and that are not canceled, a waiting one included, by code).
 
 Why not prometheus_client: it would be one more package on every instance for about a
 dozen series that never change shape, and here it costs more than it gives. Measured on
@@ -35,6 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from spotwatch.detection.notices import Notice
+from spotwatch.detection.scheduled import EVENT_ACTIONS
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import RepeatFilter, emit
 from spotwatch.response.plan import Step, StepOutcome
@@ -85,6 +87,8 @@ class Metrics:
         self.notices: Dict[Tuple[str, str], int] = dict.fromkeys(INITIAL_NOTICES, 0)
         self.step_duration: Dict[str, float] = {}
         self.step_failures: Dict[str, int] = {}
+        # Every code at 0 from the start, so a dashboard has its series before an event.
+        self.scheduled_events: Dict[str, int] = dict.fromkeys(EVENT_ACTIONS, 0)
         self.detection_latency: Optional[float] = None
         # Detection latency is measured from the poll's start (known only in on_poll, which
         # comes after on_notice) to the first step's start: whichever comes second computes.
@@ -104,6 +108,12 @@ class Metrics:
                 if pending[0] is None:
                     pending[0] = report.started
             self._settle_detection()
+            if report.ok:  # a failed poll says nothing about the events
+                self.scheduled_events = dict.fromkeys(self.scheduled_events, 0)
+                for notice in report.known.values():
+                    if notice.event_code is not None and notice.action != "cancel":
+                        code = notice.event_code
+                        self.scheduled_events[code] = self.scheduled_events.get(code, 0) + 1
 
     def on_notice(self, response: str, notice: Notice) -> None:
         with self._lock:
@@ -173,6 +183,13 @@ class Metrics:
                 )
                 add("# TYPE spotwatch_detection_latency_seconds gauge")
                 add(f"spotwatch_detection_latency_seconds {self.detection_latency:.6f}")
+            add(
+                "# HELP spotwatch_scheduled_events Scheduled events listed now and not "
+                "canceled (waiting for their response, or responded to), by code."
+            )
+            add("# TYPE spotwatch_scheduled_events gauge")
+            for code, count in self.scheduled_events.items():
+                add(f'spotwatch_scheduled_events{{code="{_escape(code)}"}} {count}')
             add("# HELP spotwatch_imds_token_renewals_total IMDSv2 tokens obtained.")
             add("# TYPE spotwatch_imds_token_renewals_total counter")
             add(f"spotwatch_imds_token_renewals_total {renewals}")
