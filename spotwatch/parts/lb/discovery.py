@@ -27,7 +27,7 @@ from typing import Any, List, Optional, Tuple
 from spotwatch.config.schema import Config
 from spotwatch.detection.identity import read_instance_id
 from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import TARGET_LIFECYCLE_STATE
+from spotwatch.detection.monitors import lifecycle_state
 from spotwatch.logevents import emit
 from spotwatch.parts.awsapi.bounded import Bounded, within
 from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error
@@ -94,16 +94,6 @@ def load_balancers_of(aws: Bounded, group: str) -> Tuple[List[str], List[str]]:
     )
 
 
-def _in_a_group(client: ImdsClient, seconds: float) -> Tuple[Optional[bool], str]:
-    """IMDS target-lifecycle-state: (True, "") in a group, (False, "") in none (404),
-    (None, why) when IMDS cannot say now."""
-    try:
-        reply = client.get(TARGET_LIFECYCLE_STATE, deadline=client.now() + seconds)
-    except ImdsError as failure:
-        return None, f"IMDS: {failure}"
-    return reply.status != 404, ""
-
-
 def _origin(given: Tuple[Tuple[str, ...], Tuple[str, ...]], group: Optional[str]) -> str:
     """Where the two lists came from, for the log and `check`."""
     parts = []
@@ -124,15 +114,15 @@ def discover(config: Config, clients: AwsClients) -> LoadBalancers:
         instance_id, why = read_instance_id(client, client.now() + 2 * config.imds.timeout)
         if instance_id is None:
             return LoadBalancers(None, *given, None, f"no instance id: {why}", needs_group)
-        in_group: Optional[bool] = False
+        state: Optional[str] = ""
         if needs_group:
-            in_group, why = _in_a_group(client, 2 * config.imds.timeout)
+            state, why = lifecycle_state(client, 2 * config.imds.timeout)
     finally:
         client.close()
-    if in_group is None:
+    if state is None:
         why = f"cannot tell whether this instance is in an Auto Scaling group: {why}"
         return LoadBalancers(instance_id, *given, None, why, True)
-    if not in_group:
+    if not state:
         why = "configured" if given != ((), ()) else "not in an Auto Scaling group"
         return LoadBalancers(instance_id, *given, None, why)
     try:
