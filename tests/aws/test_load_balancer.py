@@ -233,7 +233,10 @@ def test_a_notice_during_a_discovery_outage_waits_for_it_at_most_wait(
     time.sleep(0.5)
     if outage != float("inf"):
         threading.Timer(outage, sim.start).start()
-    outcomes, started = respond(config, notice_in(120), world.instance_id, parts=parts)
+    try:
+        outcomes, started = respond(config, notice_in(120), world.instance_id, parts=parts)
+    finally:
+        parts.stop()  # IMDS down for good: it would try on for the rest of the run
     hook_started = float(hook_file.read_text())
     step = outcomes["lb:deregister"]
     if outage == float("inf"):
