@@ -6,11 +6,10 @@ arguments (spotwatch.presets) are made of these.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from spotwatch.config.errors import describe
+from spotwatch.config.errors import describe, describe_secret, key_path_of, unknown_key
 from spotwatch.config.values import Leaf, scalar_text
 
 Problems = List[str]
@@ -41,40 +40,26 @@ def leaf(convert: Leaf) -> Check:
 # --- compound checks (record problems themselves) -----------------------------------
 
 
-def unknown_key(path: str, key: Any, known: Any) -> str:
-    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
-    hint = f' (did you mean "{close[0]}"?)' if close else ""
-    return f"{path}: unknown key{hint}"
-
-
-# A key shown as it is in a key path; any other key (newlines, control or bidi characters,
-# very long, not a string) is shown quoted and escaped, so each problem stays one line.
-_PLAIN_KEY = re.compile(r"[\w .:/@+-]{1,40}")
-
-
-def join(path: str, key: Any) -> str:
-    shown = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else describe(key)
-    return f"{path}.{shown}" if path else shown
-
-
-def is_mapping(value: Any, path: str, problems: Problems) -> bool:
+def is_mapping(value: Any, path: str, problems: Problems, *, secret: bool = False) -> bool:
     if isinstance(value, dict):
         return True
-    problems.append(f"{path}: expected a mapping, got {describe(value)}")
+    shown = describe_secret(value) if secret else describe(value)
+    problems.append(f"{path}: expected a mapping, got {shown}")
     return False
 
 
-def section(spec: Mapping[str, Check]) -> Check:
-    """A mapping with known keys; returns only the keys given (later layers merge into it)."""
+def section(spec: Mapping[str, Check], *, secret: bool = False) -> Check:
+    """A mapping with known keys; returns only the keys given (later layers merge into it).
+    `secret`: it may hold secrets, so its problems never show a given value or odd key."""
 
     def check(value: Any, path: str, problems: Problems) -> Any:
         if value is None:  # `imds:` with every line commented out
             return {}
-        if not is_mapping(value, path, problems):
+        if not is_mapping(value, path, problems, secret=secret):
             return INVALID
         result: Dict[str, Any] = {}
         for key, raw in value.items():
-            key_path = join(path, key)
+            key_path = key_path_of(path, key, secret=secret)
             if key not in spec:
                 problems.append(unknown_key(key_path, key, spec))
                 continue
@@ -90,15 +75,23 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-def string_map(name_pattern: Any, name_rule: str, reserved_prefix: Optional[str] = None) -> Check:
+def string_map(
+    name_pattern: Any,
+    name_rule: str,
+    reserved_prefix: Optional[str] = None,
+    *,
+    secret: bool = False,
+) -> Check:
+    """`secret`: the values may be secrets; no problem shows one, whole or in part."""
+
     def check(value: Any, path: str, problems: Problems) -> Any:
         if value is None:
             return {}
-        if not is_mapping(value, path, problems):
+        if not is_mapping(value, path, problems, secret=secret):
             return INVALID
         result: Dict[str, str] = {}
         for key, raw in value.items():
-            key_path = join(path, key)
+            key_path = key_path_of(path, key, secret=secret)
             if not isinstance(key, str) or not name_pattern.fullmatch(key):
                 problems.append(f"{key_path}: not a valid {name_rule}")
                 continue
@@ -108,7 +101,8 @@ def string_map(name_pattern: Any, name_rule: str, reserved_prefix: Optional[str]
             try:
                 converted = scalar_text(raw)
             except ValueError as error:
-                problems.append(f"{key_path}: {error}")
+                shown = f"expected a string, got {describe_secret(raw)}" if secret else error
+                problems.append(f"{key_path}: {shown}")
                 continue
             if "\n" in converted or "\r" in converted or "\0" in converted:
                 problems.append(f"{key_path}: must not contain line breaks or NUL")
@@ -120,7 +114,7 @@ def string_map(name_pattern: Any, name_rule: str, reserved_prefix: Optional[str]
 
 
 hook_env = string_map(_ENV_NAME, "environment variable name", reserved_prefix="SPOTWATCH_")
-http_headers = string_map(_HEADER_NAME, "HTTP header name")
+http_headers = string_map(_HEADER_NAME, "HTTP header name", secret=True)
 
 
 def unique_list(convert: Leaf, what: str, *, non_empty: bool = False) -> Check:

@@ -18,12 +18,11 @@ from spotwatch.config.checks import (
     Problems,
     hook_env,
     is_mapping,
-    join,
     leaf,
     section,
     unique_list,
 )
-from spotwatch.config.errors import describe
+from spotwatch.config.errors import describe, key_path_of
 from spotwatch.config.schema import HOOK_ACTIONS, HookSpec
 from spotwatch.config.template import placeholder_problem
 from spotwatch.config.values import command, integer, one_of, positive_duration, run_as_user
@@ -128,11 +127,11 @@ def preset_arguments(preset: Preset, value: Any, path: str, problems: Problems) 
         return INVALID
     before = len(problems)
     for key, raw in value.items():
-        _placeholders(raw, join(path, key), problems)
+        _placeholders(raw, key_path_of(path, key), problems)
     given = section(preset.arguments)(value, path, problems)
     for key in preset.required:
         if key not in value:
-            problems.append(f"{join(path, key)}: required")
+            problems.append(f"{key_path_of(path, key)}: required")
     if len(problems) == before:
         preset.check_arguments(given, path, problems)
     if len(problems) > before:
@@ -151,4 +150,4 @@ def _placeholders(value: Any, path: str, problems: Problems) -> None:
             _placeholders(item, f"{path}[{index}]", problems)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _placeholders(item, join(path, key), problems)
+            _placeholders(item, key_path_of(path, key), problems)

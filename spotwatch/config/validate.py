@@ -49,6 +49,7 @@ from spotwatch.config.values import (
     one_of,
     optional,
     positive_duration,
+    secret_http_url,
     sns_topic_arn,
     stop_reason,
     target_group_arn,
@@ -136,15 +137,17 @@ SECTIONS: Dict[str, Check] = {
             "listen": leaf(optional(listen_address)),
         }
     ),
+    # The URL's userinfo, path and query and the header values are secrets (CONTRACT §6).
     "webhook": section(
         {
-            "url": leaf(optional(http_url)),
+            "url": leaf(optional(secret_http_url)),
             "headers": http_headers,
             "timeout": leaf(positive_duration),
             "retries": leaf(non_negative_integer),
             "format": leaf(one_of("json", "slack", "text")),
             "template": leaf(optional(message_template)),
-        }
+        },
+        secret=True,
     ),
     "events": section(
         {

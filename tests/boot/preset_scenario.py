@@ -58,17 +58,16 @@ def presets_scenario(
     root: Path,
     facts: Dict[str, Any],
     *,
-    config: Callable[..., str],
+    configure: Callable[..., None],
     wait: Callable[[Callable[[], Any], float], Any],
 ) -> None:
-    """Runs with the daemon active; leaves it so, with the config it found."""
+    """Runs with the daemon active, on the scenario's own config (`configure()`), and
+    leaves it so."""
     etc = root / "etc" / "spotwatch" / "config.yaml"
     began = time.monotonic()
     machine.run("systemctl", "start", *UNITS)
     trainer_pid = machine.show("trainer.service", "MainPID").get("MainPID")
-    before = etc.read_text()
-    document = yaml.safe_load(before)
-    etc.write_text(config(imds.port, hooks=document["hooks"] + HOOKS))
+    configure(hooks=yaml.safe_load(etc.read_text())["hooks"] + HOOKS)
     reloaded = machine.run("systemctl", "reload", "spotwatch.service")
     imds.set_rebalance(datetime.now(timezone.utc))
 
@@ -98,6 +97,6 @@ def presets_scenario(
         "active": {u: machine.run("systemctl", "is-active", u).stdout.strip() for u in UNITS},
     }
     imds.set_rebalance(None)
-    etc.write_text(before)
+    configure()
     machine.run("systemctl", "reload", "spotwatch.service")
     facts["timings"]["presets"] = time.monotonic() - began
