@@ -20,7 +20,7 @@ import time
 from typing import Any, List, Mapping, Optional, Tuple
 
 from spotwatch.config.checks import http_headers, leaf
-from spotwatch.config.values import http_url, one_of, safe_url
+from spotwatch.config.values import one_of, safe_url, secret_http_url
 from spotwatch.presets.base import (
     FAILED,
     INTERRUPTED,
@@ -44,7 +44,7 @@ class HttpPreset(Preset):
     name = "http"
     summary = "sends the §6 event JSON for this notice and waits up to T for a 2xx"
     arguments = {
-        "url": leaf(http_url),
+        "url": leaf(secret_http_url),  # its userinfo, path and query may be tokens
         "method": leaf(one_of("POST", "PUT", "PATCH")),
         "headers": http_headers,
     }

@@ -110,3 +110,23 @@ def test_nothing_listening_fails_after_trying_while_t_lasts() -> None:
     outcome = run_step(preset_hook("http", {"url": "http://127.0.0.1:9/x"}, timeout=1), context(60))
     assert outcome.status == "failed", outcome.detail
     assert "ConnectionError" in outcome.detail
+
+
+def test_a_bad_url_or_header_is_reported_without_showing_it(tmp_path: Path) -> None:
+    """As for the webhook (CONTRACT §6): the key path and what was expected, never the
+    value, whole or in part."""
+    from spotwatch.config.errors import ConfigError
+    from spotwatch.config.load import load_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "hooks:\n  - name: h\n    preset: http\n    with:\n"
+        "      url: 'ftp://alice:pw-s3cr3t@x/tok-9f8e7d'\n      headers: {X-Key: [hdr-5ecret]}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(config), env={}, check_permissions=False)
+    text = str(raised.value)
+    assert "hooks[0].with.url: expected an http:// or https:// URL" in text
+    assert "hooks[0].with.headers.X-Key: expected a string" in text
+    for secret in ("pw-s3cr3t", "alice", "tok-9f8e7d", "hdr-5ecret"):
+        assert secret not in text
