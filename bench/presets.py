@@ -99,15 +99,19 @@ def s3_rows(results: Results, moto: MotoProcess, sets: List[Tuple[int, int]], re
             what = f"{count:,} x {_size(size)}"
             mb = total / 1e6
             results.add("presets", f"s3-sync, {what}: throughput", "MB/s",
-                        [mb / t for t in ours], note=f"{count / median(ours):.0f} files/s")
+                        [mb / t for t in ours], note=_rate(count, ours))
             results.add("presets", f"sequential upload_file loop, {what}: throughput", "MB/s",
-                        [mb / t for t in theirs], note=f"{count / median(theirs):.0f} files/s")
+                        [mb / t for t in theirs], note=_rate(count, theirs))
             results.add("presets", f"s3-sync ÷ loop, {what}: speed", "x",
                         [t / o for o, t in zip(ours, theirs)])
             results.add("presets", f"s3-sync again, {what}, nothing changed", "s", again)
             shutil.rmtree(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _rate(count: int, times: List[float]) -> str:
+    return f"{count / median(times):.0f} files/s" if count > 1 else ""
 
 
 def _empty(client: Any, prefix: str) -> None:
@@ -119,6 +123,8 @@ def _empty(client: Any, prefix: str) -> None:
 
 
 def _size(size: int) -> str:
+    if size >= 1024 * MIB:
+        return f"{size // (1024 * MIB)} GiB"
     return f"{size // MIB} MiB" if size >= MIB else f"{size // 1024} KiB"
 
 

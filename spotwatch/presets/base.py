@@ -24,7 +24,7 @@ import re
 import shlex
 import socket
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Literal, Mapping, Optional, Protocol, Sequence
 
 from spotwatch.config.checks import Check, Problems
@@ -233,13 +233,12 @@ def fill_arguments(value: Any, values: Mapping[str, str]) -> Any:
     return value
 
 
-@dataclass
+@dataclass(frozen=True)
 class Found:
     """A program looked up on a PATH: its path, or why it is not there."""
 
     path: Optional[str] = None
     problem: str = ""
-    searched: List[str] = field(default_factory=list)
 
 
 def find_program(name: str, search: Optional[str] = None) -> Found:
@@ -249,11 +248,11 @@ def find_program(name: str, search: Optional[str] = None) -> Found:
     candidates = [name] if name.startswith("/") else [os.path.join(f, name) for f in folders if f]
     for candidate in candidates:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return Found(candidate, searched=candidates)
+            return Found(candidate)
     if name.startswith("/"):
         why = "not found" if not os.path.exists(name) else "not an executable file"
-        return Found(None, f"{name}: {why}", candidates)
-    return Found(None, f"{name}: not found on the daemon's PATH", candidates)
+        return Found(None, f"{name}: {why}")
+    return Found(None, f"{name}: not found on the daemon's PATH")
 
 
 # --- argument checks shared by several presets (each raises ValueError, as config.values) ---

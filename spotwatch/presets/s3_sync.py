@@ -250,7 +250,16 @@ class Sync:
         return sizes
 
     def _mtime(self, key: str) -> Optional[int]:
-        answer = self.client.head_object(Bucket=self.bucket, Key=key)
+        """The object's kept modification time; None when it has none, or is gone since it
+        was listed (either way the file is sent)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as failure:
+            if failure.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return None
+            raise
         return mtime_ns_of((answer.get("Metadata") or {}).get(MTIME_KEY))
 
     def _wait(self, futures: List[Future[Any]]) -> bool:
