@@ -194,7 +194,10 @@ def test_the_real_kubectl_cordons_drains_and_uncordons_the_node(
     """kubectl (on the daemon's PATH) accepts the argv: it cordons the node the preset
     named, lists its pods to evict, and uncordons it for `start`."""
     config = kube.kubeconfig(tmp_path)
-    hook = preset_hook("kubectl-drain", {"kubeconfig": str(config)}, actions=["terminate", "start"])
+    hook = preset_hook(
+        "kubectl-drain", {"kubeconfig": str(config)}, actions=["terminate", "start"],
+        env={"HOME": str(tmp_path)},  # kubectl's discovery cache: $HOME/.kube (docs/presets.md)
+    )  # fmt: skip
     drained = run_step(hook, context(60), FixedServices(NODE))
     assert drained.status == "ok", drained.detail
     assert kube.unschedulable[NODE] is True
