@@ -150,8 +150,10 @@ class Responder:
         if first is not None and first[3] is not None:
             timing = earlier(notice, first[1])  # the earlier deadline governs both
             first[3].clock.update(earlier(first[3].notice, notice))
-        clock = deadline_clock(timing, config, clock=self._clock, wall=self._wall)
         plan = self._planner(notice, config)
+        clock = deadline_clock(
+            timing, config, budget=plan.own_budget(), clock=self._clock, wall=self._wall
+        )
         if first is not None:
             ended = first[3].ended if first[3] is not None else None
             plan = joined_plan(plan, first[0], first[2], first[1], ended)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set
 
 from spotwatch.logevents import emit
@@ -104,7 +105,7 @@ class Runner:
             started = self._wall()
             self.journal.step_started(step, started)
             try:
-                outcome = step.run(self.ctx)
+                outcome = step.run(self._context_for(step))
             except Exception as failure:  # a bug in one step must not stop the others
                 log.exception("step %s raised", step.name)
                 outcome = StepOutcome(FAILED, f"internal error: {failure!r}")
@@ -113,6 +114,13 @@ class Runner:
         finally:
             with self._lock:
                 self._running.discard(step.name)
+
+    def _context_for(self, step: Step) -> StepContext:
+        """What a step runs with: the response's context; when the response has no
+        deadline of its own, with a clock of the step's own (its budget from now)."""
+        if not self.ctx.clock.per_hook:
+            return self.ctx
+        return replace(self.ctx, clock=self.ctx.clock.for_step(step.budget))
 
     def _record(self, step: Step, outcome: StepOutcome) -> None:
         with self._lock:

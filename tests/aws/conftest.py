@@ -14,6 +14,8 @@ import requests
 from awshelpers import REGION, EcsWorld, FakeAgent, ScriptedEndpoint, build_world
 from moto.server import ThreadedMotoServer
 
+from spotwatch.simulator.imds import ImdsSimulator
+
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
@@ -93,3 +95,10 @@ def scripted() -> Iterator[ScriptedEndpoint]:
         yield endpoint
     finally:
         endpoint.stop()
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsSimulator]:
+    """The IMDS simulator (a real HTTP server on 127.0.0.1)."""
+    with ImdsSimulator() as simulator:
+        yield simulator
