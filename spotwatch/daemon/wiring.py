@@ -18,6 +18,7 @@ from spotwatch.parts.hibernate import Probes, add_hibernate_trigger
 from spotwatch.parts.instance import InstanceResponse
 from spotwatch.parts.lb.steps import LoadBalancerResponse
 from spotwatch.response.build import Providers
+from spotwatch.response.putback import PutBack
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 
@@ -46,8 +47,11 @@ class AwsParts:
         self._clients: AwsClients
         self.autoscaling = AutoscalingResponse(aws_clients(config), config.autoscaling)
         self._setup(config)
-        # For cancel and start: back to ACTIVE where spotwatch drained (bound to the state).
-        self.reactivation = EcsReactivation(lambda: self.ecs.target if self.ecs else None)
+        # For cancel and start: what the responses they undo changed (bound to the state).
+        self.putback = PutBack()
+        self.reactivation = EcsReactivation(
+            lambda: self.ecs.target if self.ecs else None, self.putback
+        )
         self.rediscover(config)
 
     def rediscover(self, config: Config) -> None:
@@ -57,7 +61,7 @@ class AwsParts:
                 self._setup(config)
             fresh = None
             if LoadBalancerResponse.wanted(config):
-                fresh = LoadBalancerResponse(config, self._clients).start()
+                fresh = LoadBalancerResponse(config, self._clients, self.putback).start()
             self.lb = fresh
 
     @staticmethod
@@ -115,7 +119,7 @@ def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonPa
     parts.on_reload.append(aws.rediscover)
     parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)
-    parts.on_start.append(aws.reactivation.bind)
+    parts.on_start.append(aws.putback.bind)
     add_telemetry(parts, config)
     parts.on_start.append(on_daemon_start)  # after telemetry: the start response is heard
     return parts

@@ -48,6 +48,9 @@ class StepContext:
     # Whether the notice still shows (a recent poll saw it): nothing irreversible, such as
     # ending the instance, is done on a notice that cannot be confirmed.
     confirmed: Callable[[], bool] = always
+    # The response's key (its record in the state file): parts that keep records of their
+    # own key them by it ("": a response with no record, such as the sleep hook's).
+    response: str = ""
 
     @property
     def notice(self) -> Notice:
@@ -61,9 +64,17 @@ class Step(ABC):
     # How long it may take when its response has no deadline of its own: the runner then
     # gives it a clock of its own, this long from its start (NoticeClock.for_step).
     budget = OWN_STEP_BUDGET
+    # Whether the response's record lists it from the start; one that `needed` may leave out
+    # is recorded only once it runs.
+    listed = True
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def needed(self, ctx: StepContext) -> bool:
+        """Whether the step is still to run; it may wait until that is known. False: it is
+        left out, unrecorded (a step another response of the same end runs: response/ends.py)."""
+        return True
 
     @abstractmethod
     def run(self, ctx: StepContext) -> StepOutcome:

@@ -8,7 +8,7 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from awshelpers import FakeAgent
 
@@ -32,29 +32,36 @@ ALL_ACTIONS = ("stop", "reboot", "maintenance", "cancel", "start")
 AT_ONCE = ScheduledEventsSettings(poll_interval=0.1, lead=120.0)  # NotBefore 60 s away
 
 
-def recording_hook(out: Path, action: str, *, then: str = "", **extra: Any) -> HookSpec:
-    """A hook named after its action that records its start (then runs `then`)."""
-    command = RECORD.replace("{out}", str(out)) + (f"; {then}" if then else "")
-    return HookSpec(name=action, command=command, actions=(action,), **extra)
+def recording_hook(
+    out: Path, action: str, *, name: str = "", then: str = "", **extra: Any
+) -> HookSpec:
+    """A hook (named after its action unless `name` is given) that records its start in
+    `out`/hooks.jsonl with its name, then runs `then`."""
+    record = RECORD.replace("{out}", str(out / "hooks.jsonl"))
+    command = f"SPOTWATCH_HOOK={name or action} {record}" + (f"; {then}" if then else "")
+    return HookSpec(name=name or action, command=command, actions=(action,), **extra)
 
 
 def config_for(
     tmp_path: Path,
     imds: ImdsSimulator,
-    agent: FakeAgent,
+    agent: Optional[FakeAgent],
     *,
     hooked: Sequence[str] = ALL_ACTIONS,
     **changes: object,
 ) -> Config:
-    """Fast polls, a recording hook for each action in `hooked`, ECS through `agent`."""
-    out = tmp_path / "hooks.jsonl"
+    """Fast polls, a recording hook for each action in `hooked`, ECS through `agent` (no
+    agent: ECS off)."""
+    ecs = EcsSettings(enabled=False)
+    if agent is not None:
+        ecs = EcsSettings(agent_url=agent.url, stop="none", final_stop=False)
     base = Config(
         poll_interval=0.1,
         deadline_margin=1.0,
         state_dir=str(tmp_path / "state"),
         imds=ImdsSettings(endpoint=imds.endpoint, user_data=False),
-        hooks=tuple(recording_hook(out, action) for action in hooked),
-        ecs=EcsSettings(agent_url=agent.url, stop="none", final_stop=False),
+        hooks=tuple(recording_hook(tmp_path, action) for action in hooked),
+        ecs=ecs,
         scheduled_events=ScheduledEventsSettings(poll_interval=0.1, lead=2.0),
     )
     return Config(**{**base.__dict__, **changes})  # type: ignore[arg-type]
