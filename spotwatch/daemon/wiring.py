@@ -108,6 +108,7 @@ def add_telemetry(parts: DaemonParts, config: Config) -> Telemetry:
     parts.on_start.append(telemetry.bind)
     parts.on_poll.append(telemetry.on_poll)
     parts.listeners.append(telemetry)
+    parts.on_stop.append(telemetry.finish)
     return telemetry
 
 

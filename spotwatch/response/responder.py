@@ -300,9 +300,9 @@ class Responder:
 
     def shutdown(self, grace: float, hurry: Optional[threading.Event] = None) -> None:
         """Start nothing new; give running steps `grace` seconds (less once `hurry` is set),
-        then end what still runs (hooks: SIGTERM, SIGKILL 5 s later). Unfinished steps are
-        recorded `interrupted`: a restarted daemon takes them up again while the notice
-        still shows."""
+        then end what still runs (hooks: SIGTERM, SIGKILL 5 s later) and abandon what does
+        not end by then (an AWS call in flight). Unfinished steps are recorded
+        `interrupted`: a restarted daemon takes them up again while the notice still shows."""
         for response in self.running():
             self.halt(response, "the daemon is stopping", unfinished=INTERRUPTED)
         end = self._clock() + grace
@@ -322,3 +322,16 @@ class Responder:
         for response in left:
             response.ctx.abort.set()
         self.wait(KILL_GRACE + SHUTDOWN_SLICE)
+        for response in self.running():
+            emit(
+                log,
+                logging.WARNING,
+                "steps-abandoned",
+                f"the {response.notice.action} response {response.key} still has steps "
+                "running (an AWS call in flight): recorded interrupted, not waited for",
+                action=response.notice.action,
+            )
+            if self.store is not None:
+                self.store.end_response(
+                    response.key, why=response.halted, unfinished=INTERRUPTED
+                )

@@ -20,6 +20,7 @@ from spotwatch.response.plan import Plan, Step, StepOutcome
 from spotwatch.response.responder import Response
 from spotwatch.state.files import iso
 from spotwatch.state.schema import OK, SKIPPED
+from spotwatch.telemetry.delivery import EXIT_FLUSH
 from spotwatch.telemetry.metrics import Metrics, MetricsServer, TextfileWriter, start_server
 from spotwatch.telemetry.sinks import EventSinks, any_sink_configured
 
@@ -90,6 +91,10 @@ class Telemetry:
 
     def journal(self, response: Response) -> TelemetryJournal:
         return TelemetryJournal(self, response)
+
+    def finish(self, seconds_left: float) -> None:
+        """on_stop: events not yet delivered get EXIT_FLUSH at most, never past the exit."""
+        self.sinks.finish(max(0.0, min(EXIT_FLUSH, seconds_left)))
 
     # ----------------------------------------------------------------- helpers
 
