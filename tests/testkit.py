@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -96,3 +98,21 @@ def response_record(state: Dict[str, Any], tracker: str = "spot") -> Dict[str, A
         if record.get("tracker", key) == tracker
     ]
     return found[-1] if found else {}
+
+
+def write_service_config(folder: Path, imds_endpoint: str, **overrides: Any) -> Path:
+    """`folder`/config.yaml (mode 0600): polls every 200 ms against the IMDS simulator, no
+    user data, no ECS, no hooks, state in `folder`/state; `overrides` replace top-level keys."""
+    config: Dict[str, Any] = {
+        "poll_interval": "200ms",
+        "deadline_margin": "1s",
+        "state_dir": str(folder / "state"),
+        "imds": {"endpoint": imds_endpoint, "timeout": "300ms", "user_data": False},
+        "ecs": {"enabled": False},
+        "hooks": [],
+        **overrides,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path

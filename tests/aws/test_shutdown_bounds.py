@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterator
 
 import pytest
-import yaml
 from awshelpers import EcsWorld, FakeAgent, QuietHandler, serve_in_thread
 from proxy import Proxy
-from testkit import DaemonProcess, response_record, wait_for
+from testkit import DaemonProcess, response_record, wait_for, write_service_config
 
 from spotwatch.simulator.imds import ImdsSimulator
 from spotwatch.state.schema import INTERRUPTED
@@ -46,21 +45,6 @@ def silent(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.server_close()
 
 
-def write_config(tmp_path: Path, imds: ImdsSimulator, **settings: Any) -> Path:
-    config: Dict[str, Any] = {
-        "poll_interval": "200ms",
-        "deadline_margin": "1s",
-        "state_dir": str(tmp_path / "state"),
-        "imds": {"endpoint": imds.endpoint, "timeout": "300ms", "user_data": False},
-        "ecs": {"enabled": False},
-        **settings,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
 def state(tmp_path: Path) -> Dict[str, Any]:
     """The daemon's state document ({} before it wrote one)."""
     path = tmp_path / "state" / "state.json"
@@ -79,9 +63,9 @@ def test_an_aws_step_in_flight_is_abandoned_and_recorded_interrupted(
     agent.serve(world)
     proxy.hang.add("UpdateContainerInstancesState")
     started = tmp_path / "started"
-    config = write_config(
+    config = write_service_config(
         tmp_path,
-        imds,
+        imds.endpoint,
         ecs={"agent_url": agent.url, "stop": "none", "final_stop": False},
         hooks=[{"name": "long", "command": f"touch {started}; sleep 60", "timeout": "100s"}],
     )
@@ -109,9 +93,9 @@ def test_undelivered_events_get_at_most_5_s_in_all(
     """Webhook, SNS and EventBridge all hang: the notice's events cannot be delivered. After
     SIGTERM the daemon gives them 5 s in all and exits 0.
     (Before: each sink's lane got up to 10 s of its own at exit, one after the other.)"""
-    config = write_config(
+    config = write_service_config(
         tmp_path,
-        imds,
+        imds.endpoint,
         webhook={"url": silent + "/hook", "timeout": "2s"},
         events={
             "sns_topic_arn": "arn:aws:sns:us-east-1:123456789012:spot",
