@@ -84,7 +84,8 @@ class Telemetry:
             self.textfile.write(config.metrics.textfile, self.metrics.render())
 
     def response_started(self, response: Response) -> None:
-        self.metrics.on_notice(response.key, response.notice)
+        if not response.resumed:  # the process that saw the notice counted it: count once
+            self.metrics.on_notice(response.key, response.notice)
         # A scheduled event called off is an event of its own kind: the instance stays.
         kind = "cancel" if response.notice.action == "cancel" else "notice"
         self.event(response, kind, {"step": None, "result": None, "detail": ""})

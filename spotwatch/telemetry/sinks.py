@@ -53,11 +53,11 @@ class EventSinks:
         targets = [lane for lane in self.lanes.values() if lane.sink.configured()]
         if not targets:
             return
-        with self._lock:
+        with self._lock:  # numbered and queued together: each lane gets them in order
             self._sequence += 1
             event = {**event, "sequence": self._sequence}
-        for lane in targets:
-            lane.put(event, give_up)
+            for lane in targets:
+                lane.put(event, give_up)
 
     def flush(self, timeout: float) -> bool:
         """Wait (bounded) until every lane delivered or gave up what it was given."""
