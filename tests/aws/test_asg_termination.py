@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 from asgworld import MUTATING, RecordingAutoscaling, build_group
+from awshelpers import context, notice_in
 
 from spotwatch.config.schema import (
     AutoscalingSettings,
@@ -19,8 +20,9 @@ from spotwatch.config.schema import (
     ImdsSettings,
 )
 from spotwatch.daemon.shell import Daemon
-from spotwatch.daemon.wiring import daemon_parts
+from spotwatch.daemon.wiring import aws_clients, daemon_parts
 from spotwatch.host.notify import Notifier
+from spotwatch.parts.autoscaling.lifecycle import Lifecycle
 from spotwatch.simulator.imds import ImdsSimulator
 
 POLL = 0.2
@@ -239,3 +241,26 @@ def test_after_a_restart_the_lifecycle_action_still_waits_for_the_spot_response(
     assert len(starts) == 2 and len(ends) == 1, events(out)
     (complete,) = recorder.of("CompleteLifecycleAction")
     assert complete[0] >= ends[-1]
+
+
+def test_a_new_response_never_inherits_the_lifecycle_hook_lookup_of_an_ended_one(
+    recorder: RecordingAutoscaling,
+) -> None:
+    """A response finds no terminating hook (its instance is in no group) and ends without
+    completing; a later response whose clock object lands where the ended one's was (CPython
+    reuses the memory) finds the group's hook all the same.
+    (Before: lookups were cached by id() of the response's clock and never dropped unless the
+    completion ran: the new response got the old "no hook", so no heartbeat, no completion.)"""
+    in_group = build_group()
+    lifecycle = Lifecycle(aws_clients(Config()), AutoscalingSettings(enabled=True))
+    notice = notice_in(600)
+    for _ in range(20):  # until the new clock is where the ended one's was (about 1 in 2)
+        ended = context(notice, instance_id="i-00000000000000000")
+        assert lifecycle.hook(ended) is None
+        where = id(ended.clock)
+        del ended
+        fresh = context(notice, instance_id=in_group)
+        if id(fresh.clock) == where:
+            break
+    found = lifecycle.hook(fresh)
+    assert found is not None and (found.group, found.name) == ("web", "drain")
