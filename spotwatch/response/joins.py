@@ -17,7 +17,7 @@ from typing import AbstractSet, Any, Callable, Dict, List, Optional, Protocol, S
 from spotwatch.detection.notices import Notice
 from spotwatch.response.ends import earlier, same_end
 from spotwatch.response.plan import Plan, StepContext
-from spotwatch.state.schema import FAILED, OK, RUNNING, SKIPPED, TIMEOUT
+from spotwatch.state.schema import FAILED, INTERRUPTED, OK, RUNNING, SKIPPED, TIMEOUT
 from spotwatch.state.store import StateStore
 
 JOINS = "joins"  # the state file's entry: joined response key -> first response key
@@ -31,6 +31,7 @@ class Running(Protocol):
     tracker: str
     plan: Plan
     ctx: StepContext
+    unfinished: str  # what its unstarted steps become once halted (`interrupted`: a shutdown)
 
     def progress(self, step: str) -> Optional[str]: ...
 
@@ -66,31 +67,31 @@ class FirstView:
     def finished(self, step: str) -> Optional[bool]:
         live = self._running(self.key)
         if live is not None:
-            halted = live.ctx.cancel.is_set()  # first: once set, nothing unstarted starts
+            for_good = halted(live, {})  # first: once halted, nothing unstarted starts
             status = live.progress(step)
             if status == RUNNING:
                 return None
             if status is not None:
                 return True
-            return False if halted else None
+            return False if for_good else None
         record = self._store.response(self.key)
         if record is None:
             return True  # nothing to go by: never run a step twice on a guess
         status = _status(record, step)
-        halted = bool(record.get("why_ended"))
-        if status in RAN or (status == SKIPPED and not halted):
+        for_good = halted(None, record)
+        if status in RAN or (status == SKIPPED and not for_good):
             return True
         if record.get("done"):
-            return not halted
-        return None  # interrupted by a restart: it resumes, or is ended (then halted)
+            return not for_good
+        return None  # interrupted by a shutdown: it resumes, or is ended (then halted)
 
 
 def halted(live: Optional[Running], record: Dict[str, Any]) -> bool:
     """Told to start no further step before its plan was done (canceled, superseded): it
     ended nothing it did not finish. One interrupted by a shutdown is taken up again after
     the restart: not halted."""
-    if live is not None:
-        return live.ctx.cancel.is_set()
+    if live is not None:  # cancel first: `unfinished` is set before it
+        return live.ctx.cancel.is_set() and live.unfinished != INTERRUPTED
     return bool(record.get("done") and record.get("why_ended"))
 
 
