@@ -151,7 +151,7 @@ class Joins:
     def _first_of_same_end(
         self, key: str, tracker: str, notice: Notice, joins: Dict[str, str]
     ) -> Optional[str]:
-        records = self.store.value("responses") or {}
+        records = dict(self.store.value("responses") or {})  # a copy: others write it
         candidates = []
         for name, record in records.items():
             known = _notice(record)

@@ -62,7 +62,7 @@ class PutBack:
 
     @staticmethod
     def _canceled(store: StateStore, notice: Notice) -> Records:
-        responses: Records = store.value("responses") or {}
+        responses: Records = dict(store.value("responses") or {})  # a copy: others write it
         found = {
             key: record
             for key, record in responses.items()
