@@ -17,6 +17,7 @@ from typing import AbstractSet, Any, Callable, Dict, List, Optional, Protocol, S
 from spotwatch.detection.notices import Notice
 from spotwatch.response.ends import earlier, same_end
 from spotwatch.response.plan import Plan, StepContext
+from spotwatch.state.history import step_status
 from spotwatch.state.schema import FAILED, INTERRUPTED, OK, RUNNING, SKIPPED, TIMEOUT
 from spotwatch.state.store import StateStore
 
@@ -77,7 +78,7 @@ class FirstView:
         record = self._store.response(self.key)
         if record is None:
             return True  # nothing to go by: never run a step twice on a guess
-        status = _status(record, step)
+        status = step_status(record, step)
         for_good = halted(None, record)
         if status in RAN or (status == SKIPPED and not for_good):
             return True
@@ -93,13 +94,6 @@ def halted(live: Optional[Running], record: Dict[str, Any]) -> bool:
     if live is not None:  # cancel first: `unfinished` is set before it
         return live.ctx.cancel.is_set() and live.unfinished != INTERRUPTED
     return bool(record.get("done") and record.get("why_ended"))
-
-
-def _status(record: Dict[str, Any], step: str) -> Optional[str]:
-    for entry in record.get("steps", []):
-        if entry.get("name") == step:
-            return str(entry.get("status"))
-    return None
 
 
 def _notice(record: Optional[Dict[str, Any]]) -> Optional[Notice]:

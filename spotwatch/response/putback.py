@@ -21,20 +21,12 @@ from typing import Any, Dict, Optional
 from spotwatch.detection.notices import Notice
 from spotwatch.response.joins import JOINS, halted
 from spotwatch.response.plan import StepContext
-from spotwatch.state.history import ended_the_boot
+from spotwatch.state.history import ended_the_boot, step_status
 from spotwatch.state.schema import FINISHED
 from spotwatch.state.store import StateStore
 
 SETTLE_SLICE = 0.2  # how often a put-back step looks again at a step still running
 Records = Dict[str, Dict[str, Any]]
-
-
-def step_status(record: Dict[str, Any], step: str) -> Optional[str]:
-    """`step`'s status in a response record (None: the record has no such step)."""
-    for entry in record.get("steps", []):
-        if isinstance(entry, dict) and entry.get("name") == step:
-            return str(entry.get("status"))
-    return None
 
 
 class PutBack:

@@ -16,6 +16,15 @@ ENDS_THE_BOOT = frozenset({"stop", "reboot", "hibernate"})
 CANCELED = "canceled"  # how the record of a canceled response's `why_ended` begins
 
 
+def step_status(record: Mapping[str, Any], step: str) -> Optional[str]:
+    """`step`'s status in a response record (None: the record has no such step)."""
+    steps = record.get("steps")
+    for entry in steps if isinstance(steps, list) else ():
+        if isinstance(entry, dict) and entry.get("name") == step:
+            return str(entry.get("status"))
+    return None
+
+
 def was_canceled(record: Mapping[str, Any]) -> bool:
     return str(record.get("why_ended") or "").startswith(CANCELED)
 
