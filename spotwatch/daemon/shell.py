@@ -55,6 +55,8 @@ class DaemonParts:
     on_start: List[Callable[[Daemon], None]] = field(default_factory=list)
     # Told each config a reload put in force (load balancer discovery starts afresh).
     on_reload: List[Callable[[Config], None]] = field(default_factory=list)
+    # Told once the daemon has stopped its responses (the shutdown lock is let go).
+    on_stop: List[Callable[[], None]] = field(default_factory=list)
 
 
 class Daemon:
@@ -199,6 +201,8 @@ class Daemon:
         self.client.close()
         if self.watcher is not None:
             self.watcher.close()
+        for callback in self.parts.on_stop:
+            callback()
 
     # ----------------------------------------------------------------- WatchListener
 

@@ -32,6 +32,7 @@ from spotwatch.response.ends import earlier, joined_plan, same_end
 from spotwatch.response.journals import FanoutJournal, StoreJournal
 from spotwatch.response.plan import Plan, StepContext, always
 from spotwatch.response.runner import Runner, StepJournal
+from spotwatch.state.history import was_canceled
 from spotwatch.state.schema import INTERRUPTED, SKIPPED
 from spotwatch.state.store import StateStore
 
@@ -229,6 +230,15 @@ class Responder:
         )
         return found
 
+    def ended_of_same_end(self, tracker: str, notice: Notice) -> Optional[str]:
+        """The record of a response that ended on this boot and meant the same end as
+        `notice` (of another tracker), if any."""
+        if self.store is None:
+            return None
+        joins = dict(self.store.value("joins") or {})
+        found = self._ended_of_same_end(None, joins, tracker, notice)
+        return found[0] if found is not None else None
+
     def _ended_of_same_end(
         self, first_key: Optional[str], joins: Dict[str, str], tracker: str, notice: Notice
     ) -> Optional[Joined]:
@@ -245,6 +255,7 @@ class Responder:
                 record.get("done")
                 and record.get("tracker") != tracker
                 and name not in joins
+                and not was_canceled(record)  # a canceled response ended nothing
                 and same_end(known, notice)
             ):
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
@@ -164,23 +165,45 @@ def test_full_example_loads_to_the_expected_dataclasses(tmp_path: Path) -> None:
     )
 
 
+def contract_yaml_blocks() -> List[Dict[str, Any]]:
+    """The YAML blocks of CONTRACT.md, kept beside the main checkout (a worktree finds that
+    through git's common directory); none when it is not there."""
+    here = Path(__file__).resolve().parents[2]
+    found = subprocess.run(
+        ["git", "-C", str(here), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        capture_output=True,
+        text=True,
+    )
+    checkouts = [here] + ([Path(found.stdout.strip()).parent] if found.returncode == 0 else [])
+    for checkout in checkouts:
+        contract = (checkout / "../shared/CONTRACT.md").resolve()
+        if contract.exists():
+            parts = contract.read_text().split("```yaml\n")[1:]
+            return [yaml.safe_load(part.split("```", 1)[0]) for part in parts]
+    return []
+
+
 def test_contract_example_is_valid_and_equals_the_defaults(tmp_path: Path) -> None:
-    """The example blocks in CONTRACT §2 (minus its sample hook) and §7 (the keys added
-    there) spell out the defaults: each is valid, and together they are the built-in layer."""
-    contract = (Path(__file__).parents[2] / "../shared/CONTRACT.md").resolve()
-    if not contract.exists():
-        pytest.skip(f"{contract} not present in this checkout")
-    blocks = [part.split("```", 1)[0] for part in contract.read_text().split("```yaml\n")[1:]]
-    assert len(blocks) >= 2, "expected the YAML blocks of §2 and §7"
-    base, added = yaml.safe_load(blocks[0]), yaml.safe_load(blocks[1])
+    """The configuration blocks of CONTRACT §2 (minus its sample hook), §7 and §8 (the keys
+    added there) spell out the defaults: each is valid, and together they are the built-in
+    layer."""
+    blocks = contract_yaml_blocks()
+    if not blocks:
+        pytest.skip("CONTRACT.md is not beside this checkout")
+
+    def block_with(key: str) -> Dict[str, Any]:
+        return next(block for block in blocks if key in block)
+
+    base, added = block_with("poll_interval"), [block_with("autoscaling"), block_with("shutdown")]
     del base["hooks"]
-    assert "hooks" not in added
     config = load(write(tmp_path / "config.yaml", yaml.safe_dump(base)))
     assert config == Config(sources=config.sources)
-    drop_in = write(tmp_path / "conf.d" / "50-added.yaml", yaml.safe_dump(added))
-    config = load(tmp_path / "config.yaml")
-    assert config.sources[-1] == str(drop_in)
-    assert config == Config(sources=config.sources)
+    for index, keys in enumerate(added):
+        assert "hooks" not in keys
+        drop_in = write(tmp_path / "conf.d" / f"5{index}-added.yaml", yaml.safe_dump(keys))
+        config = load(tmp_path / "config.yaml")
+        assert config.sources[-1] == str(drop_in)
+        assert config == Config(sources=config.sources)
 
 
 def test_empty_file_means_defaults(tmp_path: Path) -> None:
@@ -190,10 +213,11 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 
 
 def test_hook_defaults(tmp_path: Path) -> None:
-    """A hook needs only name and command: actions [terminate, stop], 60 s, order 0, root."""
+    """A hook needs only name and command: actions [terminate, stop, shutdown], 60 s, order 0,
+    root."""
     config = load(write(tmp_path / "c.yaml", "hooks:\n  - {name: h, command: [/bin/true]}\n"))
     assert config.hooks == (HookSpec(name="h", command=("/bin/true",)),)
-    assert config.hooks[0].actions == ("terminate", "stop")
+    assert config.hooks[0].actions == ("terminate", "stop", "shutdown")
     assert config.hooks[0].timeout == 60.0
 
 
