@@ -3,12 +3,15 @@ ended (nothing), and a shutdown counted like a stop for the start hooks of the n
 
 from __future__ import annotations
 
+import configparser
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
+from testkit import REPO
 
+from spotwatch.config.durations import parse_duration
 from spotwatch.config.schema import Config
 from spotwatch.daemon.boot import start_notice
 from spotwatch.detection.notices import Notice
@@ -95,3 +98,16 @@ def test_a_called_off_shutdown_ended_nothing(tmp_path: Path) -> None:
     assert responder.ended_of_same_end("spot", notice("terminate")) is None
     store.set_value("responses", {"shutdown#1": record("shutdown", "shutdown")})
     assert responder.ended_of_same_end("spot", notice("terminate")) == "shutdown#1"
+
+
+def test_the_packaged_logind_drop_in_outlasts_the_default_budget() -> None:
+    """The packages' logind drop-in lets a delay lock hold a shutdown back longer than the
+    default shutdown.budget (so spotwatch, not logind's limit, lets it go on), and it is a
+    [Login] setting logind reads from /usr/lib/systemd/logind.conf.d/."""
+    drop_in = REPO / "packaging" / "files" / "logind-spotwatch.conf"
+    settings = configparser.ConfigParser()
+    settings.read_string(drop_in.read_text())
+    limit = parse_duration(settings["Login"]["InhibitDelayMaxSec"])
+    assert limit > Config().shutdown.budget
+    nfpm = (REPO / "packaging" / "nfpm.yaml").read_text()
+    assert "dst: /usr/lib/systemd/logind.conf.d/spotwatch.conf" in nfpm
