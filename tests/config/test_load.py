@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -165,9 +166,14 @@ def test_full_example_loads_to_the_expected_dataclasses(tmp_path: Path) -> None:
     )
 
 
-def contract_yaml_blocks() -> List[Dict[str, Any]]:
-    """The YAML blocks of CONTRACT.md, kept beside the main checkout (a worktree finds that
-    through git's common directory); none when it is not there."""
+# CONTRACT's YAML blocks by the section they stand in: §2's is what was built first, the
+# later sections' list keys being added. A section joins LANDED when its keys are built.
+LANDED_SECTIONS = ("2", "7", "8")
+
+
+def contract_path() -> Path:
+    """CONTRACT.md beside the main checkout; a worktree finds that through git's common
+    directory."""
     here = Path(__file__).resolve().parents[2]
     found = subprocess.run(
         ["git", "-C", str(here), "rev-parse", "--path-format=absolute", "--git-common-dir"],
@@ -175,35 +181,42 @@ def contract_yaml_blocks() -> List[Dict[str, Any]]:
         text=True,
     )
     checkouts = [here] + ([Path(found.stdout.strip()).parent] if found.returncode == 0 else [])
-    for checkout in checkouts:
-        contract = (checkout / "../shared/CONTRACT.md").resolve()
-        if contract.exists():
-            parts = contract.read_text().split("```yaml\n")[1:]
-            return [yaml.safe_load(part.split("```", 1)[0]) for part in parts]
-    return []
+    candidates = [(checkout / "../shared/CONTRACT.md").resolve() for checkout in checkouts]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+def contract_blocks(text: str) -> Dict[str, List[Any]]:
+    """Each section's YAML blocks, parsed, by section number."""
+    found: Dict[str, List[Any]] = {}
+    for section in re.split(r"^## (?=\d+\. )", text, flags=re.MULTILINE)[1:]:
+        number = section.split(".", 1)[0]
+        blocks = [part.split("```", 1)[0] for part in section.split("```yaml\n")[1:]]
+        found[number] = [yaml.safe_load(block) for block in blocks]
+    return found
 
 
 def test_contract_example_is_valid_and_equals_the_defaults(tmp_path: Path) -> None:
-    """The configuration blocks of CONTRACT §2 (minus its sample hook), §7 and §8 (the keys
-    added there) spell out the defaults: each is valid, and together they are the built-in
-    layer."""
-    blocks = contract_yaml_blocks()
-    if not blocks:
-        pytest.skip("CONTRACT.md is not beside this checkout")
-
-    def block_with(key: str) -> Dict[str, Any]:
-        return next(block for block in blocks if key in block)
-
-    base, added = block_with("poll_interval"), [block_with("autoscaling"), block_with("shutdown")]
+    """The example block of CONTRACT §2 (minus its sample hook) and those of every later
+    section whose keys are built spell out the defaults: each is valid, and together they are
+    the built-in layer."""
+    contract = contract_path()
+    if not contract.exists():
+        pytest.skip(f"{contract} not present in this checkout")
+    sections = contract_blocks(contract.read_text())
+    base, *rest = sections["2"]
+    assert rest == [], "§2 has one YAML block"
     del base["hooks"]
     config = load(write(tmp_path / "config.yaml", yaml.safe_dump(base)))
     assert config == Config(sources=config.sources)
-    for index, keys in enumerate(added):
-        assert "hooks" not in keys
-        drop_in = write(tmp_path / "conf.d" / f"5{index}-added.yaml", yaml.safe_dump(keys))
-        config = load(tmp_path / "config.yaml")
-        assert config.sources[-1] == str(drop_in)
-        assert config == Config(sources=config.sources)
+    for number in LANDED_SECTIONS[1:]:
+        assert sections.get(number), f"§{number} has no YAML block"
+        for index, added in enumerate(sections[number]):
+            assert "hooks" not in added
+            name = f"50-section-{int(number):02d}-{index}.yaml"
+            drop_in = write(tmp_path / "conf.d" / name, yaml.safe_dump(added))
+            config = load(tmp_path / "config.yaml")
+            assert config.sources[-1] == str(drop_in)
+            assert config == Config(sources=config.sources), f"§{number} block {index}"
 
 
 def test_empty_file_means_defaults(tmp_path: Path) -> None:
