@@ -8,6 +8,7 @@ from typing import Optional, Tuple
 from spotwatch.config.schema import Config
 from spotwatch.daemon.boot import on_daemon_start
 from spotwatch.daemon.shell import DaemonParts
+from spotwatch.daemon.shutdown import ShutdownParts
 from spotwatch.parts.autoscaling.lifecycle import AutoscalingResponse
 from spotwatch.parts.awsapi.clients import AwsClients
 from spotwatch.parts.ecs.agent import EcsTarget
@@ -138,4 +139,8 @@ def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonPa
     parts.on_start.append(aws.first_discovery)
     add_telemetry(parts, config)
     parts.on_start.append(on_daemon_start)  # after telemetry: the start response is heard
+    shutdown = ShutdownParts()  # logind's delay lock (CONTRACT §8)
+    parts.on_start.append(shutdown.on_start)
+    parts.on_reload.append(shutdown.on_reload)
+    parts.on_stop.insert(0, shutdown.on_stop)  # the lock first: events may take seconds
     return parts

@@ -1,12 +1,13 @@
 """One end, one response: signals that mean the same end of the instance share a response.
 
 A Spot `terminate` and an Auto Scaling `Terminated`, a Spot `stop` and a scheduled
-`instance-stop`: different monitors, one end. Whichever comes second joins the response of
-the first: the steps of its plan that the first has too are left to the first (`SharedStep`:
-run only when the first will not run them), its own steps (the lifecycle action, the
-instance action) wait for the first response to end (`JoinStep`); the earlier deadline
-governs both. No hook runs twice for one end. A first response that has already ended on
-this boot is not waited for: the second runs only its own steps.
+`instance-stop`, a system shutdown and any response that ends the instance: different
+signals, one end. Whichever comes second joins the response of the first: the steps of its
+plan that the first has too are left to the first (`SharedStep`: run only when the first will
+not run them), its own steps (the lifecycle action, the instance action) wait for the first
+response to end (`JoinStep`); the earlier deadline governs both. No hook runs twice for one
+end. A first response that has already ended on this boot is not waited for: the second runs
+only its own steps.
 
 A response halted before it finished (its scheduled event canceled, its action changed)
 ended nothing it did not finish: a response joined to it goes on at once and runs every
@@ -15,7 +16,9 @@ response that was halted is never joined afterwards: the next signal of the same
 whole response of its own.
 
 `same_end` is the rule; the responder (response/responder.py, with response/joins.py) applies
-it to every notice, so a new signal of one of these actions joins without code of its own.
+it to every notice, so a new signal of one of these actions joins without code of its own,
+and the shutdown guard (daemon/shutdown.py) asks it whether a shutdown has a response to wait
+for already.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import AbstractSet, List, Optional, Protocol, Tuple
 
-from spotwatch.detection.notices import SOURCE_TARGET_LIFECYCLE_STATE, Notice
+from spotwatch.detection.notices import SHUTDOWN, SOURCE_TARGET_LIFECYCLE_STATE, Notice
 from spotwatch.response.plan import Plan, PreludeStep, Step, StepContext, StepOutcome, TimedStep
 from spotwatch.state.schema import INTERRUPTED, OK
 
 # Actions after which the instance is gone (or down): two signals of one of them are one end.
 ENDS = frozenset({"terminate", "stop"})
+# A system shutdown (CONTRACT §8) is the end a response to any of these was for: announced
+# while one runs, or after one ended on this boot, it is that end, and a signal of one of
+# them that comes while the shutdown's own response runs is the shutdown.
+INSTANCE_ENDS = frozenset({"terminate", "stop", "reboot", SHUTDOWN})
 # Detaching the instance from its group (a replacement launched at once) makes no sense
 # once the group itself is terminating it.
 DETACH_STEP_PREFIXES = ("autoscaling:detach", "asg:detach")
@@ -37,6 +44,8 @@ JOIN_SLICE = 0.5
 
 def same_end(first: Notice, second: Notice) -> bool:
     """Do two notices (of different trackers) announce the same end of the instance?"""
+    if SHUTDOWN in (first.action, second.action):
+        return first.action in INSTANCE_ENDS and second.action in INSTANCE_ENDS
     return first.action == second.action and first.action in ENDS
 
 

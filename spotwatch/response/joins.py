@@ -145,17 +145,32 @@ class Joins:
     def _first_of_same_end(
         self, key: str, tracker: str, notice: Notice, joins: Dict[str, str]
     ) -> Optional[str]:
+        return self._newest_of_same_end(
+            tracker, notice, lambda name, record: name != key and name not in joins
+        )
+
+    def ended_of_same_end(self, tracker: str, notice: Notice) -> Optional[str]:
+        """The newest response of `notice`'s end on this boot, of another tracker, that ran
+        its course (ended, never halted): a shutdown announced after it has nothing to do."""
+        return self._newest_of_same_end(
+            tracker, notice, lambda name, record: bool(record.get("done"))
+        )
+
+    def _newest_of_same_end(
+        self, tracker: str, notice: Notice, keep: Callable[[str, Dict[str, Any]], bool]
+    ) -> Optional[str]:
+        """The newest response record (by first seen) of another tracker, of `notice`'s end,
+        never halted, that `keep` accepts."""
         records = dict(self.store.value("responses") or {})  # a copy: others write it
         candidates = []
         for name, record in records.items():
             known = _notice(record)
             if (
-                name == key
-                or name in joins
-                or known is None
+                known is None
                 or record.get("tracker") == tracker
                 or not same_end(known, notice)
                 or halted(self._live(str(name)), record)
+                or not keep(str(name), record)
             ):
                 continue
             candidates.append((str(record.get("first_seen") or ""), str(name)))

@@ -219,6 +219,11 @@ class Responder:
             )
         return found
 
+    def ended_of_same_end(self, tracker: str, notice: Notice) -> Optional[str]:
+        """The record of a response that ran its course on this boot (not halted) and meant
+        the same end as `notice` (of another tracker), if any."""
+        return self.joins.ended_of_same_end(tracker, notice) if self.joins is not None else None
+
     def _run(self, response: Response) -> None:
         try:
             response.runner.run()

@@ -3,16 +3,17 @@ new boot (response/putback.py says what it puts back).
 
 A new boot's state file keeps the earlier boot's records under `previous` (state/store.py).
 The instance went away on that boot when spotwatch handled a `stop` or `reboot` there (a Spot
-notice or a scheduled event) or a `hibernate`: a resumed hibernation keeps its boot, so a
-hibernate record on an earlier boot is one that was not resumed. A response that was
-canceled (its scheduled event called off) ended nothing.
+notice or a scheduled event), a `shutdown` (CONTRACT §8: it counts like a stop) or a
+`hibernate`: a resumed hibernation keeps its boot, so a hibernate record on an earlier boot
+is one that was not resumed. A response that was canceled (its scheduled event, or the
+shutdown, called off) ended nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 
-ENDS_THE_BOOT = frozenset({"stop", "reboot", "hibernate"})
+ENDS_THE_BOOT = frozenset({"stop", "reboot", "hibernate", "shutdown"})
 CANCELED = "canceled"  # how the record of a canceled response's `why_ended` begins
 
 

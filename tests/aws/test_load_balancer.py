@@ -339,3 +339,21 @@ def test_check_fails_when_enabled_true_finds_none(lb: LbSetup, tmp_path: Path) -
     results = list(check_load_balancers(config))
     assert [(r.name, r.status) for r in results] == [("load_balancer", "error")]
     assert "not in an Auto Scaling group" in results[0].detail
+
+
+def test_an_unannounced_shutdown_deregisters_before_its_hooks_and_never_detaches(
+    lb: LbSetup, tmp_path: Path
+) -> None:
+    """CONTRACT §8: a `shutdown` notice takes the instance out of its load balancers before
+    the hooks, as a stop does; it is no Spot notice, so there is no detach."""
+    world, proxy, sim = lb
+    config = replace(
+        config_for(sim, tmp_path, tmp_path / "hook", wait=20.0),
+        autoscaling=AutoscalingSettings(detach=True),
+    )
+    notice = replace(notice_in(60, "shutdown"), source="shutdown")
+    outcomes, _ = respond(config, notice, world.instance_id)
+    assert outcomes["lb:deregister"].status == "ok"
+    assert outcomes["hook:checkpoint"].status == "ok"
+    assert len(targets_in(proxy.of("DeregisterTargets"))) == 3
+    assert proxy.of("DetachInstances") == []

@@ -9,28 +9,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
-from testkit import write_service_config
-
-from spotwatch.simulator.imds import ImdsSimulator
-
-
-@pytest.fixture
-def imds() -> Iterator[ImdsSimulator]:
-    with ImdsSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def write_config(tmp_path: Path, imds: ImdsSimulator) -> Callable[..., Path]:
-    """A config pointing at the simulator, fast polls, no ECS, no user data."""
-
-    def write(hooks: Optional[List[Dict[str, Any]]] = None, **overrides: Any) -> Path:
-        return write_service_config(tmp_path, imds.endpoint, hooks=hooks or [], **overrides)
-
-    return write
 
 
 @pytest.fixture

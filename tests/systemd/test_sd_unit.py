@@ -47,7 +47,7 @@ def test_the_contract_directives() -> None:
     for key, value in expected.items():
         assert unit.get(key) == value, key
     after = " ".join(unit["After"]).split()
-    assert {"network-online.target", "ecs.service"} <= set(after)
+    assert {"network-online.target", "ecs.service", "systemd-logind.service"} <= set(after)
     assert "Requires" not in unit  # ordering only: ECS and docker are optional
 
 

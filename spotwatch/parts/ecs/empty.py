@@ -1,11 +1,13 @@
-"""The ECS final stop of a response the Auto Scaling group waits for.
+"""The ECS final stop of a response something waits for: the Auto Scaling group, or a
+system shutdown spotwatch holds back (CONTRACT §8).
 
 A Spot notice ends the instance at a fixed time, so its final stop waits for that time -
-`stop_timeout`. An Auto Scaling group waits for the lifecycle action instead: keeping it
-waiting while the instance runs no task is waste. So for such a notice the final stop
-starts with the response and asks ECS every few seconds: as soon as no task is left running
-on the instance it is done, with nothing to stop; at the deadline - `stop_timeout` it stops
-whatever is still running, as the Spot notice's final stop would.
+`stop_timeout`. An Auto Scaling group waits for the lifecycle action instead, and a shutdown
+for spotwatch's delay lock: keeping either waiting while the instance runs no task is waste.
+So for such a notice the final stop starts with the response and asks ECS every few seconds:
+as soon as no task is left running on the instance it is done, with nothing to stop; at the
+deadline - `stop_timeout` it stops whatever is still running, as the Spot notice's final
+stop would.
 
 "Left running" is judged by each task's lastStatus, not its desired status: a task told to
 stop (desired STOPPED) runs on for its stop timeout, until the agent reports it STOPPED.
@@ -19,7 +21,7 @@ import logging
 from typing import Callable, List
 
 from spotwatch.config.schema import Config
-from spotwatch.detection.notices import Notice
+from spotwatch.detection.notices import SHUTDOWN, Notice
 from spotwatch.logevents import emit
 from spotwatch.parts.autoscaling.lifecycle import is_asg_termination
 from spotwatch.parts.awsapi.bounded import Bounded
@@ -87,11 +89,11 @@ class FinalStopWhenEmptyStep(EcsFinalStopStep):
 
 def until_no_task_left(final: TimedFor) -> TimedFor:
     """The ECS final stop, started at once and ended by an empty instance, for a notice the
-    Auto Scaling group waits on; as it was for every other notice."""
+    Auto Scaling group or a held-back shutdown waits on; as it was for every other notice."""
 
     def timed(notice: Notice, config: Config) -> List[TimedStep]:
         found = list(final(notice, config))
-        if not is_asg_termination(notice):
+        if not (is_asg_termination(notice) or notice.action == SHUTDOWN):
             return found
         return [
             TimedStep(FinalStopWhenEmptyStep(t.step), at_once)

@@ -47,7 +47,8 @@ log = logging.getLogger("spotwatch.ecs")
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
 STOP_WORKERS = 16  # concurrent StopTask calls; throttling retried while time allows
 REASON_LIMIT = 255
-ECS_ACTIONS = ("terminate", "stop", "reboot")  # rebalance, hibernate, maintenance: no ECS
+# rebalance, hibernate, maintenance: no ECS
+ECS_ACTIONS = ("terminate", "stop", "reboot", "shutdown")
 SERVICE_GROUP = "service:"
 
 

@@ -47,7 +47,7 @@ from spotwatch.state.schema import FAILED, OK
 
 log = logging.getLogger("spotwatch.lb")
 
-LB_ACTIONS = ("terminate", "stop", "reboot")  # maintenance keeps its traffic
+LB_ACTIONS = ("terminate", "stop", "reboot", "shutdown")  # maintenance keeps its traffic
 DETACH_ACTIONS = ("terminate", "stop")
 # A Spot notice: the group does not know the instance is going (a rehearsal stands for one).
 DETACH_SOURCES = frozenset({"instance-action", "termination-time", "rehearsal"})
