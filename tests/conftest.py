@@ -1,19 +1,33 @@
-"""Suite-wide: every test starts with the `spotwatch` logger as the logging module made it.
+"""Suite-wide: every test starts with the `spotwatch` logger as the logging module made it,
+and no test reaches the machine's own system bus.
 
 `spotwatch.host.logs.configure` (run by in-process daemons and rehearsals) gives the
 logger handlers of its own and stops propagation; left that way, a later test's `caplog`
 would see nothing, and which test passed would depend on the order they ran in.
 
 Also `dockerd`: a real Docker daemon for the session, for any test folder that needs one.
+
+Every daemon takes logind's shutdown delay lock when logind answers (CONTRACT §8): on a
+machine with a system bus that would be the machine's own logind. DBUS_SYSTEM_BUS_ADDRESS
+(which spotwatch honours anyway) names a socket that is not there, for this process and
+every child it starts; tests/logind points it at a dbus-daemon of its own.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 from dockerworld import DockerUnavailable, DockerWorld
+from testkit import config_file
+
+from spotwatch.simulator.imds import ImdsSimulator
+
+NO_SYSTEM_BUS = "unix:path=/nonexistent/spotwatch-tests/no-system-bus"
+os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = NO_SYSTEM_BUS
 
 
 @pytest.fixture(autouse=True)
@@ -40,3 +54,22 @@ def dockerd() -> Iterator[DockerWorld]:
         yield world
     finally:
         world.close()
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsSimulator]:
+    """A simulated IMDS on a free loopback port (folders with needs of their own override it)."""
+    with ImdsSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, imds: ImdsSimulator) -> Callable[..., Path]:
+    """Write tmp_path/config.yaml against the simulator (fast polls, no ECS, no user data,
+    state in tmp_path/state); returns its path."""
+
+    def write(hooks: Optional[List[Dict[str, Any]]] = None, **overrides: Any) -> Path:
+        path = tmp_path / "config.yaml"
+        return config_file(path, imds.endpoint, tmp_path / "state", hooks, **overrides)
+
+    return write

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +44,50 @@ def child_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
 
 
 SPOTWATCH_RUN = (sys.executable, "-m", "spotwatch", "run")
+
+
+def spotwatch(
+    *args: str, timeout: float = 60.0, env: Optional[Dict[str, str]] = None, cwd: Any = None
+) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """`python -m spotwatch ARGS` with this checkout's code; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "spotwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or child_env(),
+        cwd=str(cwd or REPO),
+    )
+
+
+def base_config(
+    state_dir: Path, endpoint: str, hooks: Optional[List[Dict[str, Any]]] = None, **extra: Any
+) -> Dict[str, Any]:
+    """A config for a daemon against a simulated IMDS at `endpoint`: fast polls, no ECS, no
+    user data; `extra` replaces whole top-level keys."""
+    config: Dict[str, Any] = {
+        "poll_interval": "200ms",
+        "deadline_margin": "1s",
+        "state_dir": str(state_dir),
+        "imds": {"endpoint": endpoint, "timeout": "300ms", "user_data": False},
+        "ecs": {"enabled": False},
+        "hooks": hooks or [],
+    }
+    config.update(extra)
+    return config
+
+
+def config_file(
+    path: Path,
+    endpoint: str,
+    state_dir: Path,
+    hooks: Optional[List[Dict[str, Any]]] = None,
+    **extra: Any,
+) -> Path:
+    """`base_config` written to `path`, mode 0600 (as root, the permission rule applies)."""
+    path.write_text(yaml.safe_dump(base_config(state_dir, endpoint, hooks, **extra)))
+    path.chmod(0o600)
+    return path
 
 
 class DaemonProcess:
@@ -158,3 +204,20 @@ def dummy_aws_env(monkeypatch: Any, folder: Path, region: str) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
+
+def write_service_config(folder: Path, imds_endpoint: str, **overrides: Any) -> Path:
+    """`folder`/config.yaml (mode 0600): polls every 200 ms against the IMDS simulator, no
+    user data, no ECS, no hooks, state in `folder`/state; `overrides` replace top-level keys."""
+    config: Dict[str, Any] = {
+        "poll_interval": "200ms",
+        "deadline_margin": "1s",
+        "state_dir": str(folder / "state"),
+        "imds": {"endpoint": imds_endpoint, "timeout": "300ms", "user_data": False},
+        "ecs": {"enabled": False},
+        "hooks": [],
+        **overrides,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path

@@ -24,6 +24,7 @@ from spotwatch.commands.check_events import check_events
 from spotwatch.commands.check_hibernation import check_hibernation as hibernation_readiness
 from spotwatch.commands.check_lb import check_load_balancers
 from spotwatch.commands.check_presets import check_preset_hook, preset_services
+from spotwatch.commands.check_shutdown import check_shutdown, require_shutdown
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult, Preflight
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.errors import ConfigError
@@ -193,13 +194,14 @@ PREFLIGHTS.append(check_hibernation)
 PREFLIGHTS.append(check_events)
 PREFLIGHTS.append(autoscaling_checks)
 PREFLIGHTS.append(check_load_balancers)
+PREFLIGHTS.append(check_shutdown)
 
 
 def run_check(path: Optional[str], *, as_json: bool) -> int:
 
     logs.configure("warning")  # config and user-data warnings print as log lines on stderr
     try:
-        config = load_service_config(path)
+        config = require_shutdown(load_service_config(path))
     except ConfigError as problems:
         for line in problems.problems:
             print(line, file=sys.stderr)

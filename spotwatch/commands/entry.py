@@ -35,6 +35,7 @@ def run_daemon(
 ) -> int:
     """`spotwatch run`. `probes`: where the hibernate trigger looks at the host (default /
     and systemctl); only a caller in Python can change it, never the environment."""
+    from spotwatch.commands.check_shutdown import require_shutdown
     from spotwatch.commands.settings import load_service_config
     from spotwatch.config.errors import ConfigError
     from spotwatch.daemon.shell import Daemon
@@ -43,14 +44,14 @@ def run_daemon(
     # Loading logs before the config says how: those lines are held and written in its format.
     logs.hold_until_configured()
     try:
-        config = load_service_config(path)
+        config = require_shutdown(load_service_config(path))
     except ConfigError:
         logs.configure()  # no format to go by: what was held is written as text
         raise
     logs.configure(config.log.level, config.log.format)
 
-    def reload() -> object:
-        return load_service_config(path)
+    def reload() -> object:  # a config that asks for a lock it cannot have is refused
+        return require_shutdown(load_service_config(path))
 
     try:
         daemon = Daemon(

@@ -49,6 +49,7 @@ from spotwatch.config.schema import (
     MetricsSettings,
 )
 from spotwatch.daemon.shell import Daemon
+from spotwatch.daemon.shutdown import ShutdownAnswer
 from spotwatch.daemon.wiring import daemon_parts
 from spotwatch.detection.notices import SOURCE_REHEARSAL, Notice
 from spotwatch.exits import EX_FAILURE, EX_OK
@@ -66,7 +67,16 @@ MAX_POLL_INTERVAL = 0.5  # a rehearsal polls at least this often, so detection i
 PROGRESS_EVERY = 0.1
 
 # Every action the demo can rehearse (an Auto Scaling termination is a terminate).
-DEMO_ACTIONS = ("terminate", "stop", "hibernate", "rebalance", "reboot", "maintenance", "start")
+DEMO_ACTIONS = (
+    "terminate",
+    "stop",
+    "hibernate",
+    "rebalance",
+    "reboot",
+    "maintenance",
+    "start",
+    "shutdown",
+)
 DEMO_HOOK = (
     'echo "demo hook: $SPOTWATCH_ACTION notice for $SPOTWATCH_NOTICE_TIME,'
     ' $SPOTWATCH_SECONDS_LEFT s left"; env | grep ^SPOTWATCH_ | sort'
@@ -201,6 +211,10 @@ class Rehearsal:
         self.timeline = Timeline(out, live=live)
         self.scratch = scratch
         self.failure: Optional[str] = None
+        # `--action shutdown`: the daemon's answer to a shutdown logind announced, told of a
+        # simulated one; it lets the shutdown go on by printing so.
+        self.shutdown = ShutdownAnswer()
+        self.released = threading.Event()
 
     def run(self) -> int:
 
@@ -218,6 +232,7 @@ class Rehearsal:
             parts = daemon_parts(config)
             parts.providers = rehearsal_providers(parts.providers)
             parts.on_poll.append(timeline.on_poll)
+            parts.on_start.append(self.shutdown.bind)
             parts.listeners.append(timeline)
             daemon = Daemon(
                 config,
@@ -259,6 +274,8 @@ class Rehearsal:
         t = self.timeline
         if self.action in ("asg-terminate", "start"):
             what = f"spotwatch rehearse: {self.action}"
+        elif self.action == "shutdown":
+            what = "spotwatch rehearse: a shutdown no notice announced"
         elif self.action == "hibernate":
             what = "spotwatch rehearse: a hibernate notice with no warning"
         else:
@@ -291,7 +308,7 @@ class Rehearsal:
                 return
             if t.t0_wall is None:
                 t.t0_wall = time.time()
-            said = raise_signal(sim, self.action, self.lead)
+            said = raise_signal(sim, self.action, self.lead, self._announce)
             if said is not None:
                 t.line(said, t.t0_wall)
             interval = daemon.config.poll_interval
@@ -302,10 +319,24 @@ class Rehearsal:
             budget = max(0.0, t.deadline - time.time()) + KILL_GRACE + 30.0
             if not self._wait(t.done, budget):
                 self.failure = self.failure or "the response did not end in time"
+            elif self.action == "shutdown":
+                self.released.wait(KILL_GRACE)  # its line comes before the summary
         finally:
             watcher = daemon.watcher
             if watcher is not None:
                 watcher.stop()
+
+    def _announce(self) -> None:
+        threading.Thread(
+            target=self.shutdown.announced,
+            args=(self._release,),
+            name="shutdown-answer",
+            daemon=True,
+        ).start()
+
+    def _release(self, why: str) -> None:
+        self.timeline.line(f"the shutdown would go on now: {why} (no lock was taken)")
+        self.released.set()
 
     def _wait(self, event: threading.Event, timeout: float) -> bool:
         end = time.monotonic() + timeout

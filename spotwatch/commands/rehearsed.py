@@ -1,5 +1,6 @@
 """What each `rehearse --action` raises in the simulator, and what the daemon must watch for
-it: the Spot notice, a group's termination, a scheduled event, or the first boot after a stop.
+it: the Spot notice, a group's termination, a scheduled event, the first boot after a stop,
+or a shutdown no notice announced (simulated: a rehearsal never takes logind's lock).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import json
 import os
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import Callable, Optional
 
 from spotwatch.config.schema import Config
 from spotwatch.simulator.imds import ImdsSimulator
@@ -17,7 +18,7 @@ from spotwatch.state.schema import FORMAT_VERSION
 
 SPOT = ("terminate", "stop", "hibernate", "rebalance")
 SCHEDULED_CODES = {"reboot": "instance-reboot", "maintenance": "system-maintenance"}
-ACTIONS = (*SPOT, "asg-terminate", *SCHEDULED_CODES, "start")
+ACTIONS = (*SPOT, "asg-terminate", *SCHEDULED_CODES, "start", "shutdown")
 EARLIER_BOOT = "rehearsal-earlier-boot"
 
 
@@ -32,7 +33,9 @@ def hook_action(action: str) -> str:
 
 def watching(action: str, config: Config) -> Config:
     """The config the rehearsal's daemon runs on: the signal rehearsed is watched, and
-    scheduled events are polled as often as the Spot notice."""
+    scheduled events are polled as often as the Spot notice. No rehearsal takes logind's
+    shutdown lock: the real daemon's is the one that counts."""
+    config = replace(config, shutdown=replace(config.shutdown, enabled=False))
     if action == "asg-terminate":
         return replace(config, autoscaling=replace(config.autoscaling, enabled=True))
     if action in SCHEDULED_CODES:
@@ -69,9 +72,15 @@ def prepare_state(action: str, state_dir: str, instance_id: str) -> None:
         json.dump(document, handle)
 
 
-def raise_signal(sim: ImdsSimulator, action: str, lead: float) -> Optional[str]:
+def raise_signal(
+    sim: ImdsSimulator, action: str, lead: float, announce: Callable[[], None]
+) -> Optional[str]:
     """Raise the rehearsed signal; what to print about it (None: nothing is raised, as for
-    `start`, whose signal is the daemon's start itself)."""
+    `start`, whose signal is the daemon's start itself). `announce`: a shutdown announced,
+    as logind would."""
+    if action == "shutdown":
+        announce()
+        return "shutdown announced (simulated: no lock is taken, nothing shuts down)"
     if action in SPOT:
         return f"notice raised: {action} at {sim.raise_notice(action, lead)}"
     if action == "asg-terminate":
@@ -88,6 +97,11 @@ def raise_signal(sim: ImdsSimulator, action: str, lead: float) -> Optional[str]:
 def deadline_words(action: str, config: Config) -> str:
     if action == "hibernate":
         return f"hibernate.budget {config.hibernate.budget:g} s after detection"
+    if action == "shutdown":
+        return (
+            f"announced + shutdown.budget {config.shutdown.budget:g} s - deadline_margin "
+            f"{config.deadline_margin:g} s"
+        )
     if action == "asg-terminate":
         return (
             f"first seen + autoscaling.budget {config.autoscaling.budget:g} s - deadline_margin"

@@ -21,9 +21,11 @@ HOOK_ACTIONS = (
     "maintenance",
     "start",
     "cancel",
+    "shutdown",
 )
 """Everything a hook may subscribe to (reboot and maintenance come from scheduled events,
-start from the first boot after a stop, cancel from a scheduled event called off)."""
+start from the first boot after a stop, cancel from a scheduled event called off, shutdown
+from a system shutdown no notice announced)."""
 
 DEFAULT_CONFIG_PATH = "/etc/spotwatch/config.yaml"
 DEFAULT_CONFD_DIR = "/etc/spotwatch/conf.d"
@@ -50,7 +52,7 @@ class HookSpec:
     name: str
     # An argv list runs without a shell; a string runs through /bin/sh -c. None: a preset.
     command: Union[Tuple[str, ...], str, None] = None
-    actions: Tuple[str, ...] = ("terminate", "stop")
+    actions: Tuple[str, ...] = ("terminate", "stop", "shutdown")
     timeout: float = 60.0
     order: int = 0
     user: Union[str, int, None] = None
@@ -121,6 +123,14 @@ class HibernateSettings:
 
 
 @dataclass(frozen=True)
+class ShutdownSettings:
+    """The logind delay lock that holds a system shutdown back for the `shutdown` response."""
+
+    enabled: Union[bool, str] = "auto"  # True | False | "auto": on when logind answers
+    budget: float = 60.0  # the longest spotwatch holds a shutdown back
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"  # debug | info | warning | error
     format: str = "auto"  # auto | journal | json | text
@@ -163,6 +173,7 @@ class Config:
     load_balancer: LoadBalancerSettings = field(default_factory=LoadBalancerSettings)
     instance: InstanceSettings = field(default_factory=InstanceSettings)
     hibernate: HibernateSettings = field(default_factory=HibernateSettings)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)

@@ -30,6 +30,7 @@ from spotwatch.config.schema import (
     MetricsSettings,
     RebalanceSettings,
     ScheduledEventsSettings,
+    ShutdownSettings,
     WebhookSettings,
 )
 from spotwatch.config.template import message_template
@@ -125,6 +126,12 @@ SECTIONS: Dict[str, Check] = {
             "budget": leaf(positive_duration),
         }
     ),
+    "shutdown": section(
+        {
+            "enabled": leaf(one_of(True, False, "auto")),
+            "budget": leaf(positive_duration),
+        }
+    ),
     "log": section(
         {
             "level": leaf(one_of("debug", "info", "warning", "error", fold_case=True)),
@@ -178,6 +185,7 @@ _SECTION_TYPES = {
     "load_balancer": LoadBalancerSettings,
     "instance": InstanceSettings,
     "hibernate": HibernateSettings,
+    "shutdown": ShutdownSettings,
     "log": LogSettings,
     "metrics": MetricsSettings,
     "webhook": WebhookSettings,

@@ -31,6 +31,20 @@ CONFIRMING_POLLS = 2
 CONFIRM_SLACK = 0.5  # seconds: a poll's own duration, so a poll on time is never too late
 
 
+def log_notice(notice: Notice) -> None:
+    """The `notice` log event (journal: SPOTWATCH_EVENT=notice) of a notice a response is
+    about to answer."""
+    emit(
+        log,
+        logging.WARNING,
+        "notice",
+        f"{notice.action} notice for {notice.time_text} (from {notice.source})",
+        action=notice.action,
+        notice_time=notice.time_text,
+        source=notice.source,
+    )
+
+
 class NoticeIntake:
     def __init__(
         self,
@@ -82,15 +96,7 @@ class NoticeIntake:
                 self.store.end_response(
                     stale, why=f"superseded by a {notice.action} notice", unfinished=SKIPPED
                 )
-            emit(
-                log,
-                logging.WARNING,
-                "notice",
-                f"{notice.action} notice for {notice.time_text} (from {notice.source})",
-                action=notice.action,
-                notice_time=notice.time_text,
-                source=notice.source,
-            )
+            log_notice(notice)
             if not is_scheduled(tracker_name):
                 return self._start(key, tracker_name, notice)
             if notice.action != "cancel":

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.daemon.intake import NoticeIntake
+from spotwatch.daemon.pollview import status_line, wanted_interval
 from spotwatch.daemon.signals import StopAndReload
 from spotwatch.daemon.sleep import SleepWatch, boot_and_monotonic
 from spotwatch.detection.identity import UNKNOWN, InstanceIdentity
@@ -38,9 +39,11 @@ from spotwatch.state.store import StateStore
 log = logging.getLogger("spotwatch.daemon")
 
 SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit: TimeoutStopSec=90)
-# A rebalance recommendation may come hours before a notice, or never one: poll faster for
-# at most this long after it was issued, then at `poll_interval` again.
-ELEVATED_RISK_CAP = 3600.0
+# The exit comes within this long of the first SIGTERM, whatever is left (CONTRACT §4); the
+# slack is for what comes after the last bounded wait (the state write, the interpreter's exit).
+EXIT_WITHIN = 90.0
+EXIT_SLACK = 1.0
+ONCE_SLICE = 0.2  # `run --once`: how often the wait for its responses looks at a SIGTERM
 
 
 @dataclass
@@ -55,6 +58,10 @@ class DaemonParts:
     on_start: List[Callable[[Daemon], None]] = field(default_factory=list)
     # Told each config a reload put in force (load balancer discovery starts afresh).
     on_reload: List[Callable[[Config], None]] = field(default_factory=list)
+    # Told the daemon is stopping, once its responses are done or abandoned: the seconds
+    # left before it must exit (telemetry gives undelivered events what it may of them; the
+    # shutdown lock is let go).
+    on_stop: List[Callable[[float], None]] = field(default_factory=list)
 
 
 class Daemon:
@@ -199,27 +206,34 @@ class Daemon:
         """Poll until SIGTERM/SIGINT (or once); returns the exit status."""
         self.prepare()
         assert self.watcher is not None
-        if once:
-            self.watcher.poll_once()
-            self.responder.wait(None)
-            self.shutdown()
-            return 0
         signals = self._signals = StopAndReload(self.watcher, self._hurry)
-        with signals.installed():
-            self.watcher.run()
+        with signals.installed():  # `--once` too: SIGTERM follows the same rules
+            if once:
+                self.watcher.poll_once()
+                while self.responder.running() and signals.stop_signal is None:
+                    self.responder.wait(ONCE_SLICE)
+            else:
+                self.watcher.run()
             if signals.stop_signal is not None:
                 name = signal.Signals(signals.stop_signal).name
                 emit(log, logging.INFO, "stopping", f"{name} received, stopping")
-            self.shutdown()
+            self.shutdown(signals.stopped_at)
         return 0
 
-    def shutdown(self) -> None:
-        """Start nothing new; let running steps finish (bounded), record what did not, and
-        write the state file one last time."""
+    def shutdown(self, stopped_at: Optional[float] = None) -> None:
+        """Start nothing new; let running steps finish (bounded), record what did not, write
+        the state file one last time and give undelivered events what time is left: all
+        within EXIT_WITHIN of `stopped_at` (the first SIGTERM, on the monotonic clock;
+        None: now)."""
+        began = time.monotonic() if stopped_at is None else stopped_at
         self._stopping.set()  # IMDS retries under way on other threads give up
         self.notifier.stopping()
-        self.responder.shutdown(self._shutdown_grace, self._hurry)
+        grace = max(0.0, self._shutdown_grace - (time.monotonic() - began))
+        self.responder.shutdown(grace, self._hurry)
         self.store.flush()
+        left = max(0.0, began + EXIT_WITHIN - EXIT_SLACK - time.monotonic())
+        for told in self.parts.on_stop:
+            told(left)
         self.client.close()
         if self.watcher is not None:
             self.watcher.close()
@@ -273,27 +287,13 @@ class Daemon:
             self.reload()
 
     def _follow_risk(self, report: PollReport) -> None:
-        """While a rebalance recommendation stands (and no notice has come yet), poll every
-        `rebalance.poll_interval`: a notice seen 4 s sooner is 4 s more for the hooks."""
         assert self.watcher is not None
-        base, fast = self.config.poll_interval, self.config.rebalance.poll_interval
-        recommendation = report.known.get("rebalance")
-        elevated = (
-            fast < base
-            and recommendation is not None
-            and report.notice is None
-            and time.time() - recommendation.epoch < ELEVATED_RISK_CAP
-        )
-        wanted = fast if elevated else base
+        wanted = wanted_interval(self.config, report, time.time())
         if wanted != self.watcher.interval:
             self.watcher.interval = wanted
-            emit(
-                log,
-                logging.INFO,
-                "poll-interval",
-                f"polling every {wanted:g} s "
-                + ("(rebalance recommendation: elevated risk)" if elevated else "again"),
-            )
+            elevated = wanted != self.config.poll_interval
+            why = "(rebalance recommendation: elevated risk)" if elevated else "again"
+            emit(log, logging.INFO, "poll-interval", f"polling every {wanted:g} s {why}")
 
     def _save_trackers(self) -> None:
         assert self.watcher is not None
@@ -302,19 +302,7 @@ class Daemon:
             self.store.set_value("trackers", current)
 
     def status_line(self, report: PollReport) -> str:
-        if not report.ok:
-            return f"last poll failed: {report.errors[0][:120] if report.errors else 'no answer'}"
-        running = self.responder.running()
-        if running:
-            first = min(running, key=lambda r: r.deadline_epoch)
-            return f"{first.notice.action} notice for {first.notice.time_text}; responding"
-        if report.notice is not None:
-            return f"{report.notice.action} notice for {report.notice.time_text}; response done"
-        if report.result == "degraded":
-            return "polling; degraded: instance-action does not answer (termination-time does)"
-        if "rebalance" in report.known:
-            return f"rebalance recommendation seen; polling every {self.watcher_interval():g} s"
-        return f"polling every {self.config.poll_interval:g} s; no notice"
+        return status_line(self.config, report, self.responder.running(), self.watcher_interval())
 
     def watcher_interval(self) -> float:
         return self.watcher.interval if self.watcher is not None else self.config.poll_interval

@@ -17,8 +17,9 @@ from typing import Dict, Literal, Optional, Tuple, get_args
 
 from spotwatch.config.schema import NOTICE_ACTIONS
 
-# What a notice asks of the instance: the actions hooks subscribe to. `resume`, `start` and
-# `cancel` are notices the daemon makes itself (a resume seen, a new boot, a withdrawn event).
+# What a notice asks of the instance: the actions hooks subscribe to. `resume`, `start`,
+# `cancel` and `shutdown` are notices the daemon makes itself (a resume seen, a new boot, a
+# withdrawn event, a system shutdown logind announced with no notice before it).
 Action = Literal[
     "terminate",
     "stop",
@@ -29,6 +30,7 @@ Action = Literal[
     "maintenance",
     "start",
     "cancel",
+    "shutdown",
 ]
 # The closed set, spelled once (in the Literal) and read back from it.
 ACTIONS: Tuple[Action, ...] = get_args(Action)
@@ -44,6 +46,7 @@ Source = Literal[
     "resume-detected",
     "sleep-hook",
     "rehearsal",
+    "shutdown",
 ]
 SOURCES: Tuple[Source, ...] = get_args(Source)
 
@@ -56,8 +59,10 @@ SOURCE_SLEEP_HOOK: Source = "sleep-hook"
 SOURCE_REHEARSAL: Source = "rehearsal"
 SOURCE_SCHEDULED: Source = "scheduled-event"
 SOURCE_INSTANCE_START: Source = "instance-start"
+SOURCE_SHUTDOWN: Source = "shutdown"
 
 REBALANCE: Action = "rebalance"
+SHUTDOWN: Action = "shutdown"
 
 
 # Lookups rather than casts: the checked value comes back typed, on every mypy version.

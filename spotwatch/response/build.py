@@ -4,7 +4,7 @@ This is where to read what a response does, in what order. The deadline every st
 against is the one rule of response/deadline.py; `Responder` (response/responder.py) is the
 one place a plan is started.
 
-terminate, stop (and reboot):
+terminate, stop (and reboot, shutdown):
   prelude, at once:   load balancer deregistration (the hooks wait for it at most
                       `load_balancer.wait`); Auto Scaling detach on a Spot notice (nothing
                       waits for it); ECS drain (the hooks wait for it at most DRAIN_HOLD = 5 s)
@@ -14,11 +14,17 @@ terminate, stop (and reboot):
   Auto Scaling termination: the same, but the ECS final stop starts at once and ends as
   soon as no task is left (parts/ecs/empty.py), and the finale completes the lifecycle
   action (parts/autoscaling/lifecycle.py; heartbeats meanwhile)
+  A system shutdown no notice announced (CONTRACT §8, daemon/shutdown.py): the same as a
+  stop, with the ECS final stop started at once and ended by an empty instance (the
+  shutdown waits for the response), and never an instance action
 hibernate:            hooks held to `hibernate.budget`; then the hibernation trigger
 rebalance:            hooks by `order`; finale `instance.after_rebalance`
 cancel, start:        hooks by `order`; then, together, what puts back what an earlier
                       response changed (`Providers.undo`: ECS back to ACTIVE, load balancer
                       targets registered again)
+rebalance, resume, start and cancel have no deadline of their own: whether or not a hook is
+subscribed, every step runs, each on a clock of its own (a hook its timeout, any other step
+`OWN_STEP_BUDGET` = 60 s: response/plan.py), never on a budget reckoned from the hooks.
 anything else:        hooks by `order` (maintenance, resume)
 
 A hook is a `HookStep` (a command) or a `PresetStep` (a ready-made hook, spotwatch.presets,

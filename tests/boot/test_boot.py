@@ -254,3 +254,24 @@ def test_nothing_blocks_imds_or_the_network(facts: Dict[str, Any]) -> None:
 def test_the_daemon_writes_the_metrics_textfile(facts: Dict[str, Any]) -> None:
     text = facts["textfile"]
     assert 'spotwatch_notices_total{action="terminate",source="instance-action"} 1' in text
+
+
+def test_a_poweroff_nobody_announced_waits_for_the_shutdown_hook(facts: Dict[str, Any]) -> None:
+    """`systemctl poweroff` with no notice: logind announces it, spotwatch runs the hook
+    subscribed to `shutdown` to its end (8 s, past logind's own 5 s limit) and only then
+    lets the shutdown go on. The lock shows in `systemd-inhibit --list` and `check`; the
+    package's drop-in is what raised logind's limit (read on SIGHUP at install and removal)."""
+    found = facts["shutdown"]
+    assert found["install_rc"] == 0
+    assert found["delay_removed"] == "t 5000000"  # logind's default, the package gone
+    assert found["delay_installed"] == "t 65000000"  # the package's drop-in
+    assert "spotwatch" in found["inhibitors"] and "shutdown" in found["inhibitors"]
+    checks = {c["name"]: c["status"] for c in json.loads(found["check"])["checks"]}
+    assert checks["shutdown:lock"] == "ok" and checks["shutdown:delay"] == "ok"
+    assert found["gone"], "the machine did not power off"
+    assert found["hook_log"] == "start shutdown\nend shutdown\n"
+    assert "SPOTWATCH_SOURCE=shutdown" in found["env"]
+    (record,) = [r for r in found["state"]["responses"].values() if r["tracker"] == "shutdown"]
+    assert record["done"] and "why_ended" not in record  # it ended before spotwatch was stopped
+    assert [step["status"] for step in record["steps"]] == ["ok"]
+    assert facts["timings"]["poweroff_to_gone"] >= 8

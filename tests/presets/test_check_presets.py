@@ -32,9 +32,9 @@ def test_programs_are_looked_for_as_the_daemon_would(tmp_path: Path) -> None:
         {"name": "n", "preset": "nomad-drain", "with": {"bin": "spotwatch-no-such-nomad"}},
     ])  # fmt: skip
     assert found == [
-        ("hook:k", "ok", "preset kubectl-drain (terminate, stop; 60 s)"),
+        ("hook:k", "ok", "preset kubectl-drain (terminate, stop, shutdown; 60 s)"),
         ("hook:k", "ok", f"{kubectl}: {kubectl}"),
-        ("hook:n", "ok", "preset nomad-drain (terminate, stop; 60 s)"),
+        ("hook:n", "ok", "preset nomad-drain (terminate, stop, shutdown; 60 s)"),
         ("hook:n", "error", "spotwatch-no-such-nomad: not found on the daemon's PATH"),
     ]
 
