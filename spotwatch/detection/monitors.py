@@ -20,7 +20,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, FrozenSet, List, Optional, Set, Tuple
 
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError, Reply
+from spotwatch.detection.imds import ImdsClient
+from spotwatch.detection.metadata import MetadataClient, MetadataError, Reply
 from spotwatch.detection.notices import (
     SOURCE_TARGET_LIFECYCLE_STATE,
     Notice,
@@ -87,7 +88,7 @@ class Monitor:
     # Whether its answer decides the poll's result (ok / notice / degraded / error).
     decides_result = False
 
-    def __init__(self, client: ImdsClient) -> None:
+    def __init__(self, client: MetadataClient) -> None:
         self.client = client
         self._reported: Set[bytes] = set()
 
@@ -101,7 +102,7 @@ class Monitor:
     def _fetch(self, path: str, deadline: float) -> tuple[Optional[Reply], Optional[str]]:
         try:
             return self.client.get(path, deadline=deadline), None
-        except ImdsError as failure:
+        except MetadataError as failure:
             return None, str(failure)
 
     def _report_malformed(self, parsed: Parsed, body: bytes) -> None:
@@ -235,7 +236,7 @@ def autoscaling_answers(client: ImdsClient, timeout: float) -> bool:
     asked right now counts as yes: better one request per poll than a missed termination)"""
     try:
         reply = client.get(TARGET_LIFECYCLE_STATE, deadline=client.now() + timeout)
-    except ImdsError:
+    except MetadataError:
         return True
     return reply.status != 404
 
