@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Iterable, List, Optional
 from urllib.parse import urlsplit
 
+from spotwatch.clouds.aws.imds import TTL_HEADER, ImdsClient, ImdsError
 from spotwatch.commands.check_asg import autoscaling_checks
 from spotwatch.commands.check_aws import ecs_checks, instance_checks
 from spotwatch.commands.check_events import check_events
@@ -27,7 +28,6 @@ from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult, Prefligh
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import TTL_HEADER, ImdsClient, ImdsError
 from spotwatch.exits import EX_CONFIG, EX_FAILURE, EX_OK
 from spotwatch.host import logs
 from spotwatch.response.hooks import MINIMAL_PATH, UserError, resolve_user

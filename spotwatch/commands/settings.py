@@ -13,9 +13,9 @@ import os
 import time
 from typing import Mapping, Optional
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.config.load import load_config_report
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.logevents import emit
 
 log = logging.getLogger("spotwatch.config")

@@ -29,10 +29,10 @@ import time
 from dataclasses import replace
 from typing import Dict, Optional
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import Config
 from spotwatch.daemon.shell import INSTANCE_ID_PATH
-from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
 from spotwatch.host import logs
 from spotwatch.logevents import emit

@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
+from spotwatch.clouds.aws.monitors import monitors_for
 from spotwatch.config.schema import Config
 from spotwatch.daemon.intake import NoticeIntake
 from spotwatch.daemon.signals import StopAndReload
 from spotwatch.daemon.sleep import SleepWatch, boot_and_monotonic
-from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import monitors_for
 from spotwatch.detection.notices import Notice, Source
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport, Watcher, monitor_of

@@ -11,8 +11,8 @@ import logging
 import time
 from typing import Callable, Optional, Tuple
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.notices import SOURCE_RESUME_DETECTED, Action, Notice, now_notice
 from spotwatch.logevents import emit
 from spotwatch.parts.hibernate import notice_key, skip_hooks

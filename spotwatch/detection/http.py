@@ -9,6 +9,7 @@ with hard limits on header and body size, so a poll costs a fraction of that.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from dataclasses import dataclass
@@ -58,10 +59,8 @@ class Connection:
         connection closed by the peer (shutdown() wakes it; close() alone would not)."""
         sock = self._sock
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def request(
         self,

@@ -17,9 +17,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
+from spotwatch.clouds.aws.monitors import TARGET_LIFECYCLE_STATE
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import TARGET_LIFECYCLE_STATE
 from spotwatch.logevents import emit
 from spotwatch.parts.awsapi.bounded import Bounded, within
 from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error
