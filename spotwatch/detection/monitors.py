@@ -14,11 +14,13 @@ responder, plan (docs/architecture.md).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from typing import FrozenSet, Optional, Set, Tuple
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Dict, FrozenSet, Optional, Set, Tuple
 
 from spotwatch.detection.metadata import MetadataClient, MetadataError, Reply
-from spotwatch.detection.notices import Notice, Parsed, excerpt
+from spotwatch.detection.notices import Action, Notice, Parsed, Source, excerpt
 from spotwatch.logevents import emit
 
 log = logging.getLogger("spotwatch.watcher")
@@ -28,7 +30,7 @@ MAX_REMEMBERED_BODIES = 64
 
 @dataclass(frozen=True)
 class Reading:
-    ok: bool  # IMDS gave a usable answer
+    ok: bool  # the metadata service gave a usable answer
     notices: Tuple[Notice, ...] = ()
     error: Optional[str] = None
     # When no notice was seen: the actions this "none" can vouch for (None: every action).
@@ -54,13 +56,19 @@ def seen(
 
 
 class Monitor:
-    """Base: `check(deadline)` asks IMDS once (deadline on the monotonic clock)."""
+    """Base: `check(deadline)` asks the metadata service once (deadline on the monotonic
+    clock). A monitor that watches beside the poll loop (a thread of its own) starts in
+    `attach` and ends in `close`."""
 
     name = "monitor"
     # Seconds between checks; None: every poll (`poll_interval`).
     cadence: Optional[float] = None
     # Whether its answer decides the poll's result (ok / notice / degraded / error).
     decides_result = False
+    # Its notices are scheduled events (an identity and a NotBefore each): their responses
+    # wait for NotBefore - `scheduled_events.lead` and are canceled when the event is
+    # called off before its NotBefore (daemon/scheduled.py).
+    scheduled = False
 
     def __init__(self, client: MetadataClient) -> None:
         self.client = client
@@ -70,8 +78,15 @@ class Monitor:
         raise NotImplementedError
 
     def adopt(self, known: Optional[Notice]) -> None:
-        """The notice its tracker already knows (at start: from the state file). Monitors
-        whose notice time is their own reckoning keep to it, so a re-read is the same notice."""
+        """A notice its trackers already know (at start: from the state file), once per
+        tracker. Monitors whose notice time is their own reckoning keep to it, so a re-read
+        is the same notice."""
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Watched from now on; `wake` asks the poll loop for a poll now (from any thread)."""
+
+    def close(self) -> None:
+        """No longer watched (a reload replaced it, or the daemon stops)."""
 
     def _fetch(self, path: str, deadline: float) -> tuple[Optional[Reply], Optional[str]]:
         try:
@@ -94,3 +109,33 @@ class Monitor:
             f"{self.name}: {parsed.problem}: {excerpt(body)}",
             monitor=self.name,
         )
+
+
+class HeldNotice:
+    """A notice whose end the signal does not name, so its time is reckoned: first seen +
+    `lead`. That time is kept while the signal shows (a re-read is the same notice, not a
+    moved one), and across a restart through `adopt`. Used by signals that only say "now"
+    (an Auto Scaling `Terminated`, a Google preemption)."""
+
+    def __init__(self, source: Source, wall: Callable[[], float] = time.time) -> None:
+        self.source = source
+        self._wall = wall
+        self._held: Dict[str, Notice] = {}  # action -> the notice while it shows
+
+    def adopt(self, known: Optional[Notice]) -> None:
+        if known is not None and known.signal == self.source:
+            self._held[known.action] = known
+
+    def showing(self, action: Action, lead: float) -> Notice:
+        """The notice for `action`, shown now: the held one, else a new one timed now + lead."""
+        held = self._held.get(action)
+        if held is None:
+            first_seen = datetime.fromtimestamp(int(self._wall()), timezone.utc)
+            ends = first_seen + timedelta(seconds=lead)
+            held = Notice(action, ends, ends.strftime("%Y-%m-%dT%H:%M:%SZ"), self.source)
+            self._held = {action: held}  # one signal, one action at a time
+        return held
+
+    def gone(self) -> None:
+        """The signal shows nothing now: the next one is timed afresh."""
+        self._held.clear()

@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Literal, Optional, Tuple, get_args
+from typing import Dict, Literal, NewType, Optional, Tuple, get_args
 
 from spotwatch.config.schema import NOTICE_ACTIONS
 
@@ -34,35 +34,27 @@ Action = Literal[
 ACTIONS: Tuple[Action, ...] = get_args(Action)
 
 # Where a notice came from: SPOTWATCH_SOURCE for hooks, `source` in state, events and metrics.
-Source = Literal[
-    "instance-action",
-    "termination-time",
-    "rebalance-recommendation",
-    "target-lifecycle-state",
-    "scheduled-event",
-    "instance-start",
-    "resume-detected",
-    "sleep-hook",
-    "rehearsal",
-]
-SOURCES: Tuple[Source, ...] = get_args(Source)
+# Each cloud names the sources of its own signals beside its monitors (clouds/<cloud>/); the
+# ones here are AWS's and those the daemon makes itself. A source read back from the state
+# file is checked by its form (`as_source`), so a cloud added later needs no change here.
+Source = NewType("Source", str)
 
-SOURCE_INSTANCE_ACTION: Source = "instance-action"
-SOURCE_TERMINATION_TIME: Source = "termination-time"
-SOURCE_REBALANCE: Source = "rebalance-recommendation"
-SOURCE_TARGET_LIFECYCLE_STATE: Source = "target-lifecycle-state"
-SOURCE_RESUME_DETECTED: Source = "resume-detected"
-SOURCE_SLEEP_HOOK: Source = "sleep-hook"
-SOURCE_REHEARSAL: Source = "rehearsal"
-SOURCE_SCHEDULED: Source = "scheduled-event"
-SOURCE_INSTANCE_START: Source = "instance-start"
+SOURCE_INSTANCE_ACTION = Source("instance-action")
+SOURCE_TERMINATION_TIME = Source("termination-time")
+SOURCE_REBALANCE = Source("rebalance-recommendation")
+SOURCE_TARGET_LIFECYCLE_STATE = Source("target-lifecycle-state")
+SOURCE_RESUME_DETECTED = Source("resume-detected")
+SOURCE_SLEEP_HOOK = Source("sleep-hook")
+SOURCE_REHEARSAL = Source("rehearsal")
+SOURCE_SCHEDULED = Source("scheduled-event")
+SOURCE_INSTANCE_START = Source("instance-start")
+_SOURCE_FORM = re.compile(r"[a-z][a-z0-9-]{0,39}")
 
 REBALANCE: Action = "rebalance"
 
 
 # Lookups rather than casts: the checked value comes back typed, on every mypy version.
 _ACTION_OF: Dict[str, Action] = {action: action for action in ACTIONS}
-_SOURCE_OF: Dict[str, Source] = {source: source for source in SOURCES}
 
 
 def as_action(value: object) -> Action:
@@ -74,10 +66,10 @@ def as_action(value: object) -> Action:
 
 
 def as_source(value: object) -> Source:
-    found = _SOURCE_OF.get(value) if isinstance(value, str) else None
-    if found is None:
+    """A stored source, checked by its form (lower-case words joined by hyphens)."""
+    if not isinstance(value, str) or not _SOURCE_FORM.fullmatch(value):
         raise ValueError(f"not a source: {str(value)[:40]!r}")
-    return found
+    return Source(value)
 
 
 @dataclass(frozen=True)

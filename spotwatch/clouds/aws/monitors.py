@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Callable, FrozenSet, List, Optional
 
 from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.clouds.aws.scheduled import SCHEDULED, parse_scheduled
 from spotwatch.config.schema import Config
-from spotwatch.detection.monitors import Monitor, Reading, seen
+from spotwatch.detection.monitors import HeldNotice, Monitor, Reading, seen
 from spotwatch.detection.notices import (
     SOURCE_TARGET_LIFECYCLE_STATE,
     Notice,
@@ -124,12 +124,10 @@ class AutoscalingMonitor(Monitor):
     ) -> None:
         super().__init__(client)
         self.budget = budget
-        self._wall = wall
-        self._terminating: Optional[Notice] = None
+        self._terminating = HeldNotice(SOURCE_TARGET_LIFECYCLE_STATE, wall)
 
     def adopt(self, known: Optional[Notice]) -> None:
-        if known is not None and known.signal == SOURCE_TARGET_LIFECYCLE_STATE:
-            self._terminating = known
+        self._terminating.adopt(known)
 
     def check(self, deadline: float) -> Reading:
         reply, error = self._fetch(TARGET_LIFECYCLE_STATE, deadline)
@@ -141,14 +139,9 @@ class AutoscalingMonitor(Monitor):
             return Reading(ok=False, error=f"target-lifecycle-state answered HTTP {reply.status}")
         state = reply.body.decode("utf-8", "replace").strip()
         if state != "Terminated":
-            self._terminating = None  # InService, Warmed:*, Detached...: nothing ends it
+            self._terminating.gone()  # InService, Warmed:*, Detached...: nothing ends it
             return Reading(ok=True)
-        if self._terminating is None:
-            first_seen = datetime.fromtimestamp(int(self._wall()), timezone.utc)
-            ends = first_seen + timedelta(seconds=self.budget)
-            text = ends.strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._terminating = Notice("terminate", ends, text, SOURCE_TARGET_LIFECYCLE_STATE)
-        return seen(self._terminating)
+        return seen(self._terminating.showing("terminate", self.budget))
 
 
 def autoscaling_answers(client: ImdsClient, timeout: float) -> bool:
