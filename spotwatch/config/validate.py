@@ -18,11 +18,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from spotwatch.config.errors import describe
 from spotwatch.config.schema import (
+    CLOUD_NAMES,
     HOOK_ACTIONS,
     AutoscalingSettings,
+    AzureSettings,
     Config,
     EcsSettings,
     EventsSettings,
+    GcpSettings,
     HibernateSettings,
     HookSpec,
     ImdsSettings,
@@ -347,6 +350,9 @@ SECTIONS: Dict[str, Check] = {
             "eventbridge_bus": leaf(optional(event_bus)),
         }
     ),
+    "cloud": leaf(one_of("auto", *CLOUD_NAMES)),
+    "gcp": section({"endpoint": leaf(http_endpoint), "notice": leaf(positive_duration)}),
+    "azure": section({"endpoint": leaf(http_endpoint), "acknowledge": leaf(boolean)}),
 }
 
 _check_layer = section(SECTIONS)
@@ -374,6 +380,8 @@ _SECTION_TYPES = {
     "metrics": MetricsSettings,
     "webhook": WebhookSettings,
     "events": EventsSettings,
+    "gcp": GcpSettings,
+    "azure": AzureSettings,
 }
 
 
