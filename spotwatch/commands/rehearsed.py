@@ -1,23 +1,27 @@
-"""What each `rehearse --action` raises in the simulator, and what the daemon must watch for
-it: the Spot notice, a group's termination, a scheduled event, or the first boot after a stop.
+"""The actions `rehearse` knows, and the state a rehearsal of `start` begins from. What each
+action raises on each cloud is the cloud's business (`Cloud.rehearse`, clouds/<cloud>/).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Optional
 
-from spotwatch.config.schema import Config
-from spotwatch.simulator.imds import ImdsSimulator
 from spotwatch.state.files import STATE_FILE
 from spotwatch.state.schema import FORMAT_VERSION
 
-SPOT = ("terminate", "stop", "hibernate", "rebalance")
-SCHEDULED_CODES = {"reboot": "instance-reboot", "maintenance": "system-maintenance"}
-ACTIONS = (*SPOT, "asg-terminate", *SCHEDULED_CODES, "start")
+# Every cloud's `rehearsals` are among these (tests/clouds/test_registry.py).
+ACTIONS = (
+    "terminate",
+    "stop",
+    "hibernate",
+    "rebalance",
+    "asg-terminate",
+    "reboot",
+    "maintenance",
+    "start",
+)
 EARLIER_BOOT = "rehearsal-earlier-boot"
 
 
@@ -28,19 +32,6 @@ def default_lead(action: str) -> float:
 def hook_action(action: str) -> str:
     """The action the hooks are told (an Auto Scaling termination is a `terminate`)."""
     return "terminate" if action == "asg-terminate" else action
-
-
-def watching(action: str, config: Config) -> Config:
-    """The config the rehearsal's daemon runs on: the signal rehearsed is watched, and
-    scheduled events are polled as often as the Spot notice."""
-    if action == "asg-terminate":
-        return replace(config, autoscaling=replace(config.autoscaling, enabled=True))
-    if action in SCHEDULED_CODES:
-        events = replace(
-            config.scheduled_events, enabled=True, poll_interval=config.poll_interval
-        )
-        return replace(config, scheduled_events=events)
-    return config
 
 
 def prepare_state(action: str, state_dir: str, instance_id: str) -> None:
@@ -67,33 +58,3 @@ def prepare_state(action: str, state_dir: str, instance_id: str) -> None:
     }
     with open(os.path.join(state_dir, STATE_FILE), "w", encoding="utf-8") as handle:
         json.dump(document, handle)
-
-
-def raise_signal(sim: ImdsSimulator, action: str, lead: float) -> Optional[str]:
-    """Raise the rehearsed signal; what to print about it (None: nothing is raised, as for
-    `start`, whose signal is the daemon's start itself)."""
-    if action in SPOT:
-        return f"notice raised: {action} at {sim.raise_notice(action, lead)}"
-    if action == "asg-terminate":
-        sim.set_asg_state("Terminated")
-        return "Auto Scaling group terminating the instance (target-lifecycle-state Terminated)"
-    if action in SCHEDULED_CODES:
-        code = SCHEDULED_CODES[action]
-        not_before = datetime.now(timezone.utc) + timedelta(seconds=lead)
-        event_id = sim.scheduled.add(code, not_before.replace(microsecond=0))
-        return f"scheduled event raised: {code} ({event_id}), NotBefore in {lead:g} s"
-    return None
-
-
-def deadline_words(action: str, config: Config) -> str:
-    if action == "hibernate":
-        return f"hibernate.budget {config.hibernate.budget:g} s after detection"
-    if action == "asg-terminate":
-        return (
-            f"first seen + autoscaling.budget {config.autoscaling.budget:g} s - deadline_margin"
-        )
-    if action in SCHEDULED_CODES:
-        return f"NotBefore - deadline_margin {config.deadline_margin:g} s"
-    if action in ("rebalance", "start"):
-        return "none of its own: each hook gets its timeout"
-    return f"notice time - deadline_margin {config.deadline_margin:g} s"

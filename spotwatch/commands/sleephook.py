@@ -29,10 +29,9 @@ import time
 from dataclasses import replace
 from typing import Dict, Optional
 
-from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
+from spotwatch.clouds.registry import settle
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import Config
-from spotwatch.daemon.shell import INSTANCE_ID_PATH
 from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
 from spotwatch.host import logs
 from spotwatch.logevents import emit
@@ -144,11 +143,12 @@ def _run(config: Config, notice: Notice) -> None:
     """The hooks for `notice`, through the one responder (no record: the ledger is ours)."""
     if not config.hooks_for(notice.action):
         return
+    cloud = settle(config).cloud.name
     instance_id = _instance_id(config)
     responder = Responder(
         lambda: config,
         lambda n, c: hooks_plan(n, c.hooks_for(n.action)),
-        facts=lambda: Facts(instance_id, config.dry_run),
+        facts=lambda: Facts(instance_id, config.dry_run, cloud),
     )
     response = responder.start("sleep-hook", "sleep-hook", notice, background=False)
     emit(
@@ -168,17 +168,15 @@ def _current_notice(config: Config) -> Optional[Notice]:
 
 
 def _instance_id(config: Config) -> str:
-    """From the daemon's state, else from IMDS (briefly: sleep is waiting)."""
+    """From the daemon's state, else from the metadata service (briefly: sleep is waiting)."""
     state = read_state(config.state_dir)
     value = state.get("instance_id") if state is not None else None
-    if isinstance(value, str) and value.startswith("i-"):
+    if isinstance(value, str) and value:
         return value
-    client = ImdsClient(config.imds.endpoint, timeout=config.imds.timeout, token_ttl=60)
+    settled = settle(config)
+    client = settled.cloud.client(settled.config)
     try:
-        reply = client.get(INSTANCE_ID_PATH, deadline=time.monotonic() + config.imds.timeout)
-        text = reply.body.decode("ascii", "replace").strip()
-        return text if reply.status == 200 and text.startswith("i-") else "unknown"
-    except ImdsError:
-        return "unknown"
+        found = settled.cloud.instance_id(client, time.monotonic() + client.timeout)
     finally:
         client.close()
+    return found or "unknown"

@@ -13,14 +13,15 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
-from spotwatch.clouds.aws.monitors import monitors_for
+from spotwatch.clouds.registry import Settled, settle
 from spotwatch.config.schema import Config
 from spotwatch.daemon.intake import NoticeIntake
 from spotwatch.daemon.signals import StopAndReload
 from spotwatch.daemon.sleep import SleepWatch, boot_and_monotonic
+from spotwatch.detection.metadata import MetadataClient
+from spotwatch.detection.monitors import Monitor
 from spotwatch.detection.notices import Notice, Source
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport, Watcher, monitor_of
@@ -36,7 +37,6 @@ from spotwatch.state.store import StateStore
 
 log = logging.getLogger("spotwatch.daemon")
 
-INSTANCE_ID_PATH = "meta-data/instance-id"
 SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit: TimeoutStopSec=90)
 # A rebalance recommendation may come hours before a notice, or never one: poll faster for
 # at most this long after it was issued, then at `poll_interval` again.
@@ -70,7 +70,15 @@ class Daemon:
         notice_source: Optional[Source] = None,
         reload_replies: Optional[ReloadReplies] = None,
         shutdown_grace: float = SHUTDOWN_GRACE,
+        settle: Callable[[Config], Settled] = settle,
     ) -> None:
+        # The cloud: the one the config names, else the one the firmware names; what it
+        # lacks is off in the config the daemon runs on (clouds/registry.py).
+        self._settle = settle
+        settled = settle(config)
+        self.cloud, self._cloud_why = settled.cloud, settled.why
+        self._notes = settled.notes
+        config = settled.config
         self.config = config
         self._shutdown_grace = shutdown_grace
         # Where `spotwatch reload` (the unit's ExecReload) waits for the reload's outcome.
@@ -91,13 +99,14 @@ class Daemon:
             lambda: self.config,
             self._plan,
             store=self.store,
-            facts=lambda: Facts(self.instance_id or "unknown", self.dry_run),
+            facts=lambda: Facts(self.instance_id or "unknown", self.dry_run, self.cloud.name),
             listeners=self.parts.listeners,
         )
         self.intake = NoticeIntake(
             self.responder,
             self.store,
             cadence_of=self._cadence_of,
+            is_scheduled=self._is_scheduled,
             config=lambda: self.config,
             relabel=notice_source,
         )
@@ -117,34 +126,32 @@ class Daemon:
 
     # ----------------------------------------------------------------- set-up
 
-    def _make_client(self, config: Config) -> ImdsClient:
-        return ImdsClient(
-            config.imds.endpoint,
-            timeout=config.imds.timeout,
-            token_ttl=config.imds.token_ttl,
-            allow_imdsv1=config.imds.allow_imdsv1,
-            cancel=self._stopping,
-        )
+    def _make_client(self, config: Config) -> MetadataClient:
+        return self.cloud.client(config, cancel=self._stopping)
 
     def _stored_trackers(self) -> Dict[str, NoticeTracker]:
         stored = self.store.value("trackers") or {}
         return {name: NoticeTracker.from_json(value) for name, value in stored.items()}
 
     def _learn_instance_id(self, deadline: float) -> Optional[str]:
-        try:
-            reply = self.client.get(INSTANCE_ID_PATH, deadline=deadline)
-        except ImdsError:
-            return None
-        text = reply.body.decode("ascii", "replace").strip()
-        if reply.status == 200 and text.startswith("i-") and len(text) < 40:
-            self.instance_id = text
+        found = self.cloud.instance_id(self.client, deadline)
+        if found is not None:
+            self.instance_id = found
         return self.instance_id
 
     def prepare(self) -> None:
         """Everything before the first poll: state, trackers, unfinished responses."""
-        self._learn_instance_id(time.monotonic() + self.config.imds.timeout * 2)
+        emit(
+            log,
+            logging.INFO,
+            "cloud",
+            f"on {self.cloud.title} ({self._cloud_why})",
+            cloud=self.cloud.name,
+        )
+        self._say_what_is_off(self._notes)
+        self._learn_instance_id(time.monotonic() + self.client.timeout * 2)
         self.store.load(self.instance_id)
-        monitors = monitors_for(self.config, self.client)
+        monitors = self.cloud.monitors(self.config, self.client)
         self.watcher = Watcher(
             monitors, self, self.config.poll_interval, trackers=self._stored_trackers()
         )
@@ -153,15 +160,21 @@ class Daemon:
         for callback in self.parts.on_start:
             callback(self)
 
+    def _monitor_of(self, tracker: str) -> Optional[Monitor]:
+        if self.watcher is None:
+            return None
+        name = monitor_of(tracker)
+        return next((m for m in self.watcher.monitors if m.name == name), None)
+
     def _cadence_of(self, tracker: str) -> float:
-        watcher = self.watcher
-        monitor = None
-        if watcher is not None:
-            name = monitor_of(tracker)
-            monitor = next((m for m in watcher.monitors if m.name == name), None)
+        monitor = self._monitor_of(tracker)
         if monitor is not None and monitor.cadence is not None:
             return monitor.cadence
         return self.config.poll_interval
+
+    def _is_scheduled(self, tracker: str) -> bool:
+        monitor = self._monitor_of(tracker)
+        return monitor is not None and monitor.scheduled
 
     def _plan(self, notice: Notice, config: Config) -> Plan:
         plan = build_plan(notice, config, self.parts.providers(config, self.dry_run))
@@ -233,7 +246,7 @@ class Daemon:
         self.intake.on_poll(report, self.watcher.trackers)
         self.store.record_poll(report.wall_time, report.result, report.ok)
         if self.instance_id is None and report.ok:
-            learned = self._learn_instance_id(time.monotonic() + self.config.imds.timeout)
+            learned = self._learn_instance_id(time.monotonic() + self.client.timeout)
             if learned is not None:
                 self.store.set_instance_id(learned)
         for callback in self.parts.on_poll:
@@ -289,7 +302,8 @@ class Daemon:
         if report.notice is not None:
             return f"{report.notice.action} notice for {report.notice.time_text}; response done"
         if report.result == "degraded":
-            return "polling; degraded: instance-action does not answer (termination-time does)"
+            why = next((r.degraded for r in report.monitors.values() if r.degraded), "")
+            return f"polling; degraded: {why}"[:160]
         if "rebalance" in report.known:
             return f"rebalance recommendation seen; polling every {self.watcher_interval():g} s"
         return f"polling every {self.config.poll_interval:g} s; no notice"
@@ -339,24 +353,37 @@ class Daemon:
             emit(log, logging.ERROR, "reload-failed", f"reload refused: {why}")
             self._refuse_reload(why, f"reload refused, old config kept: {why}")
             return
-        old = self.config
+        old, old_cloud = self.config, self.cloud
+        settled = self._settle(fresh)
+        fresh, self.cloud, self._cloud_why = settled.config, settled.cloud, settled.why
+        self._say_what_is_off([n for n in settled.notes if n not in self._notes])
+        self._notes = settled.notes
         self.config = fresh
         self.dry_run = self._forced_dry_run or fresh.dry_run
         logs.configure(fresh.log.level, fresh.log.format)
-        if fresh.imds != old.imds:
+        watched = ("cloud", *self.cloud.settings)
+        if self.cloud is not old_cloud or any(
+            getattr(fresh, name) != getattr(old, name) for name in watched
+        ):
+            # The client and the monitors are built from these (Google's hanging GET waits
+            # at most poll_interval).
             self.client.close()
             self.client = self._make_client(fresh)
+            if self.watcher is not None:
+                self.watcher.set_monitors(self.cloud.monitors(fresh, self.client), {})
         if self.watcher is not None:
             self.watcher.interval = fresh.poll_interval
-            watched = ("imds", "rebalance", "autoscaling", "scheduled_events")
-            if any(getattr(fresh, name) != getattr(old, name) for name in watched):
-                self.watcher.set_monitors(monitors_for(fresh, self.client), {})
         for told in self.parts.on_reload:
             told(fresh)
         message = f"config reloaded from {', '.join(fresh.sources)}"
         emit(log, logging.INFO, "reloaded", message)
         self.notifier.reloaded(f"config reloaded; polling every {fresh.poll_interval:g} s")
         self.reload_replies.answer(Answer(True, message))
+
+    def _say_what_is_off(self, notes: Sequence[str]) -> None:
+        """AWS-only parts configured on another cloud: said once, never an error."""
+        for note in notes:
+            emit(log, logging.WARNING, "aws-only-off", note, cloud=self.cloud.name)
 
     def _refuse_reload(self, first: str, whole: str) -> None:
         self.notifier.reloaded(f"reload refused ({first}); running on the previous config")

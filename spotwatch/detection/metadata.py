@@ -34,6 +34,7 @@ MAX_BODY = 256 * 1024  # user data is at most 16 KB; anything far larger is no m
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 1.0
 MIN_ATTEMPT = 0.02  # an attempt with less time than this left is not worth starting
+MAX_VALUE = 256  # an id or a name longer than this is no id or name
 
 
 class MetadataError(Exception):
@@ -117,12 +118,27 @@ class MetadataClient:
 
         return self._with_retries(path, end, once)
 
+    def value(self, path: str, deadline: float) -> Optional[str]:
+        """A short text value (an id, a name): its stripped text when the service answers 200
+        with one before `deadline`, else None."""
+        try:
+            reply = self.get(path, deadline=deadline)
+        except MetadataError:
+            return None
+        text = reply.body.decode("utf-8", "replace").strip()
+        return text if reply.status == 200 and text and len(text) <= MAX_VALUE else None
+
     def now(self) -> float:
         """The client's monotonic clock, on which deadlines are given."""
         return self._clock()
 
     def close(self) -> None:
         self._conn.close()
+
+    def resumed(self) -> None:
+        """After a resume from sleep: drop what the old host may have forgotten (the kept
+        connection; AWS's client also its session token)."""
+        self.close()
 
     def abort(self) -> None:
         """Wake a request blocked on this client's connection from another thread (it then

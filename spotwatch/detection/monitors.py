@@ -17,10 +17,10 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, FrozenSet, Optional, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Optional, Sequence, Set, Tuple
 
 from spotwatch.detection.metadata import MetadataClient, MetadataError, Reply
-from spotwatch.detection.notices import Action, Notice, Parsed, Source, excerpt
+from spotwatch.detection.notices import Action, Notice, Parsed, Source, excerpt, iso_text
 from spotwatch.logevents import emit
 
 log = logging.getLogger("spotwatch.watcher")
@@ -94,6 +94,13 @@ class Monitor:
         except MetadataError as failure:
             return None, str(failure)
 
+    def _events(self, notices: Tuple[Notice, ...], problems: Sequence[str]) -> Reading:
+        """A usable list of events: these notices, each unreadable event logged once. An
+        unreadable event may be a known one: then none is counted absent this time."""
+        for line in problems:
+            self._report_malformed(Parsed(problem="event ignored"), line.encode())
+        return Reading(ok=True, notices=notices, speaks_for=frozenset() if problems else None)
+
     def _report_malformed(self, parsed: Parsed, body: bytes) -> None:
         """Log an unusable body once per distinct body (bounded memory)."""
         key = body[:512]
@@ -132,7 +139,7 @@ class HeldNotice:
         if held is None:
             first_seen = datetime.fromtimestamp(int(self._wall()), timezone.utc)
             ends = first_seen + timedelta(seconds=lead)
-            held = Notice(action, ends, ends.strftime("%Y-%m-%dT%H:%M:%SZ"), self.source)
+            held = Notice(action, ends, iso_text(ends), self.source)
             self._held = {action: held}  # one signal, one action at a time
         return held
 

@@ -151,7 +151,7 @@ def now_notice(action: Action, source: Source, wall: Optional[float] = None) -> 
     """A notice the daemon makes itself (a resume, a start), timed now (or at `wall`)."""
     moment = datetime.fromtimestamp(time.time() if wall is None else wall, timezone.utc)
     moment = moment.replace(microsecond=0)
-    return Notice(action, moment, moment.strftime("%Y-%m-%dT%H:%M:%SZ"), source)
+    return Notice(action, moment, iso_text(moment), source)
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,46 @@ def parse_utc_time(text: str) -> Optional[datetime]:
     if fraction:
         parsed += timedelta(microseconds=int(fraction[:6].ljust(6, "0")))
     return parsed
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# `21 Jan 2019 09:00:43 GMT` (AWS's scheduled events), with the weekday first as RFC 1123 has
+# it (`Mon, 19 Sep 2016 18:29:47 GMT`, Azure's), and nothing else: a one-digit day is allowed
+# (Go's and Java's RFC 1123 writers may drop the zero), every other part is fixed.
+_HTTP_TIME = re.compile(
+    r"(?:(" + "|".join(_WEEKDAYS) + r"), )?([0-9]{1,2}) (" + "|".join(_MONTHS) + r") "
+    r"([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT"
+)
+
+
+def parse_http_time(text: object, *, weekday: bool = False) -> Optional[datetime]:
+    """An RFC 1123 time in GMT, strictly (`weekday`: it must start with one, as Azure's do;
+    else it must not, as AWS's do); None for anything else. The weekday is not checked
+    against the date: the date is what counts."""
+    if not isinstance(text, str) or len(text) > 40:
+        return None
+    match = _HTTP_TIME.fullmatch(text)
+    if match is None or (match.group(1) is not None) != weekday:
+        return None
+    _, day, month, year, hour, minute, second = match.groups()
+    try:
+        return datetime(
+            int(year),
+            _MONTHS.index(month) + 1,
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            tzinfo=timezone.utc,
+        )
+    except ValueError:  # 31 Feb, 25:00:00
+        return None
+
+
+def iso_text(moment: datetime) -> str:
+    """A time as hooks get it in SPOTWATCH_NOTICE_TIME: `2019-01-21T09:00:43Z`."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _decode(body: bytes) -> Optional[str]:

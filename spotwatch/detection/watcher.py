@@ -282,13 +282,9 @@ class Watcher:
         degraded = [f"{name}: {r.degraded}" for name, r in reports.items() if r.degraded]
         if degraded:
             key = " | ".join(d.split(";", 1)[0] for d in degraded)
-            self._degraded.failure(
-                "IMDS poll degraded (stop and hibernate notices cannot be seen): "
-                + "; ".join(degraded),
-                key=key,
-            )
+            self._degraded.failure("IMDS poll degraded: " + "; ".join(degraded), key=key)
         elif all(r.ok for r in reports.values() if r.polled):
-            self._degraded.recovered("instance-action answers again")
+            self._degraded.recovered("IMDS answers in full again")
 
     def _check(self, monitor: Monitor, deadline: float) -> Reading:
         """`monitor.check`, with an unexpected exception (a bug) turned into a failed reading:

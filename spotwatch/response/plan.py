@@ -44,6 +44,7 @@ class StepContext:
     # Whether the notice still shows (a recent poll saw it): nothing irreversible, such as
     # ending the instance, is done on a notice that cannot be confirmed.
     confirmed: Callable[[], bool] = always
+    cloud: str = ""  # SPOTWATCH_CLOUD: the cloud the daemon runs on (clouds/registry.py)
 
     @property
     def notice(self) -> Notice:

@@ -87,6 +87,7 @@ class Facts:
 
     instance_id: str = "unknown"
     dry_run: bool = False
+    cloud: str = ""  # SPOTWATCH_CLOUD: the cloud the daemon runs on
 
 
 class NullJournal:
@@ -177,7 +178,11 @@ class Responder:
                 )
         facts = self._facts()
         ctx = StepContext(
-            clock=clock, instance_id=facts.instance_id, dry_run=facts.dry_run, confirmed=confirmed
+            clock=clock,
+            instance_id=facts.instance_id,
+            dry_run=facts.dry_run,
+            confirmed=confirmed,
+            cloud=facts.cloud,
         )
         response = Response(key, tracker, plan, ctx, Runner(plan, ctx, NullJournal()), resume)
         own: StepJournal = StoreJournal(self.store, key) if self.store else NullJournal()

@@ -90,6 +90,10 @@ class ImdsClient(MetadataClient):
         self._token = None
         self._token_expires = 0.0
 
+    def resumed(self) -> None:
+        super().resumed()
+        self.invalidate_token()
+
     @property
     def has_token(self) -> bool:
         return self._token is not None and self._clock() < self._token_expires

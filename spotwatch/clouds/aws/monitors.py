@@ -75,7 +75,10 @@ class SpotMonitor(Monitor):
         if reply is None:
             return Reading(ok=False, error=f"{why}; termination-time: {error}")
         # termination-time answered, but it cannot show stop or hibernate notices.
-        degraded = f"{why}; termination-time answered in its place"
+        degraded = (
+            f"{why}; termination-time answered in its place (stop and hibernate notices "
+            "cannot be seen)"
+        )
         if reply.status == 404:
             return Reading(ok=True, speaks_for=FALLBACK_SPEAKS_FOR, degraded=degraded)
         if reply.status != 200:
@@ -159,6 +162,7 @@ class ScheduledEventsMonitor(Monitor):
     event (detection/scheduled.py); 404 means none, as `[]` does."""
 
     name = "scheduled"
+    scheduled = True
 
     def __init__(self, client: ImdsClient, cadence: float) -> None:
         super().__init__(client)
@@ -176,11 +180,7 @@ class ScheduledEventsMonitor(Monitor):
         if events is None:
             self._report_malformed(Parsed(problem=problem), reply.body)
             return Reading(ok=True, speaks_for=frozenset())  # no evidence either way
-        for line in events.problems:
-            self._report_malformed(Parsed(problem="event ignored"), line.encode())
-        # An unreadable event may be a known one: then none is counted absent this time.
-        speaks_for: Optional[FrozenSet[str]] = frozenset() if events.problems else None
-        return Reading(ok=True, notices=events.notices, speaks_for=speaks_for)
+        return self._events(events.notices, events.problems)
 
 
 def monitors_for(config: Config, client: ImdsClient) -> List[Monitor]:
