@@ -122,6 +122,10 @@ class Cloud(ABC):
     def rehearse(self, sim: SimulatedService, action: str, lead: float) -> Optional[str]:
         """Raise the signal `rehearse --action` plays; what to print about it."""
 
+    def rehearsal_title(self, action: str, lead: float) -> str:
+        """What `rehearse --action` plays, with `--lead` where it counts (the first line)."""
+        return self.rehearsals[action]
+
     def watching(self, action: str, config: Config) -> Config:
         """The config a rehearsal of `action` runs on (the signal rehearsed is watched)."""
         return config

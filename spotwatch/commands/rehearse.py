@@ -270,13 +270,7 @@ class Rehearsal:
 
     def _header(self, config: Config, endpoint: str, instance_id: str) -> None:
         t = self.timeline
-        if self.action in ("asg-terminate", "start"):
-            what = f"spotwatch rehearse: {self.action}"
-        elif self.action == "hibernate":
-            what = "spotwatch rehearse: a hibernate notice with no warning"
-        else:
-            what = f"spotwatch rehearse: a {self.action} notice with {self.lead:g} s of warning"
-        t.plain(what)
+        t.plain(f"spotwatch rehearse: {self.cloud.rehearsal_title(self.action, self.lead)}")
         t.plain(f"  config    {self.where}")
         t.plain(
             f"  IMDS      {self.cloud.title} simulator at {endpoint} ({instance_id}), polled "

@@ -78,6 +78,9 @@ class Aws(Cloud):
         assert isinstance(sim, ImdsSimulator)
         return rehearsal.raise_signal(sim, action, lead)
 
+    def rehearsal_title(self, action: str, lead: float) -> str:
+        return rehearsal.title(action, lead)
+
     def watching(self, action: str, config: Config) -> Config:
         return rehearsal.watching(action, config)
 

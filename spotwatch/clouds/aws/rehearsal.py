@@ -53,6 +53,14 @@ def raise_signal(sim: ImdsSimulator, action: str, lead: float) -> Optional[str]:
     return None
 
 
+def title(action: str, lead: float) -> str:
+    if action in ("asg-terminate", "start"):
+        return action
+    if action == "hibernate":
+        return "a hibernate notice with no warning"
+    return f"a {action} notice with {lead:g} s of warning"
+
+
 def deadline_words(action: str, config: Config) -> str:
     if action == "hibernate":
         return f"hibernate.budget {config.hibernate.budget:g} s after detection"

@@ -96,6 +96,9 @@ class Azure(Cloud):
         event_id = sim.add_event(kind, _ahead(lead))
         return f"scheduled event listed: {kind} ({event_id}), NotBefore in {lead:g} s"
 
+    def rehearsal_title(self, action: str, lead: float) -> str:
+        return f"{self.rehearsals[action]}, NotBefore {lead:g} s ahead"
+
     def deadline_words(self, action: str, config: Config) -> str:
         return f"NotBefore - deadline_margin {config.deadline_margin:g} s"
 

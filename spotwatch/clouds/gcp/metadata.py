@@ -7,9 +7,9 @@ for under a second during maintenance) and retried like any 5xx.
 
 `wait_for_change` is the hanging GET: the server holds the request until the value's ETag
 differs from `last_etag` or `timeout_sec` has passed, then answers the value as it is (with
-its ETag). Without `last_etag` a change made between two requests would be missed, so it
-is always given. One hanging request at a time per connection: each watch has a client of
-its own (clouds/gcp/watch.py).
+its ETag; a 503 is returned as it is, and the caller asks again). Without `last_etag` a
+change made between two requests would be missed, so it is always given. One hanging
+request at a time per connection: each watch has a client of its own (clouds/gcp/watch.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from spotwatch.detection.http import Response
-from spotwatch.detection.metadata import MetadataClient, MetadataError, Reply, Transient
+from spotwatch.detection.metadata import (
+    MetadataClient,
+    MetadataError,
+    Reply,
+    Transient,
+    is_transient_status,
+)
 
 PREFIX = "/computeMetadata/v1/"
 FLAVOR = "Metadata-Flavor"
@@ -46,7 +52,9 @@ class GcpClient(MetadataClient):
             response = self._request(
                 "GET", full, self.request_headers(), self.now() + budget, budget=budget
             )
-            return self._reply(response)
+            if not is_transient_status(response.status):  # a 503 is answered as it is
+                self.check_answer(response)
+            return Reply(response.status, response.body, response.headers)
         except Transient as failure:
             where = self.full_path(path)
             raise MetadataError(f"{where} (waiting for a change): {failure}") from None

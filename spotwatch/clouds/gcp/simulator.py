@@ -15,6 +15,7 @@ Faults, counts and the lifecycle come from simulator/service.py (a 503 burst is
 `inject_status(503, count=N)`). Standard library only, like every simulator.
 """
 
+import collections
 import hashlib
 import threading
 import time
@@ -60,6 +61,8 @@ class GcpMetadataSimulator(SimulatedService):
             "project/project-id": "project",
         }
         self.hanging = 0  # hanging GETs waiting right now
+        # Hanging GETs answered, by path (a plain read of a path is count(path=...) - this).
+        self.waited: collections.Counter[str] = collections.Counter()
 
     # --- what the server says ----------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class GcpMetadataSimulator(SimulatedService):
                 problem = self._hang(key, request)
                 if problem is not None:
                     return _text(400, flavor, problem)
+                self.waited[request.path] += 1
             body = self._body(key)
             if body is None:
                 return _text(404, flavor)

@@ -22,12 +22,16 @@ import time
 from typing import Callable, Optional
 
 from spotwatch.clouds.gcp.metadata import GcpClient
-from spotwatch.detection.metadata import MetadataError
+from spotwatch.detection.metadata import MetadataError, is_transient_status
 from spotwatch.logevents import RepeatFilter
 
 log = logging.getLogger("spotwatch.watcher")
 
 FRESH_SLACK = 0.5  # seconds beyond the wait and the timeout before an answer counts as old
+# A 503 (the server's maintenance: under a second) or 429 is asked again after this pause,
+# quietly, up to this many times in a row before it counts as a failure.
+TRANSIENT_PAUSE = 0.2
+TRANSIENT_IN_A_ROW = 5
 
 
 class ValueWatch:
@@ -54,6 +58,7 @@ class ValueWatch:
         self._healthy = False
         self._stop = threading.Event()
         self._failures = RepeatFilter(log, "gcp-watch-failed")
+        self._transient = 0  # transient answers in a row
         self._thread = threading.Thread(target=self._run, name=f"watch:{path}", daemon=True)
 
     def start(self) -> None:
@@ -90,6 +95,11 @@ class ValueWatch:
                 reply = self._client.wait_for_change(self.path, etag, self._wait)
         except MetadataError as failure:
             return self._failed(str(failure), etag)
+        if is_transient_status(reply.status) and self._transient < TRANSIENT_IN_A_ROW:
+            self._transient += 1
+            self._stop.wait(TRANSIENT_PAUSE)
+            return etag
+        self._transient = 0
         tag = reply.headers.get("etag")
         if reply.status != 200 or not tag:
             why = f"answered HTTP {reply.status}" if reply.status != 200 else "sent no ETag"
