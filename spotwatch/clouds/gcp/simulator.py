@@ -49,6 +49,9 @@ class GcpMetadataSimulator(SimulatedService):
         self.instance_id = instance_id
         self.name = name
         self.foreign = False  # answer without Metadata-Flavor (not Google's server)
+        # Refuse wait_for_change (400), as a proxy in front of the server that does not hold
+        # requests would: clients must fall back to plain reads.
+        self.refuse_waits = False
         self._changed = threading.Condition(self._lock)
         self._values: Dict[str, str] = {
             "instance/id": instance_id,
@@ -108,6 +111,8 @@ class GcpMetadataSimulator(SimulatedService):
             if self._body(key) is None:
                 return _text(404, flavor)
             if request.param("wait_for_change") == "true":
+                if self.refuse_waits:
+                    return _text(400, flavor, "wait_for_change is not served here")
                 problem = self._hang(key, request)
                 if problem is not None:
                     return _text(400, flavor, problem)
