@@ -107,7 +107,7 @@ def test_hooks_do_not_inherit_the_daemons_environment(monkeypatch: pytest.Monkey
     assert set(env) == {
         "PATH", "SPOTWATCH_ACTION", "SPOTWATCH_NOTICE_TIME", "SPOTWATCH_DEADLINE",
         "SPOTWATCH_SECONDS_LEFT", "SPOTWATCH_INSTANCE_ID", "SPOTWATCH_SOURCE",
-        "SPOTWATCH_DRY_RUN",
+        "SPOTWATCH_DRY_RUN", "SPOTWATCH_CLOUD",
     }  # fmt: skip
 
 
