@@ -159,7 +159,7 @@ def autoscaling_answers(client: ImdsClient, timeout: float) -> bool:
 
 class ScheduledEventsMonitor(Monitor):
     """events/maintenance/scheduled, every `scheduled_events.poll_interval`: one notice per
-    event (detection/scheduled.py); 404 means none, as `[]` does."""
+    event (clouds/aws/scheduled.py); 404 means none, as `[]` does."""
 
     name = "scheduled"
     scheduled = True
