@@ -1,22 +1,18 @@
 """Fixtures for the other clouds: Google's and Azure's metadata simulators (real HTTP servers
-on 127.0.0.1), a config pointing the daemon at one, hooks that record their environment,
-and the real daemon as a child process."""
+on 127.0.0.1), a work folder, and the real daemon as a child process (helpers:
+clouds_support.py)."""
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
-import yaml
-from testkit import DaemonProcess, lines
+from testkit import DaemonProcess
 
 from spotwatch.clouds.azure.simulator import AzureMetadataSimulator
 from spotwatch.clouds.gcp.simulator import GcpMetadataSimulator
-
-WriteConfig = Callable[..., Path]
 
 
 @pytest.fixture
@@ -37,46 +33,6 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def config_for(workdir: Path, cloud: str, endpoint: str, **overrides: Any) -> Path:
-    """A config on `cloud` whose metadata service is at `endpoint`, polling fast."""
-    config: Dict[str, Any] = {
-        "cloud": cloud,
-        "poll_interval": "200ms",
-        "deadline_margin": "1s",
-        "state_dir": str(workdir / "state"),
-        "imds": {"timeout": "500ms"},
-        cloud: {"endpoint": endpoint},
-        "hooks": [],
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
-def env_hook(
-    name: str, out: Path, actions: List[str], *, sleep: float = 0.0, **extra: Any
-) -> Dict[str, Any]:
-    """A hook that appends its SPOTWATCH_* environment to `out` as one JSON line (then sleeps)."""
-    script = (
-        "python3 -c 'import json, os; print(json.dumps({k: v for k, v in os.environ.items()"
-        f' if k.startswith("SPOTWATCH_")}}))\' >> {out}'
-    )
-    if sleep:
-        script += f"; sleep {sleep}"
-    return {"name": name, "command": script, "actions": actions, "timeout": "60s", **extra}
-
-
-def runs(out: Path) -> List[Dict[str, str]]:
-    """What each run of an `env_hook` saw, in order."""
-    return [json.loads(line) for line in lines(out)]
-
-
 @pytest.fixture
 def daemons(workdir: Path) -> Iterator[Callable[..., DaemonProcess]]:
     started: List[DaemonProcess] = []
@@ -89,18 +45,3 @@ def daemons(workdir: Path) -> Iterator[Callable[..., DaemonProcess]]:
     yield start
     for daemon in started:
         daemon.stop(signal.SIGKILL)
-
-
-def last_poll(workdir: Path) -> Dict[str, Any]:
-    """poll.json: the last poll's time and result ({} before the first)."""
-    path = workdir / "state" / "poll.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    assert isinstance(data, dict)
-    return data
-
-
-def state_of(workdir: Path) -> Dict[str, Any]:
-    path = workdir / "state" / "state.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    assert isinstance(data, dict)
-    return data

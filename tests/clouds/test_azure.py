@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import pytest
-from conftest import config_for, env_hook, last_poll, runs, state_of
+from clouds_support import config_for, env_hook, last_poll, runs, state_of
 from testkit import DaemonProcess, wait_for
 
 from spotwatch.clouds.azure.simulator import AzureMetadataSimulator

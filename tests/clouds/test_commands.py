@@ -13,7 +13,7 @@ from typing import Dict, List, Optional
 
 import pytest
 import requests
-from conftest import config_for, env_hook, runs
+from clouds_support import config_for, env_hook, runs
 from testkit import REPO, child_env
 
 from spotwatch.clouds.gcp.simulator import PREEMPTED, PREFIX, GcpMetadataSimulator

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import config_for, env_hook, last_poll, runs, state_of
+from clouds_support import config_for, env_hook, last_poll, runs, state_of
 from testkit import DaemonProcess, wait_for
 
 from spotwatch.clouds.gcp.simulator import (
