@@ -89,9 +89,9 @@ class Cloud(ABC):
         """Every signal the config asks to watch, in the order they are asked each poll."""
 
     @abstractmethod
-    def instance_id(self, client: MetadataClient, deadline: float) -> Optional[str]:
-        """The VM's id (SPOTWATCH_INSTANCE_ID), or None when the metadata service does not
-        give it before `deadline` (monotonic)."""
+    def instance_id(self, client: MetadataClient, deadline: float) -> Tuple[Optional[str], str]:
+        """(the VM's id (SPOTWATCH_INSTANCE_ID), "") or (None, why not) when the metadata
+        service does not give it before `deadline` (the client's clock)."""
 
     def providers(self, base: ProvidersFor) -> ProvidersFor:
         """The response's parts on this cloud: `base` (AWS's parts, off where `lacks` says

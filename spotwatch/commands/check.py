@@ -52,12 +52,12 @@ def check_imds(config: Config) -> Iterable[CheckResult]:
     client = cloud.client(config)
     started = time.monotonic()
     try:
-        instance = cloud.instance_id(client, started + 3 * client.timeout)
+        instance, why = cloud.instance_id(client, client.now() + 3 * client.timeout)
     finally:
         client.close()
     took = time.monotonic() - started
     if instance is None:
-        yield CheckResult("imds", ERROR, f"{client.endpoint}: the VM's id did not come", took)
+        yield CheckResult("imds", ERROR, f"{client.endpoint}: {why}", took)
         return
     renewals = getattr(client, "token_renewals", None)
     if renewals == 0:  # AWS's IMDS answered without a session token

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from spotwatch.clouds.aws.monitors import TARGET_LIFECYCLE_STATE
+from spotwatch.clouds.aws.imds import ImdsClient
+from spotwatch.clouds.aws.monitors import lifecycle_state
 from spotwatch.commands.check_aws import imds_value
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
@@ -28,8 +29,19 @@ def autoscaling_checks(config: Config) -> Iterable[CheckResult]:
     if settings.enabled is False:
         yield CheckResult("autoscaling", OK, "off (autoscaling.enabled: false)")
         return
-    state = imds_value(config, TARGET_LIFECYCLE_STATE)
-    if state is None:
+    client = ImdsClient.for_a_few_reads(config.imds)
+    try:
+        state, why = lifecycle_state(client, 2 * config.imds.timeout)
+    finally:
+        client.close()
+    if state is None:  # IMDS did not answer: that says nothing about the group
+        mark = ERROR if settings.enabled is True else WARNING
+        yield CheckResult(
+            "autoscaling", mark, f"cannot tell whether this instance is in an Auto Scaling "
+            f"group: {why}"
+        )
+        return
+    if not state:
         mark = ERROR if settings.enabled is True else OK
         yield CheckResult(
             "autoscaling", mark, "IMDS says this instance is in no Auto Scaling group"

@@ -16,9 +16,9 @@ sleeps and `post hibernate` after it resumes. Only `hibernate` concerns us; any 
 
 Both run with SPOTWATCH_SOURCE=sleep-hook through the one `Responder` (so their deadlines
 follow the one rule: `pre`'s hooks share what is left of `hibernate.budget`, `resume` hooks
-each get their timeout), the whole run is bounded by `hibernate.budget` (plus the SIGTERM
-grace a cut hook gets) from the moment systemd called us, and it always exits 0: failing
-here must never block sleep.
+each get their timeout), the whole run is bounded by `hibernate.budget` — user data's when
+it sets one, as for the daemon — (plus the SIGTERM grace a cut hook gets) from the moment
+systemd called us, and it always exits 0: failing here must never block sleep.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Dict, Optional
 from spotwatch.clouds.registry import settle
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import Config
+from spotwatch.detection.identity import UNKNOWN
 from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
 from spotwatch.host import logs
 from spotwatch.logevents import emit
@@ -56,15 +57,19 @@ def run_sleep_hook(path: Optional[str], phase: str, action: str) -> int:
         if action != "hibernate" or phase not in ("pre", "post"):
             log.debug("sleep-hook %s %s: nothing to do", phase, action)
             return 0
-        # The file config alone (no IMDS) says how long we may take; user data is read
-        # within that time, by the worker.
-        budget = load_service_config(path, with_user_data=False).hibernate.budget
+        # The file config alone (no IMDS) says how long we may take until the worker has
+        # read user data, which may set another `hibernate.budget`: from then on, that one.
+        budget = Budget(load_service_config(path, with_user_data=False).hibernate.budget)
         worker = threading.Thread(
-            target=_guarded, args=(path, phase, started), name="sleep-hook", daemon=True
+            target=_guarded, args=(path, phase, started, budget), name="sleep-hook", daemon=True
         )
         worker.start()
         # Never hold up sleep for longer than the budget (and the grace a cut hook gets).
-        worker.join(max(0.0, started + budget + KILL_GRACE + EXIT_SLACK - time.monotonic()))
+        while worker.is_alive():
+            left = started + budget.seconds + KILL_GRACE + EXIT_SLACK - time.monotonic()
+            if left <= 0:
+                break
+            worker.join(min(left, WAIT_SLICE))
         if worker.is_alive():
             emit(log, logging.ERROR, "sleep-hook", f"sleep-hook {phase}: out of time; exiting")
     except BaseException as failure:
@@ -72,9 +77,18 @@ def run_sleep_hook(path: Optional[str], phase: str, action: str) -> int:
     return 0
 
 
-def _guarded(path: Optional[str], phase: str, started: float) -> None:
+class Budget:
+    """`hibernate.budget` as known so far: the file's, then the effective config's (user
+    data included) once the worker has read it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+def _guarded(path: Optional[str], phase: str, started: float, budget: Budget) -> None:
     try:
         config = load_service_config(path)
+        budget.seconds = config.hibernate.budget
         logs.configure(config.log.level, config.log.format)
         if phase == "pre":
             before_sleep(config, started)
@@ -176,7 +190,7 @@ def _instance_id(config: Config) -> str:
     settled = settle(config)
     client = settled.cloud.client(settled.config)
     try:
-        found = settled.cloud.instance_id(client, time.monotonic() + client.timeout)
+        found, _ = settled.cloud.instance_id(client, client.now() + client.timeout)
     finally:
         client.close()
-    return found or "unknown"
+    return found or UNKNOWN

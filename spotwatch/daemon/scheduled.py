@@ -13,7 +13,9 @@ An event that spotwatch let go ahead (a `release` step of its response finished,
 StartRequests) and then left the list went ahead: that is no cancel.
 
 Which trackers hold scheduled events is the monitors' say (`Monitor.scheduled`): AWS's
-scheduled events and Azure's alike.
+scheduled events and Azure's alike. The events that wait are written to state.json
+(`waiting`, after every poll) for `status`: each with its response record's key, its notice,
+when its response starts and its deadline.
 """
 
 from __future__ import annotations
@@ -24,17 +26,20 @@ from dataclasses import replace
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from spotwatch.config.schema import Config
-from spotwatch.detection.notices import Notice
+from spotwatch.detection.notices import Notice, response_starts
 from spotwatch.detection.tracker import NoticeTracker
 from spotwatch.logevents import emit
 from spotwatch.response.build import RELEASE
+from spotwatch.response.deadline import deadline_clock
 from spotwatch.response.responder import Responder
+from spotwatch.state.files import iso
 from spotwatch.state.history import CANCELED
 from spotwatch.state.schema import OK, SKIPPED
 from spotwatch.state.store import StateStore
 
 log = logging.getLogger("spotwatch.daemon")
 
+WAITING = "waiting"  # state.json: the events whose response waits (`status` reads them)
 StartResponse = Callable[[str, str, Notice], object]  # (response key, tracker, notice)
 IsScheduled = Callable[[str], bool]  # does this tracker hold a scheduled event?
 
@@ -60,7 +65,7 @@ class ScheduledResponses:
 
     def start_at(self, notice: Notice) -> float:
         """The wall moment the response to this event starts."""
-        return notice.epoch - self._config().scheduled_events.lead
+        return response_starts(notice, self._config().scheduled_events.lead)
 
     # ----------------------------------------------------------------- new events
 
@@ -90,6 +95,21 @@ class ScheduledResponses:
             if now >= self.start_at(notice):
                 del self.waiting[tracker]
                 self._start(key, tracker, notice)
+        self._publish()
+
+    def _publish(self) -> None:
+        """What waits, for `status` (written only when it changed)."""
+        config = self._config()
+        waiting = {
+            tracker: {
+                "key": key,
+                "notice": notice.to_json(),
+                "starts": iso(self.start_at(notice)),
+                "deadline": iso(deadline_clock(notice, config).deadline_epoch),
+            }
+            for tracker, (key, notice) in self.waiting.items()
+        }
+        self.store.set_value(WAITING, waiting)
 
     def restore(self, trackers: Mapping[str, NoticeTracker]) -> None:
         """After a restart: events known but not yet responded to wait again."""

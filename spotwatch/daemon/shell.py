@@ -13,13 +13,16 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+from spotwatch.clouds.cloud import Cloud
 from spotwatch.clouds.registry import Settled, settle
 from spotwatch.config.schema import Config
 from spotwatch.daemon.intake import NoticeIntake
+from spotwatch.daemon.oncloud import OnCloud
 from spotwatch.daemon.signals import StopAndReload
 from spotwatch.daemon.sleep import SleepWatch, boot_and_monotonic
+from spotwatch.detection.identity import UNKNOWN, InstanceIdentity
 from spotwatch.detection.metadata import MetadataClient
 from spotwatch.detection.monitors import Monitor
 from spotwatch.detection.notices import Notice, Source
@@ -74,12 +77,8 @@ class Daemon:
     ) -> None:
         # The cloud: the one the config names, else the one the firmware names; what it
         # lacks is off in the config the daemon runs on (clouds/registry.py).
-        self._settle = settle
-        settled = settle(config)
-        self.cloud, self._cloud_why = settled.cloud, settled.why
-        self._notes = settled.notes
-        config = settled.config
-        self.config = config
+        self.on = OnCloud(settle, config)
+        config = self.config = self.on.config
         self._shutdown_grace = shutdown_grace
         # Where `spotwatch reload` (the unit's ExecReload) waits for the reload's outcome.
         self.reload_replies = reload_replies or ReloadReplies(reply_dir(config.state_dir))
@@ -94,12 +93,12 @@ class Daemon:
         self.store = StateStore(config.state_dir)
         # Shared with `spotwatch sleep-hook`: who ran the hibernate hooks, resumes, the trigger.
         self.ledger = HibernateLedger(config.state_dir)
-        self.instance_id: Optional[str] = None
+        self.identity = InstanceIdentity(lambda: self.client, lambda: self.on.cloud.instance_id)
         self.responder = Responder(
             lambda: self.config,
             self._plan,
             store=self.store,
-            facts=lambda: Facts(self.instance_id or "unknown", self.dry_run, self.cloud.name),
+            facts=self._facts,
             listeners=self.parts.listeners,
         )
         self.intake = NoticeIntake(
@@ -126,6 +125,10 @@ class Daemon:
 
     # ----------------------------------------------------------------- set-up
 
+    @property
+    def cloud(self) -> Cloud:
+        return self.on.cloud
+
     def _make_client(self, config: Config) -> MetadataClient:
         return self.cloud.client(config, cancel=self._stopping)
 
@@ -133,23 +136,44 @@ class Daemon:
         stored = self.store.value("trackers") or {}
         return {name: NoticeTracker.from_json(value) for name, value in stored.items()}
 
-    def _learn_instance_id(self, deadline: float) -> Optional[str]:
-        found = self.cloud.instance_id(self.client, deadline)
-        if found is not None:
-            self.instance_id = found
-        return self.instance_id
+    @property
+    def instance_id(self) -> Optional[str]:
+        return self.identity.known
+
+    def _learn_instance_id(self, seconds: float) -> Optional[str]:
+        """The instance id, asking the metadata service (at most `seconds`) while it is not
+        known; the state file keeps it once learned."""
+        if self.identity.known is not None:
+            return self.identity.known
+        learned = self.identity.learn(seconds)
+        if learned is not None:
+            self.store.set_instance_id(learned)
+        return learned
+
+    def _facts(self) -> Facts:
+        """What a response is told as it starts: the metadata service is asked for the
+        instance id again if it did not answer it before (CONTRACT §4)."""
+        instance_id = self._learn_instance_id(self.client.timeout)
+        if instance_id is None:
+            emit(
+                log,
+                logging.WARNING,
+                "instance-id-unknown",
+                f"this response runs with instance id {UNKNOWN!r}: {self.identity.why}",
+            )
+        return Facts(instance_id or UNKNOWN, self.dry_run, self.cloud.name)
 
     def prepare(self) -> None:
         """Everything before the first poll: state, trackers, unfinished responses."""
-        emit(
-            log,
-            logging.INFO,
-            "cloud",
-            f"on {self.cloud.title} ({self._cloud_why})",
-            cloud=self.cloud.name,
-        )
-        self._say_what_is_off(self._notes)
-        self._learn_instance_id(time.monotonic() + self.client.timeout * 2)
+        self.on.say_where()
+        if self.identity.learn(self.client.timeout * 2) is None:
+            emit(
+                log,
+                logging.WARNING,
+                "instance-id-unknown",
+                f"instance id not known yet ({self.identity.why}); the metadata service is "
+                "asked again before a response needs it",
+            )
         self.store.load(self.instance_id)
         monitors = self.cloud.monitors(self.config, self.client)
         self.watcher = Watcher(
@@ -246,9 +270,7 @@ class Daemon:
         self.intake.on_poll(report, self.watcher.trackers)
         self.store.record_poll(report.wall_time, report.result, report.ok)
         if self.instance_id is None and report.ok:
-            learned = self._learn_instance_id(time.monotonic() + self.client.timeout)
-            if learned is not None:
-                self.store.set_instance_id(learned)
+            self._learn_instance_id(self.client.timeout)
         for callback in self.parts.on_poll:
             callback(report)
         self._follow_risk(report)
@@ -353,20 +375,11 @@ class Daemon:
             emit(log, logging.ERROR, "reload-failed", f"reload refused: {why}")
             self._refuse_reload(why, f"reload refused, old config kept: {why}")
             return
-        old, old_cloud = self.config, self.cloud
-        settled = self._settle(fresh)
-        fresh, self.cloud, self._cloud_why = settled.config, settled.cloud, settled.why
-        self._say_what_is_off([n for n in settled.notes if n not in self._notes])
-        self._notes = settled.notes
+        fresh, rebuild = self.on.settle(fresh)
         self.config = fresh
         self.dry_run = self._forced_dry_run or fresh.dry_run
         logs.configure(fresh.log.level, fresh.log.format)
-        watched = ("cloud", *self.cloud.settings)
-        if self.cloud is not old_cloud or any(
-            getattr(fresh, name) != getattr(old, name) for name in watched
-        ):
-            # The client and the monitors are built from these (Google's hanging GET waits
-            # at most poll_interval).
+        if rebuild:  # the cloud, or a setting its client and monitors are built from
             self.client.close()
             self.client = self._make_client(fresh)
             if self.watcher is not None:
@@ -379,11 +392,6 @@ class Daemon:
         emit(log, logging.INFO, "reloaded", message)
         self.notifier.reloaded(f"config reloaded; polling every {fresh.poll_interval:g} s")
         self.reload_replies.answer(Answer(True, message))
-
-    def _say_what_is_off(self, notes: Sequence[str]) -> None:
-        """AWS-only parts configured on another cloud: said once, never an error."""
-        for note in notes:
-            emit(log, logging.WARNING, "aws-only-off", note, cloud=self.cloud.name)
 
     def _refuse_reload(self, first: str, whole: str) -> None:
         self.notifier.reloaded(f"reload refused ({first}); running on the previous config")

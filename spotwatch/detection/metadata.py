@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from spotwatch import __version__
@@ -118,15 +118,20 @@ class MetadataClient:
 
         return self._with_retries(path, end, once)
 
-    def value(self, path: str, deadline: float) -> Optional[str]:
-        """A short text value (an id, a name): its stripped text when the service answers 200
-        with one before `deadline`, else None."""
+    def read_text(self, path: str, deadline: float) -> Tuple[Optional[str], str]:
+        """A short text value (an id, a name): (its stripped text, "") when the service
+        answers 200 with one before `deadline` (the client's clock), else (None, why not)."""
         try:
             reply = self.get(path, deadline=deadline)
-        except MetadataError:
-            return None
+        except MetadataError as failure:
+            return None, str(failure)
         text = reply.body.decode("utf-8", "replace").strip()
-        return text if reply.status == 200 and text and len(text) <= MAX_VALUE else None
+        where = self.full_path(path)
+        if reply.status != 200:
+            return None, f"{where} answered HTTP {reply.status}"
+        if not text or len(text) > MAX_VALUE:
+            return None, f"{where} answered {len(text)} characters"
+        return text, ""
 
     def now(self) -> float:
         """The client's monotonic clock, on which deadlines are given."""

@@ -147,6 +147,12 @@ class Notice:
         )
 
 
+def response_starts(event: Notice, lead: float) -> float:
+    """The wall moment the response to a scheduled event (AWS's, Azure's) starts: NotBefore -
+    `scheduled_events.lead` (the intake waits for it; `status` and metrics show it)."""
+    return event.epoch - lead
+
+
 def now_notice(action: Action, source: Source, wall: Optional[float] = None) -> Notice:
     """A notice the daemon makes itself (a resume, a start), timed now (or at `wall`)."""
     moment = datetime.fromtimestamp(time.time() if wall is None else wall, timezone.utc)

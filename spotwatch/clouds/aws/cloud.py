@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from spotwatch.clouds.aws import rehearsal
-from spotwatch.clouds.aws.imds import TTL_HEADER, ImdsClient
+from spotwatch.clouds.aws.imds import TTL_HEADER, ImdsClient, read_instance_id
 from spotwatch.clouds.aws.monitors import monitors_for
 from spotwatch.clouds.cloud import Cloud, SimulateRequest, Simulation
 from spotwatch.clouds.dmi import DmiFacts
@@ -19,7 +19,6 @@ from spotwatch.detection.monitors import Monitor
 from spotwatch.simulator.imds import ImdsSimulator
 from spotwatch.simulator.service import SimulatedService
 
-INSTANCE_ID_PATH = "meta-data/instance-id"
 VENDOR = "Amazon EC2"  # sys_vendor and chassis_asset_tag on Nitro instances
 
 
@@ -57,9 +56,8 @@ class Aws(Cloud):
         assert isinstance(client, ImdsClient)
         return monitors_for(config, client)
 
-    def instance_id(self, client: MetadataClient, deadline: float) -> Optional[str]:
-        text = client.value(INSTANCE_ID_PATH, deadline)
-        return text if text is not None and text.startswith("i-") and len(text) < 40 else None
+    def instance_id(self, client: MetadataClient, deadline: float) -> Tuple[Optional[str], str]:
+        return read_instance_id(client, deadline)
 
     def date_probe(self, config: Config) -> Tuple[str, str, str, Dict[str, str]]:
         # A token PUT with the shortest TTL: every IMDS answer, even a refusal, has a Date.

@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from spotwatch.config.schema import ImdsSettings
 from spotwatch.detection.metadata import (
@@ -43,6 +43,18 @@ _TOKEN = re.compile(rb"[\x21-\x7e]{1,1024}")  # IMDS tokens are base64 text
 
 # IMDS gave no usable answer before the deadline (the shared client's error, by AWS's name).
 ImdsError = MetadataError
+
+
+INSTANCE_ID_PATH = "meta-data/instance-id"
+
+
+def read_instance_id(client: MetadataClient, deadline: float) -> Tuple[Optional[str], str]:
+    """(the instance id IMDS answers by `deadline` (the client's clock), "") or (None, why
+    not): `i-` and at most 40 characters, as EC2's are."""
+    text, why = client.read_text(INSTANCE_ID_PATH, deadline)
+    if text is not None and not (text.startswith("i-") and len(text) < 40):
+        return None, f"IMDS {INSTANCE_ID_PATH} answered {len(text)} characters that are no id"
+    return text, why and f"IMDS: {why}"
 
 
 class ImdsClient(MetadataClient):

@@ -48,8 +48,8 @@ class Azure(Cloud):
         assert isinstance(client, AzureClient)
         return [AzureEventsMonitor(client, lambda: self.client(config))]
 
-    def instance_id(self, client: MetadataClient, deadline: float) -> Optional[str]:
-        return client.value(VM_ID, deadline)
+    def instance_id(self, client: MetadataClient, deadline: float) -> Tuple[Optional[str], str]:
+        return client.read_text(VM_ID, deadline)
 
     def providers(self, base: ProvidersFor) -> ProvidersFor:
         def with_acknowledgement(config: Config, dry_run: bool) -> Providers:

@@ -102,9 +102,9 @@ class AzureEventsMonitor(Monitor):
             if not self._answered.wait(grace):
                 return Reading(ok=True, speaks_for=frozenset(), degraded=WAITING)
         if self.vm_name is None:
-            self.vm_name = self.client.value(VM_NAME, deadline)
+            self.vm_name, why = self.client.read_text(VM_NAME, deadline)
             if self.vm_name is None:
-                return Reading(ok=False, error=f"{self.name}: compute/name gave no VM name")
+                return Reading(ok=False, error=f"{self.name}: this VM's name is unknown: {why}")
         reply, error = self._fetch(SCHEDULED_EVENTS, deadline)
         if reply is None:
             return Reading(ok=False, error=f"{self.name}: {error}")

@@ -57,9 +57,11 @@ class Gcp(Cloud):
         assert isinstance(client, GcpClient)
         return monitors_for(config, client, lambda: self.client(config))
 
-    def instance_id(self, client: MetadataClient, deadline: float) -> Optional[str]:
-        text = client.value(INSTANCE_ID, deadline)
-        return text if text is not None and text.isdigit() and len(text) < 40 else None
+    def instance_id(self, client: MetadataClient, deadline: float) -> Tuple[Optional[str], str]:
+        text, why = client.read_text(INSTANCE_ID, deadline)
+        if text is not None and not (text.isdigit() and len(text) < 40):
+            return None, f"{INSTANCE_ID} answered {len(text)} characters that are no id"
+        return text, why
 
     def date_probe(self, config: Config) -> Tuple[str, str, str, Dict[str, str]]:
         return config.gcp.endpoint, "GET", PREFIX, {FLAVOR: GOOGLE}
