@@ -8,7 +8,8 @@ with min and max; comparisons are ratios measured in the same run. The table als
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
 Sections: idle, detection, rebalance, hibernate, fanout, ecs, startup, events, lb, storm (the
-full run adds the live storm: 30 real daemons, ~3 min). See docs/benchmarks.md.
+full run adds the live storm: 30 real daemons, ~3 min), clouds (Google's hanging GET against
+plain polling, each cloud's idle cost). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from bench import (
     aws_client_cost,
     cadence,
+    clouds,
     detection,
     ecs_stop,
     events,
@@ -59,6 +61,7 @@ SECTIONS = (
     "events",
     "lb",
     "storm",
+    "clouds",
 )
 
 
@@ -89,6 +92,8 @@ class Plan:
     )
     rebalance_checkpoints: Tuple[int, ...] = (2, 22, 42, 62)  # polls, fast mode
     rebalance_trials: Tuple[int, int] = (20, 12)  # detection trials: fast mode, normal mode
+    cloud_trials: int = 20  # Google preemptions, each way (a fresh daemon each)
+    cloud_idle_window: float = 60.0  # seconds each cloud's daemon is read idle
 
 
 FULL = Plan(
@@ -128,6 +133,8 @@ QUICK = Plan(
     cadences=((1.0, (2, 5, 8)),),  # 1 s only: the 5 s one is for the full run
     rebalance_checkpoints=(2, 6, 10),
     rebalance_trials=(4, 2),
+    cloud_trials=1,
+    cloud_idle_window=5.0,
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -481,6 +488,45 @@ def run_lb(results: Results, plan: Plan) -> None:
         )
 
 
+def run_clouds(results: Results, plan: Plan) -> None:
+    """Google's hanging GET against plain polling at poll_interval 5 s, in one run; each
+    cloud's idle daemon per minute (bench/clouds.py)."""
+    hanging = clouds.preemption_latency(plan.cloud_trials, hanging=True)
+    plain = clouds.preemption_latency(plan.cloud_trials, hanging=False)
+    what = "preempted TRUE → first hook started, poll_interval 5 s, random phase"
+    results.add(
+        "clouds",
+        f"Google: {what}, hanging GET",
+        "ms",
+        hanging,
+        p99=percentile(hanging, 99),
+        target="p99 < 1000 ms",
+        met=percentile(hanging, 99) < 1000,
+    )
+    results.add(
+        "clouds",
+        f"Google: {what}, plain reads every poll (wait_for_change refused)",
+        "ms",
+        plain,
+        p99=percentile(plain, 99),
+    )
+    results.add(
+        "clouds",
+        "Google: plain polling ÷ hanging GET, median latency",
+        "x",
+        [median(plain) / median(hanging)],
+    )
+    for run in clouds.idle_per_minute(plan.cloud_idle_window):
+        cpu, requests = run.per_minute()
+        results.add(
+            "clouds",
+            f"idle CPU per minute at poll_interval 5 s, {run.cloud} simulator",
+            "ms/min",
+            [cpu],
+            note=f"{requests:.0f} requests a minute; the three daemons at once",
+        )
+
+
 # --------------------------------------------------------------------- main
 
 
@@ -518,6 +564,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "events": lambda: run_events(results, plan, moto),
             "storm": lambda: run_storm(results, plan),
             "lb": lambda: run_lb(results, plan),
+            "clouds": lambda: run_clouds(results, plan),
         }
         for name in chosen:
             section_began = time.monotonic()

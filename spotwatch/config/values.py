@@ -131,6 +131,15 @@ def http_endpoint(value: Any) -> str:
     return url.rstrip("/")
 
 
+def metadata_host(value: Any) -> str:
+    """host[:port] (GCE_METADATA_HOST), as the http:// endpoint it names."""
+    if not isinstance(value, str) or "/" in value or "@" in value:
+        raise ValueError(
+            f"expected host[:port] like metadata.google.internal, got {describe(value)}"
+        )
+    return http_endpoint(f"http://{value}")
+
+
 def listen_address(value: Any) -> str:
     if not isinstance(value, str) or ":" not in value:
         raise ValueError(f'expected "host:port" like "127.0.0.1:9464", got {describe(value)}')

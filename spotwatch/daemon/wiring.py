@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
+from spotwatch.clouds.registry import Settled, settle
 from spotwatch.config.schema import Config
 from spotwatch.daemon.boot import on_daemon_start
 from spotwatch.daemon.shell import DaemonParts
@@ -127,11 +128,19 @@ def add_telemetry(parts: DaemonParts, config: Config) -> Telemetry:
     return telemetry
 
 
-def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonParts:
-    """The daemon's parts for this config (ECS, EC2, hibernation, telemetry). `probes`:
-    where the hibernate trigger looks at the host (default: / and systemctl)."""
+def daemon_parts(
+    config: Config,
+    *,
+    probes: Optional[Probes] = None,
+    settle: Callable[[Config], Settled] = settle,
+) -> DaemonParts:
+    """The daemon's parts for this config (ECS, EC2, hibernation, telemetry, and the cloud's
+    own), on the cloud `settle` finds: what that cloud lacks is off before anything starts.
+    `probes`: where the hibernate trigger looks at the host (default: / and systemctl)."""
+    settled = settle(config)
+    config = settled.config
     aws = AwsParts(config)
-    parts = DaemonParts(providers=aws.providers)
+    parts = DaemonParts(providers=settled.cloud.providers(aws.providers))
     parts.on_reload.append(aws.rediscover)
     parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)

@@ -43,6 +43,8 @@ from relsupport import (
 )
 
 from spotwatch.cli import main as cli_main
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
+from spotwatch.clouds.aws.monitors import RebalanceMonitor, SpotMonitor
 from spotwatch.commands.settings import load_service_config
 from spotwatch.commands.status import collect, render
 from spotwatch.config.errors import ConfigError
@@ -50,8 +52,6 @@ from spotwatch.config.load import load_config, load_config_report
 from spotwatch.config.schema import Config
 from spotwatch.config.userdata import extract_spotwatch_section
 from spotwatch.daemon.shell import Daemon, DaemonParts
-from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import RebalanceMonitor, SpotMonitor
 from spotwatch.detection.notices import NOTICE_ACTIONS
 from spotwatch.simulator.imds import (
     INSTANCE_ACTION_PATH,
