@@ -192,9 +192,12 @@ class DockerWorld:
         return found
 
     def remove_all(self) -> None:
-        """Kills and removes every container (between tests that count what runs)."""
+        """Kills and removes every container, and forgets what they recorded (between
+        tests: names may then be used again)."""
         for item in self.api.containers(all=True):
             self.api.remove_container(item["Id"], force=True)
+        for record in self.records.iterdir():
+            record.unlink()
 
     def close(self) -> None:
         """Stops the daemon by its PID (SIGTERM, SIGKILL after 20 s) and removes its folder."""

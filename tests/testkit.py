@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,3 +97,19 @@ def response_record(state: Dict[str, Any], tracker: str = "spot") -> Dict[str, A
         if record.get("tracker", key) == tracker
     ]
     return found[-1] if found else {}
+
+
+def python_without(folder: Path, *packages: str) -> Tuple[List[str], Dict[str, str]]:
+    """A command line and environment for this Python in which `packages` (top-level import
+    names) are not installed: the interpreter without its site-packages (`-S`), and on
+    PYTHONPATH this checkout, then a folder (made in `folder`) linking every other entry of
+    those site-packages. The world a machine without them shows spotwatch."""
+    installed = Path(sysconfig.get_paths()["purelib"])
+    links = folder / "site-packages"
+    links.mkdir()
+    for entry in installed.iterdir():
+        top = entry.name.split("-")[0].split(".")[0]  # docker, docker-7.2.0.dist-info
+        if top not in packages and entry.suffix != ".pth":
+            (links / entry.name).symlink_to(entry)
+    env = child_env({"PYTHONPATH": f"{REPO}{os.pathsep}{links}"})
+    return [sys.executable, "-S"], env

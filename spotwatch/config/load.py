@@ -290,6 +290,7 @@ _ENV_SETTINGS: Dict[str, Tuple[Tuple[str, ...], Callable[[str], Any]]] = {
         values.one_of("debug", "info", "warning", "error", fold_case=True),
     ),
     "AWS_EC2_METADATA_SERVICE_ENDPOINT": (("imds", "endpoint"), values.http_endpoint),
+    "DOCKER_HOST": (("ecs", "docker_host"), values.docker_host),
 }
 
 

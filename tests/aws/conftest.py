@@ -13,6 +13,7 @@ import pytest
 import requests
 from awshelpers import REGION, EcsWorld, FakeAgent, ScriptedEndpoint, build_world
 from moto.server import ThreadedMotoServer
+from proxy import Proxy
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,19 @@ def moto(moto_url: str, aws_env: Callable[[Optional[str]], None]) -> str:
 @pytest.fixture
 def world(moto: str) -> EcsWorld:
     return build_world()
+
+
+@pytest.fixture
+def proxy(moto: str, world: EcsWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    """The recording endpoint in front of moto; spotwatch's clients are pointed at it (the
+    world was built on moto directly, before)."""
+    front = Proxy(moto)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", front.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", front.url)
+    try:
+        yield front
+    finally:
+        front.close()
 
 
 # --------------------------------------------------------------------- fake ECS agent
