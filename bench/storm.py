@@ -10,7 +10,9 @@ drains at once (UpdateContainerInstancesState), runs the stop step after its hoo
 DescribeTasks, StopTask for its standalone tasks, 16 at a time), and the final stop at notice
 time - stop_timeout - margin (ListTasks, StopTask for every task still running, 16 at a
 time). Every call takes a 30 ms round trip; the endpoint takes a token from the action's
-bucket when the call arrives and answers ThrottlingException when there is none.
+bucket when the call arrives and answers ThrottlingException when there is none. Policy
+"runtime" (`ecs.stop_via: runtime`) stops the tasks on the instance instead, and only the
+drain, DescribeTasks and the StopTask of tasks a restart policy keeps use the buckets.
 """
 
 from __future__ import annotations
@@ -538,9 +540,10 @@ def capacity_note(scenario: Scenario) -> str:
 
 
 def plot(outcomes: Dict[int, List[Outcome]], scenario: Scenario, path: str) -> bool:
-    """Per policy at each fleet size: the completion-time CDF (top) and the tasks stopped by
-    a served StopTask over time (bottom: where capacity is not enough nobody completes, and
-    this shows who got the tokens); False when matplotlib is missing."""
+    """Per policy at each fleet size: the completion-time CDF (top) and the tasks stopped
+    over time, by a served StopTask or, with the runtime, by their containers' exit (bottom:
+    where capacity is not enough nobody completes, and this shows who got the tokens); False
+    when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -569,7 +572,7 @@ def plot(outcomes: Dict[int, List[Outcome]], scenario: Scenario, path: str) -> b
         done_ax.set_ylim(0, 1.05)
         stops_ax.set_xlabel("s after the notice (dotted: the final stop starts)")
     grid[0][0].set_ylabel("share of instances done in time")
-    grid[1][0].set_ylabel("tasks stopped by a served StopTask")
+    grid[1][0].set_ylabel("tasks stopped (StopTask served, or containers exited)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

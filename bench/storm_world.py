@@ -155,15 +155,17 @@ class Fleet:
             )  # fmt: skip
         return {"Tasks": tasks}
 
-    def container_exited(self, container: str) -> int:
-        """The agent sees the task's container exit and reports the task STOPPED; its
-        instance (-1: no such container)."""
+    def container_exited(self, container: str) -> Tuple[int, bool]:
+        """The agent sees the task's container exit and reports the task STOPPED: its
+        instance (-1: no such container), and whether the task was still RUNNING (two
+        steps may stop one container at once; it exits once)."""
         with self._lock:
             arn = self.by_container.get(container)
             if arn is None:
-                return -1
+                return -1, False
+            running = self.desired[arn] == "RUNNING"
             self.desired[arn] = "STOPPED"
-            return self.owner[arn]
+            return self.owner[arn], running
 
     def running(self, n: int) -> int:
         with self._lock:
@@ -243,8 +245,8 @@ class StormEndpoint:
 
     def container_stop(self, container: str) -> bool:
         time.sleep(self.shutdown)
-        n = self.fleet.container_exited(container)
-        if n >= 0:
+        n, first = self.fleet.container_exited(container)
+        if first:
             with self._lock:
                 self.exits.append(Exit(time.monotonic() - self.start, n))
         return n >= 0
