@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -30,6 +29,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from testkit import end_process
 
 IMAGE = "spotwatch-test/sigterm:1"
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static puts it there
@@ -129,7 +130,7 @@ class DockerWorld:
         while api is None:
             if process.poll() is not None or time.monotonic() > end:
                 tail = (root / "dockerd.log").read_text(errors="replace")[-600:]
-                _end(process)
+                end_process(process)
                 _remove(root)
                 raise DockerUnavailable(f"dockerd did not come up: {tail.strip()}")
             try:
@@ -202,18 +203,8 @@ class DockerWorld:
     def close(self) -> None:
         """Stops the daemon by its PID (SIGTERM, SIGKILL after 20 s) and removes its folder."""
         self.api.close()
-        _end(self.process)
+        end_process(self.process)
         _remove(self.root)
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _remove(root: Path) -> None:

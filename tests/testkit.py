@@ -88,6 +88,17 @@ class DaemonProcess:
             self._log.close()
 
 
+def end_process(process: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """SIGTERM to a child that still runs, SIGKILL if it outlasts `timeout`; reaped."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def response_record(state: Dict[str, Any], tracker: str = "spot") -> Dict[str, Any]:
     """The newest response record of a tracker in a state document ({} when none): records
     are keyed per notice (`spot#1`, `spot#2`, …), each naming its tracker."""
