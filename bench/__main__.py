@@ -444,13 +444,21 @@ def run_runtime(results: Results, sim: SimProcess, plan: Plan, moto: Optional[Mo
         for moment in ("raised", "seen"):
             values = [t[moment] for t in trials]
             results.add("runtime", labels[via].format(moment), "s", values)
-    ratios = [r["seen"] / a["seen"] for r, a in zip(found["runtime"], found["api"])]
     results.add(
         "runtime",
-        "runtime ÷ api, from the notice seen",
+        f"after StopTask: the same {n} containers stopped at once (the agent's part)",
+        "s",
+        [t["containers"] for t in found["api"]],
+    )
+    ratios = [
+        r["seen"] / (a["seen"] + a["containers"]) for r, a in zip(found["runtime"], found["api"])
+    ]
+    results.add(
+        "runtime",
+        "runtime ÷ (StopTask answered + the containers' stop), from the notice seen",
         "x",
         ratios,
-        note="the api figure leaves out the containers' own stop, which the ECS agent does after",
+        note="ECS's delivery of StopTask to the agent left out: it only adds to the api side",
     )
 
 

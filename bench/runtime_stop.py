@@ -11,8 +11,10 @@ reads when the ECS stop step ended from its record in state.json: notice raised 
 ended, and notice seen (the simulator's answer that carried it) → step ended.
 `ecs.stop_via: runtime`: the step ends once every container has exited (they exit at once
 on SIGTERM); `api`: once moto has answered every StopTask (16 at a time). With StopTask
-the containers have then still to be stopped, by the ECS agent once ECS tells it: the API
-figure is the smaller share of the work. The dockerd is the tests' (tests/dockerworld.py).
+the containers have then still to be stopped, by the ECS agent once ECS tells it: after
+each API trial the same containers are stopped at once through the same seam and timed
+("containers"), the part of the agent's work that does not depend on how ECS reaches it.
+The dockerd is the tests' (tests/dockerworld.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bench.common import (
 )
 from bench.ecs_stop import world
 from bench.startup import FakeAgent
+from spotwatch.parts.runtime.engine import connect
 
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' Docker world: one for both
 from dockerworld import DockerUnavailable, DockerWorld
@@ -124,11 +127,31 @@ def trial(
             if method == "GET" and path == INSTANCE_ACTION and status == 200
         )
         ended = _wall(record["ended"])
-        return {"raised": ended - raised["real"], "seen": ended - float(seen)}
+        found = {"raised": ended - raised["real"], "seen": ended - float(seen)}
+        if via == "api":  # what the ECS agent then does: the same containers' stop
+            found["containers"] = _stop_alone(docker, ids)
+        return found
     finally:
         sim.call("clear")
         daemon.cleanup()
         agent.close()
+
+
+def _stop_alone(docker: DockerWorld, ids: List[str]) -> float:
+    """Seconds for the runtime to stop `ids` all at once, as the ECS agent does after a
+    StopTask (the same seam spotwatch uses)."""
+    engine, why = connect(docker.host)
+    if engine is None:
+        raise RuntimeError(why)
+    try:
+        began = time.monotonic()
+        results = engine.stop(ids, 10)
+        took = time.monotonic() - began
+    finally:
+        engine.close()
+    if not all(r.exited for r in results):
+        raise RuntimeError(f"containers not stopped: {[r.error for r in results if not r.exited]}")
+    return took
 
 
 def compare(
@@ -163,12 +186,13 @@ def main() -> None:
         sim.close()
         moto.close()
     for via, trials in found.items():
-        for moment in ("raised", "seen"):
-            times = [t[moment] for t in trials]
-            print(
-                f"{via:>7}: notice {moment} → {args.tasks} tasks stopped: median "
-                f"{median(times):.2f} s ({', '.join(f'{x:.2f}' for x in times)})"
-            )
+        for moment in ("raised", "seen", "containers"):
+            times = [t[moment] for t in trials if moment in t]
+            if times:
+                print(
+                    f"{via:>7}: {moment} → {args.tasks} stopped: median "
+                    f"{median(times):.2f} s ({', '.join(f'{x:.2f}' for x in times)})"
+                )
 
 
 if __name__ == "__main__":
