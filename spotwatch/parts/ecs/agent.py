@@ -116,13 +116,14 @@ def tasks_on_instance(agent_url: str, timeout: float = AGENT_TIMEOUT) -> List[Ag
             continue
         if "STOPPED" in (task.get("KnownStatus"), task.get("DesiredStatus")):
             continue
+        listed_here = task.get("Containers")
         containers = tuple(
             AgentContainer(
                 name=str(item.get("Name", "")),
-                docker_id=str(item.get("DockerId") or ""),
+                docker_id=item["DockerId"] if isinstance(item.get("DockerId"), str) else "",
                 restarts="RestartCount" in item,
             )
-            for item in task.get("Containers") or []
+            for item in (listed_here if isinstance(listed_here, list) else [])
             if isinstance(item, dict)
         )
         found.append(AgentTask(task["Arn"], containers))
