@@ -60,7 +60,7 @@ def say_if_sdk_missing(settings: EcsSettings) -> Optional[str]:
             logging.INFO if auto else logging.WARNING,
             "ecs-runtime-off",
             f"ecs.stop_via is {settings.stop_via} but {missing}: ECS tasks are stopped with "
-            "StopTask (install spotwatch's docker extra, or python3-docker)",
+            "StopTask (pip install 'spotwatch[docker]')",
         )
     return missing
 
