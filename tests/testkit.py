@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -124,3 +126,21 @@ def python_without(folder: Path, *packages: str) -> Tuple[List[str], Dict[str, s
             (links / entry.name).symlink_to(entry)
     env = child_env({"PYTHONPATH": f"{REPO}{os.pathsep}{links}"})
     return [sys.executable, "-S"], env
+
+
+def write_service_config(folder: Path, imds_endpoint: str, **overrides: Any) -> Path:
+    """`folder`/config.yaml (mode 0600): polls every 200 ms against the IMDS simulator, no
+    user data, no ECS, no hooks, state in `folder`/state; `overrides` replace top-level keys."""
+    config: Dict[str, Any] = {
+        "poll_interval": "200ms",
+        "deadline_margin": "1s",
+        "state_dir": str(folder / "state"),
+        "imds": {"endpoint": imds_endpoint, "timeout": "300ms", "user_data": False},
+        "ecs": {"enabled": False},
+        "hooks": [],
+        **overrides,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path

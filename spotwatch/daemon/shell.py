@@ -38,6 +38,11 @@ from spotwatch.state.store import StateStore
 log = logging.getLogger("spotwatch.daemon")
 
 SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit: TimeoutStopSec=90)
+# The exit comes within this long of the first SIGTERM, whatever is left (CONTRACT §4); the
+# slack is for what comes after the last bounded wait (the state write, the interpreter's exit).
+EXIT_WITHIN = 90.0
+EXIT_SLACK = 1.0
+ONCE_SLICE = 0.2  # `run --once`: how often the wait for its responses looks at a SIGTERM
 # A rebalance recommendation may come hours before a notice, or never one: poll faster for
 # at most this long after it was issued, then at `poll_interval` again.
 ELEVATED_RISK_CAP = 3600.0
@@ -55,6 +60,9 @@ class DaemonParts:
     on_start: List[Callable[[Daemon], None]] = field(default_factory=list)
     # Told each config a reload put in force (load balancer discovery starts afresh).
     on_reload: List[Callable[[Config], None]] = field(default_factory=list)
+    # Told the daemon is stopping, once its responses are done or abandoned: the seconds
+    # left before it must exit (telemetry gives undelivered events what it may of them).
+    on_stop: List[Callable[[float], None]] = field(default_factory=list)
 
 
 class Daemon:
@@ -199,27 +207,34 @@ class Daemon:
         """Poll until SIGTERM/SIGINT (or once); returns the exit status."""
         self.prepare()
         assert self.watcher is not None
-        if once:
-            self.watcher.poll_once()
-            self.responder.wait(None)
-            self.shutdown()
-            return 0
         signals = self._signals = StopAndReload(self.watcher, self._hurry)
-        with signals.installed():
-            self.watcher.run()
+        with signals.installed():  # `--once` too: SIGTERM follows the same rules
+            if once:
+                self.watcher.poll_once()
+                while self.responder.running() and signals.stop_signal is None:
+                    self.responder.wait(ONCE_SLICE)
+            else:
+                self.watcher.run()
             if signals.stop_signal is not None:
                 name = signal.Signals(signals.stop_signal).name
                 emit(log, logging.INFO, "stopping", f"{name} received, stopping")
-            self.shutdown()
+            self.shutdown(signals.stopped_at)
         return 0
 
-    def shutdown(self) -> None:
-        """Start nothing new; let running steps finish (bounded), record what did not, and
-        write the state file one last time."""
+    def shutdown(self, stopped_at: Optional[float] = None) -> None:
+        """Start nothing new; let running steps finish (bounded), record what did not, write
+        the state file one last time and give undelivered events what time is left: all
+        within EXIT_WITHIN of `stopped_at` (the first SIGTERM, on the monotonic clock;
+        None: now)."""
+        began = time.monotonic() if stopped_at is None else stopped_at
         self._stopping.set()  # IMDS retries under way on other threads give up
         self.notifier.stopping()
-        self.responder.shutdown(self._shutdown_grace, self._hurry)
+        grace = max(0.0, self._shutdown_grace - (time.monotonic() - began))
+        self.responder.shutdown(grace, self._hurry)
         self.store.flush()
+        left = max(0.0, began + EXIT_WITHIN - EXIT_SLACK - time.monotonic())
+        for told in self.parts.on_stop:
+            told(left)
         self.client.close()
         if self.watcher is not None:
             self.watcher.close()

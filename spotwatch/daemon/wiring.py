@@ -19,6 +19,7 @@ from spotwatch.parts.hibernate import Probes, add_hibernate_trigger
 from spotwatch.parts.instance import InstanceResponse
 from spotwatch.parts.lb.steps import LoadBalancerResponse
 from spotwatch.response.build import Providers
+from spotwatch.response.putback import PutBack
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 
@@ -49,8 +50,11 @@ class AwsParts:
         self._clients: AwsClients
         self.autoscaling = AutoscalingResponse(aws_clients(config), config.autoscaling)
         self._setup(config)
-        # For cancel and start: back to ACTIVE where spotwatch drained (bound to the state).
-        self.reactivation = EcsReactivation(lambda: self.ecs.target if self.ecs else None)
+        # For cancel and start: what the responses they undo changed (bound to the state).
+        self.putback = PutBack()
+        self.reactivation = EcsReactivation(
+            lambda: self.ecs.target if self.ecs else None, self.putback
+        )
         self.rediscover(config)
 
     def first_discovery(self, daemon: object) -> None:
@@ -70,7 +74,7 @@ class AwsParts:
                 self._setup(config)
             fresh = None
             if LoadBalancerResponse.wanted(config):
-                fresh = LoadBalancerResponse(config, self._clients).start()
+                fresh = LoadBalancerResponse(config, self._clients, self.putback).start()
             if self.lb is not None:
                 self.lb.stop()  # a discovery still trying again answers for the old config
             self.lb = fresh
@@ -120,6 +124,7 @@ def add_telemetry(parts: DaemonParts, config: Config) -> Telemetry:
     parts.on_start.append(telemetry.bind)
     parts.on_poll.append(telemetry.on_poll)
     parts.listeners.append(telemetry)
+    parts.on_stop.append(telemetry.finish)
     return telemetry
 
 
@@ -131,7 +136,7 @@ def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonPa
     parts.on_reload.append(aws.rediscover)
     parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)
-    parts.on_start.append(aws.reactivation.bind)
+    parts.on_start.append(aws.putback.bind)
     parts.on_start.append(aws.first_discovery)
     add_telemetry(parts, config)
     parts.on_start.append(on_daemon_start)  # after telemetry: the start response is heard

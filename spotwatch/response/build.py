@@ -19,6 +19,9 @@ rebalance:            hooks by `order`; finale `instance.after_rebalance`
 cancel, start:        hooks by `order`; then, together, what puts back what an earlier
                       response changed (`Providers.undo`: ECS back to ACTIVE, load balancer
                       targets registered again)
+rebalance, resume, start and cancel have no deadline of their own: whether or not a hook is
+subscribed, every step runs, each on a clock of its own (a hook its timeout, any other step
+`OWN_STEP_BUDGET` = 60 s: response/plan.py), never on a budget reckoned from the hooks.
 anything else:        hooks by `order` (maintenance, resume)
 
 A stage starts when the one before it has ended. A part that is not configured

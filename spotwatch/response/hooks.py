@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 
 from spotwatch.config.schema import HookSpec
 from spotwatch.logevents import emit
+from spotwatch.response.deadline import KILL_GRACE
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.response.processes import (
     OUTPUT_LIMIT,
@@ -122,6 +123,7 @@ class HookStep(Step):
         # otherwise gets (hibernate: its budget is all the time there is before sleep).
         self.hard_deadline = hard_deadline
         self.last: Optional[HookResult] = None
+        self.budget = spec.timeout + KILL_GRACE  # its timeout, then SIGTERM, SIGKILL
 
     def run(self, ctx: StepContext) -> StepOutcome:
         self.last = run_hook(self.spec, ctx, hard_deadline=self.hard_deadline)

@@ -23,6 +23,7 @@ from spotwatch.response.plan import Plan, Step, StepOutcome
 from spotwatch.response.responder import Response
 from spotwatch.state.files import iso
 from spotwatch.state.schema import OK, SKIPPED
+from spotwatch.telemetry.delivery import EXIT_FLUSH
 from spotwatch.telemetry.metrics import Metrics, MetricsServer, TextfileWriter, start_server
 from spotwatch.telemetry.sinks import EventSinks, any_sink_configured
 
@@ -107,13 +108,18 @@ class Telemetry:
         self._scheduled_seen = set(known)
 
     def response_started(self, response: Response) -> None:
-        self.metrics.on_notice(response.key, response.notice)
+        if not response.resumed:  # the process that saw the notice counted it: count once
+            self.metrics.on_notice(response.key, response.notice)
         # A scheduled event called off is an event of its own kind: the instance stays.
         kind = "cancel" if response.notice.action == "cancel" else "notice"
         self.event(response, kind, {"step": None, "result": None, "detail": ""})
 
     def journal(self, response: Response) -> TelemetryJournal:
         return TelemetryJournal(self, response)
+
+    def finish(self, seconds_left: float) -> None:
+        """on_stop: events not yet delivered get EXIT_FLUSH at most, never past the exit."""
+        self.sinks.finish(max(0.0, min(EXIT_FLUSH, seconds_left)))
 
     # ----------------------------------------------------------------- helpers
 

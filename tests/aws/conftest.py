@@ -12,8 +12,11 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import requests
 from awshelpers import REGION, EcsWorld, FakeAgent, ScriptedEndpoint, build_world
+from lbhelpers import LIFECYCLE, LbSetup, RecordingProxy, build_lb_world
 from moto.server import ThreadedMotoServer
 from proxy import Proxy
+
+from spotwatch.simulator.imds import ImdsSimulator
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +71,8 @@ def world(moto: str) -> EcsWorld:
 
 @pytest.fixture
 def proxy(moto: str, world: EcsWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
-    """The recording endpoint in front of moto; spotwatch's clients are pointed at it (the
-    world was built on moto directly, before)."""
+    """The recording endpoint in front of moto; spotwatch's ECS and EC2 clients are pointed
+    at it (the world was built on moto directly, before)."""
     front = Proxy(moto)
     monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", front.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", front.url)
@@ -107,3 +110,27 @@ def scripted() -> Iterator[ScriptedEndpoint]:
         yield endpoint
     finally:
         endpoint.stop()
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsSimulator]:
+    """The IMDS simulator (a real HTTP server on 127.0.0.1)."""
+    with ImdsSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def lb(moto: str, aws_env: Callable[[Optional[str]], None]) -> Iterator[LbSetup]:
+    """Target groups, Classic Load Balancers and an Auto Scaling group in moto, behind the
+    recording endpoint (which plays the target group `web`, where this instance listens on
+    two ports); the IMDS simulator answers for the group's instance, InService."""
+    world = build_lb_world()
+    proxy = RecordingProxy(moto).start()
+    proxy.own(world.web, world.instance_id, [80, 8081])
+    aws_env(proxy.url)  # spotwatch's clients go through the recording endpoint
+    try:
+        with ImdsSimulator(instance_id=world.instance_id) as sim:
+            sim.set_path(LIFECYCLE, 200, "InService")
+            yield world, proxy, sim
+    finally:
+        proxy.stop()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
-import yaml
+from testkit import write_service_config
 
 from spotwatch.simulator.imds import ImdsSimulator
 
@@ -28,19 +28,7 @@ def write_config(tmp_path: Path, imds: ImdsSimulator) -> Callable[..., Path]:
     """A config pointing at the simulator, fast polls, no ECS, no user data."""
 
     def write(hooks: Optional[List[Dict[str, Any]]] = None, **overrides: Any) -> Path:
-        config: Dict[str, Any] = {
-            "poll_interval": "200ms",
-            "deadline_margin": "1s",
-            "state_dir": str(tmp_path / "state"),
-            "imds": {"endpoint": imds.endpoint, "timeout": "300ms", "user_data": False},
-            "ecs": {"enabled": False},
-            "hooks": hooks or [],
-        }
-        config.update(overrides)
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-        return path
+        return write_service_config(tmp_path, imds.endpoint, hooks=hooks or [], **overrides)
 
     return write
 

@@ -62,13 +62,14 @@ def stop_reason(template: str, notice: Notice) -> str:
     return text[:REASON_LIMIT]
 
 
-def list_running_tasks(aws: Bounded, info: AgentInfo) -> List[str]:
-    """ARNs of the tasks on this container instance that ECS wants running (every page)."""
+def list_running_tasks(aws: Bounded, info: AgentInfo, desired: str = "RUNNING") -> List[str]:
+    """ARNs of the tasks on this container instance that ECS wants running (every page);
+    `desired="STOPPED"`: those it was told to stop (recently: ECS forgets them in time)."""
     arns: List[str] = []
     query: Dict[str, Any] = {
         "cluster": info.cluster,
         "containerInstance": info.container_instance_arn,
-        "desiredStatus": "RUNNING",
+        "desiredStatus": desired,
     }
     while True:
         page = aws.ecs("list_tasks", **query)
@@ -79,17 +80,20 @@ def list_running_tasks(aws: Bounded, info: AgentInfo) -> List[str]:
         query["nextToken"] = token
 
 
-def task_groups(aws: Bounded, info: AgentInfo, arns: Sequence[str]) -> Dict[str, str]:
-    """Task ARN -> group (`service:web`, `family:x`, ...), in batches of 100. Tasks gone by
-    now are left out."""
-    groups: Dict[str, str] = {}
+def describe_tasks(aws: Bounded, info: AgentInfo, arns: Sequence[str]) -> List[Dict[str, Any]]:
+    """DescribeTasks for `arns`, in batches of 100. Tasks gone by now are left out."""
+    found: List[Dict[str, Any]] = []
     for first in range(0, len(arns), DESCRIBE_BATCH):
         answer = aws.ecs(
             "describe_tasks", cluster=info.cluster, tasks=list(arns[first : first + DESCRIBE_BATCH])
         )
-        for task in answer.get("tasks", []):
-            groups[task["taskArn"]] = task.get("group", "")
-    return groups
+        found.extend(answer.get("tasks", []))
+    return found
+
+
+def task_groups(aws: Bounded, info: AgentInfo, arns: Sequence[str]) -> Dict[str, str]:
+    """Task ARN -> group (`service:web`, `family:x`, ...)."""
+    return {task["taskArn"]: task.get("group", "") for task in describe_tasks(aws, info, arns)}
 
 
 def is_service_group(group: str) -> bool:
