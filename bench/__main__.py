@@ -8,13 +8,15 @@ with min and max; comparisons are ratios measured in the same run. The table als
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
 Sections: idle, detection, rebalance, hibernate, fanout, ecs, startup, events, lb, storm (the
-full run adds the live storm: 30 real daemons, ~3 min), clouds (Google's hanging GET against
-plain polling, each cloud's idle cost). See docs/benchmarks.md.
+full run adds the live storm: 30 real daemons, both ECS stop policies at three sizes, ~9 min),
+clouds (Google's hanging GET against plain polling, each cloud's idle cost), runtime (one
+instance's tasks through a real dockerd and through moto). See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -36,6 +38,7 @@ from bench import (
     idle,
     lb,
     rebalance,
+    runtime_stop,
     startup,
     storm,
     storm_live,
@@ -62,6 +65,7 @@ SECTIONS = (
     "lb",
     "storm",
     "clouds",
+    "runtime",
 )
 
 
@@ -94,6 +98,8 @@ class Plan:
     rebalance_trials: Tuple[int, int] = (20, 12)  # detection trials: fast mode, normal mode
     cloud_trials: int = 20  # Google preemptions, each way (a fresh daemon each)
     cloud_idle_window: float = 60.0  # seconds each cloud's daemon is read idle
+    runtime_tasks: int = 20  # one instance's tasks stopped through dockerd and through moto
+    runtime_reps: int = 3
 
 
 FULL = Plan(
@@ -135,6 +141,8 @@ QUICK = Plan(
     rebalance_trials=(4, 2),
     cloud_trials=1,
     cloud_idle_window=5.0,
+    runtime_tasks=5,
+    runtime_reps=1,
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -386,25 +394,79 @@ def run_storm(results: Results, plan: Plan) -> None:
             results.add("storm", f"share in time, {what}", "%", [outcome.in_time * 100])
             results.add("storm", f"calls sent ÷ needed, {what}", "x", [outcome.amplification])
             results.add("storm", f"tasks stopped by the deadline, {what}", "", [outcome.stopped])
+    if plan is not QUICK:  # where the API's bucket is not enough: the runtime's target
+        for size in (500, 1000):
+            scenario = storm.Scenario(instances=size)
+            for policy in (storm.SHIPPED_API, "runtime"):
+                outcome = storm.simulate(scenario, policy)
+                share = outcome.stopped / (size * scenario.tasks) * 100
+                what = f"{size} instances x {scenario.tasks} tasks, {policy}"
+                row = results.add("storm", f"tasks stopped by the deadline, {what}", "%", [share])
+                if policy == "runtime" and size == 1000:
+                    row.target, row.met = "≥ 99 %", share >= 99
+                results.add("storm", f"share in time, {what}", "%", [outcome.in_time * 100])
     if plan is not QUICK and plan.storm_daemons:
         run_storm_live(results, plan.storm_daemons)
 
 
 def run_storm_live(results: Results, daemons: int) -> None:
     """Real daemons against buckets scaled to their number (bench/storm_live.py), beside
-    the simulation of the same scenario: as tight as 1,000 instances, and as roomy as 100
-    (refilled twice as fast: the 60 s storm is the 120 s one at twice the speed)."""
-    for per, faster in ((1000, 1.0), (100, 2.0)):
+    the simulation of the same scenario: as tight as 1,000, 500 and 100 instances, refilled
+    twice as fast (the 60 s storm is the 120 s one at twice the speed); the API policy that
+    ships and the runtime's (`ecs.stop_via: runtime`), one after the other at each size."""
+    for (per, faster), policy in itertools.product(
+        ((1000, 2.0), (500, 2.0), (100, 2.0)), (storm.SHIPPED_API, "runtime")
+    ):
         scenario = storm_live.scaled(daemons, per, faster=faster)
-        live = storm_live.run_live(scenario, log=lambda text: print(text, file=sys.stderr))
-        sim, text = storm_live.compare(scenario, live)
+        live = storm_live.run_live(
+            scenario, log=lambda text: print(text, file=sys.stderr), policy=policy
+        )
+        sim, text = storm_live.compare(scenario, live, policy=policy)
         print(text + "\n" + storm_live.describe(live), file=sys.stderr, flush=True)
-        what = f"{daemons} daemons, buckets x {daemons}/{per}, refill x {faster:g}"
+        what = f"{daemons} daemons, buckets x {daemons}/{per}, refill x {faster:g}, {policy}"
         for name, o in (("live", live.outcome), ("simulated", sim)):
             results.add("storm", f"share in time, {what}, {name}", "%", [o.in_time * 100])
             results.add("storm", f"calls sent ÷ needed, {what}, {name}", "x", [o.amplification])
             results.add("storm", f"tasks stopped by the deadline, {what}, {name}", "", [o.stopped])
         results.add("storm", f"daemons' CPU in the storm, {what}", "s", [live.daemon_cpu])
+
+
+def run_runtime(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
+    """One instance's tasks stopped through a real dockerd and through StopTask on moto
+    (bench/runtime_stop.py), alternating, in this run."""
+    assert moto is not None
+    n = plan.runtime_tasks
+    try:
+        found = runtime_stop.compare(
+            sim, moto.endpoint, n, plan.runtime_reps, log=lambda t: print(t, file=sys.stderr)
+        )
+    except runtime_stop.DockerUnavailable as why:
+        results.add("runtime", f"{n} tasks stopped: not measured", "s", [], note=str(why))
+        return
+    labels = {
+        "runtime": f"notice {{}} → {n} containers stopped through dockerd (stop_via: runtime)",
+        "api": f"notice {{}} → {n} StopTask answered by moto (stop_via: api)",
+    }
+    for via, trials in found.items():
+        for moment in ("raised", "seen"):
+            values = [t[moment] for t in trials]
+            results.add("runtime", labels[via].format(moment), "s", values)
+    results.add(
+        "runtime",
+        f"after StopTask: the same {n} containers stopped at once (the agent's part)",
+        "s",
+        [t["containers"] for t in found["api"]],
+    )
+    ratios = [
+        r["seen"] / (a["seen"] + a["containers"]) for r, a in zip(found["runtime"], found["api"])
+    ]
+    results.add(
+        "runtime",
+        "runtime ÷ (StopTask answered + the containers' stop), from the notice seen",
+        "x",
+        ratios,
+        note="ECS's delivery of StopTask to the agent left out: it only adds to the api side",
+    )
 
 
 def run_startup(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
@@ -551,7 +613,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sim = SimProcess()
     moto: Optional[MotoProcess] = None
     try:
-        if "ecs" in chosen or "startup" in chosen or "events" in chosen:
+        if {"ecs", "startup", "events", "runtime"} & set(chosen):
             moto = MotoProcess()
         steps: Dict[str, Callable[[], None]] = {
             "idle": lambda: run_idle(results, sim, plan),
@@ -565,6 +627,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "storm": lambda: run_storm(results, plan),
             "lb": lambda: run_lb(results, plan),
             "clouds": lambda: run_clouds(results, plan),
+            "runtime": lambda: run_runtime(results, sim, plan, moto),
         }
         for name in chosen:
             section_began = time.monotonic()

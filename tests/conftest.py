@@ -9,6 +9,8 @@ Every daemon takes logind's shutdown delay lock when logind answers (CONTRACT §
 machine with a system bus that would be the machine's own logind. DBUS_SYSTEM_BUS_ADDRESS
 (which spotwatch honours anyway) names a socket that is not there, for this process and
 every child it starts; tests/logind points it at a dbus-daemon of its own.
+
+Also `dockerd`: a real Docker daemon for the session, for any test folder that needs one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
+from dockerworld import DockerUnavailable, DockerWorld
 from testkit import config_file
 
 from spotwatch.simulator.imds import ImdsSimulator
@@ -55,3 +58,18 @@ def write_config(tmp_path: Path, imds: ImdsSimulator) -> Callable[..., Path]:
         return config_file(path, imds.endpoint, tmp_path / "state", hooks, **overrides)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[DockerWorld]:
+    """A real dockerd of the test session's own (tests/dockerworld.py: ~1 s to start and
+    import its image here), shared by every test that asks for it, stopped by its PID at
+    the end. Skips, saying why, only where no dockerd can be started."""
+    try:
+        world = DockerWorld.start()
+    except DockerUnavailable as why:
+        pytest.skip(f"no Docker daemon: {why}")
+    try:
+        yield world
+    finally:
+        world.close()

@@ -77,6 +77,11 @@ class EcsSettings:
     final_stop: bool = True
     stop_timeout: float = 30.0
     stop_reason: str = "Spot interruption: {action} at {time}"
+    # How the ECS stop and the final stop stop a task: `api` (StopTask), `runtime` (the
+    # Docker Engine API at docker_host, StopTask only for what must), `auto` (runtime when
+    # that answers).
+    stop_via: str = "auto"  # auto | api | runtime
+    docker_host: str = "unix:///var/run/docker.sock"  # DOCKER_HOST overrides
     # Back to ACTIVE when spotwatch drained the container instance and the instance stays.
     reactivate: bool = True
 

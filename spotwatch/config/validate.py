@@ -55,6 +55,7 @@ from spotwatch.config.values import (
     boolean,
     classic_load_balancer_name,
     command,
+    docker_host,
     event_bus,
     http_endpoint,
     http_url,
@@ -156,6 +157,8 @@ SECTIONS: Dict[str, Check] = {
             "final_stop": leaf(boolean),
             "stop_timeout": leaf(non_negative_duration),
             "stop_reason": leaf(stop_reason),
+            "stop_via": leaf(one_of("auto", "api", "runtime")),
+            "docker_host": leaf(docker_host),
             "reactivate": leaf(boolean),
         }
     ),

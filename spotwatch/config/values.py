@@ -103,6 +103,25 @@ def _split_http_url(value: Any) -> Tuple[str, Any]:
     return value.strip(), parts
 
 
+def docker_host(value: Any) -> str:
+    """Where the Docker Engine API answers: `unix:///path/to/docker.sock` or `tcp://host:port`
+    (as DOCKER_HOST names it; TLS and ssh:// are not supported)."""
+    found = text(value).strip()
+    wrong = f"expected unix:///path/to/docker.sock or tcp://host:port, got {describe(value)}"
+    if found.startswith("unix://"):
+        if not found[len("unix://") :].startswith("/"):
+            raise ValueError(wrong)
+        return found
+    try:
+        parts = urlsplit(found)
+        port = parts.port
+    except ValueError:
+        raise ValueError(wrong) from None
+    if parts.scheme != "tcp" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ValueError(wrong)
+    return found
+
+
 def http_url(value: Any) -> str:
     return _split_http_url(value)[0]
 

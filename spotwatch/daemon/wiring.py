@@ -14,6 +14,7 @@ from spotwatch.parts.autoscaling.lifecycle import AutoscalingResponse
 from spotwatch.parts.awsapi.clients import AwsClients
 from spotwatch.parts.ecs.agent import EcsTarget
 from spotwatch.parts.ecs.empty import until_no_task_left
+from spotwatch.parts.ecs.onhost import say_if_sdk_missing
 from spotwatch.parts.ecs.reactivate import EcsReactivation
 from spotwatch.parts.ecs.steps import EcsResponse
 from spotwatch.parts.hibernate import Probes, add_hibernate_trigger
@@ -93,7 +94,8 @@ class AwsParts:
         self.ecs = None
         if config.ecs.enabled is not False:
             target = EcsTarget(config.ecs, clients)
-            target.start()
+            if target.start() is not None or config.ecs.enabled is True:
+                say_if_sdk_missing(config.ecs)  # once: `auto` then means `api`
             self.ecs = EcsResponse(target)
 
     def providers(self, config: Config, dry_run: bool) -> Providers:

@@ -68,7 +68,8 @@ KNOWN_KEYS = [
     "poll_interval", "deadline_margin", "dry_run", "state_dir", "imds", "endpoint", "timeout",
     "token_ttl", "allow_imdsv1", "user_data", "rebalance", "enabled", "hooks", "name",
     "command", "actions", "order", "user", "env", "ecs", "agent_url", "region", "drain",
-    "stop", "final_stop", "stop_timeout", "stop_reason", "instance", "after_response",
+    "stop", "final_stop", "stop_timeout", "stop_reason", "stop_via", "docker_host", "instance",
+    "after_response",
     "after_rebalance", "hibernate", "trigger", "budget", "log", "level", "format", "metrics",
     "textfile", "listen", "webhook", "url", "headers", "retries",
 ]  # fmt: skip
