@@ -5,12 +5,12 @@ and no test reaches the machine's own system bus.
 logger handlers of its own and stops propagation; left that way, a later test's `caplog`
 would see nothing, and which test passed would depend on the order they ran in.
 
-Also `dockerd`: a real Docker daemon for the session, for any test folder that needs one.
-
 Every daemon takes logind's shutdown delay lock when logind answers (CONTRACT §8): on a
 machine with a system bus that would be the machine's own logind. DBUS_SYSTEM_BUS_ADDRESS
 (which spotwatch honours anyway) names a socket that is not there, for this process and
 every child it starts; tests/logind points it at a dbus-daemon of its own.
+
+Also `dockerd`: a real Docker daemon for the session, for any test folder that needs one.
 """
 
 from __future__ import annotations
@@ -41,21 +41,6 @@ def _pristine_spotwatch_logger() -> Iterator[None]:
     logger.propagate = True
 
 
-@pytest.fixture(scope="session")
-def dockerd() -> Iterator[DockerWorld]:
-    """A real dockerd of the test session's own (tests/dockerworld.py: ~1 s to start and
-    import its image here), shared by every test that asks for it, stopped by its PID at
-    the end. Skips, saying why, only where no dockerd can be started."""
-    try:
-        world = DockerWorld.start()
-    except DockerUnavailable as why:
-        pytest.skip(f"no Docker daemon: {why}")
-    try:
-        yield world
-    finally:
-        world.close()
-
-
 @pytest.fixture
 def imds() -> Iterator[ImdsSimulator]:
     """A simulated IMDS on a free loopback port (folders with needs of their own override it)."""
@@ -73,3 +58,18 @@ def write_config(tmp_path: Path, imds: ImdsSimulator) -> Callable[..., Path]:
         return config_file(path, imds.endpoint, tmp_path / "state", hooks, **overrides)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[DockerWorld]:
+    """A real dockerd of the test session's own (tests/dockerworld.py: ~1 s to start and
+    import its image here), shared by every test that asks for it, stopped by its PID at
+    the end. Skips, saying why, only where no dockerd can be started."""
+    try:
+        world = DockerWorld.start()
+    except DockerUnavailable as why:
+        pytest.skip(f"no Docker daemon: {why}")
+    try:
+        yield world
+    finally:
+        world.close()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -30,6 +29,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from testkit import end_process
 
 IMAGE = "spotwatch-test/sigterm:1"
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static puts it there
@@ -99,6 +100,9 @@ class DockerWorld:
             raise DockerUnavailable(f"no docker SDK ({failure})") from None
         # A socket path must fit in 108 bytes: a short folder of its own under /tmp.
         root = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))
+        # containerd takes letters and digits joined by single . _ - (mkdtemp's random
+        # part may hold "_" where that breaks the rule: "dockerd-_x", "x__y", "x_").
+        tag = "".join(c for c in root.name if c.isalnum())
         log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - the daemon writes it
         process = subprocess.Popen(
             [
@@ -115,8 +119,8 @@ class DockerWorld:
                 "--shutdown-timeout=2",
                 # Where the machine runs a containerd of its own, dockerd uses it: a
                 # namespace of our own keeps this daemon's containers apart there.
-                f"--containerd-namespace=spotwatch-{root.name}",
-                f"--containerd-plugins-namespace=spotwatch-plugins-{root.name}",
+                f"--containerd-namespace=spotwatch-{tag}",
+                f"--containerd-plugins-namespace=spotwatch-plugins-{tag}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -129,7 +133,7 @@ class DockerWorld:
         while api is None:
             if process.poll() is not None or time.monotonic() > end:
                 tail = (root / "dockerd.log").read_text(errors="replace")[-600:]
-                _end(process)
+                end_process(process)
                 _remove(root)
                 raise DockerUnavailable(f"dockerd did not come up: {tail.strip()}")
             try:
@@ -192,25 +196,18 @@ class DockerWorld:
         return found
 
     def remove_all(self) -> None:
-        """Kills and removes every container (between tests that count what runs)."""
+        """Kills and removes every container, and forgets what they recorded (between
+        tests: names may then be used again)."""
         for item in self.api.containers(all=True):
             self.api.remove_container(item["Id"], force=True)
+        for record in self.records.iterdir():
+            record.unlink()
 
     def close(self) -> None:
         """Stops the daemon by its PID (SIGTERM, SIGKILL after 20 s) and removes its folder."""
         self.api.close()
-        _end(self.process)
+        end_process(self.process)
         _remove(self.root)
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _remove(root: Path) -> None:

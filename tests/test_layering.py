@@ -1,7 +1,7 @@
 """The package's layers: imports flow one way, and modules stay small enough to read.
 
-    config -> detection -> state -> response -> parts -> telemetry, host -> daemon -> commands
-    -> cli
+    config -> detection -> state -> response -> parts, clouds -> telemetry, host -> daemon
+    -> commands -> cli
 
 A module may import its own layer and the layers before it, never one after it (function-
 local imports included: a late import is still a dependency). `spotwatch.logevents` and
@@ -28,6 +28,7 @@ LAYERS: Dict[str, int] = {
     "spotwatch.state": 3,
     "spotwatch.response": 4,
     "spotwatch.parts": 5,
+    "spotwatch.clouds": 5,
     "spotwatch.telemetry": 6,
     "spotwatch.host": 6,
     "spotwatch.daemon": 7,

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,6 +136,17 @@ class DaemonProcess:
             self._log.close()
 
 
+def end_process(process: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """SIGTERM to a child that still runs, SIGKILL if it outlasts `timeout`; reaped."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def response_record(state: Dict[str, Any], tracker: str = "spot") -> Dict[str, Any]:
     """The newest response record of a tracker in a state document ({} when none): records
     are keyed per notice (`spot#1`, `spot#2`, …), each naming its tracker."""
@@ -203,6 +215,22 @@ def dummy_aws_env(monkeypatch: Any, folder: Path, region: str) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def python_without(folder: Path, *packages: str) -> Tuple[List[str], Dict[str, str]]:
+    """A command line and environment for this Python in which `packages` (top-level import
+    names) are not installed: the interpreter without its site-packages (`-S`), and on
+    PYTHONPATH this checkout, then a folder (made in `folder`) linking every other entry of
+    those site-packages. The world a machine without them shows spotwatch."""
+    installed = Path(sysconfig.get_paths()["purelib"])
+    links = folder / "site-packages"
+    links.mkdir()
+    for entry in installed.iterdir():
+        top = entry.name.split("-")[0].split(".")[0]  # docker, docker-7.2.0.dist-info
+        if top not in packages and entry.suffix != ".pth":
+            (links / entry.name).symlink_to(entry)
+    env = child_env({"PYTHONPATH": f"{REPO}{os.pathsep}{links}"})
+    return [sys.executable, "-S"], env
 
 
 def write_service_config(folder: Path, imds_endpoint: str, **overrides: Any) -> Path:

@@ -16,6 +16,7 @@ import time
 from typing import Callable, Dict, Iterable
 from urllib.parse import urlsplit
 
+from spotwatch.clouds.registry import settle
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config, HookSpec
 from spotwatch.config.values import safe_url
@@ -150,4 +151,5 @@ PROBES: Dict[str, Probe] = {
 
 
 def preset_services(config: Config) -> DaemonServices:
-    return DaemonServices(config.imds, aws_clients(config))
+    cloud = settle(config).cloud
+    return DaemonServices(aws_clients(config), lambda: cloud.node_name(config))

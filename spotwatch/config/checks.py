@@ -1,8 +1,7 @@
-"""The building blocks of validation: a `Check` gets a raw value and its key path, records
-every problem it finds (one line each, naming the key path) and returns the normalised value,
-or INVALID. `validate` (the whole layout), `hooks` (the hooks list) and each preset's `with:`
-arguments (spotwatch.presets) are made of these.
-"""
+"""The checks a layer's settings are made of: a leaf value, a section of known keys, a map
+of names to strings, a list of distinct values. Each records its problems (naming the key
+path) and returns the normalised value, or INVALID. config/validate.py builds the schema
+from them."""
 
 from __future__ import annotations
 
@@ -75,7 +74,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-def string_map(
+def _string_map(
     name_pattern: Any,
     name_rule: str,
     reserved_prefix: Optional[str] = None,
@@ -113,8 +112,8 @@ def string_map(
     return check
 
 
-hook_env = string_map(_ENV_NAME, "environment variable name", reserved_prefix="SPOTWATCH_")
-http_headers = string_map(_HEADER_NAME, "HTTP header name", secret=True)
+hook_env = _string_map(_ENV_NAME, "environment variable name", reserved_prefix="SPOTWATCH_")
+http_headers = _string_map(_HEADER_NAME, "HTTP header name", secret=True)
 
 
 def unique_list(convert: Leaf, what: str, *, non_empty: bool = False) -> Check:

@@ -327,6 +327,9 @@ _ENV_SETTINGS: Dict[str, Tuple[Tuple[str, ...], Callable[[str], Any]]] = {
         values.one_of("debug", "info", "warning", "error", fold_case=True),
     ),
     "AWS_EC2_METADATA_SERVICE_ENDPOINT": (("imds", "endpoint"), values.http_endpoint),
+    # Google's SDKs name the metadata server by host[:port] alone.
+    "GCE_METADATA_HOST": (("gcp", "endpoint"), values.metadata_host),
+    "DOCKER_HOST": (("ecs", "docker_host"), values.docker_host),
 }
 
 

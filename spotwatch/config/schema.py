@@ -27,6 +27,9 @@ HOOK_ACTIONS = (
 start from the first boot after a stop, cancel from a scheduled event called off, shutdown
 from a system shutdown no notice announced)."""
 
+CLOUD_NAMES = ("aws", "gcp", "azure")
+"""The clouds `cloud:` may name (besides `auto`); clouds/registry.py maps each to its code."""
+
 DEFAULT_CONFIG_PATH = "/etc/spotwatch/config.yaml"
 DEFAULT_CONFD_DIR = "/etc/spotwatch/conf.d"
 
@@ -81,6 +84,11 @@ class EcsSettings:
     final_stop: bool = True
     stop_timeout: float = 30.0
     stop_reason: str = "Spot interruption: {action} at {time}"
+    # How the ECS stop and the final stop stop a task: `api` (StopTask), `runtime` (the
+    # Docker Engine API at docker_host, StopTask only for what must), `auto` (runtime when
+    # that answers).
+    stop_via: str = "auto"  # auto | api | runtime
+    docker_host: str = "unix:///var/run/docker.sock"  # DOCKER_HOST overrides
     # Back to ACTIVE when spotwatch drained the container instance and the instance stays.
     reactivate: bool = True
 
@@ -159,6 +167,20 @@ class EventsSettings:
 
 
 @dataclass(frozen=True)
+class GcpSettings:
+    endpoint: str = "http://metadata.google.internal"  # GCE_METADATA_HOST overrides
+    # How long after `preempted` turns TRUE the VM is gone (30 s; 150 s with a 120 s
+    # preemption notice duration).
+    notice: float = 30.0
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    endpoint: str = "http://169.254.169.254"
+    acknowledge: bool = True  # once an event's response has ended, POST StartRequests for it
+
+
+@dataclass(frozen=True)
 class Config:
     poll_interval: float = 5.0
     deadline_margin: float = 10.0
@@ -178,6 +200,9 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    cloud: str = "auto"  # auto | one of CLOUD_NAMES
+    gcp: GcpSettings = field(default_factory=GcpSettings)
+    azure: AzureSettings = field(default_factory=AzureSettings)
     # Where each layer came from, for `check` and logs:
     # e.g. ("defaults", "/etc/spotwatch/config.yaml").
     sources: Tuple[str, ...] = ("defaults",)

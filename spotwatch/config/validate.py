@@ -18,10 +18,13 @@ from spotwatch.config.checks import Check, Problems, http_headers, leaf, section
 from spotwatch.config.errors import describe
 from spotwatch.config.hooks import hooks
 from spotwatch.config.schema import (
+    CLOUD_NAMES,
     AutoscalingSettings,
+    AzureSettings,
     Config,
     EcsSettings,
     EventsSettings,
+    GcpSettings,
     HibernateSettings,
     ImdsSettings,
     InstanceSettings,
@@ -40,6 +43,7 @@ from spotwatch.config.values import (
     boolean,
     classic_load_balancer_name,
     command,
+    docker_host,
     event_bus,
     http_endpoint,
     http_url,
@@ -86,6 +90,8 @@ SECTIONS: Dict[str, Check] = {
             "final_stop": leaf(boolean),
             "stop_timeout": leaf(non_negative_duration),
             "stop_reason": leaf(stop_reason),
+            "stop_via": leaf(one_of("auto", "api", "runtime")),
+            "docker_host": leaf(docker_host),
             "reactivate": leaf(boolean),
         }
     ),
@@ -162,6 +168,9 @@ SECTIONS: Dict[str, Check] = {
             "eventbridge_bus": leaf(optional(event_bus)),
         }
     ),
+    "cloud": leaf(one_of("auto", *CLOUD_NAMES)),
+    "gcp": section({"endpoint": leaf(http_endpoint), "notice": leaf(positive_duration)}),
+    "azure": section({"endpoint": leaf(http_endpoint), "acknowledge": leaf(boolean)}),
 }
 
 _check_layer = section(SECTIONS)
@@ -190,6 +199,8 @@ _SECTION_TYPES = {
     "metrics": MetricsSettings,
     "webhook": WebhookSettings,
     "events": EventsSettings,
+    "gcp": GcpSettings,
+    "azure": AzureSettings,
 }
 
 

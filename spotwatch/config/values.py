@@ -103,6 +103,25 @@ def _split_http_url(value: Any) -> Tuple[str, Any]:
     return value.strip(), parts
 
 
+def docker_host(value: Any) -> str:
+    """Where the Docker Engine API answers: `unix:///path/to/docker.sock` or `tcp://host:port`
+    (as DOCKER_HOST names it; TLS and ssh:// are not supported)."""
+    found = text(value).strip()
+    wrong = f"expected unix:///path/to/docker.sock or tcp://host:port, got {describe(value)}"
+    if found.startswith("unix://"):
+        if not found[len("unix://") :].startswith("/"):
+            raise ValueError(wrong)
+        return found
+    try:
+        parts = urlsplit(found)
+        port = parts.port
+    except ValueError:
+        raise ValueError(wrong) from None
+    if parts.scheme != "tcp" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ValueError(wrong)
+    return found
+
+
 def http_url(value: Any) -> str:
     return _split_http_url(value)[0]
 
@@ -142,6 +161,15 @@ def http_endpoint(value: Any) -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         raise ValueError(f"expected http://host[:port] with no path, got {describe(value)}")
     return url.rstrip("/")
+
+
+def metadata_host(value: Any) -> str:
+    """host[:port] (GCE_METADATA_HOST), as the http:// endpoint it names."""
+    if not isinstance(value, str) or "/" in value or "@" in value:
+        raise ValueError(
+            f"expected host[:port] like metadata.google.internal, got {describe(value)}"
+        )
+    return http_endpoint(f"http://{value}")
 
 
 def listen_address(value: Any) -> str:

@@ -40,7 +40,8 @@ def status_line(
     if report.notice is not None:
         return f"{report.notice.action} notice for {report.notice.time_text}; response done"
     if report.result == "degraded":
-        return "polling; degraded: instance-action does not answer (termination-time does)"
+        why = next((r.degraded for r in report.monitors.values() if r.degraded), "")
+        return f"polling; degraded: {why}"[:160]
     if "rebalance" in report.known:
         return f"rebalance recommendation seen; polling every {interval:g} s"
     return f"polling every {config.poll_interval:g} s; no notice"

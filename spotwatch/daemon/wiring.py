@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
+from spotwatch.clouds.registry import Settled, settle
 from spotwatch.config.schema import Config
 from spotwatch.daemon.boot import on_daemon_start
 from spotwatch.daemon.shell import DaemonParts
@@ -13,6 +14,7 @@ from spotwatch.parts.autoscaling.lifecycle import AutoscalingResponse
 from spotwatch.parts.awsapi.clients import AwsClients
 from spotwatch.parts.ecs.agent import EcsTarget
 from spotwatch.parts.ecs.empty import until_no_task_left
+from spotwatch.parts.ecs.onhost import say_if_sdk_missing
 from spotwatch.parts.ecs.reactivate import EcsReactivation
 from spotwatch.parts.ecs.steps import EcsResponse
 from spotwatch.parts.hibernate import Probes, add_hibernate_trigger
@@ -40,10 +42,14 @@ def aws_clients(config: Config) -> AwsClients:
 class AwsParts:
     """ECS, load balancer, detach and instance steps for each notice. ECS discovery runs at
     start; a reload that changes where ECS or AWS is found (enabled, agent_url, region, IMDS)
-    starts afresh. Load balancer discovery runs at start and on every reload."""
+    starts afresh. Load balancer discovery runs at start and on every reload. `node_name`:
+    the cloud's name for this VM, for presets (`Cloud.node_name`; None: the host name)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, node_name: Callable[[Config], Optional[str]] = lambda _: None
+    ) -> None:
         self._lock = threading.Lock()
+        self._node_name = node_name
         self._key: Optional[Tuple[object, ...]] = None
         self.ecs: Optional[EcsResponse] = None
         self.instance: InstanceResponse
@@ -90,12 +96,13 @@ class AwsParts:
         clients = aws_clients(config)
         self._clients = clients
         self.instance = InstanceResponse(clients)
-        self.services = DaemonServices(config.imds, clients)
+        self.services = DaemonServices(clients, lambda: self._node_name(config))
         self.autoscaling.lifecycle.clients = clients
         self.ecs = None
         if config.ecs.enabled is not False:
             target = EcsTarget(config.ecs, clients)
-            target.start()
+            if target.start() is not None or config.ecs.enabled is True:
+                say_if_sdk_missing(config.ecs)  # once: `auto` then means `api`
             self.ecs = EcsResponse(target)
 
     def providers(self, config: Config, dry_run: bool) -> Providers:
@@ -131,11 +138,19 @@ def add_telemetry(parts: DaemonParts, config: Config) -> Telemetry:
     return telemetry
 
 
-def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonParts:
-    """The daemon's parts for this config (ECS, EC2, hibernation, telemetry). `probes`:
-    where the hibernate trigger looks at the host (default: / and systemctl)."""
-    aws = AwsParts(config)
-    parts = DaemonParts(providers=aws.providers)
+def daemon_parts(
+    config: Config,
+    *,
+    probes: Optional[Probes] = None,
+    settle: Callable[[Config], Settled] = settle,
+) -> DaemonParts:
+    """The daemon's parts for this config (ECS, EC2, hibernation, telemetry, and the cloud's
+    own), on the cloud `settle` finds: what that cloud lacks is off before anything starts.
+    `probes`: where the hibernate trigger looks at the host (default: / and systemctl)."""
+    settled = settle(config)
+    config = settled.config
+    aws = AwsParts(config, settled.cloud.node_name)
+    parts = DaemonParts(providers=settled.cloud.providers(aws.providers))
     parts.on_reload.append(aws.rediscover)
     parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)

@@ -1,60 +1,35 @@
 """What preset hooks reach besides programs (`spotwatch.presets.base.Services`), as the
-daemon has it: IMDS for the node's name, the AWS clients' region rule, and the container
-runtime for docker-stop."""
+daemon has it: the node's name as the cloud gives it (AWS: IMDS local-hostname), the AWS
+clients' region rule, and the Docker Engine through spotwatch.parts.runtime."""
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
-from spotwatch.config.schema import ImdsSettings
-from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.logevents import emit
 from spotwatch.parts.awsapi.clients import AwsClients, AwsSetupError
 from spotwatch.parts.runtime.engine import Engine, connect
 from spotwatch.presets.base import Container, ContainerRuntime, RuntimeUnavailable, Stopped
 
-log = logging.getLogger("spotwatch.hooks")
-
-LOCAL_HOSTNAME_PATH = "meta-data/local-hostname"
-
 
 class DaemonServices:
-    def __init__(self, imds: ImdsSettings, clients: AwsClients) -> None:
-        self.imds = imds
+    """`cloud_node_name`: the cloud's name for this VM, or None (then the host name)."""
+
+    def __init__(
+        self, clients: AwsClients, cloud_node_name: Callable[[], Optional[str]]
+    ) -> None:
         self.clients = clients
+        self._cloud_node_name = cloud_node_name
         self._lock = threading.Lock()
         self._node: Optional[str] = None
 
     def node_name(self) -> str:
-        """IMDS local-hostname (the name EKS and kubeadm on AWS register the node by), asked
-        once; where IMDS does not answer it, the host name, said once in the log."""
+        """Asked once (the first preset that needs it), then kept."""
         with self._lock:
             if self._node is None:
-                self._node = self._local_hostname() or socket.gethostname()
+                self._node = self._cloud_node_name() or socket.gethostname()
             return self._node
-
-    def _local_hostname(self) -> Optional[str]:
-        client = ImdsClient.for_a_few_reads(self.imds)
-        try:
-            reply = client.get(LOCAL_HOSTNAME_PATH)
-            text = reply.body.decode("ascii", "replace").strip()
-            if reply.status == 200 and text and not any(c.isspace() for c in text):
-                return text.split()[0]
-            why = f"HTTP {reply.status}"
-        except ImdsError as failure:
-            why = str(failure)
-        finally:
-            client.close()
-        emit(
-            log,
-            logging.WARNING,
-            "node-name",
-            f"IMDS {LOCAL_HOSTNAME_PATH} gave no name ({why}); presets use the host name",
-        )
-        return None
 
     def region(self) -> Optional[str]:
         try:

@@ -1,7 +1,7 @@
 """Every ready-made hook, by the name written after `preset:`.
 
 Adding a preset is one module in this package (a `Preset` subclass and its `PRESET`) and its
-line below; nothing else in spotwatch names a preset (tests/presets/test_registry.py).
+line below; nothing else in spotwatch names a preset (tests/presets/test_preset_registry.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ terminate, stop (and reboot, shutdown):
                       waits for it); ECS drain (the hooks wait for it at most DRAIN_HOLD = 5 s)
   stages, in order:   hooks by `order` (same order in parallel); ECS stop (`ecs.stop`)
   timed:              ECS final stop at notice time - `stop_timeout` - `deadline_margin`
-  finale:             `instance.after_response` (Spot notices only)
+  finale:             `instance.after_response` (Spot notices only); letting the event
+                      go ahead (Azure's StartRequests, `azure.acknowledge`)
   Auto Scaling termination: the same, but the ECS final stop starts at once and ends as
   soon as no task is left (parts/ecs/empty.py), and the finale completes the lifecycle
   action (parts/autoscaling/lifecycle.py; heartbeats meanwhile)
@@ -58,6 +59,8 @@ DRAIN_HOLD = 5.0
 ENDS_INSTANCE = frozenset({"instance-action", "termination-time"})
 # The instance stays after all: what the response before it changed is put back.
 PUTS_BACK = frozenset({"cancel", "start"})
+# The kind of the steps that let a scheduled event go ahead (`Providers.release`).
+RELEASE = "release"
 
 
 @dataclass
@@ -72,6 +75,10 @@ class Providers:
     instance: Optional[StepsFor] = None
     hibernate_trigger: Optional[StepsFor] = None
     lifecycle_end: Optional[StepsFor] = None  # CompleteLifecycleAction, for the group's notice
+    # Once the response has ended: let the event go ahead now (Azure's StartRequests). Its
+    # steps are of kind `release` (RELEASE): an event that then leaves its list went ahead,
+    # it was not called off (daemon/scheduled.py).
+    release: Optional[StepsFor] = None
     # For `cancel` and `start`: steps that undo what an earlier response did to the
     # instance's place in the fleet; each part that changes it adds its own.
     undo: List[StepsFor] = field(default_factory=list)
@@ -140,4 +147,5 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
     if notice.signal in ENDS_INSTANCE:
         add(plan.finale, parts.instance)
     add(plan.finale, parts.lifecycle_end)
+    add(plan.finale, parts.release)
     return plan

@@ -100,6 +100,7 @@ def hook_environment(spec: HookSpec, ctx: StepContext, home: Optional[str]) -> D
         "SPOTWATCH_INSTANCE_ID": ctx.instance_id,
         "SPOTWATCH_SOURCE": notice.source,
         "SPOTWATCH_DRY_RUN": "1" if ctx.dry_run else "0",
+        "SPOTWATCH_CLOUD": ctx.cloud,
     }
     if notice.event_id is not None:  # scheduled events
         env["SPOTWATCH_EVENT_ID"] = notice.event_id

@@ -51,6 +51,7 @@ class StepContext:
     # The response's key (its record in the state file): parts that keep records of their
     # own key them by it ("": a response with no record, such as the sleep hook's).
     response: str = ""
+    cloud: str = ""  # SPOTWATCH_CLOUD: the cloud the daemon runs on (clouds/registry.py)
 
     @property
     def notice(self) -> Notice:

@@ -90,6 +90,7 @@ class Facts:
 
     instance_id: str = "unknown"
     dry_run: bool = False
+    cloud: str = ""  # SPOTWATCH_CLOUD: the cloud the daemon runs on
 
 
 class NullJournal:
@@ -184,6 +185,7 @@ class Responder:
             dry_run=facts.dry_run,
             confirmed=confirmed,
             response=key,
+            cloud=facts.cloud,
         )
         response = Response(key, tracker, plan, ctx, Runner(plan, ctx, NullJournal()), resume)
         own: StepJournal = StoreJournal(self.store, key) if self.store else NullJournal()

@@ -14,8 +14,7 @@ import time
 from typing import Any, Dict, Mapping, Optional, Protocol, Set
 
 from spotwatch.config.schema import Config
-from spotwatch.detection.notices import Notice
-from spotwatch.detection.scheduled import response_starts
+from spotwatch.detection.notices import Notice, response_starts
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import emit
 from spotwatch.response.deadline import deadline_clock

@@ -100,17 +100,25 @@ def build_world(*, service: int = 2, standalone: int = 3, cluster: str = "spot")
 
 
 class FakeAgent:
-    """The ECS agent's introspection API: GET /v1/metadata."""
+    """The ECS agent's introspection API: GET /v1/metadata, and GET /v1/tasks answering
+    `{"Tasks": tasks}` as the agent does (each task's `Arn`, statuses and `Containers` with
+    their `DockerId`; `RestartCount` on a container an ECS restart policy restarts)."""
 
     def __init__(self) -> None:
         self.metadata: Dict[str, Any] = {}
+        self.tasks: List[Dict[str, Any]] = []
         self.status = 200
+        self.tasks_status = 200
         self.hits = 0
         agent = self
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
                 agent.hits += 1
+                if self.path == "/v1/tasks":
+                    body = json.dumps({"Tasks": agent.tasks}).encode()
+                    self.reply(agent.tasks_status, body, "application/json")
+                    return
                 if self.path != "/v1/metadata":
                     self.send_error(404)
                     return
@@ -118,6 +126,30 @@ class FakeAgent:
                 self.reply(agent.status, body, "application/json")
 
         self.server, self.url = serve_in_thread(Handler)
+
+    def runs(self, arn: str, *containers: Tuple[str, str], restarts: bool = False) -> None:
+        """Lists task `arn` as RUNNING with (name, DockerId) containers; `restarts`: each
+        has an ECS restart policy (the agent then reports its `RestartCount`)."""
+        listed: List[Dict[str, Any]] = []
+        for name, docker_id in containers:
+            entry: Dict[str, Any] = {
+                "DockerId": docker_id,
+                "DockerName": f"ecs-{name}",
+                "Name": name,
+            }
+            if restarts:
+                entry["RestartCount"] = 0
+            listed.append(entry)
+        self.tasks.append(
+            {
+                "Arn": arn,
+                "DesiredStatus": "RUNNING",
+                "KnownStatus": "RUNNING",
+                "Family": "app",
+                "Version": "1",
+                "Containers": listed,
+            }
+        )
 
     def serve(self, world: EcsWorld) -> None:
         self.metadata = {

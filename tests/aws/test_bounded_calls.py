@@ -25,7 +25,7 @@ REGION = "us-east-1"
 
 def target_for(world: EcsWorld, agent: FakeAgent, **settings: Any) -> EcsTarget:
     agent.serve(world)
-    ecs = EcsSettings(agent_url=agent.url, enabled=True, **settings)
+    ecs = EcsSettings(agent_url=agent.url, enabled=True, stop_via="api", **settings)
     return EcsTarget(ecs, AwsClients(region=REGION))
 
 

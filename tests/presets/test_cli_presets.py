@@ -25,12 +25,14 @@ from preset_support import (
 )
 from standins import KubeApi, Slurmctld
 
-from spotwatch.config.schema import ImdsSettings
+from spotwatch.clouds.registry import CLOUDS
+from spotwatch.config.schema import Config, ImdsSettings
 from spotwatch.parts.awsapi.clients import AwsClients
 from spotwatch.parts.presetservices import DaemonServices
 from spotwatch.simulator.imds import ImdsSimulator
 
 NODE = "ip-10-0-0-10.ec2.internal"
+CLOUDS_BY_NAME = CLOUDS
 
 
 def drain_argv(t: int, kubeconfig: str = "") -> list:  # type: ignore[type-arg]
@@ -168,16 +170,20 @@ def test_dry_run_logs_the_exact_command_and_runs_nothing(tmp_path: Path) -> None
     assert calls(kubectl) == []
 
 
-def test_node_auto_is_imds_local_hostname_else_the_host_name() -> None:
-    """DaemonServices asks IMDS meta-data/local-hostname (the name EKS registers); where
-    IMDS does not answer, the host name."""
+def test_node_auto_is_the_clouds_name_for_the_vm_else_the_host_name() -> None:
+    """On AWS the cloud names the node by IMDS meta-data/local-hostname (the name EKS
+    registers); where IMDS does not answer, or a cloud has no such name, the host name."""
+    aws = CLOUDS_BY_NAME["aws"]
     with ImdsSimulator() as imds:
-        imds_settings = ImdsSettings(endpoint=imds.endpoint, timeout=0.5)
-        services = DaemonServices(imds_settings, AwsClients(imds_endpoint=imds.endpoint))
+        config = Config(imds=ImdsSettings(endpoint=imds.endpoint, timeout=0.5))
+        services = DaemonServices(AwsClients(), lambda: aws.node_name(config))
         assert services.node_name() == "ip-10-0-0-10.ec2.internal"
-    nothing = ImdsSettings(endpoint="http://127.0.0.1:9", timeout=0.2)
-    lost = DaemonServices(nothing, AwsClients(imds_endpoint=nothing.endpoint))
-    assert lost.node_name() == socket.gethostname()
+    lost = Config(imds=ImdsSettings(endpoint="http://127.0.0.1:9", timeout=0.2))
+    assert DaemonServices(AwsClients(), lambda: aws.node_name(lost)).node_name() == (
+        socket.gethostname()
+    )
+    for other in (name for name in CLOUDS_BY_NAME if name != "aws"):
+        assert CLOUDS_BY_NAME[other].node_name(lost) is None
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ from dockerworld import DockerWorld
 from preset_support import context, preset_hook, run_step
 
 from spotwatch.commands.check_presets import docker as check_docker
-from spotwatch.config.schema import ImdsSettings
 from spotwatch.parts.awsapi.clients import AwsClients
 from spotwatch.parts.presetservices import DaemonServices
 
-SERVICES = DaemonServices(ImdsSettings(endpoint="http://127.0.0.1:9"), AwsClients())
+SERVICES = DaemonServices(AwsClients(), lambda: None)
 
 
 @pytest.fixture

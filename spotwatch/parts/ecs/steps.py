@@ -38,6 +38,7 @@ from spotwatch.parts.ecs.agent import (
     EcsTarget,
     short_id,
 )
+from spotwatch.parts.ecs.onhost import VIA_API, OnHost
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.plan import Step, StepContext, StepOutcome, TimedStep
 from spotwatch.state.schema import FAILED, OK
@@ -127,7 +128,14 @@ def stop_tasks(
     stopped = [arn for arn, error in results if error is None]
     failed = [(arn, error) for arn, error in results if error is not None]
     for arn in stopped:
-        emit(log, logging.INFO, "ecs-task-stopped", f"stopped task {short_id(arn)}", task=arn)
+        emit(
+            log,
+            logging.INFO,
+            "ecs-task-stopped",
+            f"stopped task {short_id(arn)}",
+            task=arn,
+            via=VIA_API,
+        )
     for arn, error in failed:
         emit(
             log,
@@ -199,10 +207,34 @@ class EcsStep(Step):
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
         """The step's own calls, once the instance is known."""
 
+    def _here(self, ctx: StepContext) -> Optional[OnHost]:
+        """This run's stops on this host (`ecs.stop_via` auto or runtime), or None (api)."""
+        return None if self.settings.stop_via == "api" else OnHost(self.settings, ctx)
+
+    def _running(self, ctx: StepContext, info: AgentInfo, here: Optional[OnHost]) -> List[str]:
+        """The tasks to stop: as the agent lists them when the stops are made here (no
+        throttled ListTasks; ECS asked when the agent does not answer), else ListTasks."""
+        found = here.running() if here is not None else None
+        return found if found is not None else list_running_tasks(self.aws(ctx), info)
+
     def _stop(
-        self, ctx: StepContext, info: AgentInfo, arns: Sequence[str], what: str
+        self,
+        ctx: StepContext,
+        info: AgentInfo,
+        arns: Sequence[str],
+        what: str,
+        here: Optional[OnHost] = None,
     ) -> StepOutcome:
         reason = stop_reason(self.settings.stop_reason, ctx.notice)
+        here = here or self._here(ctx)
+        if here is not None and here.usable():
+            return here.stop(
+                arns, what, lambda chosen: stop_tasks(self.aws(ctx), info.cluster, chosen, reason)
+            )
+        # StopTask for all: `api`, or the runtime does not answer (`auto` then means `api`;
+        # `runtime` says why in the detail too).
+        wanted = here is not None and self.settings.stop_via == "runtime"
+        unlike = f" (not through the runtime: {here.why_not})" if here and wanted else ""
         if ctx.dry_run:
             for arn in arns:
                 emit(
@@ -212,16 +244,16 @@ class EcsStep(Step):
                     f"would stop task {short_id(arn)} in cluster {info.cluster}: {reason!r}",
                     task=arn,
                 )
-            return StepOutcome(OK, f"dry run: would stop {len(arns)} {what}")
+            return StepOutcome(OK, f"dry run: would stop {len(arns)} {what}{unlike}")
         stopped, failed = stop_tasks(self.aws(ctx), info.cluster, arns, reason)
         if failed:
             first_arn, first_error = failed[0]
             return StepOutcome(
                 FAILED,
-                f"stopped {len(stopped)} of {len(arns)} {what}; "
+                f"stopped {len(stopped)} of {len(arns)} {what}{unlike}; "
                 f"{short_id(first_arn)}: {first_error}",
             )
-        return StepOutcome(OK, f"stopped {len(stopped)} {what}")
+        return StepOutcome(OK, f"stopped {len(stopped)} {what}{unlike}")
 
 
 class EcsDrainStep(EcsStep):
@@ -275,9 +307,10 @@ class EcsStopStep(EcsStep):
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
         aws = self.aws(ctx)
-        arns = list_running_tasks(aws, info)
+        here = self._here(ctx)
+        arns = self._running(ctx, info, here)
         if self.mode == "all":
-            return self._stop(ctx, info, arns, "tasks")
+            return self._stop(ctx, info, arns, "tasks", here)
         groups = task_groups(aws, info, arns)
         chosen = [arn for arn in arns if arn in groups and not is_service_group(groups[arn])]
         services = sum(1 for arn in arns if is_service_group(groups.get(arn, "")))
@@ -289,7 +322,7 @@ class EcsStopStep(EcsStep):
                 f"{services} service tasks left to DRAINING and the final stop",
                 cluster=info.cluster,
             )
-        outcome = self._stop(ctx, info, chosen, "standalone tasks")
+        outcome = self._stop(ctx, info, chosen, "standalone tasks", here)
         return StepOutcome(outcome.status, f"{outcome.detail} ({services} service tasks left)")
 
 
@@ -302,8 +335,8 @@ class EcsFinalStopStep(EcsStep):
         super().__init__("ecs:final-stop", target, settings)
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
-        arns = list_running_tasks(self.aws(ctx), info)
-        return self._stop(ctx, info, arns, "tasks still running")
+        here = self._here(ctx)
+        return self._stop(ctx, info, self._running(ctx, info, here), "tasks still running", here)
 
 
 def final_stop_at(stop_timeout: float) -> Callable[[NoticeClock], float]:
