@@ -10,7 +10,9 @@ small counts (CI runs it once; it fails only when a benchmark crashes, never on 
 Sections: idle, detection, rebalance, hibernate, fanout, ecs, startup, events, lb, storm (the
 full run adds the live storm: 30 real daemons, both ECS stop policies at three sizes, ~9 min),
 clouds (Google's hanging GET against plain polling, each cloud's idle cost), runtime (one
-instance's tasks through a real dockerd and through moto). See docs/benchmarks.md.
+instance's tasks through a real dockerd and through moto), presets (s3-sync against moto:
+1 GiB and 1,000 small files in the full run; docker-stop of 20 containers). See
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from bench import (
     fanout,
     idle,
     lb,
+    presets,
     rebalance,
     runtime_stop,
     startup,
@@ -66,6 +69,7 @@ SECTIONS = (
     "storm",
     "clouds",
     "runtime",
+    "presets",
 )
 
 
@@ -100,6 +104,11 @@ class Plan:
     cloud_idle_window: float = 60.0  # seconds each cloud's daemon is read idle
     runtime_tasks: int = 20  # one instance's tasks stopped through dockerd and through moto
     runtime_reps: int = 3
+    # s3-sync: (files, bytes each) sets and repetitions; docker-stop: containers, trials
+    s3_sets: Tuple[Tuple[int, int], ...] = ((1, 1024 * 1024 * 1024), (1000, 100 * 1024))
+    s3_reps: int = 2
+    docker_containers: int = 20
+    docker_trials: int = 3
 
 
 FULL = Plan(
@@ -143,6 +152,10 @@ QUICK = Plan(
     cloud_idle_window=5.0,
     runtime_tasks=5,
     runtime_reps=1,
+    s3_sets=((1, 64 * 1024 * 1024), (200, 100 * 1024)),  # the 1 GiB file is for the full run
+    s3_reps=1,
+    docker_containers=5,
+    docker_trials=1,
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -589,6 +602,12 @@ def run_clouds(results: Results, plan: Plan) -> None:
         )
 
 
+def run_presets(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
+    assert moto is not None
+    presets.s3_rows(results, moto, list(plan.s3_sets), plan.s3_reps)
+    presets.docker_rows(results, sim, plan.docker_containers, plan.docker_trials)
+
+
 # --------------------------------------------------------------------- main
 
 
@@ -613,7 +632,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sim = SimProcess()
     moto: Optional[MotoProcess] = None
     try:
-        if {"ecs", "startup", "events", "runtime"} & set(chosen):
+        if {"ecs", "startup", "events", "runtime", "presets"} & set(chosen):
             moto = MotoProcess()
         steps: Dict[str, Callable[[], None]] = {
             "idle": lambda: run_idle(results, sim, plan),
@@ -628,6 +647,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "lb": lambda: run_lb(results, plan),
             "clouds": lambda: run_clouds(results, plan),
             "runtime": lambda: run_runtime(results, sim, plan, moto),
+            "presets": lambda: run_presets(results, sim, plan, moto),
         }
         for name in chosen:
             section_began = time.monotonic()

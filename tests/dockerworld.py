@@ -100,6 +100,9 @@ class DockerWorld:
             raise DockerUnavailable(f"no docker SDK ({failure})") from None
         # A socket path must fit in 108 bytes: a short folder of its own under /tmp.
         root = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))
+        # containerd takes letters and digits joined by single . _ - (mkdtemp's random
+        # part may hold "_" where that breaks the rule: "dockerd-_x", "x__y", "x_").
+        tag = "".join(c for c in root.name if c.isalnum())
         log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - the daemon writes it
         process = subprocess.Popen(
             [
@@ -116,8 +119,8 @@ class DockerWorld:
                 "--shutdown-timeout=2",
                 # Where the machine runs a containerd of its own, dockerd uses it: a
                 # namespace of our own keeps this daemon's containers apart there.
-                f"--containerd-namespace=spotwatch-{root.name}",
-                f"--containerd-plugins-namespace=spotwatch-plugins-{root.name}",
+                f"--containerd-namespace=spotwatch-{tag}",
+                f"--containerd-plugins-namespace=spotwatch-plugins-{tag}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

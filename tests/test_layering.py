@@ -22,6 +22,7 @@ LAYERS: Dict[str, int] = {
     "spotwatch.logevents": 0,
     "spotwatch.exits": 0,
     "spotwatch.config": 1,
+    "spotwatch.presets": 1,  # beside config, which checks their `with:` arguments
     "spotwatch.detection": 2,
     "spotwatch.simulator": 3,
     "spotwatch.state": 3,

@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -154,6 +156,65 @@ def response_record(state: Dict[str, Any], tracker: str = "spot") -> Dict[str, A
         if record.get("tracker", key) == tracker
     ]
     return found[-1] if found else {}
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers in one call."""
+
+    def reply(self, status: int, data: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve_in_thread(handler: Any) -> Tuple[ThreadingHTTPServer, str]:
+    """A threaded HTTP server on 127.0.0.1 with `handler`, serving from a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def moto_server() -> Iterator[str]:
+    """moto's server on a free loopback port (for a fixture: `yield from moto_server()`)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+AWS_VARIABLES_CLEARED = (
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_ECS",
+    "AWS_ENDPOINT_URL_EC2",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+)
+
+
+def dummy_aws_env(monkeypatch: Any, folder: Path, region: str) -> None:
+    """Dummy credentials, a region, no shared config, no IMDS: boto3 never reaches a real
+    account from a test (`monkeypatch`: pytest's, so all is undone after the test)."""
+    for name in AWS_VARIABLES_CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def python_without(folder: Path, *packages: str) -> Tuple[List[str], Dict[str, str]]:

@@ -93,6 +93,11 @@ class Cloud(ABC):
         """(the VM's id (SPOTWATCH_INSTANCE_ID), "") or (None, why not) when the metadata
         service does not give it before `deadline` (the client's clock)."""
 
+    def node_name(self, config: Config) -> Optional[str]:
+        """The name a cluster knows this VM by (the `node: auto` of the kubectl-drain
+        preset), asked once, briefly; None: the host name is all there is."""
+        return None
+
     def providers(self, base: ProvidersFor) -> ProvidersFor:
         """The response's parts on this cloud: `base` (AWS's parts, off where `lacks` says
         so) plus any of its own."""

@@ -37,6 +37,7 @@ from spotwatch.commands.check_aws import ecs_checks, instance_checks
 from spotwatch.commands.check_events import check_events
 from spotwatch.commands.check_hibernation import check_hibernation as hibernation_readiness
 from spotwatch.commands.check_lb import check_load_balancers
+from spotwatch.commands.check_presets import check_preset_hook, preset_services
 from spotwatch.commands.check_shutdown import check_shutdown, require_shutdown
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult, Preflight
 from spotwatch.commands.settings import load_service_config
@@ -74,7 +75,12 @@ def check_hooks(config: Config) -> Iterable[CheckResult]:
         yield CheckResult(
             "hooks", WARNING, "no hooks configured: a notice only gets ECS/instance steps"
         )
+    services = preset_services(config) if any(h.preset for h in config.hooks) else None
     for hook in config.hooks:
+        if hook.preset is not None:
+            assert services is not None
+            yield from check_preset_hook(hook, services, _user_problem(hook.user))
+            continue
         program = hook.argv()[0]
         found = program if os.path.isabs(program) else shutil.which(program, path=_hook_path())
         name = f"hook:{hook.name}"

@@ -32,11 +32,13 @@ from typing import Dict, Optional
 from spotwatch.clouds.registry import settle
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import Config
+from spotwatch.daemon.wiring import aws_clients
 from spotwatch.detection.identity import UNKNOWN
 from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
 from spotwatch.host import logs
 from spotwatch.logevents import emit
 from spotwatch.parts.hibernate import hooks_plan
+from spotwatch.parts.presetservices import DaemonServices
 from spotwatch.response.deadline import KILL_GRACE
 from spotwatch.response.responder import Facts, Responder
 from spotwatch.response.runner import summarize
@@ -157,11 +159,13 @@ def _run(config: Config, notice: Notice) -> None:
     """The hooks for `notice`, through the one responder (no record: the ledger is ours)."""
     if not config.hooks_for(notice.action):
         return
-    cloud = settle(config).cloud.name
+    settled = settle(config)
+    cloud = settled.cloud.name
     instance_id = _instance_id(config)
+    services = DaemonServices(aws_clients(config), lambda: settled.cloud.node_name(config))
     responder = Responder(
         lambda: config,
-        lambda n, c: hooks_plan(n, c.hooks_for(n.action)),
+        lambda n, c: hooks_plan(n, c.hooks_for(n.action), services),
         facts=lambda: Facts(instance_id, config.dry_run, cloud),
     )
     response = responder.start("sleep-hook", "sleep-hook", notice, background=False)

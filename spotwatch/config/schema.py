@@ -8,7 +8,7 @@ module only says what a valid configuration looks like once loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 NOTICE_ACTIONS = ("terminate", "stop", "hibernate")
 """Actions an interruption notice can carry (spot/instance-action)."""
@@ -53,15 +53,22 @@ class RebalanceSettings:
 @dataclass(frozen=True)
 class HookSpec:
     name: str
-    # An argv list runs without a shell; a string runs through /bin/sh -c.
-    command: Union[Tuple[str, ...], str]
+    # An argv list runs without a shell; a string runs through /bin/sh -c. None: a preset.
+    command: Union[Tuple[str, ...], str, None] = None
     actions: Tuple[str, ...] = ("terminate", "stop", "shutdown")
     timeout: float = 60.0
     order: int = 0
     user: Union[str, int, None] = None
     env: Dict[str, str] = field(default_factory=dict)
+    # A ready-made hook (spotwatch.presets) instead of a command, and its `with:` arguments
+    # (checked and normalised; `${name}` placeholders are filled in when it runs).
+    preset: Optional[str] = None
+    arguments: Dict[str, Any] = field(default_factory=dict)
 
     def argv(self) -> Tuple[str, ...]:
+        """The command hook's argv (a preset hook has none: ())."""
+        if self.command is None:
+            return ()
         if isinstance(self.command, str):
             return ("/bin/sh", "-c", self.command)
         return self.command

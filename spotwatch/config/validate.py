@@ -11,25 +11,14 @@ is turned into a `Config` by `build_config`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
-from spotwatch.config.checks import (
-    INVALID,
-    Check,
-    Problems,
-    hook_env,
-    http_headers,
-    is_mapping,
-    leaf,
-    section,
-    unique_list,
-)
+from spotwatch.config.checks import Check, Problems, http_headers, leaf, section, unique_list
 from spotwatch.config.errors import describe
+from spotwatch.config.hooks import hooks
 from spotwatch.config.schema import (
     CLOUD_NAMES,
-    HOOK_ACTIONS,
     AutoscalingSettings,
     AzureSettings,
     Config,
@@ -37,7 +26,6 @@ from spotwatch.config.schema import (
     EventsSettings,
     GcpSettings,
     HibernateSettings,
-    HookSpec,
     ImdsSettings,
     InstanceSettings,
     LoadBalancerSettings,
@@ -59,7 +47,6 @@ from spotwatch.config.values import (
     event_bus,
     http_endpoint,
     http_url,
-    integer,
     lifecycle_hook_name,
     listen_address,
     non_negative_duration,
@@ -67,7 +54,6 @@ from spotwatch.config.values import (
     one_of,
     optional,
     positive_duration,
-    run_as_user,
     secret_http_url,
     sns_topic_arn,
     stop_reason,
@@ -75,59 +61,6 @@ from spotwatch.config.values import (
     text,
     token_ttl,
 )
-
-hook_actions = unique_list(one_of(*HOOK_ACTIONS), ", ".join(HOOK_ACTIONS), non_empty=True)
-
-
-_HOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def hook_name(value: Any) -> str:
-    if not isinstance(value, str) or not _HOOK_NAME.fullmatch(value):
-        raise ValueError(f"expected letters, digits, _ . - only, got {describe(value)}")
-    return value
-
-
-_HOOK_FIELDS: Dict[str, Check] = {
-    "name": leaf(hook_name),
-    "command": leaf(command),
-    "actions": hook_actions,
-    "timeout": leaf(positive_duration),
-    "order": leaf(integer),
-    "user": leaf(run_as_user),
-    "env": hook_env,
-}
-_REQUIRED_HOOK_FIELDS = ("name", "command")
-
-
-def hooks(value: Any, path: str, problems: Problems) -> Any:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        problems.append(f"{path}: expected a list of hooks, got {describe(value)}")
-        return INVALID
-    specs: List[HookSpec] = []
-    first_seen: Dict[str, str] = {}
-    before = len(problems)
-    for index, raw in enumerate(value):
-        hook_path = f"{path}[{index}]"
-        if not is_mapping(raw, hook_path, problems):
-            continue
-        checked = section(_HOOK_FIELDS)(raw, hook_path, problems)
-        for required in _REQUIRED_HOOK_FIELDS:
-            if required not in raw:
-                problems.append(f"{hook_path}.{required}: required")
-        name = checked.get("name")
-        if name is not None:
-            if name in first_seen:
-                problems.append(
-                    f"{hook_path}.name: duplicate name {describe(name)} (also {first_seen[name]})"
-                )
-            first_seen.setdefault(name, hook_path)
-        if all(required in checked for required in _REQUIRED_HOOK_FIELDS):
-            specs.append(HookSpec(**checked))
-    return tuple(specs) if len(problems) == before else INVALID
-
 
 # --- the whole layout (README, Configuration) ----------------------------------------
 

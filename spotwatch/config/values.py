@@ -126,6 +126,19 @@ def http_url(value: Any) -> str:
     return _split_http_url(value)[0]
 
 
+def safe_url(url: str) -> str:
+    """scheme://host[:port] and nothing that may be a secret (userinfo, path, query): the
+    one form in which a configured URL (webhook, http preset) reaches the log."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<url>"
+    rest = "/…" if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
 def secret_http_url(value: Any) -> str:
     """An http(s) URL whose userinfo, path and query may be secrets (a webhook's): a problem
     says what was expected, never what was given (urllib's own messages quote parts of it)."""
@@ -239,7 +252,8 @@ _CLASSIC_LB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 _LIFECYCLE_HOOK_NAME = re.compile(r"[A-Za-z0-9_/-]{1,255}")
 
 
-def _matching(pattern: re.Pattern[str], what: str) -> Leaf:
+def matching(pattern: re.Pattern[str], what: str) -> Leaf:
+    """A string that `pattern` matches whole; the message says it expected `what`."""
     def convert(value: Any) -> str:
         if not isinstance(value, str) or not pattern.fullmatch(value):
             raise ValueError(f"expected {what}, got {describe(value)}")
@@ -248,17 +262,17 @@ def _matching(pattern: re.Pattern[str], what: str) -> Leaf:
     return convert
 
 
-target_group_arn = _matching(
+target_group_arn = matching(
     _TARGET_GROUP_ARN,
     "a target group ARN like arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID",
 )
-classic_load_balancer_name = _matching(
+classic_load_balancer_name = matching(
     _CLASSIC_LB_NAME, "a Classic Load Balancer name (1-32 letters, digits and inner hyphens)"
 )
-lifecycle_hook_name = _matching(
+lifecycle_hook_name = matching(
     _LIFECYCLE_HOOK_NAME, "a lifecycle hook name (1-255 letters, digits, _ - /)"
 )
-sns_topic_arn = _matching(_SNS_TOPIC_ARN, "an SNS topic ARN like arn:aws:sns:REGION:ACCOUNT:NAME")
+sns_topic_arn = matching(_SNS_TOPIC_ARN, "an SNS topic ARN like arn:aws:sns:REGION:ACCOUNT:NAME")
 
 
 def event_bus(value: Any) -> str:

@@ -20,6 +20,7 @@ from spotwatch.parts.ecs.steps import EcsResponse
 from spotwatch.parts.hibernate import Probes, add_hibernate_trigger
 from spotwatch.parts.instance import InstanceResponse
 from spotwatch.parts.lb.steps import LoadBalancerResponse
+from spotwatch.parts.presetservices import DaemonServices
 from spotwatch.response.build import Providers
 from spotwatch.response.putback import PutBack
 from spotwatch.state.ledger import HibernateLedger
@@ -41,13 +42,18 @@ def aws_clients(config: Config) -> AwsClients:
 class AwsParts:
     """ECS, load balancer, detach and instance steps for each notice. ECS discovery runs at
     start; a reload that changes where ECS or AWS is found (enabled, agent_url, region, IMDS)
-    starts afresh. Load balancer discovery runs at start and on every reload."""
+    starts afresh. Load balancer discovery runs at start and on every reload. `node_name`:
+    the cloud's name for this VM, for presets (`Cloud.node_name`; None: the host name)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, node_name: Callable[[Config], Optional[str]] = lambda _: None
+    ) -> None:
         self._lock = threading.Lock()
+        self._node_name = node_name
         self._key: Optional[Tuple[object, ...]] = None
         self.ecs: Optional[EcsResponse] = None
         self.instance: InstanceResponse
+        self.services: DaemonServices
         self.lb: Optional[LoadBalancerResponse] = None
         self._clients: AwsClients
         self.autoscaling = AutoscalingResponse(aws_clients(config), config.autoscaling)
@@ -90,6 +96,7 @@ class AwsParts:
         clients = aws_clients(config)
         self._clients = clients
         self.instance = InstanceResponse(clients)
+        self.services = DaemonServices(clients, lambda: self._node_name(config))
         self.autoscaling.lifecycle.clients = clients
         self.ecs = None
         if config.ecs.enabled is not False:
@@ -108,6 +115,7 @@ class AwsParts:
             instance=instance.steps,
             lifecycle_end=self.autoscaling.finale,
             undo=[self.reactivation.steps],
+            preset_services=self.services,
         )
         if lb is not None:
             parts.lb_deregister = lb.deregister
@@ -141,7 +149,7 @@ def daemon_parts(
     `probes`: where the hibernate trigger looks at the host (default: / and systemctl)."""
     settled = settle(config)
     config = settled.config
-    aws = AwsParts(config)
+    aws = AwsParts(config, settled.cloud.node_name)
     parts = DaemonParts(providers=settled.cloud.providers(aws.providers))
     parts.on_reload.append(aws.rediscover)
     parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits

@@ -28,7 +28,9 @@ subscribed, every step runs, each on a clock of its own (a hook its timeout, any
 `OWN_STEP_BUDGET` = 60 s: response/plan.py), never on a budget reckoned from the hooks.
 anything else:        hooks by `order` (maintenance, resume)
 
-A stage starts when the one before it has ended. A part that is not configured
+A hook is a `HookStep` (a command) or a `PresetStep` (a ready-made hook, spotwatch.presets,
+reaching what `Providers.preset_services` gives it); both are steps of kind `hook`, in the
+same stages. A stage starts when the one before it has ended. A part that is not configured
 contributes no step (no ECS agent: no ECS steps). Parts come from `Providers`, so this
 module does not need to know how ECS, EC2 or hibernation are reached.
 """
@@ -41,8 +43,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from spotwatch.config.schema import Config, HookSpec
 from spotwatch.detection.notices import Notice
+from spotwatch.presets.base import BareServices, Services
 from spotwatch.response.hooks import HookStep
 from spotwatch.response.plan import Plan, PreludeStep, Step, TimedStep
+from spotwatch.response.presetstep import PresetStep
 
 StepsFor = Callable[[Notice, Config], Sequence[Step]]
 TimedFor = Callable[[Notice, Config], Sequence[TimedStep]]
@@ -79,16 +83,28 @@ class Providers:
     # instance's place in the fleet; each part that changes it adds its own.
     undo: List[StepsFor] = field(default_factory=list)
     extra_warnings: List[str] = field(default_factory=list)
+    # What preset hooks may reach besides programs (the node's name, the region, Docker).
+    preset_services: Optional[Services] = None
 
 
-def hook_stages(hooks: Sequence[HookSpec], *, hard: bool = False) -> List[Tuple[Step, ...]]:
+def hook_stages(
+    hooks: Sequence[HookSpec], *, hard: bool = False, services: Optional[Services] = None
+) -> List[Tuple[Step, ...]]:
     """Hooks grouped by `order`, lowest first; hooks of one order run in parallel. `hard`:
-    the deadline is a wall (hibernate), with no minimum for a hook started late."""
+    the deadline is a wall (hibernate), with no minimum for a hook started late. A preset
+    hook is a `PresetStep` reaching `services` (none wired: `BareServices`)."""
     ordered = sorted(hooks, key=lambda h: h.order)
+    reach = services or BareServices()
     return [
-        tuple(HookStep(h, hard_deadline=hard) for h in group)
+        tuple(hook_step(h, reach, hard) for h in group)
         for _, group in itertools.groupby(ordered, key=lambda h: h.order)
     ]
+
+
+def hook_step(spec: HookSpec, services: Services, hard: bool) -> Step:
+    if spec.preset is not None:
+        return PresetStep(spec, services, hard_deadline=hard)
+    return HookStep(spec, hard_deadline=hard)
 
 
 def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = None) -> Plan:
@@ -105,16 +121,17 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
             stage_list.append(found)
 
     hooks = config.hooks_for(notice.action)
+    services = parts.preset_services
     if notice.action == "hibernate":
-        plan.stages += hook_stages(hooks, hard=True)
+        plan.stages += hook_stages(hooks, hard=True, services=services)
         add(plan.stages, parts.hibernate_trigger)
         return plan
     if notice.action == "rebalance":
-        plan.stages += hook_stages(hooks)
+        plan.stages += hook_stages(hooks, services=services)
         add(plan.finale, parts.instance)
         return plan
     if notice.action in PUTS_BACK:
-        plan.stages += hook_stages(hooks)
+        plan.stages += hook_stages(hooks, services=services)
         undo = tuple(step for provider in parts.undo for step in provider(notice, config))
         if undo:
             plan.stages.append(undo)
@@ -123,7 +140,7 @@ def build_plan(notice: Notice, config: Config, providers: Optional[Providers] = 
     plan.prelude += [PreludeStep(step, wait) for step in steps(parts.lb_deregister)]
     plan.prelude += [PreludeStep(step, 0.0) for step in steps(parts.asg_detach)]
     plan.prelude += [PreludeStep(step, DRAIN_HOLD) for step in steps(parts.ecs_drain)]
-    plan.stages += hook_stages(hooks)
+    plan.stages += hook_stages(hooks, services=services)
     add(plan.stages, parts.ecs_stop)
     if parts.ecs_final is not None:
         plan.timed += list(parts.ecs_final(notice, config))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 import types
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 
 import boto3
@@ -26,6 +24,8 @@ except ImportError:  # pragma: no cover - only before the config branch is merge
 
     _errors.ConfigError = ConfigError  # type: ignore[attr-defined]
     sys.modules["spotwatch.config.errors"] = _errors
+
+from testkit import QuietHandler, serve_in_thread
 
 from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
 from spotwatch.response.deadline import NoticeClock
@@ -97,28 +97,6 @@ def build_world(*, service: int = 2, standalone: int = 3, cluster: str = "spot")
     services = run(service, group="service:web") if service else []
     singles = run(standalone) if standalone else []
     return EcsWorld(cluster, arn, instance_id, services, singles, ecs, ec2)
-
-
-class QuietHandler(BaseHTTPRequestHandler):
-    """A request handler that logs nothing and answers in one call."""
-
-    def reply(self, status: int, data: bytes, kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def serve_in_thread(handler: Any) -> Tuple[ThreadingHTTPServer, str]:
-    """A threaded HTTP server on 127.0.0.1 with `handler`, serving from a daemon thread."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 class FakeAgent:

@@ -13,41 +13,21 @@ import pytest
 import requests
 from awshelpers import REGION, EcsWorld, FakeAgent, ScriptedEndpoint, build_world
 from lbhelpers import LIFECYCLE, LbSetup, RecordingProxy, build_lb_world
-from moto.server import ThreadedMotoServer
 from proxy import Proxy
+from testkit import dummy_aws_env, moto_server
 
 from spotwatch.simulator.imds import ImdsSimulator
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    yield from moto_server()
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Callable[[Optional[str]], None]:
     """Dummy credentials, a region, no shared config; call it with an endpoint URL."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_ECS",
-        "AWS_ENDPOINT_URL_EC2",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    dummy_aws_env(monkeypatch, tmp_path, REGION)
 
     def point_at(url: Optional[str]) -> None:
         if url:

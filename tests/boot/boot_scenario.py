@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List
 
 import yaml
 from machine import Machine, base_image, files_named, offline, unpack
+from preset_scenario import install as install_preset_units
+from preset_scenario import presets_scenario
 from world import Endpoint, dockerd
 
 from spotwatch.simulator.imds import ImdsSimulator, format_time
@@ -210,6 +212,7 @@ def main(work: Path) -> Dict[str, Any]:
         for name, text in (("checkpoint", HOOK), ("promise", PROMISE)):
             (local_bin / name).write_text(text)
             (local_bin / name).chmod(0o755)
+        install_preset_units(root)
         drop_in = root / "etc" / "systemd" / "system" / f"{UNIT}.d"
         drop_in.mkdir(parents=True)
         (drop_in / "boot-test.conf").write_text(DROP_IN)
@@ -331,6 +334,8 @@ def scenario(
         "root_rc": root_status.returncode,
         "root_out": root_status.stdout,
     }
+
+    presets_scenario(machine, imds, root, facts, configure=configure, wait=wait)
 
     # --- stop during a hook: stop returns once the hook has finished ---------------------
     (root / "var" / "tmp" / "hook-sleep").write_text("4\n")

@@ -143,6 +143,38 @@ def test_reinstall_and_upgrade_keep_it_running(facts: Dict[str, Any]) -> None:
     assert upgrade["config_kept"]
 
 
+def test_the_signal_preset_reaches_a_units_main_process_and_waits_for_its_exit(
+    facts: Dict[str, Any],
+) -> None:
+    """systemd names trainer.service's main PID; USR1 reaches it; the hook ends once the
+    trainer has saved (1 s) and exited."""
+    presets = facts["presets"]
+    assert presets["reload_rc"] == 0
+    step = presets["steps"]["hook:trainer"]
+    assert step["status"] == "ok", step
+    assert step["kind"] == "hook"
+    assert step["detail"].startswith(
+        f"sent SIGUSR1 to PID {presets['trainer_pid']} (trainer.service); it exited after 1."
+    )
+    told = presets["log"].splitlines()
+    assert told.index("trainer USR1") < told.index("trainer saved")
+    assert presets["active"]["trainer.service"] == "inactive"
+
+
+def test_systemd_stop_stops_every_unit_at_once(facts: Dict[str, Any]) -> None:
+    """Both workers take 1 s to stop after SIGTERM; they get it together, and the hook ends
+    with both inactive."""
+    presets = facts["presets"]
+    step = presets["steps"]["hook:workers"]
+    assert step["status"] == "ok", step
+    assert step["detail"].startswith("stopped worker-a.service inactive, worker-b.service inactive")
+    at = {" ".join(line.split()[:2]): float(line.split()[2])
+          for line in presets["log"].splitlines() if len(line.split()) == 3}  # fmt: skip
+    assert abs(at["worker-a TERM"] - at["worker-b TERM"]) < 0.5
+    assert presets["active"]["worker-a.service"] == "inactive"
+    assert presets["active"]["worker-b.service"] == "inactive"
+
+
 # --- the confined unit (CONTRACT §6, docs/systemd.md "Hardening") --------------------------
 
 

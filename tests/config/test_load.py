@@ -640,7 +640,7 @@ def test_invalid_user_data_section_is_dropped_and_reported(tmp_path: Path) -> No
     assert report.config.poll_interval == 3.0  # the valid part of user data is not used either
     assert [hook.name for hook in report.config.hooks] == ["a"]
     assert report.user_data_problems == [
-        "user-data: hooks[0].command: required",
+        "user-data: hooks[0].command: required (or preset: NAME)",
         "user-data: secret_tokn: unknown key",
     ]
     assert report.config.sources[-1] == "user-data (ignored: 2 problems)"

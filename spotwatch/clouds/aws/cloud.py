@@ -9,7 +9,12 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from spotwatch.clouds.aws import rehearsal
-from spotwatch.clouds.aws.imds import TTL_HEADER, ImdsClient, read_instance_id
+from spotwatch.clouds.aws.imds import (
+    TTL_HEADER,
+    ImdsClient,
+    read_instance_id,
+    read_local_hostname,
+)
 from spotwatch.clouds.aws.monitors import monitors_for
 from spotwatch.clouds.cloud import Cloud, SimulateRequest, Simulation
 from spotwatch.clouds.dmi import DmiFacts
@@ -58,6 +63,9 @@ class Aws(Cloud):
 
     def instance_id(self, client: MetadataClient, deadline: float) -> Tuple[Optional[str], str]:
         return read_instance_id(client, deadline)
+
+    def node_name(self, config: Config) -> Optional[str]:
+        return read_local_hostname(config.imds)
 
     def date_probe(self, config: Config) -> Tuple[str, str, str, Dict[str, str]]:
         # A token PUT with the shortest TTL: every IMDS answer, even a refusal, has a Date.

@@ -57,6 +57,24 @@ def read_instance_id(client: MetadataClient, deadline: float) -> Tuple[Optional[
     return text, why and f"IMDS: {why}"
 
 
+LOCAL_HOSTNAME_PATH = "meta-data/local-hostname"
+
+
+def read_local_hostname(settings: ImdsSettings) -> Optional[str]:
+    """The instance's private DNS name (the node name EKS and kubeadm on AWS register), or
+    None, said once in the log, when IMDS does not give it."""
+    client = ImdsClient.for_a_few_reads(settings)
+    try:
+        text, why = client.read_text(LOCAL_HOSTNAME_PATH, client.now() + 2 * client.timeout)
+    finally:
+        client.close()
+    if text is not None and not any(c.isspace() for c in text):
+        return text
+    why = why or f"{LOCAL_HOSTNAME_PATH} answered a value with spaces"
+    emit(log, logging.WARNING, "node-name", f"IMDS gave no node name ({why}): the host name")
+    return None
+
+
 class ImdsClient(MetadataClient):
     """Reads paths under `/latest/` from IMDS; see the module docstring for the rules."""
 
