@@ -30,7 +30,7 @@ from spotwatch.config.schema import Config
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
 from spotwatch.response.deadline import KILL_GRACE, NoticeClock, deadline_clock
-from spotwatch.response.ends import joined_plan
+from spotwatch.response.ends import joined_plan, without_detach
 from spotwatch.response.joins import Joined, Joins
 from spotwatch.response.journals import FanoutJournal, StoreJournal
 from spotwatch.response.plan import Plan, StepContext, always
@@ -152,6 +152,8 @@ class Responder:
         config = self._config()
         first = self._joining(key, tracker, notice)
         plan = self._planner(notice, config)
+        if self.joins is not None and self.joins.group_terminating():
+            plan = without_detach(plan)  # whichever end: the group is replacing it already
         timing = self.joins.governing(key, notice) if self.joins is not None else notice
         clock = deadline_clock(
             timing, config, budget=plan.own_budget(), clock=self._clock, wall=self._wall
