@@ -311,7 +311,9 @@ class Responder:
         """Start nothing new; give running steps `grace` seconds (less once `hurry` is set),
         then end what still runs (hooks: SIGTERM, SIGKILL 5 s later) and abandon what does
         not end by then (an AWS call in flight). Unfinished steps are recorded
-        `interrupted`: a restarted daemon takes them up again while the notice still shows."""
+        `interrupted`: a restarted daemon takes them up again while the notice still shows;
+        those of a response halted before the shutdown (superseded, canceled) are `skipped`
+        and it is done: nothing takes it up again."""
         for response in self.running():
             self.halt(response, "the daemon is stopping", unfinished=INTERRUPTED)
         end = self._clock() + grace
@@ -340,7 +342,7 @@ class Responder:
                 "running (an AWS call in flight): recorded interrupted, not waited for",
                 action=response.notice.action,
             )
-            if self.store is not None:
+            if self.store is not None:  # one halted before (superseded, canceled) is over
                 self.store.end_response(
-                    response.key, why=response.halted, unfinished=INTERRUPTED
+                    response.key, why=response.halted, unfinished=response.unfinished
                 )
