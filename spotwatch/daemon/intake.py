@@ -70,11 +70,14 @@ class NoticeIntake:
     # ----------------------------------------------------------------- at start
 
     def restore(self, trackers: Mapping[str, NoticeTracker]) -> None:
-        """Which responses a restart interrupted: each waits for a poll to confirm it."""
+        """Which responses a restart interrupted: each waits for a poll to confirm it. One
+        for an earlier notice of a tracker (its action changed since, or it came again) is
+        ended: it was superseded, and only the tracker's current notice is ever taken up."""
         for name, tracker in trackers.items():
             if tracker.known is None:
                 continue
             key = tracker.response_key(name)
+            self._end_superseded(name, key, tracker.known)
             record = self.store.response(key)
             if not record or record.get("done"):
                 continue
@@ -82,6 +85,16 @@ class NoticeIntake:
                 continue
             self._pending[name] = key
         self.scheduled.restore(trackers)
+
+    def _end_superseded(self, tracker_name: str, current: str, known: Notice) -> None:
+        """End the unfinished responses of `tracker_name` other than `current` (a shutdown
+        or a crash came before their end was written)."""
+        records = dict(self.store.value("responses") or {})
+        for key, record in records.items():
+            if key != current and record.get("tracker") == tracker_name and not record.get("done"):
+                self.store.end_response(
+                    key, why=f"superseded by a {known.action} notice", unfinished=SKIPPED
+                )
 
     # ----------------------------------------------------------------- watcher events
 

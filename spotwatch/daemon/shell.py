@@ -215,12 +215,15 @@ class Daemon:
 
     # ----------------------------------------------------------------- running
 
-    def run(self, *, once: bool = False) -> int:
-        """Poll until SIGTERM/SIGINT (or once); returns the exit status."""
+    def run(self, *, once: bool = False, process_ends: bool = False) -> int:
+        """Poll until SIGTERM/SIGINT (or once); returns the exit status. `process_ends`:
+        the process exits when this returns (`spotwatch run`), so a SIGTERM that comes after
+        it is ignored rather than let kill it (signals.py)."""
         self.prepare()
         assert self.watcher is not None
         signals = self._signals = StopAndReload(self.watcher, self._hurry)
-        with signals.installed():  # `--once` too: SIGTERM follows the same rules
+        # `--once` too: SIGTERM follows the same rules
+        with signals.installed(process_ends=process_ends):
             if once:
                 self.watcher.poll_once()
                 while self.responder.running() and signals.stop_signal is None:

@@ -5,6 +5,10 @@ Event.set() on the loop's side, any of which can deadlock against the interrupte
 thread. The loop does the work at its next turn. A second SIGTERM during the shutdown's
 wait shortens it (`hurry.set()` is safe then: the main thread waits in the responder, not
 holding that Event's lock).
+
+Where the process ends with the block (`spotwatch run`), the three signals are ignored from
+its end on: the default disposition they had before would kill a process that is already
+on its way out (a second SIGTERM while the interpreter exits: status 143, not 0).
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ class StopAndReload:
         self.watcher.poke()
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[StopAndReload]:
-        """The handlers while the block runs; what was there before afterwards."""
+    def installed(self, *, process_ends: bool = False) -> Iterator[StopAndReload]:
+        """The handlers while the block runs; what was there before afterwards, or, when
+        `process_ends` (nothing runs after the block but the interpreter's exit), SIG_IGN:
+        nothing is left to stop or reload, and the exit status stays the block's."""
         previous: Dict[int, object] = {}
         for signum, handler in (
             (signal.SIGTERM, self._stop),
@@ -56,4 +62,5 @@ class StopAndReload:
         finally:
             signal.set_wakeup_fd(wakeup)
             for number, old in previous.items():
-                signal.signal(number, old)  # type: ignore[arg-type]
+                after = signal.SIG_IGN if process_ends else old
+                signal.signal(number, after)  # type: ignore[arg-type]

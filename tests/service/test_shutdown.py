@@ -119,3 +119,20 @@ def test_run_once_follows_the_same_shutdown_rules(workdir, imds, write_config, d
     wait_for(lambda: not group_alive(group), timeout=5)
     record = response_record(json.loads((workdir / "state" / "state.json").read_text()))
     assert {s["name"]: s["status"] for s in record["steps"]} == {"hook:long": INTERRUPTED}
+
+
+def test_sigterms_that_keep_coming_while_the_process_exits_still_exit_0(
+    workdir, imds, write_config, daemons
+):
+    """A polling daemon with nothing running gets SIGTERM after SIGTERM, every 5 ms, until
+    it is gone: whichever lands while it stops or while the interpreter exits, the exit
+    status is 0 (CONTRACT §4: "a second SIGTERM shortens the wait; the exit status is still
+    0"). (Before: a SIGTERM after `run` put back the default disposition killed it, -15.)"""
+    daemon = daemons(write_config())
+    wait_for(lambda: imds.count(path="/latest/meta-data/spot/instance-action") >= 2, timeout=15)
+    end = time.monotonic() + 15
+    while daemon.process.poll() is None and time.monotonic() < end:
+        daemon.send(signal.SIGTERM)
+        time.sleep(0.005)
+    assert daemon.process.wait(5) == 0, daemon.log()
+    assert daemon.log().count("SIGTERM received, stopping") == 1
