@@ -136,3 +136,22 @@ def test_sigterms_that_keep_coming_while_the_process_exits_still_exit_0(
         time.sleep(0.005)
     assert daemon.process.wait(5) == 0, daemon.log()
     assert daemon.log().count("SIGTERM received, stopping") == 1
+
+
+def test_signals_while_the_daemon_prepares_are_acted_on_not_fatal(workdir, write_config, daemons):
+    """IMDS refuses: before its first poll the daemon asks for the instance id for up to
+    2 x imds.timeout (2 s here). A SIGHUP then is a reload once the poll loop runs, and a
+    SIGTERM after it ends the daemon with exit 0. (Before: the handlers came after that
+    preparation, and SIGHUP's default disposition killed the daemon; a Google Cloud watch,
+    which starts while the daemon prepares, made a test of it fail now and then.)"""
+    config = write_config(imds={"endpoint": "http://127.0.0.1:9", "timeout": "1s"})
+    daemon = daemons(config)
+    wait_for(lambda: "on Amazon EC2" in daemon.log(), timeout=15)
+    daemon.send(signal.SIGHUP)
+    wait_for(
+        lambda: "config reloaded" in daemon.log() or daemon.process.poll() is not None,
+        timeout=30,
+    )
+    assert daemon.process.poll() is None, daemon.log()
+    daemon.send(signal.SIGTERM)
+    assert daemon.process.wait(10) == 0, daemon.log()
