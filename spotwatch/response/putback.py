@@ -4,8 +4,10 @@ it reads here which responses those are and how their steps ended (`Providers.un
 parts/ecs/reactivate.py, parts/lb/steps.py).
 
 - `cancel` (a scheduled event called off): the event's own response. Nothing is put back
-  while another signal of the same end that joined it still stands (a Spot stop that joined
-  a canceled scheduled stop still stops the instance: response/ends.py).
+  while another end stands on this boot (a terminate, stop, reboot or shutdown response
+  running or run its course, not itself called off): the instance does not stay, whether
+  that end joined the canceled response (a Spot stop that joined a canceled scheduled stop
+  still stops the instance: response/ends.py) or came on its own (a Spot terminate).
 - `start` (the first start of a new boot): the earlier boot's responses that ended it
   (`stop`, `reboot`, an unresumed `hibernate`; not canceled ones).
 
@@ -19,7 +21,8 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from spotwatch.detection.notices import Notice
-from spotwatch.response.joins import JOINS, halted
+from spotwatch.response.ends import INSTANCE_ENDS
+from spotwatch.response.joins import halted
 from spotwatch.response.plan import StepContext
 from spotwatch.state.history import ended_the_boot, step_status
 from spotwatch.state.schema import FINISHED
@@ -62,10 +65,10 @@ class PutBack:
             and (record.get("notice") or {}).get("action") == notice.canceled_action
             and notice.event_id is not None
         }
-        joins: Dict[str, str] = store.value(JOINS) or {}
-        for joined, first in joins.items():
-            if first in found and not halted(None, responses.get(joined) or {}):
-                return {}  # the same end still stands: nothing to put back
+        for key, record in responses.items():
+            action = (record.get("notice") or {}).get("action")
+            if key not in found and action in INSTANCE_ENDS and not halted(None, record):
+                return {}  # another end stands: the instance does not stay
         return found
 
     def settled(self, notice: Notice, key: str, step: str, ctx: StepContext) -> Optional[str]:

@@ -119,3 +119,30 @@ def test_a_cancel_while_the_drain_call_is_in_flight_still_reactivates(
     (cancel,) = [r for r in records(daemon).values() if is_cancel(r)]
     assert steps_of(cancel)["ecs:reactivate"] == "ok", cancel
     assert world.instance_status() == "ACTIVE"
+
+
+def test_a_cancel_puts_nothing_back_while_another_end_stands(
+    tmp_path: Path, imds: ImdsSimulator, world: EcsWorld, agent: FakeAgent
+) -> None:
+    """A scheduled instance-stop drained the instance; then a Spot terminate notice came (its
+    own response: another end); then the event was canceled. The instance does not stay, so
+    the cancel sets nothing ACTIVE: it stays DRAINING for the terminate (§7 ecs.reactivate:
+    "when spotwatch drained it and the instance stays"). (Before: the cancel reactivated it
+    while the terminate response ran; the model found it, N4.)"""
+    agent.serve(world)
+    daemon = started(
+        config_for(tmp_path, imds, agent, hooked=("stop", "terminate"), scheduled_events=AT_ONCE)
+    )
+    event_id = imds.scheduled.add("instance-stop", ahead(60))
+    try:
+        poll_until(daemon, lambda: draining_in(daemon) == "ok")
+        imds.set_instance_action("terminate", ahead(90))
+        poll_until(daemon, lambda: any(r["tracker"] == "spot" for r in records(daemon).values()))
+        imds.scheduled.set_state(event_id, "canceled")
+        poll_until(daemon, lambda: any(is_cancel(r) for r in records(daemon).values()))
+        poll_until(daemon, lambda: not daemon.responder.running(), timeout=20)
+    finally:
+        daemon.shutdown()
+    (cancel,) = [r for r in records(daemon).values() if is_cancel(r)]
+    assert steps_of(cancel).get("ecs:reactivate") != "ok", cancel
+    assert world.instance_status() == "DRAINING"
