@@ -9,7 +9,7 @@ behind the recording endpoints (tests/aws/proxy.py, tests/aws/lbhelpers.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from awshelpers import EcsWorld, FakeAgent
 from daemonworld import (
@@ -95,6 +95,15 @@ def draining_in(daemon: Daemon) -> Optional[str]:
     return found[0] if found else None
 
 
+def canceled_to_the_end(daemon: Daemon, imds: ImdsSimulator, event_id: str) -> Dict[str, Any]:
+    """Cancel the event, poll until every response has ended; the cancel's record."""
+    imds.scheduled.set_state(event_id, "canceled")
+    poll_until(daemon, lambda: any(is_cancel(r) for r in records(daemon).values()))
+    poll_until(daemon, lambda: not daemon.responder.running(), timeout=20)
+    (cancel,) = [r for r in records(daemon).values() if is_cancel(r)]
+    return cancel
+
+
 def test_a_cancel_while_the_drain_call_is_in_flight_still_reactivates(
     tmp_path: Path, imds: ImdsSimulator, world: EcsWorld, agent: FakeAgent, proxy: Proxy
 ) -> None:
@@ -111,12 +120,9 @@ def test_a_cancel_while_the_drain_call_is_in_flight_still_reactivates(
     event_id = imds.scheduled.add("instance-stop", ahead(60))
     try:
         poll_until(daemon, lambda: draining_in(daemon) == "running")
-        imds.scheduled.set_state(event_id, "canceled")
-        poll_until(daemon, lambda: any(is_cancel(r) for r in records(daemon).values()))
-        poll_until(daemon, lambda: not daemon.responder.running(), timeout=20)
+        cancel = canceled_to_the_end(daemon, imds, event_id)
     finally:
         daemon.shutdown()
-    (cancel,) = [r for r in records(daemon).values() if is_cancel(r)]
     assert steps_of(cancel)["ecs:reactivate"] == "ok", cancel
     assert world.instance_status() == "ACTIVE"
 
@@ -138,11 +144,8 @@ def test_a_cancel_puts_nothing_back_while_another_end_stands(
         poll_until(daemon, lambda: draining_in(daemon) == "ok")
         imds.set_instance_action("terminate", ahead(90))
         poll_until(daemon, lambda: any(r["tracker"] == "spot" for r in records(daemon).values()))
-        imds.scheduled.set_state(event_id, "canceled")
-        poll_until(daemon, lambda: any(is_cancel(r) for r in records(daemon).values()))
-        poll_until(daemon, lambda: not daemon.responder.running(), timeout=20)
+        cancel = canceled_to_the_end(daemon, imds, event_id)
     finally:
         daemon.shutdown()
-    (cancel,) = [r for r in records(daemon).values() if is_cancel(r)]
     assert steps_of(cancel).get("ecs:reactivate") != "ok", cancel
     assert world.instance_status() == "DRAINING"
