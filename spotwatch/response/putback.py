@@ -8,8 +8,9 @@ parts/ecs/reactivate.py, parts/lb/steps.py).
   running or run its course, not itself called off): the instance does not stay, whether
   that end joined the canceled response (a Spot stop that joined a canceled scheduled stop
   still stops the instance: response/ends.py) or came on its own (a Spot terminate).
-- `start` (the first start of a new boot): the earlier boot's responses that ended it
-  (`stop`, `reboot`, an unresumed `hibernate`; not canceled ones).
+- `start` (the first start of a new boot), when responses ended the earlier boot (`stop`,
+  `reboot`, `shutdown`, an unresumed `hibernate`; not canceled ones): those, and the
+  canceled ones of that boot too, whose changes nothing else put back (state/history.py).
 
 A canceled response may still be running its last steps when the cancel's steps run (a
 drain call in flight): `settled` waits, within the step's own time, until the step it asks
@@ -24,7 +25,7 @@ from spotwatch.detection.notices import Notice
 from spotwatch.response.ends import INSTANCE_ENDS
 from spotwatch.response.joins import halted
 from spotwatch.response.plan import StepContext
-from spotwatch.state.history import ended_the_boot, step_status
+from spotwatch.state.history import step_status, undone_at_start
 from spotwatch.state.schema import FINISHED
 from spotwatch.state.store import StateStore
 
@@ -52,7 +53,7 @@ class PutBack:
             return self._canceled(store, notice)
         if notice.action == "start":
             previous, instance_id = store.value("previous"), store.value("instance_id")
-            return ended_the_boot(previous, store.boot_id, instance_id)
+            return undone_at_start(previous, store.boot_id, instance_id)
         return {}
 
     @staticmethod

@@ -51,6 +51,27 @@ def ended_the_boot(
     }
 
 
+def undone_at_start(
+    previous: object, boot_id: str, instance_id: Optional[str]
+) -> Dict[str, Dict[str, Any]]:
+    """What the `start` of a new boot puts back: when a response ended the earlier boot,
+    every response of an end there, the canceled ones too. A canceled response's drain or
+    deregistration is put back by its cancel only when no other end stood (response/putback.py),
+    and a called-off shutdown puts nothing back: left so, the start is the last chance. What
+    a cancel did put back is only registered (or set ACTIVE) again."""
+    if not ended_the_boot(previous, boot_id, instance_id):
+        return {}
+    assert isinstance(previous, dict)  # ended_the_boot found records in it
+    responses = previous.get("responses")
+    return {
+        str(key): record
+        for key, record in (responses.items() if isinstance(responses, dict) else ())
+        if isinstance(record, dict)
+        and isinstance(record.get("notice"), dict)
+        and record["notice"].get("action") in ENDS_THE_BOOT
+    }
+
+
 def boot_ending_record(
     previous: object, boot_id: str, instance_id: Optional[str]
 ) -> Optional[Dict[str, Any]]:

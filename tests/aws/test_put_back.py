@@ -149,3 +149,33 @@ def test_a_cancel_puts_nothing_back_while_another_end_stands(
         daemon.shutdown()
     assert steps_of(cancel).get("ecs:reactivate") != "ok", cancel
     assert world.instance_status() == "DRAINING"
+
+
+def test_a_start_registers_again_what_a_canceled_response_took_out_before_the_end(
+    lb: LbSetup, tmp_path: Path
+) -> None:
+    """A scheduled instance-stop's response took the instance out of its load balancers; a
+    Spot stop joined it; the event was canceled (nothing put back: the Spot stop stands); the
+    instance stopped. The next boot's start registers the targets again (§7 Start: what
+    spotwatch deregistered before the stop). (Before: the start undid only the Spot stop's
+    response, which had left the deregistration to the canceled one: the targets stayed out
+    for good; the model found it, N6. A called-off shutdown's deregistration is the same
+    case, N5.)"""
+    world, proxy, sim = lb
+    config = lb_config(world, sim, tmp_path, hooked=("stop",), scheduled_events=AT_ONCE)
+    daemon = started(config)
+    event_id = sim.scheduled.add("instance-stop", ahead(60))
+    try:
+        poll_until(daemon, lambda: bool(proxy.of("DeregisterTargets")))
+        sim.set_instance_action("stop", ahead(60))
+        poll_until(daemon, lambda: any(r["tracker"] == "spot" for r in records(daemon).values()))
+        canceled_to_the_end(daemon, sim, event_id)
+    finally:
+        daemon.shutdown()
+    taken_out = targets(proxy.of("DeregisterTargets"))
+    assert len(taken_out) == 3 and not proxy.of("RegisterTargets")
+    as_an_earlier_boot(tmp_path)
+    again = started(config)
+    again.responder.wait(15)
+    again.shutdown()
+    assert targets(proxy.of("RegisterTargets")) == taken_out
