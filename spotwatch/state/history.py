@@ -40,15 +40,7 @@ def ended_the_boot(
     known = previous.get("instance_id")
     if instance_id and known and known != instance_id:
         return {}  # another instance's file (a baked image): not this instance's history
-    responses = previous.get("responses")
-    return {
-        str(key): record
-        for key, record in (responses.items() if isinstance(responses, dict) else ())
-        if isinstance(record, dict)
-        and isinstance(record.get("notice"), dict)
-        and record["notice"].get("action") in ENDS_THE_BOOT
-        and not was_canceled(record)
-    }
+    return {key: record for key, record in _ends(previous).items() if not was_canceled(record)}
 
 
 def undone_at_start(
@@ -59,9 +51,13 @@ def undone_at_start(
     deregistration is put back by its cancel only when no other end stood (response/putback.py),
     and a called-off shutdown puts nothing back: left so, the start is the last chance. What
     a cancel did put back is only registered (or set ACTIVE) again."""
-    if not ended_the_boot(previous, boot_id, instance_id):
+    if not isinstance(previous, dict) or not ended_the_boot(previous, boot_id, instance_id):
         return {}
-    assert isinstance(previous, dict)  # ended_the_boot found records in it
+    return _ends(previous)
+
+
+def _ends(previous: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The records, by key, of `previous`'s responses to an end of that boot."""
     responses = previous.get("responses")
     return {
         str(key): record
