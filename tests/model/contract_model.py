@@ -1,0 +1,342 @@
+"""The model: from what IMDS told the daemon's polls (and when the daemon ran, on which
+boot) to the responses the contract promises. Pure Python, no I/O; written from
+CONTRACT.md §3 (trackers), §4 (responses), §7 (signals, one end one response, cancel,
+start), not from spotwatch's code.
+
+`interpret(trace)` replays the answers in time order through one tracker per notice
+(§3: a notice is new when first seen, when its action changes, or after 3 consecutive
+usable answers without it) and gives every `Response` (one per notice; a `cancel` per
+canceled scheduled event; a `start` per first boot after an ending response) and every
+`End` (responses that are one end of the instance: the first, and those that joined it).
+What a response must do is not decided here but in contract_invariants.py; this module
+says when responses started, stopped, joined, were canceled or superseded, and which
+moments are uncertain enough that the contract promises only bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from contract_signals import END_ACTIONS, ENDS_THE_BOOT, SIGNALS, Settings, Signal
+from model_trace import Answer, Lifetime, Shown, Trace
+
+FORGET_AFTER = 3  # §3: absent for 3 consecutive successful polls
+
+
+@dataclass
+class Notice:
+    action: str
+    epoch: float
+    text: str
+    event_id: str = ""
+    code: str = ""
+
+
+@dataclass
+class Response:
+    key: str
+    tracker: str
+    signal: Signal
+    action: str
+    boot: int
+    notice: Notice
+    first_seen: float
+    start_at: Optional[float]  # when it is due to start (scheduled: NotBefore - lead)
+    started: Optional[float] = None
+    sightings: int = 0  # usable answers that showed it
+    shown: List[Tuple[float, float, str]] = field(default_factory=list)  # (t, epoch, text)
+    halted: Optional[float] = None  # superseded or canceled: starts no further step
+    halt_why: str = ""
+    withdrawn: Optional[float] = None  # its tracker forgot it
+    end: Optional[End] = None
+    joined: Optional[float] = None  # when it joined another signal's response (one end)
+    canceled_action: str = ""  # for `cancel`
+    uncertain: str = ""  # why the contract leaves its hooks open (empty: it does not)
+    undo_of: Optional[Response] = None  # cancel: the canceled response
+    source: str = ""  # SPOTWATCH_SOURCE
+
+    def __post_init__(self) -> None:
+        self.source = self.source or self.signal.source
+
+    def epoch_at(self, moment: float) -> float:
+        """The newest notice time shown by `moment` (the deadline follows it, §3)."""
+        seen = [epoch for t, epoch, _ in self.shown if t <= moment]
+        return seen[-1] if seen else self.notice.epoch
+
+    def epochs_near(self, moment: float, window: float) -> List[float]:
+        """Notice times that may be the newest the daemon knew at `moment` (a poll in flight
+        may still carry the one before)."""
+        found = [epoch for t, epoch, _ in self.shown if moment - window <= t <= moment]
+        return [*found, self.epoch_at(moment - window)]
+
+
+@dataclass
+class End:
+    """One end of the instance (§7): the response that came first and those that joined it."""
+
+    root: Response
+    action: str
+    members: List[Response] = field(default_factory=list)
+    canceled: Optional[float] = None
+    # A cancel of the first while another had joined it: that one runs what is left (§7).
+    transferred: Optional[float] = None
+    ever: List[Response] = field(default_factory=list)  # every member it had, canceled too
+
+    @property
+    def began(self) -> float:
+        return min(m.started or 0.0 for m in self.ever)
+
+    def live_at(self, moment: float) -> bool:
+        return self.canceled is None or self.canceled > moment
+
+
+@dataclass
+class Tracker:
+    known: Optional[Notice] = None
+    absent: int = 0
+    response: Optional[Response] = None
+    completed_seen: bool = False  # a scheduled event shown `completed`
+
+
+@dataclass
+class Model:
+    settings: Settings
+    responses: List[Response] = field(default_factory=list)
+    ends: List[End] = field(default_factory=list)
+
+    def of(self, action: str) -> List[Response]:
+        return [r for r in self.responses if r.action == action]
+
+    def of_waiting(self) -> List[Response]:
+        """Responses that wait for their moment (scheduled events), cancels left out."""
+        return [r for r in self.responses if r.signal.waits and r.action != "cancel"]
+
+
+class Interpreter:
+    def __init__(self, trace: Trace, settings: Settings) -> None:
+        self.trace = trace
+        self.settings = settings
+        self.model = Model(settings)
+        self.trackers: Dict[str, Tracker] = {}
+        self.boot = -1
+        self.counts: Dict[str, int] = {}
+
+    # ------------------------------------------------------------------ the replay
+
+    def run(self) -> Model:
+        items: List[Tuple[float, int, object]] = [(a.t, 1, a) for a in self.trace.answers]
+        items += [(life.started, 0, life) for life in self.trace.lifetimes]
+        for _, _, item in sorted(items, key=lambda i: (i[0], i[1])):
+            if isinstance(item, Answer):
+                self.answer(item)
+            elif isinstance(item, Lifetime):
+                self.daemon_started(item.started, item.boot)
+        return self.model
+
+    def daemon_started(self, moment: float, boot: int) -> None:
+        if boot == self.boot:
+            return
+        previous = [
+            r
+            for r in self.model.responses
+            if r.boot == self.boot
+            and r.action in ENDS_THE_BOOT
+            and r.started is not None
+            and (r.end is None or r.end.live_at(r.started))
+            and r.halt_why != "canceled"
+        ]
+        self.boot, self.trackers = boot, {}  # a new boot: the earlier boot's notices are gone
+        if previous and boot > 0:
+            latest = max(previous, key=lambda r: r.first_seen)
+            notice = Notice("start", latest.notice.epoch, latest.notice.text)
+            start = self._new("start", "start", SIGNALS["spot"], notice, moment)
+            start.started, start.sightings, start.source = moment, 2, "instance-start"
+
+    def answer(self, answer: Answer) -> None:
+        signal = SIGNALS[answer.signal]
+        shown: Dict[str, Optional[Notice]] = {}
+        if signal.per_event:
+            for item in answer.shown:
+                name = f"{signal.name}/{item.event_id}"
+                shown[name] = self._notice(signal, item, answer.t, name)
+                if item.state == "completed":
+                    self.trackers.setdefault(name, Tracker()).completed_seen = True
+            for name in self.trackers:
+                if name.startswith(signal.name + "/"):
+                    shown.setdefault(name, None)
+        else:
+            item = answer.shown[0] if answer.shown else None
+            shown[signal.name] = self._notice(signal, item, answer.t, signal.name) if item else None
+        for name, notice in shown.items():
+            self.observe(name, signal, notice, answer.t)
+        self.start_due(answer.t)
+
+    def _notice(self, signal: Signal, item: Shown, moment: float, tracker: str) -> Optional[Notice]:
+        action = signal.action_of(item)
+        if action is None:
+            return None
+        epoch, text = item.epoch, item.time_text
+        if signal.timing == "first-seen+budget":
+            known = self.trackers.get(tracker)
+            if known is not None and known.known is not None:
+                return known.known  # its time is reckoned once, from when it was first seen
+            epoch = int(moment) + self.settings.asg_budget
+            text = ""
+        return Notice(action, epoch, text, item.event_id, item.what if signal.per_event else "")
+
+    # ------------------------------------------------------------------ §3 trackers
+
+    def observe(self, name: str, signal: Signal, notice: Optional[Notice], moment: float) -> None:
+        tracker = self.trackers.setdefault(name, Tracker())
+        known = tracker.known
+        if notice is None:
+            if known is None:
+                return
+            tracker.absent += 1
+            if tracker.absent >= FORGET_AFTER:
+                tracker.known, tracker.absent = None, 0
+                self.forgotten(tracker, signal, known, moment)
+            return
+        tracker.absent = 0
+        if known is None or known.action != notice.action:
+            tracker.known = notice
+            self.new(name, tracker, signal, notice, known, moment)
+        elif notice.epoch != known.epoch:
+            tracker.known = notice
+            waiting = tracker.response
+            if signal.waits and waiting is not None and waiting.started is None:
+                waiting.start_at = notice.epoch - self.settings.lead  # NotBefore moved
+        response = tracker.response
+        if response is not None and response.action == notice.action:
+            response.sightings += 1
+            response.shown.append((moment, notice.epoch, notice.text))
+
+    def new(
+        self,
+        name: str,
+        tracker: Tracker,
+        signal: Signal,
+        notice: Notice,
+        previous: Optional[Notice],
+        moment: float,
+    ) -> None:
+        old = tracker.response
+        if notice.action == "cancel":
+            if old is not None and previous is not None:
+                self.cancel(old, moment)
+            tracker.response = None
+            return
+        if old is not None and old.halted is None:
+            old.halted, old.halt_why = moment, "superseded"
+        start_at = moment
+        if signal.waits:
+            start_at = max(moment, notice.epoch - self.settings.lead)
+        tracker.response = self._new(name, notice.action, signal, notice, moment, start_at)
+
+    def forgotten(self, tracker: Tracker, signal: Signal, known: Notice, moment: float) -> None:
+        response = tracker.response
+        if response is None:
+            return
+        response.withdrawn = moment
+        if signal.cancelable and known.action != "cancel" and moment < known.epoch:
+            if tracker.completed_seen:  # `completed` before NotBefore: the contract is silent
+                response.uncertain = "completed before its NotBefore"
+            self.cancel(response, moment)
+        tracker.response = None
+
+    def _new(
+        self,
+        tracker: str,
+        action: str,
+        signal: Signal,
+        notice: Notice,
+        moment: float,
+        start_at: Optional[float] = None,
+    ) -> Response:
+        count = self.counts[tracker] = self.counts.get(tracker, 0) + 1
+        response = Response(
+            f"{tracker}#{count}", tracker, signal, action, self.boot, notice, moment, start_at
+        )
+        self.model.responses.append(response)
+        return response
+
+    # ------------------------------------------------------------------ starting, joining
+
+    def start_due(self, moment: float) -> None:
+        for tracker in self.trackers.values():
+            response = tracker.response
+            if response is None or response.started is not None or response.start_at is None:
+                continue
+            if response.start_at <= moment:
+                self.start(response, moment)
+
+    def start(self, response: Response, moment: float) -> None:
+        response.started = moment
+        first = self.end_to_join(response, moment)
+        if first is None:
+            end = End(response, response.action, [response], ever=[response])
+            self.model.ends.append(end)
+            response.end = end
+            return
+        response.end, response.joined = first, moment
+        first.members.append(response)
+        first.ever.append(response)
+        if first.root.halt_why == "superseded":  # the contract does not say what that joins
+            response.uncertain = "the response it joins was superseded"
+
+    def end_to_join(self, response: Response, moment: float) -> Optional[End]:
+        """§7: a second signal of the same end joins the first's response (one that already
+        ended on this boot included); a canceled response ended nothing."""
+        if response.action not in END_ACTIONS:
+            return None
+        for end in self.model.ends:
+            root = end.root
+            if (
+                root.boot == response.boot
+                and end.action == response.action
+                and all(m.tracker != response.tracker for m in end.members)
+                and end.live_at(moment)
+            ):
+                return end
+        return None
+
+    # ------------------------------------------------------------------ §7 cancel
+
+    def cancel(self, response: Response, moment: float) -> None:
+        slack = 4 * self.settings.poll + 0.5
+        start_at = response.start_at if response.start_at is not None else moment
+        if response.started is None:
+            response.halted, response.halt_why = moment, "called off before it started"
+            if moment < start_at - slack:
+                return
+            response.uncertain = "called off as its response was due to start"
+        else:
+            response.halted, response.halt_why = moment, "canceled"
+        self._cancel_end(response, moment)
+        cancel = self._new(
+            "cancel:" + response.tracker, "cancel", response.signal, response.notice, moment
+        )
+        cancel.started, cancel.sightings = moment, 2
+        cancel.canceled_action, cancel.undo_of = response.action, response
+        cancel.uncertain = response.uncertain
+        if abs(moment - start_at) < slack:
+            cancel.uncertain = "canceled as its response was due to start"
+
+    def _cancel_end(self, response: Response, moment: float) -> None:
+        """A canceled response ended nothing (§7): what had joined it goes on alone."""
+        end = response.end
+        if end is not None and end.root is response:
+            heirs = [m for m in end.members if m is not response and m.halted is None]
+            if heirs:
+                end.transferred = moment
+                end.root = heirs[0]
+                end.members.remove(response)
+            else:
+                end.canceled = moment
+        elif end is not None:
+            end.members.remove(response)
+
+
+def interpret(trace: Trace, settings: Settings) -> Model:
+    return Interpreter(trace, settings).run()
