@@ -13,7 +13,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 from contract_invariants import SLACK, Checker, Violation
 from contract_model import Model, Response
-from contract_signals import MUTATING, Settings, applies
+from contract_signals import DRAIN_HOLD, MUTATING, Settings, applies
 from model_trace import AwsCall, Trace
 from model_world import HEARTBEAT_TIMEOUT
 
@@ -87,12 +87,13 @@ class AwsChecks:
         """§4 0-1: at once, drain and deregistration; the hooks wait for them only so long."""
         if self.settings.dry_run:
             return
-        poll = self.settings.poll
         for end in self.model.ends:
             root = end.root
-            span = 2.0 + 4 * poll
-            start = self.first_window(root, span)
-            if start is None or (end.canceled is not None and end.canceled < start + span):
+            span = DRAIN_HOLD + SLACK  # "at once": surely before the hooks' longest wait for it
+            start = root.started
+            if self.first_window(root, span) != start or start is None:
+                continue  # not begun in one go: after a restart, what was done is not redone
+            if end.canceled is not None and end.canceled < start + span:
                 continue
             if end.transferred is not None:
                 continue  # what the canceled one had done counts (§7): no promise of a repeat

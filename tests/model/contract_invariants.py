@@ -85,7 +85,7 @@ class Checker:
             and r.started is not None
             and r.started <= run.started + SLACK
             and (not event or r.notice.event_id == event)
-            and (r.source == run.source or (r.end is not None and r.end.root.source == run.source))
+            and r.source == run.source
         ]
         return max(candidates, key=lambda r: r.started or 0.0, default=None)
 
@@ -253,7 +253,7 @@ class Checker:
         if owner.action in PER_HOOK and hook is not None:
             return [run.started + hook.timeout]  # §4: no deadline of their own
         root = owner.end.root if owner.end is not None else owner
-        window = 4 * self.settings.poll + SLACK
+        window = 2 * self.settings.poll + 0.5  # what a poll in flight may not have told yet
         return [self.deadline(root, run.started), self.deadline(root, run.started - window)]
 
     def notice_problems(self, env: Dict[str, str], owner: Response) -> List[str]:

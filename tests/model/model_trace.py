@@ -125,9 +125,9 @@ class Trace:
         return boot
 
     def up(self, start: float, end: float) -> bool:
-        """Was a daemon running during the whole of [start, end]?"""
+        """Was a daemon running, and not yet told to stop, during the whole of [start, end]?"""
         for life in self.lifetimes:
-            stop = life.ended if life.ended is not None else float("inf")
+            stop = life.signalled or life.ended or float("inf")
             if life.started <= start and end <= stop:
                 return True
         return False

@@ -1,0 +1,173 @@
+"""The model itself, on traces written by hand (no daemon, no I/O): it must say what the
+contract says, so that its findings against the real daemon mean something. Each test is
+one rule of CONTRACT.md §3 or §7 as the model reads it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Iterable, List, Optional, Sequence
+
+from contract_aws import check
+from contract_model import interpret
+from contract_signals import Settings
+from model_trace import Answer, AwsCall, HookRun, Lifetime, Shown, Trace, WorldEvent
+
+T0 = 1_800_000_000.0
+POLL = 0.25
+INSTANCE = "i-0123456789abcdef0"
+
+
+def iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def polls(start: float, end: float, signal: str, *shown: Shown) -> List[Answer]:
+    count = round((end - start) / POLL)
+    return [Answer(T0 + start + i * POLL, signal, tuple(shown)) for i in range(count)]
+
+
+def spot(action: str, ahead: float) -> Shown:
+    return Shown(action, iso(T0 + ahead), T0 + ahead)
+
+
+def event(code: str, ahead: float, state: str = "active", number: int = 1) -> Shown:
+    return Shown(code, iso(T0 + ahead), T0 + ahead, f"instance-event-{number}", state)
+
+
+def hook(name: str, at: float, action: str, source: str, told: float, **extra: str) -> HookRun:
+    env = {
+        "SPOTWATCH_ACTION": action,
+        "SPOTWATCH_SOURCE": source,
+        "SPOTWATCH_INSTANCE_ID": INSTANCE,
+        "SPOTWATCH_DRY_RUN": "0",
+        "SPOTWATCH_DEADLINE": str(int(T0 + told)),
+        "SPOTWATCH_SECONDS_LEFT": str(int(told - at)),
+        "SPOTWATCH_NOTICE_TIME": iso(T0 + told + 2.0),
+        **extra,
+    }
+    return HookRun(name, T0 + at, T0 + at + 0.3, env)
+
+
+def trace_of(
+    answers: Iterable[Answer],
+    *,
+    hooks: Sequence[HookRun] = (),
+    calls: Sequence[AwsCall] = (),
+    lifetimes: Optional[List[Lifetime]] = None,
+    settings: Optional[Settings] = None,
+) -> Trace:
+    settings = settings or Settings()
+    trace = Trace(settings=asdict(settings), instance_id=INSTANCE)
+    trace.events = [WorldEvent(T0, "begin")]
+    trace.lifetimes = lifetimes or [Lifetime(T0 - 2, 0)]
+    trace.answers = sorted(answers, key=lambda a: a.t)
+    trace.hooks, trace.calls, trace.ended = list(hooks), list(calls), T0 + 60
+    return trace
+
+
+def invariants(trace: Trace, settings: Optional[Settings] = None) -> List[str]:
+    return sorted({v.invariant for v in check(trace, settings or Settings())[1]})
+
+
+def test_a_notice_seen_for_two_polls_is_owed_its_hooks() -> None:
+    """§3, §4: every end seen for 2 polls gets its hooks (here: none ran)."""
+    trace = trace_of(polls(0, 6, "spot", spot("terminate", 30)))
+    assert "seen-twice-gets-hooks" in invariants(trace)
+
+
+def test_a_notice_seen_once_is_owed_nothing() -> None:
+    """One sighting promises nothing: the contract's threshold is two polls."""
+    answers = polls(0, POLL, "spot", spot("terminate", 30)) + polls(POLL, 6, "spot")
+    assert "seen-twice-gets-hooks" not in invariants(trace_of(answers))
+
+
+def test_a_notice_absent_for_three_polls_comes_back_as_a_new_one() -> None:
+    """§3: absent twice, it is the same notice; absent three times, the next is new."""
+    shown = spot("stop", 30)
+    answers = polls(0, 1, "spot", shown) + polls(1, 1.5, "spot") + polls(1.5, 2, "spot", shown)
+    assert len(interpret(trace_of(answers), Settings()).ends) == 1
+    answers += polls(2, 2.75, "spot") + polls(2.75, 3.5, "spot", shown)
+    assert len(interpret(trace_of(answers), Settings()).ends) == 2
+
+
+def test_the_second_signal_of_an_end_joins_the_first_and_runs_no_hook() -> None:
+    """§7 One end: the group's `Terminated` joins the Spot terminate; its hooks run once."""
+    answers = polls(0, 8, "spot", spot("terminate", 30)) + polls(
+        1, 8, "autoscaling", Shown("Terminated")
+    )
+    runs = [hook("checkpoint", 0.5, "terminate", "instance-action", 15.0)]
+    model = interpret(trace_of(answers, hooks=runs), Settings())
+    (end,) = model.ends
+    assert [m.signal.name for m in end.members] == ["spot", "autoscaling"]
+    again = [*runs, hook("checkpoint", 2.0, "terminate", "target-lifecycle-state", 15.0)]
+    assert "once-per-end" in invariants(trace_of(answers, hooks=again))
+
+
+def test_a_canceled_response_ended_nothing() -> None:
+    """§7: a Spot stop after a canceled scheduled stop is a whole response of its own."""
+    answers = polls(0, 3, "scheduled", event("instance-stop", 5))
+    answers += polls(3, 9, "scheduled", event("instance-stop", 5, "canceled"))
+    answers += polls(5, 9, "spot", spot("stop", 30))
+    model = interpret(trace_of(answers), Settings())
+    assert [e.root.signal.name for e in model.ends] == ["scheduled", "spot"]
+    assert [r.action for r in model.responses] == ["stop", "cancel", "stop"]
+
+
+def test_a_cancel_hands_the_end_to_the_notice_that_joined_it() -> None:
+    """§7: the cancel comes while a Spot stop has joined: that one runs what is left."""
+    answers = polls(0, 9, "scheduled", event("instance-stop", 5))[:12]
+    answers += polls(3, 9, "scheduled", event("instance-stop", 5, "canceled"))
+    answers += polls(1, 9, "spot", spot("stop", 30))
+    (end,) = interpret(trace_of(answers), Settings()).ends
+    assert end.root.signal.name == "spot" and end.transferred == T0 + 3
+
+
+def test_a_kill_while_a_hook_ran_allows_it_once_more() -> None:
+    """§3: a restart re-runs no finished step; one cut by kill -9 may run again."""
+    answers = polls(0, 2, "spot", spot("stop", 30)) + polls(2.5, 8, "spot", spot("stop", 30))
+    lives = [Lifetime(T0 - 2, 0, T0 + 1.0, "kill", -9), Lifetime(T0 + 1.2, 0)]
+    first = hook("checkpoint", 0.8, "stop", "instance-action", 28.0)
+    runs = [HookRun("checkpoint", first.started, T0 + 1.1, first.env)]
+    runs.append(hook("checkpoint", 2.6, "stop", "instance-action", 28.0))
+    assert "once-per-end" not in invariants(trace_of(answers, hooks=runs, lifetimes=lives))
+
+
+def test_dry_run_makes_no_mutation() -> None:
+    """§1, §7: in dry run no mutating AWS call is made."""
+    settings = Settings(dry_run=True)
+    call = AwsCall(T0 + 1, "ecs", "UpdateContainerInstancesState", {"status": "DRAINING"})
+    trace = trace_of(polls(0, 2, "spot", spot("terminate", 30)), calls=[call], settings=settings)
+    assert "no-mutation-in-dry-run" in invariants(trace, settings)
+
+
+def test_the_first_boot_after_a_stop_owes_a_start_that_puts_ecs_back() -> None:
+    """§7 Start after a stop: ACTIVE again where spotwatch drained before the stop."""
+    answers = polls(0, 3, "spot", spot("stop", 30)) + polls(6, 9, "spot")
+    lives = [Lifetime(T0 - 2, 0, T0 + 4, "sigterm", 0), Lifetime(T0 + 5, 1)]
+    drained = AwsCall(T0 + 0.2, "ecs", "UpdateContainerInstancesState", {"status": "DRAINING"})
+    trace = trace_of(answers, calls=[drained], lifetimes=lives)
+    starts = interpret(trace, Settings()).of("start")
+    assert len(starts) == 1 and starts[0].notice.text == iso(T0 + 30)
+    assert "put-back-after-cancel-or-start" in invariants(trace)
+
+
+def test_hooks_are_told_the_earliest_deadline_of_their_end() -> None:
+    """§7: the earlier deadline governs the steps still to come (here the group's budget)."""
+    settings = Settings()
+    answers = polls(0, 8, "spot", spot("terminate", 30))
+    answers += polls(0.5, 8, "autoscaling", Shown("Terminated"))
+    group_deadline = int(T0 + 0.5) - T0 + settings.asg_budget - settings.margin
+    right = hook(
+        "flush",
+        3.0,
+        "terminate",
+        "instance-action",
+        group_deadline,
+        SPOTWATCH_NOTICE_TIME=iso(T0 + 30),
+    )
+    wrong = hook(
+        "flush", 3.0, "terminate", "instance-action", 28.0, SPOTWATCH_NOTICE_TIME=iso(T0 + 30)
+    )
+    assert "hook-environment" not in invariants(trace_of(answers, hooks=[right]))
+    assert "hook-environment" in invariants(trace_of(answers, hooks=[wrong]))
