@@ -162,6 +162,16 @@ class AwsChecks:
                     f"CompleteLifecycleAction at {self.c.at(first.t)} while hook "
                     f"{late[0].name} of its end ran until {self.c.at(late[0].ended)}",
                 )
+            if end is not None and end.root is not response and self.settings.ecs:
+                # Joined (§7): its own steps come after the response it joined has ended,
+                # which ends no sooner than its ECS final stop.
+                final = self.c.deadline(end.root, first.t) - self.settings.stop_timeout
+                if first.t < final - SLACK and end.root.halted is None:
+                    self.c.flag(
+                        "complete-after-hooks",
+                        f"CompleteLifecycleAction at {self.c.at(first.t)} before the response "
+                        f"it joined ({end.root.key}) ended: final stop due {self.c.at(final)}",
+                    )
             stops = self.ok("StopTask", response.started - SLACK, first.t)
             delay = self.settings.task_stop_delay
             if stops and first.t < stops[-1].t + delay - 0.3 and first.t < deadline - SLACK:
@@ -284,10 +294,14 @@ class AwsChecks:
     def ecs_stops(self) -> None:
         """§4 3-4: StopTask after the hooks, or at the final stop's moment."""
         for call in self.ok("StopTask"):
+            # The reason names the end (`ecs.stop_reason`: "... {action} at {time}").
+            reason = str(call.params.get("reason", ""))
             ends = [
                 e
                 for e in self.model.ends
-                if e.began <= call.t and e.root.boot == self.trace.boot_of(call.t)
+                if e.began <= call.t
+                and e.root.boot == self.trace.boot_of(call.t)
+                and f" {e.action} at " in reason
             ]
             if not ends:
                 self.c.flag("ecs-stop-in-a-response", f"StopTask at {self.c.at(call.t)}")

@@ -174,9 +174,12 @@ def _stories() -> Tuple[Callable[[Draw], List[Event]], ...]:
     def rebalance_then_notice(d: Draw) -> List[Event]:
         return [("rebalance", 2.0), ("spot", "terminate", d.lead(), 1.0)]
 
+    def once_interrupted(d: Draw) -> List[Event]:
+        return [("once", d.rnd.choice(("terminate", "stop")), d.lead(), 1.0)]
+
     return (canceled_stop_then_spot_stop, spot_stop_joins_then_cancel, join_then_restart,
             stop_then_boot, imds_down_at_start, waiting_event, group_ends_it,
-            rebalance_then_notice)  # fmt: skip
+            rebalance_then_notice, once_interrupted)  # fmt: skip
 
 
 STORIES = _stories()

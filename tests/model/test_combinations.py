@@ -18,7 +18,7 @@ from model_play import REPLAY, play, run_seeds, seeds_wanted
 from model_sequences import STORIES, parse
 from model_world import AwsEndpoint
 
-CI_SEQUENCES = len(STORIES)  # every story once: about 2 minutes on the 2-core CI machine
+CI_SEQUENCES = len(STORIES)  # every story once: 2-3 minutes on the 2-core CI machine
 LONG_SEQUENCES = 500
 
 
