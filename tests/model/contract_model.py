@@ -15,7 +15,7 @@ moments are uncertain enough that the contract promises only bounds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from contract_signals import END_ACTIONS, ENDS_THE_BOOT, SIGNALS, Settings, Signal
@@ -58,6 +58,12 @@ class Response:
 
     def __post_init__(self) -> None:
         self.source = self.source or self.signal.source
+
+    def latest(self) -> Tuple[float, str]:
+        """Its notice's time as it last stood (epoch, text)."""
+        if self.shown:
+            return self.shown[-1][1], self.shown[-1][2]
+        return self.notice.epoch, self.notice.text
 
     def epoch_at(self, moment: float) -> float:
         """The newest notice time shown by `moment` (the deadline follows it, §3)."""
@@ -149,7 +155,7 @@ class Interpreter:
         self.boot, self.trackers = boot, {}  # a new boot: the earlier boot's notices are gone
         if previous and boot > 0:
             latest = max(previous, key=lambda r: r.first_seen)
-            notice = Notice("start", latest.notice.epoch, latest.notice.text)
+            notice = Notice("start", *latest.latest())  # the earlier notice's time, as it stood
             start = self._new("start", "start", SIGNALS["spot"], notice, moment)
             start.started, start.sightings, start.source = moment, 2, "instance-start"
 
@@ -314,9 +320,9 @@ class Interpreter:
         else:
             response.halted, response.halt_why = moment, "canceled"
         self._cancel_end(response, moment)
-        cancel = self._new(
-            "cancel:" + response.tracker, "cancel", response.signal, response.notice, moment
-        )
+        epoch, text = response.latest()
+        notice = replace(response.notice, epoch=epoch, text=text)
+        cancel = self._new("cancel:" + response.tracker, "cancel", response.signal, notice, moment)
         cancel.started, cancel.sightings = moment, 2
         cancel.canceled_action, cancel.undo_of = response.action, response
         cancel.uncertain = response.uncertain

@@ -239,6 +239,11 @@ class World:
             self._later(args[0], imds.start)
         elif kind == "once":
             self.once(args[0], args[1])
+        elif kind == "raise-while-down":  # the notice comes while the daemon restarts
+            self.daemon.stop("sigterm")
+            self.status("sigterm")
+            imds.raise_spot(args[0], args[1])
+            self.daemon.start()
         elif kind == "throttle":
             self.aws.throttle[args[0]] = int(args[1])
         elif kind == "status":

@@ -120,9 +120,12 @@ def rebalance_life(d: Draw) -> List[Event]:
 
 def disruption(d: Draw) -> List[Event]:
     kind = d.rnd.choices(
-        ("sigterm", "kill", "boot", "imds-down", "imds-down-restart", "throttle", "status"),
-        (3, 3, 2, 2, 1, 3, 2),
-    )[0]
+        ("sigterm", "kill", "boot", "imds-down", "imds-down-restart", "throttle", "status",
+         "raise-while-down"),
+        (3, 3, 2, 2, 1, 3, 2, 1),
+    )[0]  # fmt: skip
+    if kind == "raise-while-down":
+        return [(kind, d.rnd.choice(("terminate", "stop")), d.lead(), d.gap())]
     if kind in ("imds-down", "imds-down-restart"):
         return [(kind, d.rnd.choice((1.0, 2.0, 3.0)), d.gap())]
     if kind == "throttle":
@@ -177,9 +180,12 @@ def _stories() -> Tuple[Callable[[Draw], List[Event]], ...]:
     def once_interrupted(d: Draw) -> List[Event]:
         return [("once", d.rnd.choice(("terminate", "stop")), d.lead(), 1.0)]
 
+    def joins_across_a_restart(d: Draw) -> List[Event]:
+        return [("asg", 1.2), ("raise-while-down", "terminate", d.lead(), 1.0)]
+
     return (canceled_stop_then_spot_stop, spot_stop_joins_then_cancel, join_then_restart,
             stop_then_boot, imds_down_at_start, waiting_event, group_ends_it,
-            rebalance_then_notice, once_interrupted)  # fmt: skip
+            rebalance_then_notice, once_interrupted, joins_across_a_restart)  # fmt: skip
 
 
 STORIES = _stories()
