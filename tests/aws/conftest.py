@@ -1,8 +1,7 @@
 """Fixtures for the AWS parts: moto's server over real HTTP, a fake ECS agent, an ECS world.
 
-One moto server per test module (`moto_url`, tests/conftest.py), reset before each test; the
-environment points boto3 at it through `AWS_ENDPOINT_URL` with dummy credentials, and never
-at a real account.
+One moto server per test module (reset before each test); the environment points boto3 at
+it through `AWS_ENDPOINT_URL` with dummy credentials, and never at a real account.
 """
 
 from __future__ import annotations
@@ -13,6 +12,18 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import requests
 from awshelpers import REGION, EcsWorld, FakeAgent, ScriptedEndpoint, build_world
+from moto.server import ThreadedMotoServer
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
 
 
 @pytest.fixture

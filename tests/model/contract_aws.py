@@ -172,13 +172,17 @@ class AwsChecks:
                         f"CompleteLifecycleAction at {self.c.at(first.t)} before the response "
                         f"it joined ({end.root.key}) ended: final stop due {self.c.at(final)}",
                     )
-            stops = self.ok("StopTask", response.started - SLACK, first.t)
+            # §7: the final stop at the deadline - stop_timeout, or as soon as no task is
+            # left running (lastStatus STOPPED), whichever is first; then it completes.
+            told = [t for t in self.trace.task_stops if response.started - SLACK <= t <= first.t]
+            final = self.c.deadline(response, first.t) - self.settings.stop_timeout
             delay = self.settings.task_stop_delay
-            if stops and first.t < stops[-1].t + delay - 0.3 and first.t < deadline - SLACK:
+            if told and first.t < final - SLACK and first.t < told[-1] + delay - 0.3:
                 self.c.flag(
                     "complete-after-tasks-stopped",
-                    f"CompleteLifecycleAction at {self.c.at(first.t)}, "
-                    f"{first.t - stops[-1].t:.2f} s after the last StopTask: tasks still ran",
+                    f"CompleteLifecycleAction at {self.c.at(first.t)}, {first.t - told[-1]:.2f} s "
+                    f"after a task was told to stop (it runs {delay:g} s more; final stop due "
+                    f"{self.c.at(final)})",
                 )
             if start is not None and self.trace.up(response.started, first.t):
                 self.heartbeats(response.started, first.t)

@@ -91,6 +91,7 @@ def collect(world: World) -> Trace:
     trace.hooks = hook_runs(world.folder / "hooks.jsonl")
     trace.answers = answers(list(world.imds.answers))
     trace.calls = list(world.aws.calls)
+    trace.task_stops = sorted(world.aws.stopped_at.values())
     try:
         trace.ecs_final = world.fleet.ecs_status()
         trace.registered_final = world.fleet.registered()

@@ -113,6 +113,7 @@ class Trace:
     instance_id: str = ""
     ecs_final: str = ""  # the container instance's status at the end (ACTIVE, DRAINING)
     registered_final: bool = True  # the instance still in the target group at the end
+    task_stops: List[float] = field(default_factory=list)  # when a task was told to stop
     log_problems: List[str] = field(default_factory=list)  # tracebacks in the daemon's log
     ended: float = 0.0  # when the driver stopped watching
 

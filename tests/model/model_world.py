@@ -228,6 +228,9 @@ class AwsEndpoint:
             if operation == "StopTask" and status == 200:
                 with self._lock:
                     self.stopped_at.setdefault(str(params.get("task")), time.time())
+            draining = params.get("status") == "DRAINING" and status == 200
+            if operation == "UpdateContainerInstancesState" and draining:
+                self._drain_services(params)
             if operation == "DescribeTasks" and status == 200:
                 data = self._still_stopping(data)
         with self._lock:
@@ -238,6 +241,20 @@ class AwsEndpoint:
         sent = {k: v for k, v in headers.items() if k != "host"}
         answer = requests.post(self.moto_url + path, data=body, headers=sent, timeout=30)
         return answer.status_code, answer.content, answer.headers.get("Content-Type", "text/xml")
+
+    def _drain_services(self, params: Dict[str, Any]) -> None:
+        """DRAINING: ECS's service scheduler stops the instance's service tasks (they then
+        run out their stop timeout, as every stopped task here does)."""
+        ecs = _client("ecs", self.moto_url)
+        cluster = params.get("cluster")
+        for instance in params.get("containerInstances") or []:
+            arns = ecs.list_tasks(cluster=cluster, containerInstance=instance)["taskArns"]
+            tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"] if arns else []
+            for task in tasks:
+                if str(task.get("group", "")).startswith("service:"):
+                    ecs.stop_task(cluster=cluster, task=task["taskArn"], reason="draining")
+                    with self._lock:
+                        self.stopped_at.setdefault(task["taskArn"], time.time())
 
     def _still_stopping(self, data: bytes) -> bytes:
         """A task stopped less than `task_stop_delay` ago still runs (lastStatus RUNNING)."""
