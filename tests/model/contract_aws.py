@@ -77,9 +77,11 @@ class AwsChecks:
                     self.c.flag("instance-id", f"{named(call)} named {value!r}")
 
     def registered_at(self, moment: float, add: str, remove: str) -> bool:
-        state = True  # the world starts with the instance registered
+        """Is the instance registered (as far as the calls tell) at `moment`? It starts
+        registered; DetachInstances takes it out of its group's load balancers too."""
+        state = True
         for call in self.calls:
-            if call.t < moment and call.ok and call.operation in (add, remove):
+            if call.t < moment and call.ok and call.operation in (add, remove, "DetachInstances"):
                 state = call.operation == add
         return state
 
@@ -105,7 +107,9 @@ class AwsChecks:
                 expected.append("UpdateContainerInstancesState:DRAINING")
             if applies("deregister", root.action, self.settings):
                 expected.append("DeregisterInstancesFromLoadBalancer")
-                if self.registered_at(start, "RegisterTargets", "DeregisterTargets"):
+                detaching = self.attempts("DetachInstances", start - SLACK, start + span)
+                registered = self.registered_at(start, "RegisterTargets", "DeregisterTargets")
+                if registered and not detaching:  # a detach may take it out first
                     expected.append("DeregisterTargets")
             for name in expected:
                 if not self.attempts(name, start - SLACK, start + span):

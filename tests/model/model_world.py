@@ -201,6 +201,7 @@ class AwsEndpoint:
         self._server.server_close()
 
     def handle(self, headers: Dict[str, str], path: str, body: bytes) -> Tuple[int, bytes, str]:
+        came = time.time()  # calls are ordered by when they came, not when they were answered
         lowered = {k.lower(): v for k, v in headers.items()}
         scope = _SCOPE.search(lowered.get("authorization", ""))
         service = scope.group(1) if scope else "?"
@@ -234,7 +235,7 @@ class AwsEndpoint:
             if operation == "DescribeTasks" and status == 200:
                 data = self._still_stopping(data)
         with self._lock:
-            self.calls.append(AwsCall(time.time(), service, operation, params, throttled, status))
+            self.calls.append(AwsCall(came, service, operation, params, throttled, status))
         return status, data, kind
 
     def _forward(self, headers: Dict[str, str], path: str, body: bytes) -> Tuple[int, bytes, str]:
