@@ -37,7 +37,7 @@ from spotwatch.simulator.imds import MAX_TOKEN_TTL
 HOOK = Path(__file__).with_name("recording_hook.py")
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 SETTLE_LIMIT = 45.0  # seconds the driver waits, at the end, for every response to end
-SETTLE_AFTER = 6.0  # and at least this long after the last event
+SETTLE_AFTER = 5.5  # and at least this long after the last event
 STOP_LIMIT = 90.0  # §4 Shutdown: the daemon exits within 90 s of SIGTERM
 
 

@@ -77,7 +77,7 @@ class Draw:
         return self.rnd.choice((0.4, 1.0, 1.0, 1.5, 2.5))
 
     def lead(self) -> int:
-        return self.rnd.randint(12, 20)
+        return self.rnd.randint(12, 16)
 
     def code(self) -> str:
         return self.rnd.choices([c for c, _ in CODES], [w for _, w in CODES])[0]
