@@ -152,7 +152,7 @@ class AwsChecks:
             deadline = self.c.deadline(response, response.started)
             start = self.first_window(response, deadline + 3 - response.started)
             done = [c for c in completes if c.t >= response.started - SLACK]
-            if start is not None and not self.settings.dry_run and not done:
+            if start is not None and not self.settings.dry_run and not any(c.ok for c in done):
                 self.c.flag("lifecycle-complete", f"{response.key}: never completed")
             if not done:
                 continue
@@ -225,7 +225,7 @@ class AwsChecks:
             if start is None or response.withdrawn is not None or self.settings.dry_run:
                 continue
             after = [c for c in calls if c.t >= start]
-            if not after:
+            if not any(c.ok for c in after):
                 self.c.flag("instance-action", f"{response.key}: no instance action")
                 continue
             end = response.end
@@ -253,9 +253,8 @@ class AwsChecks:
             ):
                 continue
             for back, away in pairs:
-                if self.changed_for(response, back, away) and not self.attempts(
-                    back, response.started
-                ):
+                # Throttling is retried while time allows (§2): an answered call, not a try.
+                if self.changed_for(response, back, away) and not self.ok(back, response.started):
                     self.c.flag(
                         "put-back-after-cancel-or-start",
                         f"{response.key} at {self.c.at(response.started)}: no {back} after "
@@ -362,6 +361,15 @@ class StatusChecks:
             if entry.get("state") not in STATES:
                 self.c.flag("status-notice-state", f"notices entry without a state: {entry}")
                 break
+        active = [n for n in notices if n.get("state") == "responding"]
+        chosen = doc.get("notice") or {}
+        earliest = min(active, key=lambda n: str(n.get("deadline")), default=None)
+        if earliest is not None and chosen.get("deadline") != earliest.get("deadline"):
+            self.c.flag(
+                "status-notice-earliest",
+                f"status at {self.c.at(moment)}: notice {chosen.get('action')} "
+                f"(deadline {chosen.get('deadline')}), not the earliest {earliest.get('deadline')}",
+            )
         for response in self.waiting_at(moment):
             listed = [n for n in notices if n.get("event_id") == response.notice.event_id]
             starts = [n.get("starts") for n in listed if n.get("state") == "waiting"]
