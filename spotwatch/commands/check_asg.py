@@ -15,7 +15,8 @@ from spotwatch.commands.check_aws import imds_value
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
-from spotwatch.detection.monitors import TARGET_LIFECYCLE_STATE
+from spotwatch.detection.imds import ImdsClient
+from spotwatch.detection.monitors import lifecycle_state
 from spotwatch.parts.autoscaling.lifecycle import NoHook, find_hook
 from spotwatch.parts.awsapi.bounded import within
 from spotwatch.parts.awsapi.clients import api_errors, describe_error
@@ -28,8 +29,19 @@ def autoscaling_checks(config: Config) -> Iterable[CheckResult]:
     if settings.enabled is False:
         yield CheckResult("autoscaling", OK, "off (autoscaling.enabled: false)")
         return
-    state = imds_value(config, TARGET_LIFECYCLE_STATE)
-    if state is None:
+    client = ImdsClient.for_a_few_reads(config.imds)
+    try:
+        state, why = lifecycle_state(client, 2 * config.imds.timeout)
+    finally:
+        client.close()
+    if state is None:  # IMDS did not answer: that says nothing about the group
+        mark = ERROR if settings.enabled is True else WARNING
+        yield CheckResult(
+            "autoscaling", mark, f"cannot tell whether this instance is in an Auto Scaling "
+            f"group: {why}"
+        )
+        return
+    if not state:
         mark = ERROR if settings.enabled is True else OK
         yield CheckResult(
             "autoscaling", mark, "IMDS says this instance is in no Auto Scaling group"

@@ -16,9 +16,9 @@ sleeps and `post hibernate` after it resumes. Only `hibernate` concerns us; any 
 
 Both run with SPOTWATCH_SOURCE=sleep-hook through the one `Responder` (so their deadlines
 follow the one rule: `pre`'s hooks share what is left of `hibernate.budget`, `resume` hooks
-each get their timeout), the whole run is bounded by `hibernate.budget` (plus the SIGTERM
-grace a cut hook gets) from the moment systemd called us, and it always exits 0: failing
-here must never block sleep.
+each get their timeout), the whole run is bounded by `hibernate.budget` — user data's when
+it sets one, as for the daemon — (plus the SIGTERM grace a cut hook gets) from the moment
+systemd called us, and it always exits 0: failing here must never block sleep.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Dict, Optional
 
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import Config
-from spotwatch.daemon.shell import INSTANCE_ID_PATH
-from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.detection.identity import UNKNOWN, read_instance_id
+from spotwatch.detection.imds import ImdsClient
 from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
 from spotwatch.host import logs
 from spotwatch.logevents import emit
@@ -57,15 +57,19 @@ def run_sleep_hook(path: Optional[str], phase: str, action: str) -> int:
         if action != "hibernate" or phase not in ("pre", "post"):
             log.debug("sleep-hook %s %s: nothing to do", phase, action)
             return 0
-        # The file config alone (no IMDS) says how long we may take; user data is read
-        # within that time, by the worker.
-        budget = load_service_config(path, with_user_data=False).hibernate.budget
+        # The file config alone (no IMDS) says how long we may take until the worker has
+        # read user data, which may set another `hibernate.budget`: from then on, that one.
+        budget = Budget(load_service_config(path, with_user_data=False).hibernate.budget)
         worker = threading.Thread(
-            target=_guarded, args=(path, phase, started), name="sleep-hook", daemon=True
+            target=_guarded, args=(path, phase, started, budget), name="sleep-hook", daemon=True
         )
         worker.start()
         # Never hold up sleep for longer than the budget (and the grace a cut hook gets).
-        worker.join(max(0.0, started + budget + KILL_GRACE + EXIT_SLACK - time.monotonic()))
+        while worker.is_alive():
+            left = started + budget.seconds + KILL_GRACE + EXIT_SLACK - time.monotonic()
+            if left <= 0:
+                break
+            worker.join(min(left, WAIT_SLICE))
         if worker.is_alive():
             emit(log, logging.ERROR, "sleep-hook", f"sleep-hook {phase}: out of time; exiting")
     except BaseException as failure:
@@ -73,9 +77,18 @@ def run_sleep_hook(path: Optional[str], phase: str, action: str) -> int:
     return 0
 
 
-def _guarded(path: Optional[str], phase: str, started: float) -> None:
+class Budget:
+    """`hibernate.budget` as known so far: the file's, then the effective config's (user
+    data included) once the worker has read it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+def _guarded(path: Optional[str], phase: str, started: float, budget: Budget) -> None:
     try:
         config = load_service_config(path)
+        budget.seconds = config.hibernate.budget
         logs.configure(config.log.level, config.log.format)
         if phase == "pre":
             before_sleep(config, started)
@@ -173,12 +186,9 @@ def _instance_id(config: Config) -> str:
     value = state.get("instance_id") if state is not None else None
     if isinstance(value, str) and value.startswith("i-"):
         return value
-    client = ImdsClient(config.imds.endpoint, timeout=config.imds.timeout, token_ttl=60)
+    client = ImdsClient.for_a_few_reads(config.imds)
     try:
-        reply = client.get(INSTANCE_ID_PATH, deadline=time.monotonic() + config.imds.timeout)
-        text = reply.body.decode("ascii", "replace").strip()
-        return text if reply.status == 200 and text.startswith("i-") else "unknown"
-    except ImdsError:
-        return "unknown"
+        found, _ = read_instance_id(client, client.now() + config.imds.timeout)
     finally:
         client.close()
+    return found or UNKNOWN

@@ -2,7 +2,9 @@
 
 JSON: {"last_poll": {"time", "result"}, "notice": {...} or null, "notices": [...],
 "steps": [...]}. `notice` is the active notice with the earliest deadline (else the last one
-handled), with its steps; `notices` lists every active one. Read through state/reader.py.
+handled), with its steps; `notices` lists every notice that stands now, earliest deadline
+first, each with its `state`: `responding`, `done`, or `waiting` (a scheduled event whose
+response starts later, at `starts`; never `notice`). Read through state/reader.py.
 """
 
 from __future__ import annotations
@@ -20,24 +22,47 @@ from spotwatch.config.load import load_config
 from spotwatch.config.schema import Config
 from spotwatch.exits import EX_NO_STATE, EX_OK
 from spotwatch.state.files import POLL_FILE, STATE_FILE
-from spotwatch.state.reader import ResponseView, read_poll, read_state, responses
+from spotwatch.state.reader import (
+    ResponseView,
+    WaitingView,
+    read_poll,
+    read_state,
+    responses,
+    standing_responses,
+    waiting_events,
+)
 
 DEFAULT_STATE_DIR = Config().state_dir  # where the packages put it (/var/lib/spotwatch)
 
 
+RESPONDING, DONE, WAITING = "responding", "done", "waiting"  # `notices[].state`
+
+
 def _notice_doc(view: ResponseView) -> Dict[str, Any]:
-    given = view.raw_notice
+    return _doc(view.raw_notice, view.first_seen, view.deadline, view.done)
+
+
+def _doc(
+    given: Dict[str, Any], first_seen: Optional[str], deadline: Optional[str], done: bool
+) -> Dict[str, Any]:
     doc = {
         "action": given.get("action"),
         "time": given.get("time"),
         "source": given.get("source"),
-        "first_seen": view.first_seen,
-        "deadline": view.deadline,
-        "done": view.done,
+        "first_seen": first_seen,
+        "deadline": deadline,
+        "done": done,
+        "state": DONE if done else RESPONDING,
     }
     for extra in ("event_id", "event_code"):
         if extra in given:
             doc[extra] = given[extra]
+    return doc
+
+
+def _waiting_doc(view: WaitingView) -> Dict[str, Any]:
+    doc = _doc(view.raw_notice, None, view.deadline, False)
+    doc.update(state=WAITING, starts=view.starts)
     return doc
 
 
@@ -50,6 +75,10 @@ def collect(state_dir: str) -> Optional[Dict[str, Any]]:
     views = responses(state)
     active = sorted((v for v in views if not v.done), key=lambda v: _epoch(v.deadline) or 0.0)
     chosen = active[0] if active else (views[-1] if views else None)
+    standing = standing_responses(state)
+    notices = [_notice_doc(v) for v in views if not v.done or v.key in standing]
+    notices += [_waiting_doc(w) for w in waiting_events(state)]
+    notices.sort(key=lambda doc: _epoch(doc["deadline"]) or 0.0)
     steps = [
         {k: s.get(k) for k in ("name", "kind", "status", "started", "ended", "detail")}
         for s in (chosen.steps if chosen is not None else [])
@@ -65,7 +94,7 @@ def collect(state_dir: str) -> Optional[Dict[str, Any]]:
     return {
         "last_poll": last_poll,
         "notice": _notice_doc(chosen) if chosen is not None else None,
-        "notices": [_notice_doc(v) for v in active],
+        "notices": notices,
         "steps": steps,
     }
 
@@ -127,11 +156,18 @@ def render(doc: Dict[str, Any]) -> str:
             f"notice:        {notice['action']} at {notice['time']} ({notice['source']}), {state}"
         )
         lines.append(f"deadline:      {_deadline(notice['deadline'])}")
-    for other in doc.get("notices", [])[1:]:
-        lines.append(
-            f"also active:   {other['action']} at {other['time']} ({other['source']}), "
-            f"deadline {_deadline(other['deadline'])}"
-        )
+    for other in doc.get("notices", []):
+        if other.get("state") == WAITING:
+            lines.append(
+                f"waiting:       {other['action']} at {other['time']} ({other['source']}"
+                f"{' ' + other['event_code'] if other.get('event_code') else ''}); "
+                f"its response starts {_deadline(other.get('starts'))}"
+            )
+        elif other != notice:
+            lines.append(
+                f"also {other['state'] + ':':<9} {other['action']} at {other['time']} "
+                f"({other['source']}), deadline {_deadline(other['deadline'])}"
+            )
     if doc["steps"]:
         width = max(len(str(step["name"])) for step in doc["steps"])
         lines.append(f"  {'status':<11} {'step':<{width}}  {'started':<11}  {'ended':<11}  detail")

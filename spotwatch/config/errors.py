@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterable, List, Union
+import difflib
+import re
+from typing import Any, Iterable, List, Union
 
 _SHOWN_CHARS = 40
 
@@ -27,6 +29,38 @@ def describe(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return f"a {type(value).__name__}"
+
+
+def describe_secret(value: object) -> str:
+    """What a bad value that may hold a secret (a webhook URL, a header value) was, by kind
+    only: its text is never shown, whole or in part (CONTRACT §6)."""
+    if isinstance(value, str):
+        return "a text that is not shown (it may hold a secret)"
+    return describe(value)  # numbers, booleans, null, and containers by kind
+
+
+def unknown_key(path: str, key: Any, known: Any) -> str:
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return f"{path}: unknown key{hint}"
+
+
+# A key shown as it is in a key path; any other key (newlines, control or bidi characters,
+# very long, not a string) is shown quoted and escaped, so each problem stays one line.
+_PLAIN_KEY = re.compile(r"[\w .:/@+-]{1,40}")
+# In a part of the config that may hold secrets (the webhook's), a key is shown only when
+# it reads like a setting's or a header's name: a URL or a token pasted as a key is not.
+_NAME_KEY = re.compile(r"[A-Za-z0-9_-]{1,40}")
+SECRET_KEY = "<a key not shown: it may hold a secret>"
+
+
+def key_path_of(path: str, key: Any, *, secret: bool = False) -> str:
+    """`path.key` as a problem names it (`secret`: in a part that may hold secrets)."""
+    if secret:
+        shown = key if isinstance(key, str) and _NAME_KEY.fullmatch(key) else SECRET_KEY
+    else:
+        shown = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else describe(key)
+    return f"{path}.{shown}" if path else shown
 
 
 class ConfigError(Exception):

@@ -128,13 +128,35 @@ def load_config_report(
     merged = merge(merged, env_layer)
     sources.extend(env_sources)
     config = validate.build_config(merged, tuple(sources))
-    if check_permissions and os.path.exists(config.state_dir):
-        # Its files decide which steps of a response count as done and which notice was
-        # handled: whoever may write them can suppress a checkpoint.
-        problem = _permission_problem(config.state_dir, "folder", "its files decide what ran")
-        if problem:
-            raise ConfigError(f"state_dir: {problem}")
+    if check_permissions:
+        problems = _state_dir_problems(config.state_dir)
+        if problems:
+            raise ConfigError([f"state_dir: {problem}" for problem in problems])
     return LoadReport(config, user_data_problems, note)
+
+
+STATE_WHY = "its files decide what ran"
+
+
+def _state_dir_problems(state_dir: str) -> List[str]:
+    """`state_dir`'s files decide which steps of a response count as done and which notice
+    was handled: whoever may write them, or replace the folder, can suppress a checkpoint.
+    So, as for the config: the folder root's and not writable by group or others, and no
+    symlink (root writes in it); every folder above it up to / likewise (as named and
+    resolved; a sticky one above may be writable by all). A folder not made yet is made by
+    the daemon in the nearest one that exists, which then may not be writable by others
+    at all: in a sticky /tmp anyone could make it first."""
+    path = os.path.abspath(state_dir)
+    if os.path.islink(path):
+        return [f"{path}: must not be a symlink (root writes its files; {STATE_WHY})"]
+    if os.path.exists(path):
+        found = [_permission_problem(path, "folder", STATE_WHY)]
+    else:
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        found = [_permission_problem(path, "folder", f"{state_dir} would be made in it")]
+    found += _folder_chain_problems([path], STATE_WHY)
+    return [problem for problem in dict.fromkeys(found) if problem]
 
 
 REDACTED = "***"
@@ -224,7 +246,7 @@ def _permission_problem(
     return ""
 
 
-def _folder_chain_problems(paths: List[str]) -> List[str]:
+def _folder_chain_problems(paths: List[str], why: str = "hooks run as root") -> List[str]:
     """Every folder above `paths` (as named and with symlinks resolved), up to /, must be
     root's and not writable by group or others: whoever may write a folder can replace what
     is in it, a root-owned 0644 config file included. One exception, for folders above:
@@ -241,7 +263,7 @@ def _folder_chain_problems(paths: List[str]) -> List[str]:
                 if parent == folder:
                     break
                 folder = parent
-    checked = (_permission_problem(f, "folder", sticky_ok=True) for f in folders)
+    checked = (_permission_problem(f, "folder", why, sticky_ok=True) for f in folders)
     return [problem for problem in checked if problem]
 
 

@@ -11,12 +11,11 @@ is turned into a `Config` by `build_config`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from spotwatch.config.errors import describe
+from spotwatch.config.errors import describe, describe_secret, key_path_of, unknown_key
 from spotwatch.config.schema import (
     HOOK_ACTIONS,
     AutoscalingSettings,
@@ -55,6 +54,7 @@ from spotwatch.config.values import (
     positive_duration,
     run_as_user,
     scalar_text,
+    secret_http_url,
     sns_topic_arn,
     stop_reason,
     target_group_arn,
@@ -90,42 +90,28 @@ def leaf(convert: Leaf) -> Check:
 # --- compound checks (record problems themselves) -----------------------------------
 
 
-def _unknown_key(path: str, key: Any, known: Any) -> str:
-    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
-    hint = f' (did you mean "{close[0]}"?)' if close else ""
-    return f"{path}: unknown key{hint}"
-
-
-# A key shown as it is in a key path; any other key (newlines, control or bidi characters,
-# very long, not a string) is shown quoted and escaped, so each problem stays one line.
-_PLAIN_KEY = re.compile(r"[\w .:/@+-]{1,40}")
-
-
-def _join(path: str, key: Any) -> str:
-    shown = key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else describe(key)
-    return f"{path}.{shown}" if path else shown
-
-
-def _is_mapping(value: Any, path: str, problems: Problems) -> bool:
+def _is_mapping(value: Any, path: str, problems: Problems, *, secret: bool = False) -> bool:
     if isinstance(value, dict):
         return True
-    problems.append(f"{path}: expected a mapping, got {describe(value)}")
+    shown = describe_secret(value) if secret else describe(value)
+    problems.append(f"{path}: expected a mapping, got {shown}")
     return False
 
 
-def section(spec: Mapping[str, Check]) -> Check:
-    """A mapping with known keys; returns only the keys given (later layers merge into it)."""
+def section(spec: Mapping[str, Check], *, secret: bool = False) -> Check:
+    """A mapping with known keys; returns only the keys given (later layers merge into it).
+    `secret`: it may hold secrets, so its problems never show a given value or odd key."""
 
     def check(value: Any, path: str, problems: Problems) -> Any:
         if value is None:  # `imds:` with every line commented out
             return {}
-        if not _is_mapping(value, path, problems):
+        if not _is_mapping(value, path, problems, secret=secret):
             return INVALID
         result: Dict[str, Any] = {}
         for key, raw in value.items():
-            key_path = _join(path, key)
+            key_path = key_path_of(path, key, secret=secret)
             if key not in spec:
-                problems.append(_unknown_key(key_path, key, spec))
+                problems.append(unknown_key(key_path, key, spec))
                 continue
             checked = spec[key](raw, key_path, problems)
             if checked is not INVALID:
@@ -139,15 +125,23 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-def _string_map(name_pattern: Any, name_rule: str, reserved_prefix: Optional[str] = None) -> Check:
+def _string_map(
+    name_pattern: Any,
+    name_rule: str,
+    reserved_prefix: Optional[str] = None,
+    *,
+    secret: bool = False,
+) -> Check:
+    """`secret`: the values may be secrets; no problem shows one, whole or in part."""
+
     def check(value: Any, path: str, problems: Problems) -> Any:
         if value is None:
             return {}
-        if not _is_mapping(value, path, problems):
+        if not _is_mapping(value, path, problems, secret=secret):
             return INVALID
         result: Dict[str, str] = {}
         for key, raw in value.items():
-            key_path = _join(path, key)
+            key_path = key_path_of(path, key, secret=secret)
             if not isinstance(key, str) or not name_pattern.fullmatch(key):
                 problems.append(f"{key_path}: not a valid {name_rule}")
                 continue
@@ -157,7 +151,8 @@ def _string_map(name_pattern: Any, name_rule: str, reserved_prefix: Optional[str
             try:
                 converted = scalar_text(raw)
             except ValueError as error:
-                problems.append(f"{key_path}: {error}")
+                shown = f"expected a string, got {describe_secret(raw)}" if secret else error
+                problems.append(f"{key_path}: {shown}")
                 continue
             if "\n" in converted or "\r" in converted or "\0" in converted:
                 problems.append(f"{key_path}: must not contain line breaks or NUL")
@@ -169,7 +164,7 @@ def _string_map(name_pattern: Any, name_rule: str, reserved_prefix: Optional[str
 
 
 hook_env = _string_map(_ENV_NAME, "environment variable name", reserved_prefix="SPOTWATCH_")
-http_headers = _string_map(_HEADER_NAME, "HTTP header name")
+http_headers = _string_map(_HEADER_NAME, "HTTP header name", secret=True)
 
 
 def unique_list(convert: Leaf, what: str, *, non_empty: bool = False) -> Check:
@@ -331,15 +326,17 @@ SECTIONS: Dict[str, Check] = {
             "listen": leaf(optional(listen_address)),
         }
     ),
+    # The URL's userinfo, path and query and the header values are secrets (CONTRACT §6).
     "webhook": section(
         {
-            "url": leaf(optional(http_url)),
+            "url": leaf(optional(secret_http_url)),
             "headers": http_headers,
             "timeout": leaf(positive_duration),
             "retries": leaf(non_negative_integer),
             "format": leaf(one_of("json", "slack", "text")),
             "template": leaf(optional(message_template)),
-        }
+        },
+        secret=True,
     ),
     "events": section(
         {

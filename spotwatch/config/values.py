@@ -12,7 +12,7 @@ from typing import Any, Callable, Tuple
 from urllib.parse import urlsplit
 
 from spotwatch.config.durations import parse_duration
-from spotwatch.config.errors import describe
+from spotwatch.config.errors import describe, describe_secret
 
 # Normalises one raw value or raises ValueError with the message.
 Leaf = Callable[[Any], Any]
@@ -105,6 +105,18 @@ def _split_http_url(value: Any) -> Tuple[str, Any]:
 
 def http_url(value: Any) -> str:
     return _split_http_url(value)[0]
+
+
+def secret_http_url(value: Any) -> str:
+    """An http(s) URL whose userinfo, path and query may be secrets (a webhook's): a problem
+    says what was expected, never what was given (urllib's own messages quote parts of it)."""
+    try:
+        return http_url(value)
+    except ValueError:
+        raise ValueError(
+            f"expected an http:// or https:// URL with a host (and a port 1..65535 if any), "
+            f"got {describe_secret(value)}"
+        ) from None
 
 
 def http_endpoint(value: Any) -> str:

@@ -9,6 +9,9 @@ An event is canceled when its response has started and it then shows `canceled`,
 for 3 polls before its NotBefore: the response starts no further step (what runs finishes)
 and a `cancel` response runs the cancel hooks and puts back what was changed
 (response/build.py). An event called off before its response started just stops waiting.
+
+The events that wait are written to state.json (`waiting`, after every poll) for `status`:
+each with its response record's key, its notice, when its response starts and its deadline.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.detection.notices import Notice
+from spotwatch.detection.scheduled import response_starts
 from spotwatch.detection.tracker import NoticeTracker
 from spotwatch.logevents import emit
+from spotwatch.response.deadline import deadline_clock
 from spotwatch.response.responder import Responder
+from spotwatch.state.files import iso
 from spotwatch.state.history import CANCELED
 from spotwatch.state.schema import SKIPPED
 from spotwatch.state.store import StateStore
@@ -30,6 +36,7 @@ from spotwatch.state.store import StateStore
 log = logging.getLogger("spotwatch.daemon")
 
 MONITOR = "scheduled"  # the scheduled events monitor's name (detection/monitors.py)
+WAITING = "waiting"  # state.json: the events whose response waits (`status` reads them)
 StartResponse = Callable[[str, str, Notice], object]  # (response key, tracker, notice)
 
 
@@ -56,7 +63,7 @@ class ScheduledResponses:
 
     def start_at(self, notice: Notice) -> float:
         """The wall moment the response to this event starts."""
-        return notice.epoch - self._config().scheduled_events.lead
+        return response_starts(notice, self._config().scheduled_events.lead)
 
     # ----------------------------------------------------------------- new events
 
@@ -86,6 +93,21 @@ class ScheduledResponses:
             if now >= self.start_at(notice):
                 del self.waiting[tracker]
                 self._start(key, tracker, notice)
+        self._publish()
+
+    def _publish(self) -> None:
+        """What waits, for `status` (written only when it changed)."""
+        config = self._config()
+        waiting = {
+            tracker: {
+                "key": key,
+                "notice": notice.to_json(),
+                "starts": iso(self.start_at(notice)),
+                "deadline": iso(deadline_clock(notice, config).deadline_epoch),
+            }
+            for tracker, (key, notice) in self.waiting.items()
+        }
+        self.store.set_value(WAITING, waiting)
 
     def restore(self, trackers: Mapping[str, NoticeTracker]) -> None:
         """After a restart: events known but not yet responded to wait again."""

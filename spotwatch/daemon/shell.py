@@ -19,7 +19,8 @@ from spotwatch.config.schema import Config
 from spotwatch.daemon.intake import NoticeIntake
 from spotwatch.daemon.signals import StopAndReload
 from spotwatch.daemon.sleep import SleepWatch, boot_and_monotonic
-from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.detection.identity import UNKNOWN, InstanceIdentity
+from spotwatch.detection.imds import ImdsClient
 from spotwatch.detection.monitors import monitors_for
 from spotwatch.detection.notices import Notice, Source
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
@@ -36,7 +37,6 @@ from spotwatch.state.store import StateStore
 
 log = logging.getLogger("spotwatch.daemon")
 
-INSTANCE_ID_PATH = "meta-data/instance-id"
 SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit: TimeoutStopSec=90)
 # A rebalance recommendation may come hours before a notice, or never one: poll faster for
 # at most this long after it was issued, then at `poll_interval` again.
@@ -86,12 +86,12 @@ class Daemon:
         self.store = StateStore(config.state_dir)
         # Shared with `spotwatch sleep-hook`: who ran the hibernate hooks, resumes, the trigger.
         self.ledger = HibernateLedger(config.state_dir)
-        self.instance_id: Optional[str] = None
+        self.identity = InstanceIdentity(lambda: self.client)
         self.responder = Responder(
             lambda: self.config,
             self._plan,
             store=self.store,
-            facts=lambda: Facts(self.instance_id or "unknown", self.dry_run),
+            facts=self._facts,
             listeners=self.parts.listeners,
         )
         self.intake = NoticeIntake(
@@ -130,19 +130,43 @@ class Daemon:
         stored = self.store.value("trackers") or {}
         return {name: NoticeTracker.from_json(value) for name, value in stored.items()}
 
-    def _learn_instance_id(self, deadline: float) -> Optional[str]:
-        try:
-            reply = self.client.get(INSTANCE_ID_PATH, deadline=deadline)
-        except ImdsError:
-            return None
-        text = reply.body.decode("ascii", "replace").strip()
-        if reply.status == 200 and text.startswith("i-") and len(text) < 40:
-            self.instance_id = text
-        return self.instance_id
+    @property
+    def instance_id(self) -> Optional[str]:
+        return self.identity.known
+
+    def _learn_instance_id(self, seconds: float) -> Optional[str]:
+        """The instance id, asking IMDS (at most `seconds`) while it is not known; the state
+        file keeps it once learned."""
+        if self.identity.known is not None:
+            return self.identity.known
+        learned = self.identity.learn(seconds)
+        if learned is not None:
+            self.store.set_instance_id(learned)
+        return learned
+
+    def _facts(self) -> Facts:
+        """What a response is told as it starts: IMDS is asked for the instance id again
+        if it did not answer it before (CONTRACT §4)."""
+        instance_id = self._learn_instance_id(self.config.imds.timeout)
+        if instance_id is None:
+            emit(
+                log,
+                logging.WARNING,
+                "instance-id-unknown",
+                f"this response runs with instance id {UNKNOWN!r}: {self.identity.why}",
+            )
+        return Facts(instance_id or UNKNOWN, self.dry_run)
 
     def prepare(self) -> None:
         """Everything before the first poll: state, trackers, unfinished responses."""
-        self._learn_instance_id(time.monotonic() + self.config.imds.timeout * 2)
+        if self.identity.learn(self.config.imds.timeout * 2) is None:
+            emit(
+                log,
+                logging.WARNING,
+                "instance-id-unknown",
+                f"instance id not known yet ({self.identity.why}); IMDS is asked again "
+                "before a response needs it",
+            )
         self.store.load(self.instance_id)
         monitors = monitors_for(self.config, self.client)
         self.watcher = Watcher(
@@ -233,9 +257,7 @@ class Daemon:
         self.intake.on_poll(report, self.watcher.trackers)
         self.store.record_poll(report.wall_time, report.result, report.ok)
         if self.instance_id is None and report.ok:
-            learned = self._learn_instance_id(time.monotonic() + self.config.imds.timeout)
-            if learned is not None:
-                self.store.set_instance_id(learned)
+            self._learn_instance_id(self.config.imds.timeout)
         for callback in self.parts.on_poll:
             callback(report)
         self._follow_risk(report)

@@ -21,6 +21,8 @@ from spotwatch.response.build import Providers
 from spotwatch.state.ledger import HibernateLedger
 from spotwatch.telemetry.events import Telemetry
 
+FIRST_DISCOVERY_WAIT = 2.0  # seconds the first poll waits at most for discovery's first try
+
 
 def aws_clients(config: Config) -> AwsClients:
     """The one AWS session of this process (clients are made on first use)."""
@@ -50,6 +52,16 @@ class AwsParts:
         self.reactivation = EcsReactivation(lambda: self.ecs.target if self.ecs else None)
         self.rediscover(config)
 
+    def first_discovery(self, daemon: object) -> None:
+        """`on_start`: before the first poll, give load balancer discovery's first try up to
+        FIRST_DISCOVERY_WAIT to end (an instance in no group knows from IMDS in
+        milliseconds), so whether a notice standing at start gets `lb:deregister` does not
+        depend on which thread ran first. A discovery still under way after that is waited
+        for by the step itself (at most `load_balancer.wait`)."""
+        lb = self.lb
+        if lb is not None:
+            lb.discovery.first_try(FIRST_DISCOVERY_WAIT)
+
     def rediscover(self, config: Config) -> None:
         """Load balancers and Auto Scaling group, found again in the background."""
         with self._lock:
@@ -58,6 +70,8 @@ class AwsParts:
             fresh = None
             if LoadBalancerResponse.wanted(config):
                 fresh = LoadBalancerResponse(config, self._clients).start()
+            if self.lb is not None:
+                self.lb.stop()  # a discovery still trying again answers for the old config
             self.lb = fresh
 
     @staticmethod
@@ -116,6 +130,7 @@ def daemon_parts(config: Config, *, probes: Optional[Probes] = None) -> DaemonPa
     parts.listeners.append(aws.autoscaling.keeper)  # heartbeats while the group waits
     parts.providers = add_hibernate_trigger(parts.providers, HibernateLedger, probes)
     parts.on_start.append(aws.reactivation.bind)
+    parts.on_start.append(aws.first_discovery)
     add_telemetry(parts, config)
     parts.on_start.append(on_daemon_start)  # after telemetry: the start response is heard
     return parts

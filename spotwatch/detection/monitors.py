@@ -230,14 +230,23 @@ class AutoscalingMonitor(Monitor):
         return seen(self._terminating)
 
 
+def lifecycle_state(client: ImdsClient, timeout: float) -> Tuple[Optional[str], str]:
+    """IMDS target-lifecycle-state, which answers only on instances in an Auto Scaling
+    group: (its state, "") in one; ("", "") in none (404); (None, why) when IMDS cannot say
+    now (an error is no answer: it says nothing about the group)."""
+    try:
+        reply = client.get(TARGET_LIFECYCLE_STATE, deadline=client.now() + timeout)
+    except ImdsError as failure:
+        return None, f"IMDS: {failure}"
+    if reply.status == 404:
+        return "", ""
+    return reply.body.decode("ascii", "replace").strip()[:40] or f"HTTP {reply.status}", ""
+
+
 def autoscaling_answers(client: ImdsClient, timeout: float) -> bool:
     """`autoscaling.enabled: auto`: is this instance in a group? (an IMDS that cannot be
     asked right now counts as yes: better one request per poll than a missed termination)"""
-    try:
-        reply = client.get(TARGET_LIFECYCLE_STATE, deadline=client.now() + timeout)
-    except ImdsError:
-        return True
-    return reply.status != 404
+    return lifecycle_state(client, timeout)[0] != ""
 
 
 class ScheduledEventsMonitor(Monitor):

@@ -39,6 +39,12 @@ _EVENT_TIME = re.compile(
 )
 
 
+def response_starts(event: Notice, lead: float) -> float:
+    """The wall moment the response to a scheduled event starts: NotBefore -
+    `scheduled_events.lead` (the intake waits for it; `status` and metrics show it)."""
+    return event.epoch - lead
+
+
 def parse_event_time(text: object) -> Optional[datetime]:
     """IMDS's scheduled-event time, strictly; None for anything else."""
     if not isinstance(text, str) or len(text) > 40:

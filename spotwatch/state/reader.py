@@ -11,9 +11,10 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, cast
+from typing import Any, Dict, List, Optional, Set, cast
 
 from spotwatch.detection.notices import Notice
+from spotwatch.detection.tracker import NoticeTracker
 from spotwatch.state.files import POLL_FILE, STATE_FILE
 from spotwatch.state.schema import FORMAT_VERSION, PollRecord, StateDocument, StepRecord
 
@@ -98,6 +99,7 @@ class ResponseView:
     deadline: Optional[str]
     done: bool
     steps: List[StepRecord]
+    tracker: Optional[str] = None
 
 
 def responses(state: Optional[StateDocument]) -> List[ResponseView]:
@@ -125,6 +127,45 @@ def responses(state: Optional[StateDocument]) -> List[ResponseView]:
                 steps=[cast(StepRecord, s) for s in steps if isinstance(s, dict)]
                 if isinstance(steps, list)
                 else [],
+                tracker=_text(record.get("tracker")),
+            )
+        )
+    return found
+
+
+def standing_responses(state: Optional[StateDocument]) -> Set[str]:
+    """The response records of the notices the trackers know now (still standing)."""
+    keys: Set[str] = set()
+    trackers: Dict[str, Any] = dict(state["trackers"]) if state is not None else {}
+    for name, value in trackers.items():
+        tracker = NoticeTracker.from_json(value)
+        if tracker.known is not None:
+            keys.add(tracker.response_key(str(name)))
+    return keys
+
+
+@dataclass(frozen=True)
+class WaitingView:
+    """A scheduled event whose response waits for its moment (`waiting` in state.json)."""
+
+    tracker: str
+    raw_notice: Dict[str, Any]
+    starts: Optional[str]
+    deadline: Optional[str]
+
+
+def waiting_events(state: Optional[StateDocument]) -> List[WaitingView]:
+    found: List[WaitingView] = []
+    records: Any = state.get("waiting") if state is not None else None
+    for tracker, record in (records if isinstance(records, dict) else {}).items():
+        if not isinstance(record, dict) or not isinstance(record.get("notice"), dict):
+            continue
+        found.append(
+            WaitingView(
+                str(tracker),
+                record["notice"],
+                _text(record.get("starts")),
+                _text(record.get("deadline")),
             )
         )
     return found

@@ -78,6 +78,15 @@ class TrackerRecord(TypedDict, total=False):
     generation: int
 
 
+class WaitingRecord(TypedDict):
+    """A scheduled event whose response waits for its moment (daemon/scheduled.py)."""
+
+    key: str  # the response record it will get
+    notice: NoticeRecord
+    starts: Optional[str]  # when its response starts: NotBefore - scheduled_events.lead
+    deadline: Optional[str]
+
+
 class _StateDocumentBase(TypedDict):
     version: int
     boot_id: str
@@ -92,6 +101,7 @@ class StateDocument(_StateDocumentBase, total=False):
     # One end, one response: a response key -> the key of the response it joined.
     joins: Dict[str, str]
     start_boot: str  # the boot whose `start` response has begun (daemon/boot.py)
+    waiting: Dict[str, WaitingRecord]  # tracker -> a scheduled event whose response waits
 
 
 class PollRecord(TypedDict):

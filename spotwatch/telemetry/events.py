@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Optional, Protocol
+from typing import Any, Dict, Optional, Protocol, Set
 
 from spotwatch.config.schema import Config
+from spotwatch.detection.notices import Notice
+from spotwatch.detection.scheduled import response_starts
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import emit
+from spotwatch.response.deadline import deadline_clock
 from spotwatch.response.plan import Plan, Step, StepOutcome
 from spotwatch.response.responder import Response
 from spotwatch.state.files import iso
@@ -29,7 +32,9 @@ class DaemonView(Protocol):
 
     config: Config
     client: Any
-    instance_id: Optional[str]
+
+    @property
+    def instance_id(self) -> Optional[str]: ...
 
 
 log = logging.getLogger("spotwatch.telemetry")
@@ -66,6 +71,7 @@ class Telemetry:
         self.sinks = EventSinks(self._config)
         self._renewals = TokenRenewals()
         self.metrics.token_renewals = self._token_renewals
+        self._scheduled_seen: Set[str] = set()  # trackers of the scheduled events known
 
     # ----------------------------------------------------------------- daemon seams
 
@@ -81,6 +87,24 @@ class Telemetry:
         self.metrics.on_poll(report)
         if config.metrics.textfile:
             self.textfile.write(config.metrics.textfile, self.metrics.render())
+        self._tell_waiting(report, config)
+
+    def _tell_waiting(self, report: PollReport, config: Config) -> None:
+        """A scheduled event first seen days ahead waits for its response: sinks hear of it
+        now, as a `notice` event with `result` "waiting" and `starts` (when its response
+        starts; that response's own `notice` event follows then)."""
+        known = {
+            tracker: notice
+            for tracker, notice in report.known.items()
+            if notice.event_code is not None and notice.action != "cancel"
+        }
+        for tracker, notice in known.items():
+            starts = response_starts(notice, config.scheduled_events.lead)
+            if tracker not in self._scheduled_seen and time.time() < starts:
+                fields = {"step": None, "result": "waiting", "detail": "", "starts": iso(starts)}
+                deadline = deadline_clock(notice, config).deadline_epoch
+                self._send(notice, deadline, "notice", fields)
+        self._scheduled_seen = set(known)
 
     def response_started(self, response: Response) -> None:
         self.metrics.on_notice(response.key, response.notice)
@@ -101,10 +125,12 @@ class Telemetry:
 
     def event(self, response: Response, kind: str, fields: Dict[str, Any]) -> None:
         """Queue one event about `response` for every sink; never raises."""
+        self._send(response.notice, response.deadline_epoch, kind, fields)
+
+    def _send(self, notice: Notice, deadline: float, kind: str, fields: Dict[str, Any]) -> None:
         if not any_sink_configured(self._config()):
             return
         try:
-            notice, deadline = response.notice, response.deadline_epoch
             event = {
                 "event": kind,
                 "instance_id": self.daemon.instance_id if self.daemon is not None else None,

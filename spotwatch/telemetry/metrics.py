@@ -4,8 +4,15 @@ Names (fixed: dashboards and alerts use them): `spotwatch_polls_total{result}`,
 `spotwatch_last_poll_success_timestamp_seconds`, `spotwatch_notices_total{action}`,
 `spotwatch_step_duration_seconds{step}`, `spotwatch_step_failures_total{step}`, plus
 `spotwatch_detection_latency_seconds` (from the start of the poll that saw the last notice
-to the start of its response's first step), `spotwatch_imds_token_renewals_total` and
-`spotwatch_last_poll_duration_seconds`.
+to the start of its response's first step), `spotwatch_imds_token_renewals_total`,
+`spotwatch_last_poll_duration_seconds`, `spotwatch_scheduled_events{code}` (the scheduled
+events IMDS lists now and that are not canceled, a waiting one included, by code),
+`spotwatch_poll_interval_seconds` (the configured interval: "no successful poll for 3
+intervals" is an alert only with it) and
+`spotwatch_next_scheduled_event_timestamp_seconds{code}` (the earliest NotBefore of the
+scheduled events listed now and not canceled, by event code: "within a day" is an alert
+only with it). The Grafana dashboard and the Prometheus rules in monitoring/ query
+these names; tests/monitoring/ scrapes a real daemon to hold them to it.
 
 Why not prometheus_client: it would be one more package on every instance for about a
 dozen series that never change shape, and here it costs more than it gives. Measured on
@@ -35,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from spotwatch.detection.notices import Notice
+from spotwatch.detection.scheduled import EVENT_ACTIONS
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import RepeatFilter, emit
 from spotwatch.response.plan import Step, StepOutcome
@@ -85,7 +93,10 @@ class Metrics:
         self.notices: Dict[Tuple[str, str], int] = dict.fromkeys(INITIAL_NOTICES, 0)
         self.step_duration: Dict[str, float] = {}
         self.step_failures: Dict[str, int] = {}
+        # Every code at 0 from the start, so a dashboard has its series before an event.
+        self.scheduled_events: Dict[str, int] = dict.fromkeys(EVENT_ACTIONS, 0)
         self.detection_latency: Optional[float] = None
+        self.next_scheduled: Dict[str, float] = {}  # event code -> earliest NotBefore
         # Detection latency is measured from the poll's start (known only in on_poll, which
         # comes after on_notice) to the first step's start: whichever comes second computes.
         self._detecting: Dict[str, List[Optional[float]]] = {}  # monitor -> [poll, step]
@@ -104,6 +115,14 @@ class Metrics:
                 if pending[0] is None:
                     pending[0] = report.started
             self._settle_detection()
+            if report.ok:  # a failed poll says nothing about the events
+                self.scheduled_events = dict.fromkeys(self.scheduled_events, 0)
+                self.next_scheduled = {}
+                for notice in report.known.values():
+                    if notice.event_code is not None and notice.action != "cancel":
+                        code, epoch = notice.event_code, notice.epoch
+                        self.scheduled_events[code] = self.scheduled_events.get(code, 0) + 1
+                        self.next_scheduled[code] = min(epoch, self.next_scheduled.get(code, epoch))
 
     def on_notice(self, response: str, notice: Notice) -> None:
         with self._lock:
@@ -151,6 +170,9 @@ class Metrics:
                 add("# HELP spotwatch_last_poll_duration_seconds How long the last poll took.")
                 add("# TYPE spotwatch_last_poll_duration_seconds gauge")
                 add(f"spotwatch_last_poll_duration_seconds {self.last_poll_duration:.6f}")
+            add("# HELP spotwatch_poll_interval_seconds The configured poll interval.")
+            add("# TYPE spotwatch_poll_interval_seconds gauge")
+            add(f"spotwatch_poll_interval_seconds {_number(self.poll_interval)}")
             add("# HELP spotwatch_notices_total Notices handled, by action and source.")
             add("# TYPE spotwatch_notices_total counter")
             for (action, source), count in self.notices.items():
@@ -173,6 +195,22 @@ class Metrics:
                 )
                 add("# TYPE spotwatch_detection_latency_seconds gauge")
                 add(f"spotwatch_detection_latency_seconds {self.detection_latency:.6f}")
+            add(
+                "# HELP spotwatch_scheduled_events Scheduled events listed now and not "
+                "canceled (waiting for their response, or responded to), by code."
+            )
+            add("# TYPE spotwatch_scheduled_events gauge")
+            for code, count in self.scheduled_events.items():
+                add(f'spotwatch_scheduled_events{{code="{_escape(code)}"}} {count}')
+            if self.next_scheduled:
+                add(
+                    "# HELP spotwatch_next_scheduled_event_timestamp_seconds NotBefore of the "
+                    "earliest scheduled event listed and not canceled, by event code."
+                )
+                add("# TYPE spotwatch_next_scheduled_event_timestamp_seconds gauge")
+                for code, epoch in sorted(self.next_scheduled.items()):
+                    name = "spotwatch_next_scheduled_event_timestamp_seconds"
+                    add(f'{name}{{code="{_escape(code)}"}} {epoch:.3f}')
             add("# HELP spotwatch_imds_token_renewals_total IMDSv2 tokens obtained.")
             add("# TYPE spotwatch_imds_token_renewals_total counter")
             add(f"spotwatch_imds_token_renewals_total {renewals}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -68,13 +70,18 @@ def config_for(sim: ImdsSimulator, tmp_path: Path, hook_file: Path, **lb: Any) -
 
 
 def respond(
-    config: Config, notice: Notice, instance_id: str, *, dry_run: bool = False
+    config: Config,
+    notice: Notice,
+    instance_id: str,
+    *,
+    dry_run: bool = False,
+    parts: Optional[LoadBalancerResponse] = None,
 ) -> Tuple[Dict[str, StepOutcome], float]:
-    """Runs the whole response; returns the outcomes and the wall time it started."""
-    import time
-
-    parts = LoadBalancerResponse(config, aws_clients(config)).start()
-    assert parts.discovery.result(10) is not None, "discovery did not answer"
+    """Runs the whole response; returns the outcomes and the wall time it started. Without
+    `parts` (whose discovery may still be under way), a discovery that has answered."""
+    if parts is None:
+        parts = LoadBalancerResponse(config, aws_clients(config)).start()
+        assert parts.discovery.result(10) is not None, "discovery did not answer"
     providers = Providers(lb_deregister=parts.deregister, asg_detach=parts.detach)
     plan = build_plan(notice, config, providers)
     started = time.time()
@@ -162,23 +169,86 @@ def test_hooks_start_no_later_than_wait_while_a_target_keeps_draining(
     assert "2 still draining" in outcomes["lb:deregister"].detail
 
 
-def test_configured_classic_load_balancer_only(lb: Setup, tmp_path: Path) -> None:
-    """With `classic` given, only that Classic Load Balancer is used (no target group), and
-    the instance is out of it. (`edge` is not the group's: moto keeps the instances a group
-    put into its Classic Load Balancers whatever DeregisterInstancesFromLoadBalancer says.)"""
+@pytest.mark.parametrize("given", ["classic", "target_groups"])
+def test_each_list_not_given_comes_from_the_group(lb: Setup, tmp_path: Path, given: str) -> None:
+    """A list given in the config is used as given; the other one (`[]`) is still the
+    group's. `classic: [edge]`: out of `edge` (not the group's `legacy`) and of the group's
+    target groups; `target_groups: [api]`: out of `api` (not `web`) and of `legacy`. Before,
+    either list given skipped the group for both. (`edge` is nobody's: moto keeps the
+    instances a group put into its Classic Load Balancers whatever
+    DeregisterInstancesFromLoadBalancer says.)"""
     world, proxy, sim = lb
     world.elb.register_instances_with_load_balancer(
         LoadBalancerName="edge", Instances=[{"InstanceId": world.instance_id}]
     )
-    config = config_for(sim, tmp_path, tmp_path / "hook", classic=("edge",))
+    lists = {"classic": ("edge",)} if given == "classic" else {"target_groups": (world.api,)}
+    config = config_for(sim, tmp_path, tmp_path / "hook", **lists)
     outcomes, _ = respond(config, notice_in(120), world.instance_id)
-    assert proxy.of("DeregisterTargets") == []
-    assert [
+    groups = {group for group, _, _ in targets_in(proxy.of("DeregisterTargets"))}
+    classic = [
         c.params["LoadBalancerName"] for c in proxy.of("DeregisterInstancesFromLoadBalancer")
-    ] == ["edge"]
-    described = world.elb.describe_load_balancers(LoadBalancerNames=["edge"])
-    assert described["LoadBalancerDescriptions"][0]["Instances"] == []
-    assert outcomes["lb:deregister"].detail.startswith("deregistered edge")
+    ]
+    if given == "classic":
+        assert (groups, classic) == ({world.web, world.api}, ["edge"])
+        described = world.elb.describe_load_balancers(LoadBalancerNames=["edge"])
+        assert described["LoadBalancerDescriptions"][0]["Instances"] == []
+    else:
+        assert (groups, classic) == ({world.api}, ["legacy"])
+    assert outcomes["lb:deregister"].status == "ok"
+
+
+def test_a_discovery_that_failed_at_start_is_tried_again(lb: Setup, tmp_path: Path) -> None:
+    """IMDS refuses connections for the first ~2 s after start (no instance id, no group):
+    discovery is tried again with backoff, succeeds once IMDS answers, and a later notice
+    deregisters every target. Before, discovery ran once: deregistration was off until a
+    reload, silently."""
+    world, proxy, sim = lb
+    config = config_for(sim, tmp_path, tmp_path / "hook")
+    sim.stop()
+    parts = LoadBalancerResponse(config, aws_clients(config)).start()
+    time.sleep(2.0)
+    assert parts.discovery.result() is None
+    sim.start()
+    found = parts.discovery.result(10)
+    assert found is not None and found.target_groups == (world.web, world.api)
+    outcomes, _ = respond(config, notice_in(120), world.instance_id, parts=parts)
+    assert len(targets_in(proxy.of("DeregisterTargets"))) == 3
+    assert outcomes["lb:deregister"].status == "ok"
+
+
+@pytest.mark.parametrize("outage", [1.0, float("inf")])
+def test_a_notice_during_a_discovery_outage_waits_for_it_at_most_wait(
+    lb: Setup, tmp_path: Path, outage: float
+) -> None:
+    """A notice comes while discovery still fails (IMDS refuses): its deregistration waits
+    for discovery at most `load_balancer.wait` (3 s), waking it rather than sitting out a
+    backoff pause. IMDS back after 1 s: every target is out before the hook starts. IMDS
+    down for good: the hook starts by `wait`, and the step fails saying discovery failed.
+    Before, such a notice got no deregistration step at all."""
+    world, proxy, sim = lb
+    hook_file = tmp_path / "hook-started"
+    config = config_for(sim, tmp_path, hook_file, wait=3.0)
+    sim.stop()
+    parts = LoadBalancerResponse(config, aws_clients(config)).start()
+    time.sleep(0.5)
+    if outage != float("inf"):
+        threading.Timer(outage, sim.start).start()
+    try:
+        outcomes, started = respond(config, notice_in(120), world.instance_id, parts=parts)
+    finally:
+        parts.stop()  # IMDS down for good: it would try on for the rest of the run
+    hook_started = float(hook_file.read_text())
+    step = outcomes["lb:deregister"]
+    if outage == float("inf"):
+        assert step.status == "failed" and "discovery failed" in step.detail, step.detail
+        assert proxy.of("DeregisterTargets") == []
+        assert 2.5 <= hook_started - started <= 3.0 + 1.0
+    else:
+        assert step.status == "ok", step.detail
+        deregistered = proxy.of("DeregisterTargets")
+        assert len(targets_in(deregistered)) == 3
+        assert all(c.at < hook_started for c in deregistered)
+        assert hook_started - started <= 3.0 + 1.0
 
 
 def test_dry_run_names_every_target_and_changes_nothing(

@@ -27,6 +27,7 @@ from spotwatch.config.schema import (
     HookSpec,
     ImdsSettings,
     InstanceSettings,
+    LoadBalancerSettings,
 )
 from spotwatch.daemon.wiring import daemon_parts
 from spotwatch.detection.notices import REBALANCE
@@ -34,6 +35,13 @@ from spotwatch.response.build import build_plan
 from spotwatch.simulator.imds import ImdsSimulator
 
 HOOK = HookSpec(name="checkpoint", command=("/bin/true",))
+
+
+def ecs_config(**fields: Any) -> Config:
+    """These tests are about ECS: load balancers off. (With the default IMDS endpoint, which
+    does not answer here, their discovery never succeeds, so a plan rightly keeps an
+    `lb:deregister` step that would wait for it.)"""
+    return Config(load_balancer=LoadBalancerSettings(enabled=False), **fields)
 
 
 @pytest.fixture
@@ -66,7 +74,7 @@ def test_auto_with_no_agent_gives_no_ecs_steps_and_one_info_line(
     dead_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="spotwatch")
-    config = Config(hooks=(HOOK,), ecs=EcsSettings(agent_url=dead_url))
+    config = ecs_config(hooks=(HOOK,), ecs=EcsSettings(agent_url=dead_url))
     assert plan_names(config) == ["hook:checkpoint"]
     infos = [r for r in caplog.records if r.name == "spotwatch.ecs" and r.levelno >= logging.INFO]
     assert len(infos) == 1
@@ -76,7 +84,7 @@ def test_auto_with_no_agent_gives_no_ecs_steps_and_one_info_line(
 
 def test_auto_with_an_agent_gives_the_whole_ecs_response(world: EcsWorld, agent: FakeAgent) -> None:
     agent.serve(world)
-    config = Config(
+    config = ecs_config(
         hooks=(HOOK,),
         ecs=EcsSettings(agent_url=agent.url),
         instance=InstanceSettings(after_response="stop"),
@@ -96,7 +104,7 @@ def test_an_agent_that_starts_after_the_daemon_is_found_on_the_notice(
     world: EcsWorld, agent: FakeAgent
 ) -> None:
     agent.status = 503
-    config = Config(ecs=EcsSettings(agent_url=agent.url))
+    config = ecs_config(ecs=EcsSettings(agent_url=agent.url))
     hooks = daemon_parts(config)
     notice = notice_in(120)
     assert build_plan(notice, config, hooks.providers(config, False)).all_steps() == []
@@ -108,7 +116,7 @@ def test_an_agent_that_starts_after_the_daemon_is_found_on_the_notice(
 
 
 def test_ecs_disabled_never_asks_the_agent(agent: FakeAgent) -> None:
-    config = Config(ecs=EcsSettings(enabled=False, agent_url=agent.url))
+    config = ecs_config(ecs=EcsSettings(enabled=False, agent_url=agent.url))
     assert plan_names(config) == []
     assert agent.hits == 0
 
@@ -117,7 +125,7 @@ def test_rebalance_gets_only_the_instance_step_and_hibernate_none(
     world: EcsWorld, agent: FakeAgent
 ) -> None:
     agent.serve(world)
-    config = Config(
+    config = ecs_config(
         hooks=(replace(HOOK, actions=("rebalance", "hibernate")),),
         ecs=EcsSettings(agent_url=agent.url),
         instance=InstanceSettings(after_response="terminate", after_rebalance="stop"),
@@ -130,7 +138,7 @@ def test_a_reload_that_moves_the_agent_starts_afresh(
     world: EcsWorld, agent: FakeAgent, dead_url: str
 ) -> None:
     agent.serve(world)
-    config = Config(ecs=EcsSettings(agent_url=dead_url))
+    config = ecs_config(ecs=EcsSettings(agent_url=dead_url))
     hooks = daemon_parts(config)
     moved = replace(config, ecs=replace(config.ecs, agent_url=agent.url))
     plan = build_plan(notice_in(120), moved, hooks.providers(moved, False))

@@ -9,15 +9,18 @@ drop-in with WatchdogSec=5s and RestartSec=1s, so a frozen daemon is caught in s
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import yaml
 from machine import Machine, base_image, files_named, offline, unpack
+from world import Endpoint, dockerd
 
 from spotwatch.simulator.imds import ImdsSimulator, format_time
 
@@ -30,9 +33,42 @@ sleep "$(cat /var/tmp/hook-sleep 2>/dev/null || echo 0)"
 echo "end $SPOTWATCH_ACTION" >> /var/tmp/hook.log
 """
 DROP_IN = "[Service]\nWatchdogSec=5s\nRestartSec=1s\n"
-# Left behind by design or not ours: the test's own files, kernel and runtime trees.
+# Left behind by design or not ours: the test's own files, kernel and runtime trees, and the
+# metrics textfile (a path the operator chose; a stale one is what the alerts look for).
 NOT_OURS = ["/proc", "/sys", "/dev", "/run", "/var/tmp", "/tmp", "/root/debs",
-            "/etc/systemd/system/spotwatch.service.d"]  # fmt: skip
+            "/etc/systemd/system/spotwatch.service.d", "/var/lib/prometheus"]  # fmt: skip
+TEXTFILE = "/var/lib/prometheus/node-exporter/spotwatch.prom"  # Debian's textfile folder
+# What CONTRACT §6 promises hooks of the confined unit, one hook each (run at the terminate
+# notice, inside the unit like every hook): `promise ARGS`.
+PROMISE = """#!/bin/sh
+set -eu
+case "$1" in
+  write) mkdir -p "$2/hook-proof" && echo "$SPOTWATCH_ACTION" > "$2/hook-proof/proof" ;;
+  network) python3 -c 'import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=5)' "$2" ;;
+  systemctl) systemctl start hook-probe.service && systemctl is-active hook-probe.service ;;
+  docker) docker version --format '{{.Server.Version}}' && docker ps --quiet ;;
+  kubectl) kubectl --server "$2" version ;;
+  user) id -un > /tmp/hook-proof-user ;;
+  logind) busctl call org.freedesktop.login1 /org/freedesktop/login1 \\
+            org.freedesktop.login1.Manager Inhibit ssss shutdown hook-proof boot-test delay ;;
+esac
+"""
+PROBE_UNIT = "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"
+WRITABLE = ("/var", "/srv", "/home", "/opt", "/tmp")  # /tmp: the one the whole system sees
+
+
+def promises(world: str) -> Dict[str, List[str]]:
+    """hook name -> the promise script's arguments."""
+    hooks = {f"promise-write{folder.replace('/', '-')}": ["write", folder] for folder in WRITABLE}
+    hooks.update({
+        "promise-network": ["network", f"{world}/network"],
+        "promise-systemctl": ["systemctl"],
+        "promise-docker": ["docker"],
+        "promise-kubectl": ["kubectl", world],
+        "promise-logind": ["logind"],
+        "promise-user": ["user"],  # run with `user: nobody`: the daemon drops to another user
+    })  # fmt: skip
+    return hooks
 
 
 def wait(predicate: Callable[[], Any], timeout: float) -> Any:
@@ -48,7 +84,7 @@ def build_debs(work: Path) -> Dict[str, Path]:
     """This checkout's .deb, and one a version later (for the upgrade)."""
     out = {}
     newer = work / "newer-src"
-    for name in ("spotwatch", "packaging", "systemd", "docs"):
+    for name in ("spotwatch", "packaging", "systemd", "docs", "monitoring"):
         shutil.copytree(REPO / name, newer / name, ignore=shutil.ignore_patterns("__pycache__"))
     init = newer / "spotwatch" / "__init__.py"
     text = init.read_text()
@@ -64,18 +100,55 @@ def build_debs(work: Path) -> Dict[str, Path]:
     return out
 
 
-def config(port: int, **changes: Any) -> str:
+def kept_promises(machine: Machine) -> Dict[str, Any]:
+    """After the terminate response: each promise hook's step, what the rest of the system
+    (PID 1's mount namespace, not the unit's) sees of its files, and the unit's settings."""
+    status = json.loads(machine.run("spotwatch", "status", "--json").stdout or "{}")
+    steps = {s["name"]: s for s in status.get("steps", [])}
+    hooks = {}
+    for name in promises(""):
+        output = machine.run("journalctl", "-u", UNIT, f"SPOTWATCH_HOOK={name}", "-o", "cat",
+                             "--no-pager").stdout  # fmt: skip
+        hooks[name] = {**steps.get(f"hook:{name}", {"status": "missing"}), "log": output[-1500:]}
+    return {
+        "hooks": hooks,
+        "files": {d: machine.run("cat", f"{d}/hook-proof/proof").stdout for d in WRITABLE},
+        "probe_unit": machine.run("systemctl", "is-active", "hook-probe.service").stdout.strip(),
+        "user": machine.run("cat", "/tmp/hook-proof-user").stdout,
+        "settings": machine.show(UNIT, "IPAddressDeny", "IPAddressAllow", "PrivateNetwork",
+                                 "PrivateTmp", "ProtectSystem", "ProtectHome"),
+    }  # fmt: skip
+
+
+def exposure(machine: Machine) -> Dict[str, Any]:
+    """`systemd-analyze security` of the running unit, as an operator would ask it."""
+    done = machine.run("systemd-analyze", "security", "--no-pager", UNIT)
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\w+)", done.stdout)
+    return {
+        "rc": done.returncode,
+        "score": float(found.group(1)) if found else None,
+        "rating": found.group(2) if found else "",
+        "table": done.stdout + done.stderr,
+    }
+
+
+def config(port: int, world: str, **changes: Any) -> str:
     doc: Dict[str, Any] = {
         "poll_interval": "1s",
         "deadline_margin": "1s",
         "imds": {"endpoint": f"http://127.0.0.1:{port}", "timeout": "500ms", "user_data": False},
         "ecs": {"enabled": False},
         "hibernate": {"trigger": "none"},
+        "metrics": {"textfile": TEXTFILE},
         "hooks": [
             {"name": "checkpoint", "command": ["/usr/local/bin/checkpoint"],
              "actions": ["terminate", "stop"], "timeout": "30s"},
             {"name": "before-sleep", "command": ["/usr/local/bin/checkpoint"],
              "actions": ["hibernate"], "timeout": "5s"},
+            *({"name": name, "command": ["/usr/local/bin/promise", *args],
+               "actions": ["terminate"], "timeout": "30s",
+               **({"user": "nobody"} if args == ["user"] else {})}
+              for name, args in promises(world).items()),
         ],
     }  # fmt: skip
     doc.update(changes)
@@ -106,28 +179,56 @@ def main(work: Path) -> Dict[str, Any]:
         "output": (installed.stdout + installed.stderr)[-3000:],
         "enabled": offline(root, "systemctl", "is-enabled", UNIT).stdout.strip(),
         "state_files": sorted(p.name for p in (root / "var/lib/spotwatch").iterdir()),
-    }
+        "monitoring_kit": sorted(str(p.relative_to(root)) for p in
+                                 (root / "usr/share/spotwatch").glob("*/spotwatch*.*")),
+    }  # fmt: skip
 
-    with ImdsSimulator() as imds:
+    # What hooks run and reach, besides the package: the host's docker and kubectl clients,
+    # a unit for `systemctl start`, the textfile folder node_exporter's package would make.
+    local_bin = root / "usr" / "local" / "bin"
+    for tool in ("docker", "kubectl"):
+        found = shutil.which(tool)
+        if found:
+            shutil.copy(found, local_bin / tool)
+    (root / "etc" / "systemd" / "system" / "hook-probe.service").write_text(PROBE_UNIT)
+    (root / TEXTFILE.lstrip("/")).parent.mkdir(parents=True)
+
+    endpoint = Endpoint()
+    with ImdsSimulator() as imds, dockerd(work / "dockerd") as docker_socket:
+        facts["world"] = {"endpoint": endpoint.url, "dockerd": docker_socket is not None,
+                          "tools": sorted(p.name for p in local_bin.iterdir())}  # fmt: skip
         etc = root / "etc" / "spotwatch"
-        (etc / "config.yaml").write_text(config(imds.port))
-        hook = root / "usr" / "local" / "bin" / "checkpoint"
-        hook.write_text(HOOK)
-        hook.chmod(0o755)
+
+        def configure(**changes: Any) -> None:
+            (etc / "config.yaml").write_text(config(imds.port, endpoint.url, **changes))
+
+        configure()
+        for name, text in (("checkpoint", HOOK), ("promise", PROMISE)):
+            (local_bin / name).write_text(text)
+            (local_bin / name).chmod(0o755)
         drop_in = root / "etc" / "systemd" / "system" / f"{UNIT}.d"
         drop_in.mkdir(parents=True)
         (drop_in / "boot-test.conf").write_text(DROP_IN)
 
-        machine = Machine(root, work / "console.log")
+        binds = [f"{docker_socket}:/run/docker.sock"] if docker_socket else []
+        machine = Machine(root, work / "console.log", binds)
         try:
-            scenario(machine, imds, root, facts)
+            scenario(machine, imds, root, configure, facts)
+            facts["world"]["requests"] = list(endpoint.paths)
         finally:
             machine.poweroff()
+            endpoint.close()
             facts["console"] = (work / "console.log").read_text(errors="replace")[-4000:]
     return facts
 
 
-def scenario(machine: Machine, imds: ImdsSimulator, root: Path, facts: Dict[str, Any]) -> None:
+def scenario(
+    machine: Machine,
+    imds: ImdsSimulator,
+    root: Path,
+    configure: Callable[..., None],
+    facts: Dict[str, Any],
+) -> None:
     timings = facts["timings"]
     etc = root / "etc" / "spotwatch"
     hook_log = root / "var" / "tmp" / "hook.log"
@@ -152,13 +253,14 @@ def scenario(machine: Machine, imds: ImdsSimulator, root: Path, facts: Dict[str,
     wait(lambda: show().get("ActiveState") == "active", 60)
     timings["boot_to_active"] = time.monotonic() - began
     facts["boot"]["show"] = show()
+    facts["security"] = exposure(machine)
 
     # --- reload: good config in force when reload returns; bad config fails it ----------
-    (etc / "config.yaml").write_text(config(imds.port, poll_interval="2s"))
+    configure(poll_interval="2s")
     good = machine.run("systemctl", "reload", UNIT)
     facts["reload_good"] = {"rc": good.returncode, "stderr": good.stderr, "show": show()}
     pid = main_pid()
-    (etc / "config.yaml").write_text(config(imds.port, poll_interval="soon"))
+    configure(poll_interval="soon")
     bad = machine.run("systemctl", "reload", UNIT)
     facts["reload_bad"] = {
         "rc": bad.returncode,
@@ -167,7 +269,7 @@ def scenario(machine: Machine, imds: ImdsSimulator, root: Path, facts: Dict[str,
         "same_pid": main_pid() == pid,
         "log": machine.run("journalctl", "-u", UNIT, "--no-pager", "-n", "30").stdout,
     }
-    (etc / "config.yaml").write_text(config(imds.port))
+    configure()
     facts["reload_back"] = machine.run("systemctl", "reload", UNIT).returncode
 
     # --- a notice: the hook runs once, with the right environment -------------------------
@@ -186,6 +288,8 @@ def scenario(machine: Machine, imds: ImdsSimulator, root: Path, facts: Dict[str,
             "journalctl", "-u", UNIT, "SPOTWATCH_EVENT=notice", "-o", "json", "--no-pager"
         ).stdout,
     }
+    facts["promises"] = kept_promises(machine)
+    facts["textfile"] = machine.run("cat", TEXTFILE).stdout
 
     # --- kill -9: restarted, the finished hook is not run again --------------------------
     pid = main_pid()
@@ -258,7 +362,7 @@ def scenario(machine: Machine, imds: ImdsSimulator, root: Path, facts: Dict[str,
         "rc": again.returncode,
         "active": machine.run("systemctl", "is-active", UNIT).stdout.strip(),
     }
-    (etc / "config.yaml").write_text(config(imds.port))  # an operator's change: kept
+    configure()  # an operator's change: kept
     pid = main_pid()
     upgraded = machine.run("apt-get", "install", "-y", "-q", "/root/debs/spotwatch-newer.deb")
     wait(lambda: machine.run("systemctl", "is-active", UNIT).stdout.strip() == "active", 30)

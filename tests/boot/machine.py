@@ -20,7 +20,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 SUITE = "bookworm"
 # What an EC2 image has anyway, plus the .deb's dependencies, so installing the package
@@ -99,12 +99,13 @@ def offline(root: Path, *command: str, timeout: float = 300) -> subprocess.Compl
 class Machine:
     """The image booted with systemd as PID 1."""
 
-    def __init__(self, root: Path, log: Path) -> None:
+    def __init__(self, root: Path, log: Path, binds: Sequence[str] = ()) -> None:
+        """`binds`: `HOST:MACHINE` paths bound into the machine (a host dockerd's socket)."""
         self.root = root
         self._log = open(log, "wb")  # noqa: SIM115 - closed in poweroff()
         self.process = subprocess.Popen(
             ["systemd-nspawn", "-b", "-D", str(root), "--register=no", "--keep-unit",
-             "--link-journal=no", "--console=passive"],
+             "--link-journal=no", "--console=passive", *(f"--bind={b}" for b in binds)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         self.pid1: Optional[int] = None

@@ -40,6 +40,13 @@ def test_an_image_build_enables_the_service_without_starting_it(facts: Dict[str,
     assert install["state_files"] == []  # nothing ran
 
 
+def test_the_image_has_the_monitoring_kit(facts: Dict[str, Any]) -> None:
+    assert facts["image_install"]["monitoring_kit"] == [
+        "usr/share/spotwatch/grafana/spotwatch.json",
+        "usr/share/spotwatch/prometheus/spotwatch-rules.yml",
+    ]
+
+
 def test_after_boot_it_is_active_and_says_what_it_does(facts: Dict[str, Any]) -> None:
     show = facts["boot"]["show"]
     assert show["ActiveState"] == "active"
@@ -134,3 +141,84 @@ def test_reinstall_and_upgrade_keep_it_running(facts: Dict[str, Any]) -> None:
     assert upgrade["active"] == "active" and upgrade["restarted"]
     assert upgrade["version"].endswith(".1")
     assert upgrade["config_kept"]
+
+
+# --- the confined unit (CONTRACT §6, docs/systemd.md "Hardening") --------------------------
+
+
+def test_the_unit_is_rated_at_most_6_by_systemd_analyze_security(facts: Dict[str, Any]) -> None:
+    """Asked of the running unit in the booted machine, as an operator would."""
+    security = facts["security"]
+    assert security["score"] is not None, security["table"]
+    assert security["score"] <= 6.0, security["table"]
+
+
+def _hook(facts: Dict[str, Any], name: str) -> Dict[str, Any]:
+    hook = facts["promises"]["hooks"][name]
+    assert hook["status"] == "ok", hook
+    return hook
+
+
+@pytest.mark.parametrize("folder", ["/var", "/srv", "/home", "/opt", "/tmp"])
+def test_hooks_write_where_the_rest_of_the_system_sees_it(
+    facts: Dict[str, Any], folder: str
+) -> None:
+    """A hook writes under the folder; PID 1's mount namespace (the rest of the system, not
+    the unit's own view) finds the file: no read-only tree, no private /tmp."""
+    _hook(facts, f"promise-write{folder.replace('/', '-')}")
+    assert facts["promises"]["files"][folder] == "terminate\n"
+
+
+def test_hooks_reach_the_network(facts: Dict[str, Any]) -> None:
+    _hook(facts, "promise-network")
+    assert "/network" in facts["world"]["requests"]
+
+
+def test_hooks_run_systemctl(facts: Dict[str, Any]) -> None:
+    """`systemctl start` from a hook: PID 1 starts the unit (the daemon's hibernation
+    trigger is the same client, asking the same manager)."""
+    _hook(facts, "promise-systemctl")
+    assert facts["promises"]["probe_unit"] == "active"
+
+
+def test_hooks_run_docker_against_the_docker_socket(facts: Dict[str, Any]) -> None:
+    """The docker client in a hook reaches a real dockerd through /run/docker.sock (the
+    socket spotwatch's ECS stops go through too)."""
+    if not facts["world"]["dockerd"]:
+        pytest.skip("no dockerd or docker client here (scripts/test installs docker.io)")
+    hook = _hook(facts, "promise-docker")
+    assert hook["log"].strip(), hook  # the server's version
+
+
+def test_hooks_run_kubectl(facts: Dict[str, Any]) -> None:
+    if "kubectl" not in facts["world"]["tools"]:
+        pytest.skip("no kubectl on this machine (scripts/test installs kubernetes-client)")
+    hook = _hook(facts, "promise-kubectl")
+    assert "/version" in facts["world"]["requests"]
+    assert "v1.20.2" in hook["log"], hook  # the server's answer, read by kubectl
+
+
+def test_the_system_bus_and_logind_stay_reachable(facts: Dict[str, Any]) -> None:
+    """A delay inhibitor lock taken over the system bus from inside the unit, the way the
+    daemon holds one against an unannounced shutdown."""
+    _hook(facts, "promise-logind")
+
+
+def test_a_hook_with_a_user_runs_as_that_user(facts: Dict[str, Any]) -> None:
+    """Dropping to `user:` (setuid, setgroups) still works under the bounding set and
+    NoNewPrivileges."""
+    _hook(facts, "promise-user")
+    assert facts["promises"]["user"] == "nobody\n"
+
+
+def test_nothing_blocks_imds_or_the_network(facts: Dict[str, Any]) -> None:
+    """No IP address list (IMDS is 169.254.169.254), no private network, /tmp or tree."""
+    settings = facts["promises"]["settings"]
+    assert settings["IPAddressDeny"] == "" and settings["IPAddressAllow"] == "", settings
+    assert settings["PrivateNetwork"] == "no" and settings["PrivateTmp"] == "no", settings
+    assert settings["ProtectSystem"] == "no" and settings["ProtectHome"] == "no", settings
+
+
+def test_the_daemon_writes_the_metrics_textfile(facts: Dict[str, Any]) -> None:
+    text = facts["textfile"]
+    assert 'spotwatch_notices_total{action="terminate",source="instance-action"} 1' in text

@@ -7,6 +7,7 @@ import random
 import subprocess
 import time
 
+import yaml
 from hibsupport import (
     REPO,
     ended_step,
@@ -150,3 +151,24 @@ def test_pre_is_bounded_by_the_budget_even_when_imds_hangs(hib):
     started = time.monotonic()
     assert run_sleep_hook(config, "pre", hib.env).returncode == 0
     assert time.monotonic() - started < 1 + 5 + 3
+
+
+def test_pre_is_bounded_by_user_datas_budget(hib):
+    """User data raises `hibernate.budget` from the file's 1 s to 12 s: a hibernate hook
+    that takes 8 s runs to its end before `pre` returns. Before, the sleep hook's own limit
+    came from the file config alone (1 s + the kill grace + slack: 7 s), so it exited while
+    the hook still ran (systemd then hibernated under it)."""
+    out = hib.dir / "out"
+    hook = {
+        "name": "slow",
+        "command": f'echo start >> {out}; sleep 8; echo end >> {out}',
+        "actions": ["hibernate"],
+    }
+    config = hib.config([hook], hibernate={"budget": "1s"})
+    user_data = {"spotwatch": {"hibernate": {"budget": "12s"}}}
+    hib.imds.set_user_data(("#cloud-config\n" + yaml.safe_dump(user_data)).encode())
+    started = time.monotonic()
+    assert run_sleep_hook(config, "pre", hib.env).returncode == 0
+    took = time.monotonic() - started
+    assert lines(out) == ["start", "end"], took
+    assert took < 12 + 5 + 1  # and still bounded by the budget in force

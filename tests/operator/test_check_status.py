@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from email.utils import formatdate
 
 from operator_support import spotwatch
 
 from spotwatch.commands.check import ERROR, OK, WARNING, check_clock, check_hooks
-from spotwatch.config.schema import Config, HookSpec, ImdsSettings
+from spotwatch.commands.check_asg import autoscaling_checks
+from spotwatch.config.schema import AutoscalingSettings, Config, HookSpec, ImdsSettings
 from spotwatch.simulator import http as simulator_http
 
 CHECK_FIELDS = {"name", "status", "detail", "seconds"}
@@ -43,6 +45,23 @@ def test_check_fails_when_imds_is_down_and_names_the_hook_problem(write_config, 
     assert status["imds"] == ERROR and status["hook:gone"] == ERROR
     table = spotwatch("check", "-c", str(config))
     assert table.returncode == 1 and "FAIL  imds" in table.stdout and "failed" in table.stdout
+
+
+def test_check_tells_a_silent_imds_from_an_instance_in_no_group(imds):
+    """`autoscaling.enabled: auto`: IMDS answering 404 for target-lifecycle-state means no
+    Auto Scaling group (ok); IMDS refusing the connection says nothing about the group, and
+    `check` says it cannot tell (a warning; an error with `enabled: true`). Before, a
+    refused connection read as "in no Auto Scaling group"."""
+    config = Config(imds=ImdsSettings(endpoint=imds.endpoint, timeout=0.3, user_data=False))
+    [none] = autoscaling_checks(config)
+    assert (none.status, none.detail) == (OK, "IMDS says this instance is in no Auto Scaling group")
+    imds.stop()
+    [silent] = autoscaling_checks(config)
+    assert silent.status == WARNING
+    assert silent.detail.startswith("cannot tell whether this instance is in an Auto Scaling")
+    assert "connection refused" in silent.detail
+    required = replace(config, autoscaling=AutoscalingSettings(enabled=True))
+    assert [r.status for r in autoscaling_checks(required)] == [ERROR]
 
 
 def test_check_bad_config_exits_78_with_json(tmp_path):

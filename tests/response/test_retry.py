@@ -18,8 +18,10 @@ from spotwatch.parts.awsapi.retry import (
 
 
 def test_retries_go_on_while_time_allows_however_many_attempts_came_before() -> None:
+    """Also after thousands in a row (a client's throttling streak counts as attempts): the
+    doubling stops at the cap instead of overflowing a float (it raised OverflowError)."""
     rng = random.Random(1)
-    for attempt in (1, 5, 50, 500):
+    for attempt in (1, 5, 50, 500, 1025, 5_000, 10**9):
         wait = DEFAULT.delay(attempt, 60.0, rng)
         assert wait is not None and 0.0 <= wait <= DEFAULT.cap
 

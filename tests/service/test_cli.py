@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from fnmatch import fnmatchcase
 from typing import Any, Dict, Optional
 
 from service_support import REPO
@@ -158,14 +159,18 @@ def test_group_writable_config_is_refused_as_root(tmp_path):
     assert "not writable by group or others" in result.stderr
 
 
-def test_every_package_is_listed_for_setuptools():
-    """pyproject lists packages explicitly (the top-level systemd/ folder of unit files must
-    not be taken for one): every folder with an __init__.py under spotwatch/ is listed."""
+def test_setuptools_finds_every_package_and_not_the_unit_folder():
+    """pyproject has setuptools find spotwatch and its subpackages only (the top-level
+    systemd/ folder of unit files must not be taken for a package): its patterns take every
+    folder with an __init__.py under spotwatch/, and none of the repository's other folders."""
     text = (REPO / "pyproject.toml").read_text()
-    listed = set(re.findall(r'"(spotwatch(?:\.[a-z_]+)*)"', text))
+    find = re.search(r"\[tool\.setuptools\.packages\.find\][^\[]*?include = \[([^\]]*)\]", text)
+    assert find is not None, "pyproject.toml has no [tool.setuptools.packages.find] include"
+    patterns = re.findall(r'"([^"]+)"', find.group(1))
     found = {
         ".".join(path.parent.relative_to(REPO).parts)
         for path in (REPO / "spotwatch").rglob("__init__.py")
     }
-    assert found <= listed, found - listed
-    assert "systemd" not in listed
+    # setuptools matches each candidate's dotted name against the patterns (fnmatchcase).
+    assert all(any(fnmatchcase(name, p) for p in patterns) for name in found)
+    assert not any(fnmatchcase(name, p) for p in patterns for name in ("systemd", "tests", "bench"))

@@ -150,6 +150,27 @@ def test_imds_refusing_at_start_then_answering(workdir, write_config, daemons, i
     assert daemon.log().count("IMDS poll failed") <= 3  # repeats are counted, not repeated
 
 
+def test_an_instance_id_imds_did_not_answer_at_start_is_asked_before_the_response(
+    workdir, write_config, daemons, imds
+):
+    """IMDS refuses connections while the daemon starts (it cannot learn the instance id),
+    then answers with a notice already standing: the response is told the instance's id,
+    not `unknown`. Before, the id was asked again only after a poll had been handled, so the
+    response to the notice that poll saw ran with `unknown` (hooks, instance action, load
+    balancers, lifecycle)."""
+    out = workdir / "hooks.out"
+    port = imds.port
+    imds.stop()
+    hook = {"name": "who", "command": f'echo "$SPOTWATCH_INSTANCE_ID" >> {out}'}
+    daemon = daemons(write_config([hook], load_balancer={"enabled": False}))
+    wait_for(lambda: "IMDS poll failed" in daemon.log())
+    with ImdsSimulator(port=port) as again:
+        again.set_instance_action("terminate", _in(60))
+        wait_for(lambda: len(lines(out)) == 1)
+        assert lines(out) == [again.instance_id]
+        assert state(workdir)["instance_id"] == again.instance_id
+
+
 def test_imds_faults_do_not_stop_detection(imds, workdir, write_config, daemons):
     """503 bursts, 429s and hangs longer than imds.timeout: the daemon goes on and still
     sees the notice."""

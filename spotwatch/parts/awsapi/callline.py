@@ -64,22 +64,29 @@ class CallLine:
         line = self._bucket(ticket.bucket)
         place = (ticket.rank, ticket.seq)
         with self.ready:
-            while True:
-                left = room()
-                if left <= 0:
-                    self._leave(line, place)
-                    return None
-                now = time.monotonic()
-                wait = left
-                if line.waiting[0] == place and self.gate.may_send():
-                    ready = line.pacer.ready_at(len(line.waiting), left)
-                    if ready <= now:
+            try:
+                while True:
+                    left = room()
+                    if left <= 0:
                         self._leave(line, place)
-                        self.gate.sent()
-                        line.pacer.sent(now, self._rng)
-                        return now
-                    wait = min(wait, ready - now)
-                self.ready.wait(wait)
+                        return None
+                    now = time.monotonic()
+                    wait = left
+                    if line.waiting[0] == place and self.gate.may_send():
+                        ready = line.pacer.ready_at(len(line.waiting), left)
+                        if ready <= now:
+                            self._leave(line, place)
+                            self.gate.sent()
+                            line.pacer.sent(now, self._rng)
+                            return now
+                        wait = min(wait, ready - now)
+                    self.ready.wait(wait)
+            except BaseException:
+                # A ticket never outlives its call: one left first in line would hold every
+                # later call to its bucket until their bounds, for good.
+                if place in line.waiting:
+                    self._leave(line, place)
+                raise
 
     def answered(self, ticket: Ticket, throttled: bool, served: bool, sent_at: float) -> None:
         """An attempt let go at `sent_at` ended: served, throttled, or neither (a transient

@@ -63,6 +63,18 @@ TRANSIENT_CODES = frozenset(
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+# Doublings past this change nothing (2**60 s is longer than any bound), and float
+# arithmetic overflows at 2**1024: a client throttled ~1,000 times in a row (a long storm)
+# reached it and every call then raised OverflowError.
+MOST_DOUBLINGS = 60
+
+
+def doubled(base: float, times: int) -> float:
+    """`base` doubled `times` times (none for `times` <= 0), for any count of throttled
+    answers in a row."""
+    return base * 2.0 ** min(max(0, times), MOST_DOUBLINGS)
+
+
 def is_throttling(code: str, status: Optional[int] = None) -> bool:
     return code in THROTTLING_CODES or status == 429
 
@@ -95,7 +107,7 @@ class DeadlineBackoff:
         room = time_left - self.least_attempt
         if room <= 0:
             return None
-        ceiling = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
+        ceiling = min(self.cap, doubled(self.base, attempt - 1))
         return min(rng.uniform(0.0, ceiling), room)
 
     def urgent(self) -> DeadlineBackoff:
@@ -209,7 +221,7 @@ class Pacer:
             return float("-inf")
         paced = 1.0 / self.rate
         hurried = room / (self.need * max(1, waiting))
-        backoff = self.backoff * 2.0 ** max(0, self.streak - 1)
+        backoff = doubled(self.backoff, self.streak - 1)
         spacing = max(min(paced, hurried, backoff), min(paced / self.hurry, self.hurry_cap))
         return max(self.sent_at + self.jitter * spacing, self.cut_at + spacing)
 

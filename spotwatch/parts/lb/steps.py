@@ -50,11 +50,14 @@ DETACH_ACTIONS = ("terminate", "stop")
 DETACH_SOURCES = frozenset({"instance-action", "termination-time", "rehearsal"})
 POLL_FIRST = 0.25  # seconds before the first look at target health
 POLL_MAX = 2.0  # target health is asked at least this often
-DISCOVERY_WAIT = 5.0  # a step waits this long at most for a discovery still running
+DETACH_WAIT = 5.0  # detach waits this long at most for the group (else it asks itself)
 
 
-def _known(discovery: LoadBalancerDiscovery, ctx: StepContext) -> Optional[LoadBalancers]:
-    return discovery.result(min(DISCOVERY_WAIT, max(0.0, ctx.clock.time_left())))
+def _known(
+    discovery: LoadBalancerDiscovery, ctx: StepContext, wait: float
+) -> Optional[LoadBalancers]:
+    """The discovery's answer, waiting for it at most `wait` (never past the deadline)."""
+    return discovery.result(min(wait, max(0.0, ctx.clock.time_left())))
 
 
 class DeregisterStep(Step):
@@ -75,9 +78,18 @@ class DeregisterStep(Step):
 
     def run(self, ctx: StepContext) -> StepOutcome:
         started = ctx.clock.now()
-        found = _known(self.discovery, ctx)
+        # A discovery still failing (an IMDS or AWS outage since the daemon started) is
+        # waited for at most `wait`, as the hooks wait for this step; then what is known
+        # (the lists given in the config) is taken out, and the step says what was not.
+        found = _known(self.discovery, ctx, self.settings.wait)
+        unknown = ""
         if found is None:
-            return self._failed("load balancers not known: discovery has not answered")
+            latest = self.discovery.latest
+            why = latest.why if latest is not None else "it has not answered"
+            unknown = f"load balancers not known: discovery failed ({why})"
+            found = latest if latest is not None and not latest.empty else None
+            if found is None:
+                return self._failed(unknown)
         if found.empty:
             if self.settings.enabled is True:
                 return self._failed(f"load_balancer.enabled is true but none found ({found.why})")
@@ -106,7 +118,7 @@ class DeregisterStep(Step):
 
         done = each(found.target_groups, take_out)
         classic_failures = [f for f in each(found.classic, take_out_classic) if f]
-        failures = [why for _, _, why in done if why] + classic_failures
+        failures = [why for _, _, why in done if why] + classic_failures + [unknown]
         targets = tuple((g, p) for g, ports, _ in done for p in ports)
         classic = tuple(
             n for n in found.classic if not any(f.startswith(f"{n}: ") for f in classic_failures)
@@ -188,6 +200,7 @@ class DeregisterStep(Step):
         return StepOutcome(FAILED, why)
 
     def _end(self, failures: List[str], detail: str) -> StepOutcome:
+        failures = [failure for failure in failures if failure]
         if failures:
             return self._failed(f"{'; '.join(failures)} ({detail})")
         return StepOutcome(OK, detail)
@@ -205,7 +218,7 @@ class DetachStep(Step):
         instance = ctx.instance_id
         aws = self.clients.bounded(ctx.clock.time_left)
         try:
-            found = _known(self.discovery, ctx)
+            found = _known(self.discovery, ctx, DETACH_WAIT)
             group = found.group if found is not None and found.group else None
             group = group or group_of(aws, instance)
             if group is None:
@@ -274,14 +287,18 @@ class LoadBalancerResponse:
         self.discovery.start()
         return self
 
+    def stop(self) -> None:
+        """Superseded (a reload): its discovery tries no more."""
+        self.discovery.stop()
+
     def deregister(self, notice: Notice, config: Config) -> List[Step]:
         settings = config.load_balancer
         if settings.enabled is False or notice.action not in LB_ACTIONS:
             return []
         given = settings.target_groups or settings.classic
         found = self.discovery.result()
-        if settings.enabled == "auto" and not given and (found is None or found.empty):
-            return []  # auto and nothing found (yet: discovery runs from the daemon's start)
+        if settings.enabled == "auto" and not given and found is not None and found.empty:
+            return []  # auto and none found (a discovery not done yet is waited for)
         return [DeregisterStep(self.discovery, self.clients, settings, config.state_dir)]
 
     def detach(self, notice: Notice, config: Config) -> List[Step]:
