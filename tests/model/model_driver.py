@@ -193,7 +193,7 @@ class World:
 
     def begin(self) -> None:
         self.daemon.start()
-        self._wait_for_polls(2)
+        self._wait_for_polls(1)
 
     def _wait_for_polls(self, count: int, limit: float = 20.0) -> None:
         end = time.time() + limit
@@ -360,8 +360,7 @@ class World:
         try:
             self.settle()
             self.status("end")
-            self.daemon.stop("sigterm")
-            self.status("sigterm")
+            self.daemon.stop("sigterm")  # every response has ended: nothing left to record
         finally:
             self.close()
         return collect(self)
