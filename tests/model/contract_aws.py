@@ -13,7 +13,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 from contract_invariants import SLACK, Checker, Violation
 from contract_model import Model, Response
-from contract_signals import DRAIN_HOLD, MUTATING, Settings, applies
+from contract_signals import DRAIN_HOLD, ENDS_THE_BOOT, MUTATING, Settings, applies
 from model_trace import AwsCall, Trace
 from model_world import HEARTBEAT_TIMEOUT
 
@@ -40,7 +40,8 @@ class AwsChecks:
         return [c for c in self.attempts(name, start, end) if c.ok]
 
     def throttled_near(self, moment: float) -> bool:
-        return any(c.throttled and moment - 1 <= c.t <= moment + 10 for c in self.calls)
+        throttled = any(c.throttled and moment - 1 <= c.t <= moment + 10 for c in self.calls)
+        return throttled or self.c.aws_slow_near(moment)
 
     def first_window(
         self, response: Response, span: float, until_end: bool = False
@@ -296,7 +297,18 @@ class AwsChecks:
         last = [
             c for c in self.calls if c.ok and c.t < response.started and named(c) in (back, away)
         ]
-        return bool(last) and named(last[-1]) == away
+        if not last or named(last[-1]) != away:
+            return False
+        # The start puts back what the response to the stop or reboot changed (§7).
+        span = DRAIN_HOLD + SLACK
+        return any(
+            self.ok(away, r.started - SLACK, r.started + span)
+            for r in self.model.responses
+            if r.boot == response.boot - 1
+            and r.action in ENDS_THE_BOOT
+            and r.started is not None
+            and r.joined is None
+        )
 
     def ecs_stops(self) -> None:
         """§4 3-4: StopTask after the hooks, or at the final stop's moment."""

@@ -31,6 +31,7 @@ class Notice:
     text: str
     event_id: str = ""
     code: str = ""
+    source: str = ""  # when not its signal's own (a terminate seen through termination-time)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Response:
     source: str = ""  # SPOTWATCH_SOURCE
 
     def __post_init__(self) -> None:
-        self.source = self.source or self.signal.source
+        self.source = self.source or self.notice.source or self.signal.source
 
     def latest(self) -> Tuple[float, str]:
         """Its notice's time as it last stood (epoch, text)."""
@@ -175,6 +176,10 @@ class Interpreter:
             item = answer.shown[0] if answer.shown else None
             shown[signal.name] = self._notice(signal, item, answer.t, signal.name) if item else None
         for name, notice in shown.items():
+            known = self.trackers.get(name)
+            blind = answer.speaks_for is not None and notice is None and known is not None
+            if blind and known.known is not None and known.known.action not in answer.speaks_for:
+                continue  # §3: this answer says nothing about a notice of that action
             self.observe(name, signal, notice, answer.t)
         self.start_due(answer.t)
 
@@ -189,7 +194,8 @@ class Interpreter:
                 return known.known  # its time is reckoned once, from when it was first seen
             epoch = int(moment) + self.settings.asg_budget
             text = ""
-        return Notice(action, epoch, text, item.event_id, item.what if signal.per_event else "")
+        code = item.what if signal.per_event else ""
+        return Notice(action, epoch, text, item.event_id, code, item.source)
 
     # ------------------------------------------------------------------ §3 trackers
 
@@ -245,6 +251,8 @@ class Interpreter:
         if response is None:
             return
         response.withdrawn = moment
+        if signal.cancelable and abs(moment - known.epoch) < 4 * self.settings.poll + 0.5:
+            response.uncertain = "gone about its NotBefore: canceled or not, timing decides"
         if signal.cancelable and known.action != "cancel" and moment < known.epoch:
             if tracker.completed_seen:  # `completed` before NotBefore: the contract is silent
                 response.uncertain = "completed before its NotBefore"
@@ -290,6 +298,8 @@ class Interpreter:
         first.ever.append(response)
         if first.root.halt_why == "superseded":  # the contract does not say what that joins
             response.uncertain = "the response it joins was superseded"
+        if first.root.uncertain:
+            response.uncertain = f"the response it joins is uncertain ({first.root.uncertain})"
 
     def end_to_join(self, response: Response, moment: float) -> Optional[End]:
         """§7: a second signal of the same end joins the first's response (one that already

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from model_trace import Answer, HookRun, Shown, Trace
 from model_world import WATCHED_PATHS, Raw
 
+FALLBACK = "termination-time"
+
 if TYPE_CHECKING:
     from model_driver import World
 
@@ -78,6 +80,12 @@ def answers(raw: List[Raw]) -> List[Answer]:
     for t, path, status, body, token in raw:
         signal = WATCHED_PATHS[path]
         if token not in polling or signal == "instance-id" or status not in (200, 404):
+            continue
+        if path.endswith("/termination-time"):  # the fallback: terminate notices only
+            text = body.decode("utf-8", "replace").strip()
+            epoch = _iso_epoch(text) if status == 200 else None  # not a time: no notice
+            seen = () if epoch is None else (Shown("terminate", text, epoch, source=FALLBACK),)
+            found.append(Answer(t, signal, seen, speaks_for=("terminate",)))
             continue
         seen = () if status == 404 else shown(signal, body)
         if seen is not None:

@@ -133,6 +133,10 @@ class DaemonProcess:
             return
         sent = time.time()
         process.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        if how == "sigterm-twice":  # §4: a second SIGTERM shortens the wait
+            time.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            how = "sigterm"
         try:
             code = process.wait(STOP_LIMIT)
         except subprocess.TimeoutExpired:
@@ -226,7 +230,7 @@ class World:
             imds.scheduled.add(args[0], when, event_id=f"instance-event-{args[2]:017x}")
         elif kind.startswith("sched-"):
             self._scheduled(kind, args)
-        elif kind in ("sigterm", "kill", "boot"):
+        elif kind in ("sigterm", "kill", "boot", "sigterm-twice"):
             self.restart(kind)
         elif kind == "imds-down":
             imds.inject_status(503, count=None)
@@ -246,6 +250,8 @@ class World:
             self.daemon.start()
         elif kind == "throttle":
             self.aws.throttle[args[0]] = int(args[1])
+        elif kind == "hang":
+            self.aws.hang[args[0]] = float(args[1])
         elif kind == "status":
             self.status("checkpoint")
         time.sleep(gap)
@@ -271,7 +277,7 @@ class World:
         self.timers.append(timer)
 
     def restart(self, how: str) -> None:
-        self.daemon.stop("kill" if how == "kill" else "sigterm")
+        self.daemon.stop(how if how in ("kill", "sigterm-twice") else "sigterm")
         if how != "kill":
             self.status("sigterm")
         if how == "boot" and self.daemon.unshare:

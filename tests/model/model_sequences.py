@@ -121,9 +121,11 @@ def rebalance_life(d: Draw) -> List[Event]:
 def disruption(d: Draw) -> List[Event]:
     kind = d.rnd.choices(
         ("sigterm", "kill", "boot", "imds-down", "imds-down-restart", "throttle", "status",
-         "raise-while-down"),
-        (3, 3, 2, 2, 1, 3, 2, 1),
+         "raise-while-down", "sigterm-twice", "hang"),
+        (3, 3, 2, 2, 1, 3, 2, 1, 1, 1),
     )[0]  # fmt: skip
+    if kind == "hang":
+        return [(kind, d.rnd.choice(THROTTLED), d.rnd.choice((2.0, 6.0)), d.gap())]
     if kind == "raise-while-down":
         return [(kind, d.rnd.choice(("terminate", "stop")), d.lead(), d.gap())]
     if kind in ("imds-down", "imds-down-restart"):
@@ -183,9 +185,15 @@ def _stories() -> Tuple[Callable[[Draw], List[Event]], ...]:
     def joins_across_a_restart(d: Draw) -> List[Event]:
         return [("asg", 1.2), ("raise-while-down", "terminate", d.lead(), 1.0)]
 
+    def sigterm_twice_while_aws_hangs(d: Draw) -> List[Event]:
+        slow = d.rnd.choice(("UpdateContainerInstancesState", "DeregisterTargets"))
+        action = d.rnd.choice(("terminate", "stop"))
+        return [("hang", slow, 8.0, 0.0), ("spot", action, d.lead(), 1.5), ("sigterm-twice", 1.0)]
+
     return (canceled_stop_then_spot_stop, spot_stop_joins_then_cancel, join_then_restart,
             stop_then_boot, imds_down_at_start, waiting_event, group_ends_it,
-            rebalance_then_notice, once_interrupted, joins_across_a_restart)  # fmt: skip
+            rebalance_then_notice, once_interrupted, joins_across_a_restart,
+            sigterm_twice_while_aws_hangs)  # fmt: skip
 
 
 STORIES = _stories()

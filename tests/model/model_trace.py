@@ -23,6 +23,7 @@ class Shown:
     epoch: float = 0.0
     event_id: str = ""
     state: str = ""
+    source: str = ""  # when not the signal's own (the termination-time fallback)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class Answer:
     t: float
     signal: str  # a key of contract_model.SIGNALS
     shown: Tuple[Shown, ...] = ()
+    # The actions whose absence this answer vouches for (None: all). §3: the
+    # termination-time fallback knows terminate notices only.
+    speaks_for: Optional[Tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,16 @@ from spotwatch.simulator.tree import format_time
 
 WATCHED_PATHS = {
     "/latest/meta-data/spot/instance-action": "spot",
+    "/latest/meta-data/spot/termination-time": "spot",  # the fallback (§3)
     "/latest/meta-data/events/recommendations/rebalance": "rebalance",
     "/latest/meta-data/autoscaling/target-lifecycle-state": "autoscaling",
     "/latest/meta-data/events/maintenance/scheduled": "scheduled",
     "/latest/meta-data/instance-id": "instance-id",
 }
 ANSWERED_HERE = ("RecordLifecycleActionHeartbeat", "CompleteLifecycleAction")
+# Ending the instance is answered here and goes no further: in this world the instance stays
+# as IMDS says it is (a new boot is the driver's event), so moto's copy of it keeps running.
+ENDED_HERE = {"StopInstances": (64, "stopping"), "TerminateInstances": (32, "shutting-down")}
 HEARTBEAT_TIMEOUT = 6  # the lifecycle hook's, in seconds
 QUERY_THROTTLED = (
     b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
@@ -178,6 +182,7 @@ class AwsEndpoint:
         self.task_stop_delay = task_stop_delay
         self.calls: List[AwsCall] = []
         self.throttle: Dict[str, int] = {}  # operation -> throttled answers still to give
+        self.hang: Dict[str, float] = {}  # operation -> seconds its next call waits unanswered
         self.stopped_at: Dict[str, float] = {}  # task ARN -> when StopTask came
         self._lock = threading.Lock()
         endpoint = self
@@ -194,7 +199,7 @@ class AwsEndpoint:
 
     def reset(self) -> None:
         with self._lock:
-            self.calls, self.throttle, self.stopped_at = [], {}, {}
+            self.calls, self.throttle, self.stopped_at, self.hang = [], {}, {}, {}
 
     def close(self) -> None:
         self._server.shutdown()
@@ -220,10 +225,15 @@ class AwsEndpoint:
             throttled = self.throttle.get(operation, 0) > 0
             if throttled:
                 self.throttle[operation] -= 1
+            hang = self.hang.pop(operation, 0.0)
+        if hang:
+            time.sleep(hang)  # a slow AWS API (the caller's bound may give up first)
         if throttled:
             status, data, kind = _throttled(service, bool(target))
         elif operation in ANSWERED_HERE:
             status, data, kind = 200, _empty_answer(operation), "text/xml"
+        elif operation in ENDED_HERE and params.get("DryRun") != "true":
+            status, data, kind = 200, _ended(operation, params), "text/xml"
         else:
             status, data, kind = self._forward(lowered, path, body)
             if operation == "StopTask" and status == 200:
@@ -278,6 +288,20 @@ def _throttled(service: str, json_api: bool) -> Tuple[int, bytes, str]:
     if service == "ec2":
         return 503, EC2_THROTTLED, "text/xml"
     return 400, QUERY_THROTTLED, "text/xml"
+
+
+def _ended(action: str, params: Dict[str, Any]) -> bytes:
+    code, name = ENDED_HERE[action]
+    item = (
+        f"<item><instanceId>{params.get('InstanceId.1', '')}</instanceId>"
+        f"<currentState><code>{code}</code><name>{name}</name></currentState>"
+        "<previousState><code>16</code><name>running</name></previousState></item>"
+    )
+    tag = "instancesSet"
+    return (
+        f'<{action}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        f"<requestId>r-1</requestId><{tag}>{item}</{tag}></{action}Response>"
+    ).encode()
 
 
 def _empty_answer(action: str) -> bytes:

@@ -112,6 +112,7 @@ def test_a_canceled_response_ended_nothing() -> None:
     model = interpret(trace_of(answers), Settings())
     assert [e.root.signal.name for e in model.ends] == ["scheduled", "spot"]
     assert [r.action for r in model.responses] == ["stop", "cancel", "stop"]
+    assert "canceled-absorbs-nothing" in invariants(trace_of(answers))  # no hook ran for it
 
 
 def test_a_cancel_hands_the_end_to_the_notice_that_joined_it() -> None:
