@@ -22,6 +22,7 @@ from contract_signals import END_ACTIONS, ENDS_THE_BOOT, SIGNALS, Settings, Sign
 from model_trace import Answer, Lifetime, Shown, Trace
 
 FORGET_AFTER = 3  # §3: absent for 3 consecutive successful polls
+BRIEF_BOOT = 6.0  # a boot the daemon ran on no longer than this may not have run its start
 
 
 @dataclass
@@ -153,12 +154,28 @@ class Interpreter:
             and (r.end is None or r.end.live_at(r.started))
             and r.halt_why != "canceled"
         ]
+        owed = [r for r in self.model.of("start") if r.boot == self.boot]
+        brief = self.up_for(self.boot) < BRIEF_BOOT
         self.boot, self.trackers = boot, {}  # a new boot: the earlier boot's notices are gone
         if previous and boot > 0:
             latest = max(previous, key=lambda r: r.first_seen)
             notice = Notice("start", *latest.latest())  # the earlier notice's time, as it stood
-            start = self._new("start", "start", SIGNALS["spot"], notice, moment)
-            start.started, start.sightings, start.source = moment, 2, "instance-start"
+            self._start_response(notice, moment)
+        elif owed and brief:  # that boot's start may not have run: the next boot may run it
+            self._start_response(owed[0].notice, moment).uncertain = "an earlier start was cut"
+
+    def _start_response(self, notice: Notice, moment: float) -> Response:
+        start = self._new("start", "start", SIGNALS["spot"], notice, moment)
+        start.started, start.sightings, start.source = moment, 2, "instance-start"
+        return start
+
+    def up_for(self, boot: int) -> float:
+        """How long the daemon ran (until told to stop) on `boot`."""
+        return sum(
+            (life.signalled or life.ended or self.trace.ended) - life.started
+            for life in self.trace.lifetimes
+            if life.boot == boot
+        )
 
     def answer(self, answer: Answer) -> None:
         signal = SIGNALS[answer.signal]
