@@ -251,7 +251,7 @@ class World:
         elif kind == "throttle":
             self.aws.throttle[args[0]] = int(args[1])
         elif kind == "hang":
-            self.aws.hang[args[0]] = float(args[1])
+            self.aws.hang[args[0]] = time.time() + float(args[1])
         elif kind == "status":
             self.status("checkpoint")
         time.sleep(gap)

@@ -182,7 +182,7 @@ class AwsEndpoint:
         self.task_stop_delay = task_stop_delay
         self.calls: List[AwsCall] = []
         self.throttle: Dict[str, int] = {}  # operation -> throttled answers still to give
-        self.hang: Dict[str, float] = {}  # operation -> seconds its next call waits unanswered
+        self.hang: Dict[str, float] = {}  # operation -> until when its calls wait unanswered
         self.stopped_at: Dict[str, float] = {}  # task ARN -> when StopTask came
         self._lock = threading.Lock()
         endpoint = self
@@ -225,8 +225,8 @@ class AwsEndpoint:
             throttled = self.throttle.get(operation, 0) > 0
             if throttled:
                 self.throttle[operation] -= 1
-            hang = self.hang.pop(operation, 0.0)
-        if hang:
+            hang = self.hang.get(operation, 0.0) - came
+        if hang > 0:
             time.sleep(hang)  # a slow AWS API (the caller's bound may give up first)
         if throttled:
             status, data, kind = _throttled(service, bool(target))
