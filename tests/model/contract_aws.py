@@ -353,7 +353,12 @@ class StatusChecks:
             if life.how == "sigterm" and polled and life.exit_code != 0:
                 self.c.flag("sigterm-exits-0", f"exit status {life.exit_code}")
         for problem in self.trace.log_problems:
-            self.c.flag("no-traceback", problem[:300])
+            if problem.startswith("responses still running"):
+                self.c.flag("responses-end", problem)
+            elif "SIGTERM" in problem:
+                self.c.flag("exits-within-90s", problem)
+            else:
+                self.c.flag("no-traceback", problem[:300])
         for shot in self.trace.statuses:
             self.shot(shot.t, shot.after, shot.doc)
 
@@ -369,6 +374,13 @@ class StatusChecks:
                 + ", ".join(f"{s.get('name')}={s.get('status')}" for s in left),
             )
         notices = [n for n in doc.get("notices") or [] if isinstance(n, dict)]
+        stuck = [n for n in notices if n.get("state") == "responding"]
+        if after == "end" and stuck:  # every response has ended by then (the driver waited)
+            self.c.flag(
+                "responses-end",
+                f"status at the end: {stuck[0].get('action')} notice for {stuck[0].get('time')} "
+                "still responding, with nothing left running",
+            )
         for entry in notices:
             if entry.get("state") not in STATES:
                 self.c.flag("status-notice-state", f"notices entry without a state: {entry}")

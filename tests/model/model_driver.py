@@ -358,7 +358,13 @@ class World:
             state = json.loads((self.folder / "state" / "state.json").read_text())
         except (OSError, ValueError):
             return True
-        return all(record.get("done") for record in state.get("responses", {}).values())
+        # A record not done but with nothing running or pending runs no more by itself
+        # (interrupted, or halted for good): `status` is judged on it, not waited for.
+        return all(
+            record.get("done")
+            or not any(s.get("status") in ("running", "pending") for s in record.get("steps", []))
+            for record in state.get("responses", {}).values()
+        )
 
     def finish(self) -> Trace:
         from model_collect import collect
