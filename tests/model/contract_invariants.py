@@ -211,8 +211,10 @@ class Checker:
         return "canceled-absorbs-nothing" if canceled else "seen-twice-gets-hooks"
 
     def cut(self, run: HookRun, end: End) -> bool:
-        """May this run have gone unrecorded (a kill -9, or a cancel handing the end over,
-        while it ran)? Then running it again is allowed."""
+        """May this run have ended unfinished or unrecorded (SIGTERM cut it, a kill -9 came,
+        or a cancel handed the end over while it ran)? Then running it again is allowed."""
+        if run.stopped:
+            return True  # cut short by SIGTERM: not finished, so a restart runs it again
         ends = [*self.kills, *([end.transferred] if end.transferred else [])]
         return any(
             run.started <= k and (run.ended is None or run.ended >= k - KILL_SLACK) for k in ends

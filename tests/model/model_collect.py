@@ -8,7 +8,7 @@ import calendar
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
 from model_trace import Answer, HookRun, Shown, Trace
 from model_world import WATCHED_PATHS, Raw
@@ -24,6 +24,7 @@ def hook_runs(path: Path) -> List[HookRun]:
         return []
     starts: Dict[int, Tuple[str, float, Dict[str, str]]] = {}
     ends: Dict[int, float] = {}
+    stopped: Set[int] = set()
     for line in path.read_text().splitlines():
         try:
             entry = json.loads(line)
@@ -33,7 +34,12 @@ def hook_runs(path: Path) -> List[HookRun]:
             starts[entry["pid"]] = (entry["hook"], entry["t"], entry.get("env", {}))
         else:
             ends[entry["pid"]] = entry["t"]
-    runs = [HookRun(name, t, ends.get(pid), env) for pid, (name, t, env) in starts.items()]
+            if entry.get("signal"):
+                stopped.add(entry["pid"])
+    runs = [
+        HookRun(name, t, ends.get(pid), env, pid in stopped)
+        for pid, (name, t, env) in starts.items()
+    ]
     return sorted(runs, key=lambda r: r.started)
 
 

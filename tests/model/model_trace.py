@@ -58,6 +58,7 @@ class HookRun:
     started: float
     ended: Optional[float]
     env: Dict[str, str]
+    stopped: bool = False  # SIGTERM cut it short (a shutdown's end, or its time limit)
 
     @property
     def action(self) -> str:
