@@ -8,12 +8,17 @@ with min and max; comparisons are ratios measured in the same run. The table als
 `--json` (default: bench-results.json in the current folder). `--quick`: few repetitions and
 small counts (CI runs it once; it fails only when a benchmark crashes, never on a number).
 Sections: idle, detection, rebalance, hibernate, fanout, ecs, startup, events, lb, storm (the
-full run adds the live storm: 30 real daemons, ~3 min). See docs/benchmarks.md.
+full run adds the live storm: 30 real daemons, both ECS stop policies at three sizes, ~9 min),
+clouds (Google's hanging GET against plain polling, each cloud's idle cost), runtime (one
+instance's tasks through a real dockerd and through moto), presets (s3-sync against moto:
+1 GiB and 1,000 small files in the full run; docker-stop of 20 containers). See
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -27,13 +32,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from bench import (
     aws_client_cost,
     cadence,
+    clouds,
     detection,
     ecs_stop,
     events,
     fanout,
     idle,
     lb,
+    presets,
     rebalance,
+    runtime_stop,
     startup,
     storm,
     storm_live,
@@ -59,6 +67,9 @@ SECTIONS = (
     "events",
     "lb",
     "storm",
+    "clouds",
+    "runtime",
+    "presets",
 )
 
 
@@ -89,6 +100,15 @@ class Plan:
     )
     rebalance_checkpoints: Tuple[int, ...] = (2, 22, 42, 62)  # polls, fast mode
     rebalance_trials: Tuple[int, int] = (20, 12)  # detection trials: fast mode, normal mode
+    cloud_trials: int = 20  # Google preemptions, each way (a fresh daemon each)
+    cloud_idle_window: float = 60.0  # seconds each cloud's daemon is read idle
+    runtime_tasks: int = 20  # one instance's tasks stopped through dockerd and through moto
+    runtime_reps: int = 3
+    # s3-sync: (files, bytes each) sets and repetitions; docker-stop: containers, trials
+    s3_sets: Tuple[Tuple[int, int], ...] = ((1, 1024 * 1024 * 1024), (1000, 100 * 1024))
+    s3_reps: int = 2
+    docker_containers: int = 20
+    docker_trials: int = 3
 
 
 FULL = Plan(
@@ -128,6 +148,14 @@ QUICK = Plan(
     cadences=((1.0, (2, 5, 8)),),  # 1 s only: the 5 s one is for the full run
     rebalance_checkpoints=(2, 6, 10),
     rebalance_trials=(4, 2),
+    cloud_trials=1,
+    cloud_idle_window=5.0,
+    runtime_tasks=5,
+    runtime_reps=1,
+    s3_sets=((1, 64 * 1024 * 1024), (200, 100 * 1024)),  # the 1 GiB file is for the full run
+    s3_reps=1,
+    docker_containers=5,
+    docker_trials=1,
 )
 RTT_FOR_TARGETS = 0.03  # the modelled API round trip the ECS targets are judged at
 
@@ -379,25 +407,79 @@ def run_storm(results: Results, plan: Plan) -> None:
             results.add("storm", f"share in time, {what}", "%", [outcome.in_time * 100])
             results.add("storm", f"calls sent ÷ needed, {what}", "x", [outcome.amplification])
             results.add("storm", f"tasks stopped by the deadline, {what}", "", [outcome.stopped])
+    if plan is not QUICK:  # where the API's bucket is not enough: the runtime's target
+        for size in (500, 1000):
+            scenario = storm.Scenario(instances=size)
+            for policy in (storm.SHIPPED_API, "runtime"):
+                outcome = storm.simulate(scenario, policy)
+                share = outcome.stopped / (size * scenario.tasks) * 100
+                what = f"{size} instances x {scenario.tasks} tasks, {policy}"
+                row = results.add("storm", f"tasks stopped by the deadline, {what}", "%", [share])
+                if policy == "runtime" and size == 1000:
+                    row.target, row.met = "≥ 99 %", share >= 99
+                results.add("storm", f"share in time, {what}", "%", [outcome.in_time * 100])
     if plan is not QUICK and plan.storm_daemons:
         run_storm_live(results, plan.storm_daemons)
 
 
 def run_storm_live(results: Results, daemons: int) -> None:
     """Real daemons against buckets scaled to their number (bench/storm_live.py), beside
-    the simulation of the same scenario: as tight as 1,000 instances, and as roomy as 100
-    (refilled twice as fast: the 60 s storm is the 120 s one at twice the speed)."""
-    for per, faster in ((1000, 1.0), (100, 2.0)):
+    the simulation of the same scenario: as tight as 1,000, 500 and 100 instances, refilled
+    twice as fast (the 60 s storm is the 120 s one at twice the speed); the API policy that
+    ships and the runtime's (`ecs.stop_via: runtime`), one after the other at each size."""
+    for (per, faster), policy in itertools.product(
+        ((1000, 2.0), (500, 2.0), (100, 2.0)), (storm.SHIPPED_API, "runtime")
+    ):
         scenario = storm_live.scaled(daemons, per, faster=faster)
-        live = storm_live.run_live(scenario, log=lambda text: print(text, file=sys.stderr))
-        sim, text = storm_live.compare(scenario, live)
+        live = storm_live.run_live(
+            scenario, log=lambda text: print(text, file=sys.stderr), policy=policy
+        )
+        sim, text = storm_live.compare(scenario, live, policy=policy)
         print(text + "\n" + storm_live.describe(live), file=sys.stderr, flush=True)
-        what = f"{daemons} daemons, buckets x {daemons}/{per}, refill x {faster:g}"
+        what = f"{daemons} daemons, buckets x {daemons}/{per}, refill x {faster:g}, {policy}"
         for name, o in (("live", live.outcome), ("simulated", sim)):
             results.add("storm", f"share in time, {what}, {name}", "%", [o.in_time * 100])
             results.add("storm", f"calls sent ÷ needed, {what}, {name}", "x", [o.amplification])
             results.add("storm", f"tasks stopped by the deadline, {what}, {name}", "", [o.stopped])
         results.add("storm", f"daemons' CPU in the storm, {what}", "s", [live.daemon_cpu])
+
+
+def run_runtime(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
+    """One instance's tasks stopped through a real dockerd and through StopTask on moto
+    (bench/runtime_stop.py), alternating, in this run."""
+    assert moto is not None
+    n = plan.runtime_tasks
+    try:
+        found = runtime_stop.compare(
+            sim, moto.endpoint, n, plan.runtime_reps, log=lambda t: print(t, file=sys.stderr)
+        )
+    except runtime_stop.DockerUnavailable as why:
+        results.add("runtime", f"{n} tasks stopped: not measured", "s", [], note=str(why))
+        return
+    labels = {
+        "runtime": f"notice {{}} → {n} containers stopped through dockerd (stop_via: runtime)",
+        "api": f"notice {{}} → {n} StopTask answered by moto (stop_via: api)",
+    }
+    for via, trials in found.items():
+        for moment in ("raised", "seen"):
+            values = [t[moment] for t in trials]
+            results.add("runtime", labels[via].format(moment), "s", values)
+    results.add(
+        "runtime",
+        f"after StopTask: the same {n} containers stopped at once (the agent's part)",
+        "s",
+        [t["containers"] for t in found["api"]],
+    )
+    ratios = [
+        r["seen"] / (a["seen"] + a["containers"]) for r, a in zip(found["runtime"], found["api"])
+    ]
+    results.add(
+        "runtime",
+        "runtime ÷ (StopTask answered + the containers' stop), from the notice seen",
+        "x",
+        ratios,
+        note="ECS's delivery of StopTask to the agent left out: it only adds to the api side",
+    )
 
 
 def run_startup(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
@@ -481,6 +563,51 @@ def run_lb(results: Results, plan: Plan) -> None:
         )
 
 
+def run_clouds(results: Results, plan: Plan) -> None:
+    """Google's hanging GET against plain polling at poll_interval 5 s, in one run; each
+    cloud's idle daemon per minute (bench/clouds.py)."""
+    hanging = clouds.preemption_latency(plan.cloud_trials, hanging=True)
+    plain = clouds.preemption_latency(plan.cloud_trials, hanging=False)
+    what = "preempted TRUE → first hook started, poll_interval 5 s, random phase"
+    results.add(
+        "clouds",
+        f"Google: {what}, hanging GET",
+        "ms",
+        hanging,
+        p99=percentile(hanging, 99),
+        target="p99 < 1000 ms",
+        met=percentile(hanging, 99) < 1000,
+    )
+    results.add(
+        "clouds",
+        f"Google: {what}, plain reads every poll (wait_for_change refused)",
+        "ms",
+        plain,
+        p99=percentile(plain, 99),
+    )
+    results.add(
+        "clouds",
+        "Google: plain polling ÷ hanging GET, median latency",
+        "x",
+        [median(plain) / median(hanging)],
+    )
+    for run in clouds.idle_per_minute(plan.cloud_idle_window):
+        cpu, requests = run.per_minute()
+        results.add(
+            "clouds",
+            f"idle CPU per minute at poll_interval 5 s, {run.cloud} simulator",
+            "ms/min",
+            [cpu],
+            note=f"{requests:.0f} requests a minute; the three daemons at once",
+        )
+
+
+def run_presets(results: Results, sim: SimProcess, plan: Plan, moto: Optional[MotoProcess]) -> None:
+    assert moto is not None
+    presets.s3_rows(results, moto, list(plan.s3_sets), plan.s3_reps)
+    presets.docker_rows(results, sim, plan.docker_containers, plan.docker_trials)
+
+
 # --------------------------------------------------------------------- main
 
 
@@ -505,7 +632,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sim = SimProcess()
     moto: Optional[MotoProcess] = None
     try:
-        if "ecs" in chosen or "startup" in chosen or "events" in chosen:
+        if {"ecs", "startup", "events", "runtime", "presets"} & set(chosen):
             moto = MotoProcess()
         steps: Dict[str, Callable[[], None]] = {
             "idle": lambda: run_idle(results, sim, plan),
@@ -518,6 +645,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             "events": lambda: run_events(results, plan, moto),
             "storm": lambda: run_storm(results, plan),
             "lb": lambda: run_lb(results, plan),
+            "clouds": lambda: run_clouds(results, plan),
+            "runtime": lambda: run_runtime(results, sim, plan, moto),
+            "presets": lambda: run_presets(results, sim, plan, moto),
         }
         for name in chosen:
             section_began = time.monotonic()

@@ -276,6 +276,7 @@ class DaemonProcess:
     ) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="spotwatch-bench-"))
         config: Dict[str, Any] = {
+            "cloud": "aws",  # not the firmware's: the bench is the same on any machine
             "poll_interval": poll_interval,
             "state_dir": str(self.folder / "state"),
             "imds": {"endpoint": endpoint, "user_data": False},

@@ -2,8 +2,8 @@
 
 With `poll_interval: 5s` and `rebalance.poll_interval: 1s` (the default), the daemon polls
 spot/instance-action every 1 s from the poll that sees a recommendation until a notice comes,
-the recommendation is gone or an hour has passed since it was issued (`_follow_risk` in
-spotwatch/daemon/shell.py). Measured here, each part against a simulator process of its own
+the recommendation is gone or an hour has passed since it was issued (`wanted_interval` in
+spotwatch/daemon/pollview.py). Measured here, each part against a simulator process of its own
 and all three at once (each daemon's CPU is its own threads'):
 
 - CPU per poll and RSS in that mode: one daemon, a recommendation standing and no notice,

@@ -9,24 +9,34 @@ import os
 import socket
 import tempfile
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from bench.common import AWS_ENV, INSTANCE_ACTION, DaemonProcess, SimProcess, rss_mb
 from bench.loopback import QuietHandler, serve
 
 
 class FakeAgent:
-    """The ECS agent's introspection API: GET /v1/metadata names the cluster and instance."""
+    """The ECS agent's introspection API: GET /v1/metadata names the cluster and instance;
+    GET /v1/tasks lists `tasks` (the agent's `{"Tasks": [...]}` entries, each with its
+    containers' DockerIds), none unless given."""
 
-    def __init__(self, cluster: str, container_instance_arn: str) -> None:
-        body = json.dumps(
-            {"Cluster": cluster, "ContainerInstanceArn": container_instance_arn, "Version": "bench"}
-        ).encode()
+    def __init__(
+        self, cluster: str, container_instance_arn: str, tasks: Optional[List[Any]] = None
+    ) -> None:
+        answers = {
+            "/v1/metadata": {
+                "Cluster": cluster,
+                "ContainerInstanceArn": container_instance_arn,
+                "Version": "bench",
+            },
+            "/v1/tasks": {"Tasks": tasks or []},
+        }
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
-                found = self.path.startswith("/v1/metadata")
-                self.reply(200 if found else 404, body if found else b"", "application/json")
+                found = answers.get(self.path.split("?")[0])
+                body = json.dumps(found).encode() if found else b""
+                self.reply(200 if found else 404, body, "application/json")
 
         self.server, self.url = serve(Handler)
 

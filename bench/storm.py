@@ -10,7 +10,9 @@ drains at once (UpdateContainerInstancesState), runs the stop step after its hoo
 DescribeTasks, StopTask for its standalone tasks, 16 at a time), and the final stop at notice
 time - stop_timeout - margin (ListTasks, StopTask for every task still running, 16 at a
 time). Every call takes a 30 ms round trip; the endpoint takes a token from the action's
-bucket when the call arrives and answers ThrottlingException when there is none.
+bucket when the call arrives and answers ThrottlingException when there is none. Policy
+"runtime" (`ecs.stop_via: runtime`) stops the tasks on the instance instead, and only the
+drain, DescribeTasks and the StopTask of tasks a restart policy keeps use the buckets.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def bucket_for(action: str) -> str:
 
 
 PACER: Dict[str, float] = {}  # Pacer field overrides, for trying other settings
-POLICIES = ("today", "standard", "adaptive", "deadline", "paced")
+POLICIES = ("today", "standard", "adaptive", "deadline", "paced", "runtime")
+SHIPPED_API = "paced"  # what `ecs.stop_via: api` ships; "runtime" is paced plus the runtime
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,12 @@ class Scenario:
     rtt: float = 0.03
     workers: int = 16
     buckets: Dict[str, Tuple[float, float]] = field(default_factory=lambda: dict(ECS_BUCKETS))
+    # The runtime policy: tasks (the last ones, service tasks) a restart policy keeps, which
+    # go through StopTask; a local call's round trip; how long containers take to exit after
+    # SIGTERM (charged to the runtime: StopTask counts when it is served, before that).
+    restarting: int = 1
+    local: float = 0.005
+    shutdown: float = 1.0
 
     @property
     def deadline(self) -> float:
@@ -71,9 +80,10 @@ class Scenario:
     def final_at(self) -> float:
         return self.lead - self.stop_timeout - self.margin
 
-    @property
-    def calls_needed(self) -> int:
-        """Per instance, when every call is served the first time."""
+    def calls_needed(self, policy: str = SHIPPED_API) -> int:
+        """AWS calls per instance, when every call is served the first time."""
+        if policy == "runtime":  # the drain, DescribeTasks, StopTask for the restarting
+            return 1 + 1 + self.restarting
         return 1 + 2 + self.standalone + 1 + (self.tasks - self.standalone)
 
 
@@ -207,7 +217,7 @@ class Storm:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}")
         self.s, self.policy = scenario, policy
-        self.paced = policy == "paced"
+        self.paced = policy in ("paced", "runtime")
         self.rng = random.Random(seed)
         self.now = 0.0
         self._queue: List[Tuple[float, int, Callable[[], None]]] = []
@@ -359,55 +369,108 @@ class Storm:
         return False
 
     # -- one instance's ECS steps
+    def _served(self, inst: Instance, ok: bool) -> None:
+        if ok:
+            inst.done_at = max(inst.done_at if inst.done_at < math.inf else 0.0, self.now)
+        else:
+            inst.failed = True
+
+    def _single(
+        self, inst: Instance, action: str, end: float, urgent: bool, then: Callable[[], None]
+    ) -> Proc:
+        ok = yield from self.call(inst, action, end, urgent)
+        self._served(inst, ok)
+        if ok:
+            then()
+
+    def _stopped(self, inst: Instance, task: int, urgent: bool) -> None:
+        if task in inst.running:
+            inst.running.remove(task)
+            if self.now <= self.s.deadline:  # later, the task was killed anyway
+                self.stopped += 1
+                self.stop_times.append(self.now)
+                self.final_served += urgent
+
+    def _stop_tasks(self, inst: Instance, tasks: List[int], end: float, urgent: bool) -> None:
+        """StopTask for each of `tasks` still running, `workers` at a time."""
+        queue = list(tasks)
+
+        def worker() -> Proc:
+            while queue:
+                task = queue.pop(0)
+                if task not in inst.running:
+                    continue
+                ok = yield from self.call(inst, "StopTask", end, urgent)
+                self._served(inst, ok)
+                if ok:
+                    self._stopped(inst, task, urgent)
+
+        for _ in range(min(self.s.workers, len(queue))):
+            self.spawn(self.now, worker())
+
     def instance(self, inst: Instance, seen: float) -> None:
         s = self.s
+        if self.policy == "runtime":
+            return self._instance_on_host(inst, seen)
         ours = isinstance(inst.client, Gate)
-
-        def served(ok: bool) -> None:
-            if ok:
-                inst.done_at = max(inst.done_at if inst.done_at < math.inf else 0.0, self.now)
-            else:
-                inst.failed = True
-
-        def single(action: str, end: float, urgent: bool, then: Callable[[], None]) -> Proc:
-            ok = yield from self.call(inst, action, end, urgent)
-            served(ok)
-            if ok:
-                then()
-
-        def stops(tasks: List[int], end: float, urgent: bool) -> None:
-            queue = list(tasks)
-
-            def worker() -> Proc:
-                while queue:
-                    task = queue.pop(0)
-                    if task not in inst.running:
-                        continue
-                    ok = yield from self.call(inst, "StopTask", end, urgent)
-                    served(ok)
-                    if ok and task in inst.running:
-                        inst.running.remove(task)
-                        if self.now <= s.deadline:  # later, the task was killed anyway
-                            self.stopped += 1
-                            self.stop_times.append(self.now)
-                            self.final_served += urgent
-
-            for _ in range(min(s.workers, len(queue))):
-                self.spawn(self.now, worker())
-
         stop_end = s.final_at if ours else math.inf  # ours gives way to the final stop
         call_end = s.deadline if ours else math.inf  # botocore's retries know no deadline
         standalone = inst.running[: s.standalone]
-        self.spawn(seen, single("UpdateContainerInstancesState", call_end, False, lambda: None))
+        self.spawn(seen, self._single(inst, "UpdateContainerInstancesState", call_end, False, _no))
         step_end = min(stop_end, call_end)
 
         def describe() -> None:
-            then = lambda: stops(standalone, step_end, False)  # noqa: E731
-            self.spawn(self.now, single("DescribeTasks", step_end, False, then))
+            then = lambda: self._stop_tasks(inst, standalone, step_end, False)  # noqa: E731
+            self.spawn(self.now, self._single(inst, "DescribeTasks", step_end, False, then))
 
-        self.spawn(max(seen + s.hooks, 0.0), single("ListTasks", step_end, False, describe))
-        final = lambda: stops(list(inst.running), call_end, True)  # noqa: E731
-        self.spawn(max(s.final_at, seen), single("ListTasks", call_end, True, final))
+        self.spawn(
+            max(seen + s.hooks, 0.0), self._single(inst, "ListTasks", step_end, False, describe)
+        )
+        final = lambda: self._stop_tasks(inst, list(inst.running), call_end, True)  # noqa: E731
+        self.spawn(max(s.final_at, seen), self._single(inst, "ListTasks", call_end, True, final))
+
+    def _instance_on_host(self, inst: Instance, seen: float) -> None:
+        """`ecs.stop_via: runtime` (spotwatch/parts/ecs/onhost.py): the drain and DescribeTasks
+        (which tasks are standalone) as before; the tasks listed by the agent, not ListTasks;
+        each stopped here (a local call, `shutdown` seconds until its containers exit), and
+        the `restarting` ones, which an ECS restart policy would start again, with StopTask."""
+        s = self.s
+        kept = set(inst.running[len(inst.running) - s.restarting :]) if s.restarting else set()
+        self.spawn(
+            seen, self._single(inst, "UpdateContainerInstancesState", s.deadline, False, _no)
+        )
+
+        def here(tasks: List[int], end: float, urgent: bool) -> None:
+            local = [t for t in tasks if t in inst.running and t not in kept]
+            self._stop_tasks(inst, [t for t in tasks if t in kept], end, urgent)
+            if local:
+                self.spawn(self.now, self._exits(inst, local))
+
+        def stop_step() -> Proc:
+            yield ("sleep", s.local)  # the agent's /v1/tasks, the runtime's version
+            standalone = inst.running[: s.standalone]
+            then = lambda: here(standalone, s.final_at, False)  # noqa: E731
+            yield from self._single(inst, "DescribeTasks", s.final_at, False, then)
+
+        def final_stop() -> Proc:
+            yield ("sleep", s.local)
+            here(list(inst.running), s.deadline, True)
+
+        self.spawn(max(seen + s.hooks, 0.0), stop_step())
+        self.spawn(max(s.final_at, seen), final_stop())
+
+    def _exits(self, inst: Instance, tasks: List[int]) -> Proc:
+        """The runtime's stops of `tasks`, all at once: their containers exit after
+        `shutdown` s, the answers come a local round trip later."""
+        yield ("sleep", self.s.shutdown)
+        for task in tasks:
+            self._stopped(inst, task, urgent=False)  # no StopTask served
+        yield ("sleep", self.s.local)
+        self._served(inst, True)
+
+
+def _no() -> None:
+    """Nothing follows."""
 
 
 def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
@@ -415,7 +478,7 @@ def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
     rng = random.Random(seed + 1)
     fleet: List[Instance] = []
     for _ in range(scenario.instances):
-        if policy in ("deadline", "paced"):
+        if policy in ("deadline", "paced", "runtime"):
             client: Any = Gate(scenario.workers)
         else:
             client = Botocore(4 if policy == "today" else 3, policy == "adaptive", 0.0)
@@ -432,7 +495,7 @@ def simulate(scenario: Scenario, policy: str, seed: int = 1) -> Outcome:
         instances=scenario.instances,
         **spread(finished),
         sent=storm.sent,
-        needed=scenario.calls_needed * scenario.instances,
+        needed=scenario.calls_needed(policy) * scenario.instances,
         first_give_up=storm.first_give_up,
         finished=finished,
         stopped=storm.stopped,
@@ -477,9 +540,10 @@ def capacity_note(scenario: Scenario) -> str:
 
 
 def plot(outcomes: Dict[int, List[Outcome]], scenario: Scenario, path: str) -> bool:
-    """Per policy at each fleet size: the completion-time CDF (top) and the tasks stopped by
-    a served StopTask over time (bottom: where capacity is not enough nobody completes, and
-    this shows who got the tokens); False when matplotlib is missing."""
+    """Per policy at each fleet size: the completion-time CDF (top) and the tasks stopped
+    over time, by a served StopTask or, with the runtime, by their containers' exit (bottom:
+    where capacity is not enough nobody completes, and this shows who got the tokens); False
+    when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -508,7 +572,7 @@ def plot(outcomes: Dict[int, List[Outcome]], scenario: Scenario, path: str) -> b
         done_ax.set_ylim(0, 1.05)
         stops_ax.set_xlabel("s after the notice (dotted: the final stop starts)")
     grid[0][0].set_ylabel("share of instances done in time")
-    grid[1][0].set_ylabel("tasks stopped by a served StopTask")
+    grid[1][0].set_ylabel("tasks stopped (StopTask served, or containers exited)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

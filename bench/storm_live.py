@@ -2,6 +2,7 @@
 simulation at the same size and parameters. Part of `python -m bench` (not `--quick`); alone:
 
     python -m bench.storm_live [--instances 30] [--per 1000,100,100x2] [--lead 60]
+                               [--policies paced,runtime]
 
 N real daemons (`python -m spotwatch run`), each with its own config, state folder and IMDS
 simulator, ECS on and its agent found at `/agent/<n>` of one ECS endpoint
@@ -35,7 +36,15 @@ from bench.common import (
     percentile,
     wait_until,
 )
-from bench.storm import ECS_BUCKETS, Outcome, Scenario, final_tokens, simulate, spread
+from bench.storm import (
+    ECS_BUCKETS,
+    SHIPPED_API,
+    Outcome,
+    Scenario,
+    final_tokens,
+    simulate,
+    spread,
+)
 from bench.storm_world import Fleet, StormEndpoint
 from spotwatch.simulator.imds import ImdsSimulator
 
@@ -78,14 +87,19 @@ class LiveRun:
 
 
 def outcome_of(
-    scenario: Scenario, endpoint: StormEndpoint, failed: List[bool], policy: str = "live"
+    scenario: Scenario, endpoint: StormEndpoint, failed: List[bool], policy: str = SHIPPED_API
 ) -> Outcome:
-    """The simulation's figures (bench/storm.py `simulate`), from the calls the endpoint
-    recorded: an instance is done when its last call was served (+ half a round trip), in
-    time when that is by the deadline, every task was stopped and no ECS step failed."""
+    """The simulation's figures (bench/storm.py `simulate`), from the calls and container
+    exits the endpoint recorded: an instance is done when its last call was served (+ half a
+    round trip) and its last container exited, in time when that is by the deadline, every
+    task was stopped and no ECS step failed. A task is stopped by the deadline when its
+    StopTask was served, or its container exited, by then."""
     s, half = scenario, scenario.rtt / 2
     done = [-math.inf] * s.instances
     stopped = final_served = 0
+    for gone in endpoint.exits:
+        done[gone.instance] = max(done[gone.instance], gone.at)
+        stopped += gone.at <= s.deadline
     sent_by: Dict[str, int] = {}
     for call in endpoint.calls:
         sent_by[call.action] = sent_by.get(call.action, 0) + 1
@@ -101,11 +115,11 @@ def outcome_of(
         for n, d in enumerate(done)
     ]
     return Outcome(
-        policy=policy,
+        policy=f"{policy}, live",
         instances=s.instances,
         **spread(finished),
         sent=len(endpoint.calls),
-        needed=s.calls_needed * s.instances,
+        needed=s.calls_needed(policy) * s.instances,
         first_give_up=None,
         finished=finished,
         stopped=stopped,
@@ -115,7 +129,9 @@ def outcome_of(
     )
 
 
-def daemon_settings(scenario: Scenario, agent_url: str) -> Dict[str, Any]:
+def daemon_settings(
+    scenario: Scenario, agent_url: str, policy: str = SHIPPED_API, docker_host: str = ""
+) -> Dict[str, Any]:
     return {
         "deadline_margin": f"{scenario.margin:g}s",
         "rebalance": {"enabled": False},
@@ -126,6 +142,8 @@ def daemon_settings(scenario: Scenario, agent_url: str) -> Dict[str, Any]:
             "enabled": True,
             "agent_url": agent_url,
             "stop_timeout": f"{scenario.stop_timeout:g}s",
+            "stop_via": "runtime" if policy == "runtime" else "api",
+            **({"docker_host": docker_host} if docker_host else {}),
         },
         "hooks": [
             {
@@ -179,11 +197,14 @@ def _cpu_trace(stop: threading.Event, daemons: List[DaemonProcess], out: List[fl
         last = now
 
 
-def run_live(scenario: Scenario, log: Any = print) -> LiveRun:
-    """One storm with real daemons; `scenario` gives the sizes, times and buckets."""
+def run_live(scenario: Scenario, log: Any = print, policy: str = SHIPPED_API) -> LiveRun:
+    """One storm with real daemons; `scenario` gives the sizes, times and buckets, `policy`
+    "paced" (the daemons' `ecs.stop_via: api`) or "runtime" (`ecs.stop_via: runtime`,
+    against the endpoint's Docker Engine API)."""
     s = scenario
-    fleet = Fleet(s.instances, s.tasks, s.standalone)
-    endpoint = StormEndpoint(fleet, s.buckets, s.rtt)
+    fleet = Fleet(s.instances, s.tasks, s.standalone, s.restarting if policy == "runtime" else 0)
+    endpoint = StormEndpoint(fleet, s.buckets, s.rtt, s.shutdown)
+    docker_host = "tcp://" + endpoint.url.split("://", 1)[1]
     sims: List[ImdsSimulator] = []
     daemons: List[DaemonProcess] = []
     logs: List[List[Dict[str, Any]]] = []
@@ -194,7 +215,7 @@ def run_live(scenario: Scenario, log: Any = print) -> LiveRun:
             sims.append(sim)
             daemon = DaemonProcess(
                 sim.endpoint,
-                daemon_settings(s, f"{endpoint.url}/agent/{n}"),
+                daemon_settings(s, f"{endpoint.url}/agent/{n}", policy, docker_host),
                 env=daemon_env(endpoint.url),
                 poll_interval=f"{s.poll:g}s",
             )
@@ -266,7 +287,7 @@ def run_live(scenario: Scenario, log: Any = print) -> LiveRun:
             said = said or str(event.get("message", ""))
         failed.append(bool(mine))
     return LiveRun(
-        outcome=outcome_of(replace(s, lead=lead), endpoint, failed),
+        outcome=outcome_of(replace(s, lead=lead), endpoint, failed, policy),
         seen=seen,
         lag=[f - w for f, w in zip(first, seen)],
         failed_events=failed_events,
@@ -296,10 +317,12 @@ def _seen(sim: ImdsSimulator, since: float) -> float:
 # --------------------------------------------------------------------- report
 
 
-def compare(scenario: Scenario, live: LiveRun, seeds: int = 5) -> Tuple[Outcome, str]:
+def compare(
+    scenario: Scenario, live: LiveRun, seeds: int = 5, policy: str = SHIPPED_API
+) -> Tuple[Outcome, str]:
     """The simulation of the same scenario (seed 1; in-time range over `seeds`) and a table."""
-    sim = simulate(scenario, "paced")
-    shares = [simulate(scenario, "paced", seed).in_time for seed in range(1, seeds + 1)]
+    sim = simulate(scenario, policy)
+    shares = [simulate(scenario, policy, seed).in_time for seed in range(1, seeds + 1)]
     o = live.outcome
 
     def when(x: float) -> str:
@@ -354,19 +377,28 @@ def main() -> None:
         help="buckets scaled by instances / per (xF: refilled F times as fast)",
     )
     parser.add_argument("--lead", type=float, default=LIVE.lead)
+    parser.add_argument(
+        "--policies",
+        default=f"{SHIPPED_API},runtime",
+        help="paced (ecs.stop_via: api) and/or runtime (ecs.stop_via: runtime)",
+    )
     parser.add_argument("--dump", default="", help="write each run's calls to DUMP-<per>.json")
     args = parser.parse_args()
     for per, faster in scalings(args.per):
-        scenario = scaled(args.instances, per, args.lead, faster)
-        print(f"{args.instances} daemons, buckets x {args.instances}/{per}, refill x {faster:g}:")
-        live = run_live(scenario)
-        _, text = compare(scenario, live)
-        print(text)
-        print(describe(live), flush=True)
-        if args.dump:
-            with open(f"{args.dump}-{per}x{faster:g}.json", "w") as out:
-                calls = [c.__dict__ for c in live.extra["calls"]]
-                json.dump({"seen": live.seen, "lag": live.lag, "calls": calls}, out)
+        for policy in args.policies.split(","):
+            scenario = scaled(args.instances, per, args.lead, faster)
+            print(
+                f"{args.instances} daemons, buckets x {args.instances}/{per}, "
+                f"refill x {faster:g}, {policy}:"
+            )
+            live = run_live(scenario, policy=policy)
+            _, text = compare(scenario, live, policy=policy)
+            print(text)
+            print(describe(live), flush=True)
+            if args.dump:
+                with open(f"{args.dump}-{per}x{faster:g}-{policy}.json", "w") as out:
+                    calls = [c.__dict__ for c in live.extra["calls"]]
+                    json.dump({"seen": live.seen, "lag": live.lag, "calls": calls}, out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from spotwatch import __version__
 from spotwatch.commands.entry import COMMANDS
 from spotwatch.commands.rehearsed import ACTIONS as REHEARSED
 from spotwatch.config.errors import ConfigError
-from spotwatch.config.schema import DEFAULT_CONFIG_PATH
+from spotwatch.config.schema import CLOUD_NAMES, DEFAULT_CONFIG_PATH
 from spotwatch.exits import EX_CONFIG, EX_OK
 
 
@@ -93,8 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="really drain and stop ECS tasks (default: dry-run)",
     )
+    rehearse.add_argument(
+        "--cloud",
+        choices=list(CLOUD_NAMES),
+        default=None,
+        help="the cloud whose signals to rehearse (default: the config's cloud; auto: this"
+        " machine's)",
+    )
 
-    sim = sub.add_parser("simulate-imds", help="a standalone IMDS simulator on 127.0.0.1")
+    sim = sub.add_parser(
+        "simulate-imds", help="a standalone IMDS (or --cloud gcp|azure metadata) simulator"
+    )
+    sim.add_argument(
+        "--cloud",
+        choices=list(CLOUD_NAMES),
+        default=None,
+        help="whose metadata service to play (default aws)",
+    )
     sim.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     sim.add_argument(
         "--action",
@@ -112,14 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--scheduled-event",
-        choices=[
-            "instance-stop",
-            "instance-retirement",
-            "instance-reboot",
-            "system-reboot",
-            "system-maintenance",
-        ],
-        help="list an active scheduled event of this code, NotBefore --lead seconds ahead",
+        metavar="CODE",
+        help="list an event, NotBefore --lead seconds ahead: aws instance-stop,"
+        " instance-retirement, instance-reboot, system-reboot, system-maintenance; azure"
+        " Preempt, Terminate, Redeploy, Reboot, Freeze; gcp TERMINATE_ON_HOST_MAINTENANCE,"
+        " MIGRATE_ON_HOST_MAINTENANCE (the maintenance-event value)",
     )
     sim.add_argument("--scenario", help="play this timeline file (JSON; see the README)")
     sim.add_argument("--imdsv2-only", action="store_true", help="refuse requests without a token")

@@ -1,7 +1,7 @@
 """The package's layers: imports flow one way, and modules stay small enough to read.
 
-    config -> detection -> state -> response -> parts -> telemetry, host -> daemon -> commands
-    -> cli
+    config -> detection -> state -> response -> parts, clouds -> telemetry, host -> daemon
+    -> commands -> cli
 
 A module may import its own layer and the layers before it, never one after it (function-
 local imports included: a late import is still a dependency). `spotwatch.logevents` and
@@ -22,11 +22,13 @@ LAYERS: Dict[str, int] = {
     "spotwatch.logevents": 0,
     "spotwatch.exits": 0,
     "spotwatch.config": 1,
+    "spotwatch.presets": 1,  # beside config, which checks their `with:` arguments
     "spotwatch.detection": 2,
     "spotwatch.simulator": 3,
     "spotwatch.state": 3,
     "spotwatch.response": 4,
     "spotwatch.parts": 5,
+    "spotwatch.clouds": 5,
     "spotwatch.telemetry": 6,
     "spotwatch.host": 6,
     "spotwatch.daemon": 7,

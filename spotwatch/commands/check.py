@@ -3,6 +3,11 @@
 A preflight is a function from the config to `CheckResult`s. Parts of the service add
 theirs to `PREFLIGHTS`; each says ok, warning or error with a one-line reason. Exit status:
 0 when nothing is an error (warnings allowed), 1 when a check failed, 78 for a bad config.
+
+First it says which cloud spotwatch runs on and why (`cloud:` or what the firmware says),
+and which AWS-only parts are configured there (a warning, never an error); the preflights of
+parts the cloud lacks are not run (`ONLY_ON_AWS`), and the others run on the config the
+daemon would run on (clouds/registry.py).
 """
 
 from __future__ import annotations
@@ -15,42 +20,54 @@ import sys
 import time
 from dataclasses import asdict
 from email.utils import parsedate_to_datetime
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 from urllib.parse import urlsplit
 
+from spotwatch.clouds.confine import (
+    AUTO_SCALING,
+    EC2_HIBERNATION,
+    ECS,
+    INSTANCE_ACTION,
+    LOAD_BALANCERS,
+    AwsOnly,
+)
+from spotwatch.clouds.registry import Settled, settle
 from spotwatch.commands.check_asg import autoscaling_checks
 from spotwatch.commands.check_aws import ecs_checks, instance_checks
 from spotwatch.commands.check_events import check_events
 from spotwatch.commands.check_hibernation import check_hibernation as hibernation_readiness
 from spotwatch.commands.check_lb import check_load_balancers
+from spotwatch.commands.check_presets import check_preset_hook, preset_services
+from spotwatch.commands.check_shutdown import check_shutdown, require_shutdown
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult, Preflight
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import TTL_HEADER, ImdsClient, ImdsError
 from spotwatch.exits import EX_CONFIG, EX_FAILURE, EX_OK
 from spotwatch.host import logs
 from spotwatch.response.hooks import MINIMAL_PATH, UserError, resolve_user
 
 
 def check_imds(config: Config) -> Iterable[CheckResult]:
-    client = ImdsClient.for_a_few_reads(config.imds)
+    """The cloud's metadata service gives this VM's id (AWS: with an IMDSv2 token)."""
+    cloud = settle(config).cloud
+    client = cloud.client(config)
     started = time.monotonic()
     try:
-        reply = client.get("meta-data/instance-id", deadline=started + 3 * config.imds.timeout)
-    except ImdsError as failure:
-        yield CheckResult("imds", ERROR, f"{config.imds.endpoint}: {failure}")
-        return
+        instance, why = cloud.instance_id(client, client.now() + 3 * client.timeout)
     finally:
         client.close()
     took = time.monotonic() - started
-    if reply.status != 200:
-        yield CheckResult("imds", ERROR, f"instance-id answered HTTP {reply.status}", took)
+    if instance is None:
+        yield CheckResult("imds", ERROR, f"{client.endpoint}: {why}", took)
         return
-    how = "with an IMDSv2 token" if client.token_renewals else "WITHOUT a token (IMDSv1)"
-    instance = reply.body.decode("ascii", "replace").strip()[:40]
-    status = OK if client.token_renewals else WARNING
-    yield CheckResult("imds", status, f"{instance} answered {how} in {took * 1000:.0f} ms", took)
+    renewals = getattr(client, "token_renewals", None)
+    if renewals == 0:  # AWS's IMDS answered without a session token
+        detail = f"{instance} answered WITHOUT a token (IMDSv1) in {took * 1000:.0f} ms"
+        yield CheckResult("imds", WARNING, detail, took)
+        return
+    how = " with an IMDSv2 token" if renewals else ""
+    yield CheckResult("imds", OK, f"{instance} answered{how} in {took * 1000:.0f} ms", took)
 
 
 def check_hooks(config: Config) -> Iterable[CheckResult]:
@@ -58,7 +75,12 @@ def check_hooks(config: Config) -> Iterable[CheckResult]:
         yield CheckResult(
             "hooks", WARNING, "no hooks configured: a notice only gets ECS/instance steps"
         )
+    services = preset_services(config) if any(h.preset for h in config.hooks) else None
     for hook in config.hooks:
+        if hook.preset is not None:
+            assert services is not None
+            yield from check_preset_hook(hook, services, _user_problem(hook.user))
+            continue
         program = hook.argv()[0]
         found = program if os.path.isabs(program) else shutil.which(program, path=_hook_path())
         name = f"hook:{hook.name}"
@@ -117,17 +139,18 @@ CLOCK_ERROR = 60.0  # half the two-minute warning: the deadline arithmetic is me
 
 
 def check_clock(config: Config) -> Iterable[CheckResult]:
-    """Compare the wall clock with IMDS's HTTP Date header: the deadline is the notice time
-    (IMDS's clock) minus the margin, measured on ours, so a skewed clock moves every deadline."""
-    parts = urlsplit(config.imds.endpoint)
+    """Compare the wall clock with the metadata service's HTTP Date header: the deadline is
+    the notice time (the cloud's clock) minus the margin, measured on ours, so a skewed clock
+    moves every deadline."""
+    endpoint, method, path, headers = settle(config).cloud.date_probe(config)
+    parts = urlsplit(endpoint)
     conn = http.client.HTTPConnection(
         parts.hostname or "169.254.169.254", parts.port or 80, timeout=config.imds.timeout
     )
     before = time.time()
     started = time.monotonic()
     try:
-        # A token PUT with the shortest TTL: every IMDS answer, even a refusal, has a Date.
-        conn.request("PUT", "/latest/api/token", headers={TTL_HEADER: "1"})
+        conn.request(method, path, headers=headers)
         response = conn.getresponse()
         response.read()
         date = response.getheader("Date")
@@ -187,13 +210,30 @@ PREFLIGHTS.append(check_hibernation)
 PREFLIGHTS.append(check_events)
 PREFLIGHTS.append(autoscaling_checks)
 PREFLIGHTS.append(check_load_balancers)
+PREFLIGHTS.append(check_shutdown)
+# The preflights of parts only AWS has: not run on a cloud that lacks the part.
+ONLY_ON_AWS: Dict[Preflight, AwsOnly] = {
+    check_ecs: ECS,
+    check_instance_action: INSTANCE_ACTION,
+    check_hibernation: EC2_HIBERNATION,
+    autoscaling_checks: AUTO_SCALING,
+    check_load_balancers: LOAD_BALANCERS,
+}
+
+
+def cloud_results(settled: Settled) -> List[CheckResult]:
+    """Which cloud and why; each AWS-only part configured there (a warning, never an error)."""
+    cloud = settled.cloud
+    results = [CheckResult("cloud", OK, f"{cloud.name} ({cloud.title}): {settled.why}")]
+    results += [CheckResult("cloud:aws-only", WARNING, note) for note in settled.notes]
+    return results
 
 
 def run_check(path: Optional[str], *, as_json: bool) -> int:
 
     logs.configure("warning")  # config and user-data warnings print as log lines on stderr
     try:
-        config = load_service_config(path)
+        config = require_shutdown(load_service_config(path))
     except ConfigError as problems:
         for line in problems.problems:
             print(line, file=sys.stderr)
@@ -201,8 +241,12 @@ def run_check(path: Optional[str], *, as_json: bool) -> int:
             print(json.dumps({"ok": False, "config_errors": problems.problems, "checks": []}))
         return EX_CONFIG
     results: List[CheckResult] = [CheckResult("config", OK, "valid: " + " < ".join(config.sources))]
+    settled = settle(config)
+    results += cloud_results(settled)
     for preflight in PREFLIGHTS:
-        results.extend(run_preflight(preflight, config))
+        if ONLY_ON_AWS.get(preflight) in settled.cloud.lacks:
+            continue
+        results.extend(run_preflight(preflight, settled.config))
     failed = any(r.status == ERROR for r in results)
     if as_json:
         print(json.dumps({"ok": not failed, "checks": [asdict(r) for r in results]}, indent=1))

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from spotwatch.clouds.aws.imds import ImdsClient
+from spotwatch.clouds.aws.monitors import lifecycle_state
 from spotwatch.commands.check_aws import imds_value
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
 from spotwatch.daemon.wiring import aws_clients
-from spotwatch.detection.imds import ImdsClient
-from spotwatch.detection.monitors import lifecycle_state
 from spotwatch.parts.autoscaling.lifecycle import NoHook, find_hook
 from spotwatch.parts.awsapi.bounded import within
 from spotwatch.parts.awsapi.clients import api_errors, describe_error

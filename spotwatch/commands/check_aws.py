@@ -1,5 +1,6 @@
 """`check` preflights for the AWS parts: the ECS agent, the cluster and container
-instance, ECS mixed with hibernation, and the permission to end the instance."""
+instance, the container runtime ECS stops may go through, ECS mixed with hibernation, and
+the permission to end the instance."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import time
 from typing import Iterable, Optional
 
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
-from spotwatch.config.schema import Config
+from spotwatch.config.schema import Config, EcsSettings
 from spotwatch.daemon.wiring import aws_clients
 from spotwatch.parts.awsapi.bounded import within
 from spotwatch.parts.awsapi.clients import AwsClients, AwsSetupError, describe_error, error_code
 from spotwatch.parts.ecs.agent import AGENT_TIMEOUT, AgentInfo, DiscoveryError, discover
 from spotwatch.parts.instance import ALLOWED, DENIED, check_permission
 from spotwatch.parts.lb.discovery import imds_value as imds_answer
+from spotwatch.parts.runtime.engine import connect
 
 HIBERNATION_PATH = "meta-data/hibernation/configured"
 
@@ -56,6 +58,7 @@ def ecs_checks(config: Config) -> Iterable[CheckResult]:
     clients = aws_clients(config)
     clients.prefer_region(info.region)
     yield cluster_check(clients, info)
+    yield runtime_check(settings)
     why = hibernation_configured(config)
     if why is not None:
         yield CheckResult(
@@ -64,6 +67,32 @@ def ecs_checks(config: Config) -> Iterable[CheckResult]:
             f"ECS is in use and hibernation is configured ({why}): "
             "EC2 cannot hibernate an instance used by ECS",
         )
+
+
+def runtime_check(settings: EcsSettings) -> CheckResult:
+    """Whether the Docker Engine API answers at `ecs.docker_host`, and so what `stop_via`
+    will do: stop tasks through the container runtime, or with StopTask."""
+    name, via, host = "ecs:runtime", settings.stop_via, settings.docker_host
+    if via == "api":
+        return CheckResult(name, OK, "ecs.stop_via is api: tasks are stopped with StopTask")
+    started = time.monotonic()
+    engine, why = connect(host)
+    took = time.monotonic() - started
+    if engine is None:
+        if via == "auto":
+            return CheckResult(name, OK, f"{why}: auto stops tasks with StopTask", took)
+        return CheckResult(name, ERROR, f"ecs.stop_via is runtime but {why}", took)
+    try:
+        server = engine.server()
+    finally:
+        engine.close()
+    return CheckResult(
+        name,
+        OK,
+        f"{server} answered at {host} in {took * 1000:.0f} ms: {via} stops tasks through the "
+        "container runtime (StopTask for containers a restart policy would start again)",
+        took,
+    )
 
 
 def cluster_check(clients: AwsClients, info: AgentInfo) -> CheckResult:

@@ -25,9 +25,9 @@ import os
 import time
 from typing import Iterable, List, Optional, Tuple
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.commands.results import ERROR, OK, WARNING, CheckResult
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.parts.hibernate import Probes
 
 # Linux instances with more RAM cannot hibernate (docs/aws-facts.md).

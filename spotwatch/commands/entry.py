@@ -35,6 +35,7 @@ def run_daemon(
 ) -> int:
     """`spotwatch run`. `probes`: where the hibernate trigger looks at the host (default /
     and systemctl); only a caller in Python can change it, never the environment."""
+    from spotwatch.commands.check_shutdown import require_shutdown
     from spotwatch.commands.settings import load_service_config
     from spotwatch.config.errors import ConfigError
     from spotwatch.daemon.shell import Daemon
@@ -43,14 +44,14 @@ def run_daemon(
     # Loading logs before the config says how: those lines are held and written in its format.
     logs.hold_until_configured()
     try:
-        config = load_service_config(path)
+        config = require_shutdown(load_service_config(path))
     except ConfigError:
         logs.configure()  # no format to go by: what was held is written as text
         raise
     logs.configure(config.log.level, config.log.format)
 
-    def reload() -> object:
-        return load_service_config(path)
+    def reload() -> object:  # a config that asks for a lock it cannot have is refused
+        return require_shutdown(load_service_config(path))
 
     try:
         daemon = Daemon(
@@ -97,29 +98,38 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     from spotwatch.commands.rehearse import run_rehearse
 
     return run_rehearse(
-        config_path(args), action=args.action, lead=args.lead, live_ecs=args.live_ecs
+        config_path(args),
+        action=args.action,
+        lead=args.lead,
+        live_ecs=args.live_ecs,
+        cloud=args.cloud,
     )
 
 
 def cmd_simulate_imds(args: argparse.Namespace) -> int:
+    from spotwatch.clouds.cloud import SimulateRequest
     from spotwatch.commands.simulate import serve
     from spotwatch.exits import EX_CONFIG
     from spotwatch.simulator.scenario import ScenarioError
 
+    request = SimulateRequest(
+        port=args.port,
+        action=args.action,
+        lead=args.lead,
+        delay=args.delay,
+        answer_delay=args.answer_delay,
+        scheduled_event=args.scheduled_event,
+        imdsv2_only=args.imdsv2_only,
+        asg_state=args.asg_state,
+        scenario=args.scenario,
+    )
     try:
-        serve(
-            port=args.port,
-            action=args.action,
-            lead=args.lead,
-            delay=args.delay,
-            imdsv2_only=args.imdsv2_only,
-            scheduled_event=args.scheduled_event,
-            answer_delay=args.answer_delay,
-            scenario=args.scenario,
-            asg_state=args.asg_state,
-        )
+        serve(request, args.cloud)
     except ScenarioError as failure:
         print(f"--scenario: {failure}", file=sys.stderr)
+        return EX_CONFIG
+    except ValueError as failure:
+        print(f"simulate-imds: {failure}", file=sys.stderr)
         return EX_CONFIG
     return 0
 

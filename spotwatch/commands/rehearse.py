@@ -1,10 +1,11 @@
 """`spotwatch rehearse`: the configured response, end to end, against a simulated notice.
 
 The real daemon (`Daemon`, its watcher, planner, runner and hook runner) is pointed at the
-built-in IMDS simulator on a free loopback port, with a state directory of its own and a
-short poll interval. Once its first poll is done, the simulator raises the notice with
-`--lead` seconds of warning; the daemon detects it and responds as it would on EC2. Hooks
-really run, with SPOTWATCH_SOURCE=rehearsal (the daemon's `notice_source`) and
+cloud's metadata simulator (AWS's IMDS, Google's or Azure's metadata service: `--cloud`, else
+the cloud the config or the firmware names) on a free loopback port, with a state directory
+of its own and a short poll interval. Once its first poll is done, the simulator raises the
+notice with `--lead` seconds of warning; the daemon detects it and responds as it would on
+the cloud. Hooks really run, with SPOTWATCH_SOURCE=rehearsal (the daemon's `notice_source`) and
 SPOTWATCH_DRY_RUN=1 unless `--live-ecs`; ECS changes are dry-run unless `--live-ecs`; the
 instance action and the hibernation trigger are always dry-run. Metrics are off (the real
 daemon's textfile and port are left alone); a configured webhook gets the events, marked
@@ -31,80 +32,35 @@ import time
 from dataclasses import replace
 from typing import IO, Callable, List, Optional
 
+from spotwatch.clouds.cloud import Cloud
+from spotwatch.clouds.registry import Settled, settle
 from spotwatch.commands.rehearsed import (
-    deadline_words,
+    SHUTDOWN,
     default_lead,
+    demo_config,
+    has_config_file,
     prepare_state,
-    raise_signal,
-    watching,
 )
 from spotwatch.commands.settings import load_service_config
 from spotwatch.commands.timeline import Timeline, TimelineLogHandler, missed, verdict
-from spotwatch.config.schema import (
-    DEFAULT_CONFD_DIR,
-    DEFAULT_CONFIG_PATH,
-    Config,
-    HookSpec,
-    ImdsSettings,
-    MetricsSettings,
-)
+from spotwatch.config.schema import DEFAULT_CONFIG_PATH, Config, MetricsSettings
 from spotwatch.daemon.shell import Daemon
+from spotwatch.daemon.shutdown import ShutdownAnswer
 from spotwatch.daemon.wiring import daemon_parts
 from spotwatch.detection.notices import SOURCE_REHEARSAL, Notice
-from spotwatch.exits import EX_FAILURE, EX_OK
+from spotwatch.exits import EX_CONFIG, EX_FAILURE, EX_OK
 from spotwatch.host import logs
 from spotwatch.host.notify import Notifier
 from spotwatch.response.build import Providers, StepsFor
 from spotwatch.response.deadline import KILL_GRACE
 from spotwatch.response.plan import Step, StepContext, StepOutcome
-from spotwatch.simulator.imds import ImdsSimulator
+from spotwatch.simulator.service import SimulatedService
 from spotwatch.state.schema import OK, SKIPPED
 from spotwatch.telemetry.webhook import flush_all as flush_webhooks
 from spotwatch.telemetry.webhook import safe_url
 
 MAX_POLL_INTERVAL = 0.5  # a rehearsal polls at least this often, so detection is quick
 PROGRESS_EVERY = 0.1
-
-# Every action the demo can rehearse (an Auto Scaling termination is a terminate).
-DEMO_ACTIONS = ("terminate", "stop", "hibernate", "rebalance", "reboot", "maintenance", "start")
-DEMO_HOOK = (
-    'echo "demo hook: $SPOTWATCH_ACTION notice for $SPOTWATCH_NOTICE_TIME,'
-    ' $SPOTWATCH_SECONDS_LEFT s left"; env | grep ^SPOTWATCH_ | sort'
-)
-
-
-def has_config_file(path: Optional[str]) -> bool:
-    """A named file always counts (missing: a config error later); else the default file or
-    any conf.d drop-in."""
-    if path:
-        return True
-    if os.path.exists(DEFAULT_CONFIG_PATH):
-        return True
-    try:
-        return any(
-            n.endswith(".yaml") and not n.startswith(".") for n in os.listdir(DEFAULT_CONFD_DIR)
-        )
-    except OSError:
-        return False
-
-
-def demo_config() -> Config:
-    """No config anywhere: one hook that prints its environment, for every action."""
-    return Config(
-        deadline_margin=10.0,
-        imds=ImdsSettings(user_data=False),
-        hooks=(
-            HookSpec(
-                name="demo",
-                command=DEMO_HOOK,
-                actions=DEMO_ACTIONS,
-                timeout=30.0,
-            ),
-        ),
-        ecs=replace(Config().ecs, enabled=False),
-        sources=("built-in demo config",),
-    )
-
 
 # --------------------------------------------------------------------- dry-run wrappers
 
@@ -160,6 +116,7 @@ def run_rehearse(
     lead: Optional[float] = None,
     live_ecs: bool = False,
     out: Optional[IO[str]] = None,
+    cloud: Optional[str] = None,
 ) -> int:
 
     out = out or sys.stdout
@@ -172,13 +129,26 @@ def run_rehearse(
         where = f"built-in demo config (no {DEFAULT_CONFIG_PATH}, no -c, no $SPOTWATCH_CONFIG)"
     if lead is None:
         lead = default_lead(action)
+
+    def on_the_cloud(raw: Config) -> Settled:
+        """`--cloud`, else the config's `cloud:` (auto: the firmware's)."""
+        return settle(raw if cloud is None else replace(raw, cloud=cloud))
+
+    chosen = on_the_cloud(config).cloud
+    if action not in chosen.rehearsals and action != SHUTDOWN:
+        print(
+            f"--action {action}: {chosen.name} rehearses {', '.join(chosen.rehearsals)}",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
     if action == "rebalance" and not config.rebalance.enabled:
         print("rebalance.enabled is false: spotwatch ignores rebalance recommendations,", file=out)
         print("so there is nothing to rehearse for --action rebalance.", file=out)
         return EX_FAILURE
     live = bool(getattr(out, "isatty", lambda: False)())
     with tempfile.TemporaryDirectory(prefix="spotwatch-rehearse-") as scratch:
-        return Rehearsal(config, where, action, lead, live_ecs, out, live, scratch).run()
+        rehearsal = Rehearsal(config, where, action, lead, live_ecs, out, live, scratch)
+        return rehearsal.run(chosen, on_the_cloud)
 
 
 class Rehearsal:
@@ -201,23 +171,31 @@ class Rehearsal:
         self.timeline = Timeline(out, live=live)
         self.scratch = scratch
         self.failure: Optional[str] = None
+        # `--action shutdown`: the daemon's answer to a shutdown logind announced, told of a
+        # simulated one; it lets the shutdown go on by printing so.
+        self.shutdown = ShutdownAnswer()
+        self.released = threading.Event()
 
-    def run(self) -> int:
+    def run(self, cloud: Cloud, on_the_cloud: Callable[[Config], Settled]) -> int:
 
         timeline = self.timeline
-        with ImdsSimulator() as sim:
+        self.cloud = cloud
+        with cloud.rehearsal_simulator() as sim:
             config = replace(
                 self.config,
                 poll_interval=min(self.config.poll_interval, MAX_POLL_INTERVAL),
                 state_dir=os.path.join(self.scratch, "state"),
-                imds=replace(self.config.imds, endpoint=sim.endpoint, user_data=False),
+                imds=replace(self.config.imds, user_data=False),
                 metrics=MetricsSettings(),  # the real daemon's textfile and port stay its own
             )
-            config = watching(self.action, config)
+            config = cloud.watching(self.action, cloud.pointed_at(config, sim.endpoint))
+            # No rehearsal takes logind's shutdown lock: the real daemon's is the one that counts.
+            config = replace(config, shutdown=replace(config.shutdown, enabled=False))
             prepare_state(self.action, config.state_dir, sim.instance_id)
-            parts = daemon_parts(config)
+            parts = daemon_parts(config, settle=on_the_cloud)
             parts.providers = rehearsal_providers(parts.providers)
             parts.on_poll.append(timeline.on_poll)
+            parts.on_start.append(self.shutdown.bind)
             parts.listeners.append(timeline)
             daemon = Daemon(
                 config,
@@ -225,6 +203,7 @@ class Rehearsal:
                 notifier=Notifier(""),
                 parts=parts,
                 notice_source=SOURCE_REHEARSAL,
+                settle=on_the_cloud,
             )
             self.timeline.interval = config.poll_interval
             self.timeline.configured_interval = self.config.poll_interval
@@ -257,19 +236,24 @@ class Rehearsal:
 
     def _header(self, config: Config, endpoint: str, instance_id: str) -> None:
         t = self.timeline
-        if self.action in ("asg-terminate", "start"):
-            what = f"spotwatch rehearse: {self.action}"
-        elif self.action == "hibernate":
-            what = "spotwatch rehearse: a hibernate notice with no warning"
+        if self.action == SHUTDOWN:
+            what = "a shutdown no notice announced"
         else:
-            what = f"spotwatch rehearse: a {self.action} notice with {self.lead:g} s of warning"
-        t.plain(what)
+            what = self.cloud.rehearsal_title(self.action, self.lead)
+        t.plain(f"spotwatch rehearse: {what}")
         t.plain(f"  config    {self.where}")
         t.plain(
-            f"  IMDS      simulator at {endpoint} ({instance_id}), polled every "
-            f"{config.poll_interval:g} s (configured: {self.config.poll_interval:g} s)"
+            f"  IMDS      {self.cloud.title} simulator at {endpoint} ({instance_id}), polled "
+            f"every {config.poll_interval:g} s (configured: {self.config.poll_interval:g} s)"
         )
-        t.plain(f"  deadline  {deadline_words(self.action, config)}")
+        if self.action == SHUTDOWN:
+            deadline = (
+                f"announced + shutdown.budget {config.shutdown.budget:g} s - deadline_margin "
+                f"{config.deadline_margin:g} s"
+            )
+        else:
+            deadline = self.cloud.deadline_words(self.action, config)
+        t.plain(f"  deadline  {deadline}")
         ecs = "ECS changes LIVE (--live-ecs)" if self.live_ecs else "ECS changes dry-run"
         t.plain(
             f"  dry run   {ecs}; instance action and hibernation trigger dry-run; hooks run "
@@ -283,7 +267,7 @@ class Rehearsal:
 
     def _supervise(self, daemon: object, sim: object) -> None:
 
-        assert isinstance(daemon, Daemon) and isinstance(sim, ImdsSimulator)
+        assert isinstance(daemon, Daemon) and isinstance(sim, SimulatedService)
         t = self.timeline
         try:
             if not self._wait(t.first_poll, 10.0):
@@ -291,7 +275,11 @@ class Rehearsal:
                 return
             if t.t0_wall is None:
                 t.t0_wall = time.time()
-            said = raise_signal(sim, self.action, self.lead)
+            if self.action == SHUTDOWN:
+                self._announce()
+                said: Optional[str] = "shutdown announced (simulated: no lock is taken)"
+            else:
+                said = self.cloud.rehearse(sim, self.action, self.lead)
             if said is not None:
                 t.line(said, t.t0_wall)
             interval = daemon.config.poll_interval
@@ -302,10 +290,24 @@ class Rehearsal:
             budget = max(0.0, t.deadline - time.time()) + KILL_GRACE + 30.0
             if not self._wait(t.done, budget):
                 self.failure = self.failure or "the response did not end in time"
+            elif self.action == "shutdown":
+                self.released.wait(KILL_GRACE)  # its line comes before the summary
         finally:
             watcher = daemon.watcher
             if watcher is not None:
                 watcher.stop()
+
+    def _announce(self) -> None:
+        threading.Thread(
+            target=self.shutdown.announced,
+            args=(self._release,),
+            name="shutdown-answer",
+            daemon=True,
+        ).start()
+
+    def _release(self, why: str) -> None:
+        self.timeline.line(f"the shutdown would go on now: {why} (no lock was taken)")
+        self.released.set()
 
     def _wait(self, event: threading.Event, timeout: float) -> bool:
         end = time.monotonic() + timeout

@@ -1,5 +1,6 @@
-"""What each `rehearse --action` raises in the simulator, and what the daemon must watch for
-it: the Spot notice, a group's termination, a scheduled event, or the first boot after a stop.
+"""The actions `rehearse` knows, the built-in demo config it runs on when no config file
+exists, and the state a rehearsal of `start` begins from. What each action raises on each
+cloud is the cloud's business (`Cloud.rehearse`, clouds/<cloud>/).
 """
 
 from __future__ import annotations
@@ -10,14 +11,30 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
-from spotwatch.config.schema import Config
-from spotwatch.simulator.imds import ImdsSimulator
+from spotwatch.config.schema import (
+    DEFAULT_CONFD_DIR,
+    DEFAULT_CONFIG_PATH,
+    Config,
+    HookSpec,
+    ImdsSettings,
+)
 from spotwatch.state.files import STATE_FILE
 from spotwatch.state.schema import FORMAT_VERSION
 
-SPOT = ("terminate", "stop", "hibernate", "rebalance")
-SCHEDULED_CODES = {"reboot": "instance-reboot", "maintenance": "system-maintenance"}
-ACTIONS = (*SPOT, "asg-terminate", *SCHEDULED_CODES, "start")
+# Every cloud's `rehearsals` are among these (tests/clouds/test_registry.py); `shutdown` is
+# every cloud's (CONTRACT §8: logind announces it, whatever the cloud), played by the command.
+ACTIONS = (
+    "terminate",
+    "stop",
+    "hibernate",
+    "rebalance",
+    "asg-terminate",
+    "reboot",
+    "maintenance",
+    "start",
+    "shutdown",
+)
+SHUTDOWN = "shutdown"
 EARLIER_BOOT = "rehearsal-earlier-boot"
 
 
@@ -28,19 +45,6 @@ def default_lead(action: str) -> float:
 def hook_action(action: str) -> str:
     """The action the hooks are told (an Auto Scaling termination is a `terminate`)."""
     return "terminate" if action == "asg-terminate" else action
-
-
-def watching(action: str, config: Config) -> Config:
-    """The config the rehearsal's daemon runs on: the signal rehearsed is watched, and
-    scheduled events are polled as often as the Spot notice."""
-    if action == "asg-terminate":
-        return replace(config, autoscaling=replace(config.autoscaling, enabled=True))
-    if action in SCHEDULED_CODES:
-        events = replace(
-            config.scheduled_events, enabled=True, poll_interval=config.poll_interval
-        )
-        return replace(config, scheduled_events=events)
-    return config
 
 
 def prepare_state(action: str, state_dir: str, instance_id: str) -> None:
@@ -69,31 +73,51 @@ def prepare_state(action: str, state_dir: str, instance_id: str) -> None:
         json.dump(document, handle)
 
 
-def raise_signal(sim: ImdsSimulator, action: str, lead: float) -> Optional[str]:
-    """Raise the rehearsed signal; what to print about it (None: nothing is raised, as for
-    `start`, whose signal is the daemon's start itself)."""
-    if action in SPOT:
-        return f"notice raised: {action} at {sim.raise_notice(action, lead)}"
-    if action == "asg-terminate":
-        sim.set_asg_state("Terminated")
-        return "Auto Scaling group terminating the instance (target-lifecycle-state Terminated)"
-    if action in SCHEDULED_CODES:
-        code = SCHEDULED_CODES[action]
-        not_before = datetime.now(timezone.utc) + timedelta(seconds=lead)
-        event_id = sim.scheduled.add(code, not_before.replace(microsecond=0))
-        return f"scheduled event raised: {code} ({event_id}), NotBefore in {lead:g} s"
-    return None
+# Every action the demo can rehearse (an Auto Scaling termination is a terminate).
+DEMO_ACTIONS = (
+    "terminate",
+    "stop",
+    "hibernate",
+    "rebalance",
+    "reboot",
+    "maintenance",
+    "start",
+    "shutdown",
+)
+DEMO_HOOK = (
+    'echo "demo hook: $SPOTWATCH_ACTION notice for $SPOTWATCH_NOTICE_TIME,'
+    ' $SPOTWATCH_SECONDS_LEFT s left"; env | grep ^SPOTWATCH_ | sort'
+)
 
 
-def deadline_words(action: str, config: Config) -> str:
-    if action == "hibernate":
-        return f"hibernate.budget {config.hibernate.budget:g} s after detection"
-    if action == "asg-terminate":
-        return (
-            f"first seen + autoscaling.budget {config.autoscaling.budget:g} s - deadline_margin"
+def has_config_file(path: Optional[str]) -> bool:
+    """A named file always counts (missing: a config error later); else the default file or
+    any conf.d drop-in."""
+    if path:
+        return True
+    if os.path.exists(DEFAULT_CONFIG_PATH):
+        return True
+    try:
+        return any(
+            n.endswith(".yaml") and not n.startswith(".") for n in os.listdir(DEFAULT_CONFD_DIR)
         )
-    if action in SCHEDULED_CODES:
-        return f"NotBefore - deadline_margin {config.deadline_margin:g} s"
-    if action in ("rebalance", "start"):
-        return "none of its own: each hook gets its timeout"
-    return f"notice time - deadline_margin {config.deadline_margin:g} s"
+    except OSError:
+        return False
+
+
+def demo_config() -> Config:
+    """No config anywhere: one hook that prints its environment, for every action."""
+    return Config(
+        deadline_margin=10.0,
+        imds=ImdsSettings(user_data=False),
+        hooks=(
+            HookSpec(
+                name="demo",
+                command=DEMO_HOOK,
+                actions=DEMO_ACTIONS,
+                timeout=30.0,
+            ),
+        ),
+        ecs=replace(Config().ecs, enabled=False),
+        sources=("built-in demo config",),
+    )

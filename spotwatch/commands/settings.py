@@ -1,9 +1,10 @@
 """The effective config of a running service: files and environment, plus EC2 user data.
 
 User data comes from IMDS, whose endpoint is itself configured; so the config is loaded
-once without it (to learn `imds.*`), user data is fetched when `imds.user_data` is on, and
-the config is loaded again with it. A user-data section that does not validate is reported
-and ignored; the file config stays in force.
+once without it (to learn `imds.*` and the cloud), user data is fetched when `imds.user_data`
+is on and the cloud is one that has it (AWS: clouds/confine.py), and the config is loaded
+again with it. A user-data section that does not validate is reported and ignored; the file
+config stays in force.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import os
 import time
 from typing import Mapping, Optional
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
+from spotwatch.clouds.registry import settle
 from spotwatch.config.load import load_config_report
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.logevents import emit
 
 log = logging.getLogger("spotwatch.config")
@@ -48,7 +50,7 @@ def load_service_config(
     """Files + environment (+ user data). Raises ConfigError for a bad file or environment."""
     env = os.environ if env is None else env
     report = load_config_report(path, env=env)
-    if not (with_user_data and report.config.imds.user_data):
+    if not (with_user_data and settle(report.config).config.imds.user_data):
         return report.config
     raw = fetch_user_data(report.config)
     if raw is None:

@@ -1,4 +1,5 @@
-"""`spotwatch simulate-imds`: the IMDS simulator as a standalone server on 127.0.0.1."""
+"""`spotwatch simulate-imds`: a cloud's metadata simulator as a standalone server on 127.0.0.1
+(`--cloud`; AWS's IMDS by default, the registry's fallback)."""
 
 from __future__ import annotations
 
@@ -6,37 +7,23 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from types import FrameType
-from typing import List, Optional
+from typing import Optional
 
-from spotwatch.simulator.imds import ImdsSimulator
-from spotwatch.simulator.scenario import Step, load_scenario, play
+from spotwatch.clouds.cloud import SimulateRequest
 
 
-def serve(
-    port: int = 0,
-    action: Optional[str] = None,
-    lead: Optional[float] = None,
-    delay: float = 0.0,
-    imdsv2_only: bool = True,
-    *,
-    scheduled_event: Optional[str] = None,
-    answer_delay: float = 0.0,
-    scenario: Optional[str] = None,
-    asg_state: Optional[str] = None,
-) -> None:
+def serve(request: SimulateRequest, cloud: Optional[str] = None) -> None:
     """Run a simulator until SIGTERM or SIGINT (the ``simulate-imds`` command).
 
-    Prints the endpoint alone on one stdout line once it accepts connections, so scripts can read
-    it. With `action`, a notice is raised `delay` seconds after start, `lead` seconds ahead of
-    then (default 120; hibernate 0; `rebalance`: a rebalance recommendation). With
-    `scheduled_event`, an active event of that code is listed, NotBefore `lead` seconds ahead.
-    `answer_delay` holds every answer that long; `scenario` plays a timeline file
-    (simulator/scenario.py; ScenarioError for a bad one, before anything is served).
-    With `asg_state`, autoscaling/target-lifecycle-state answers it (else 404: in no group).
+    Prints the endpoint alone on one stdout line once it accepts connections, so scripts can
+    read it. What is there from the start, the signal raised `delay` seconds after it, and a
+    scenario are the cloud's (`Cloud.simulation`); ValueError (ScenarioError among them) for
+    an option the cloud has no use for or a bad scenario, before anything is served.
     """
-    steps: List[Step] = load_scenario(scenario) if scenario else []
+    from spotwatch.clouds.registry import CLOUDS, FALLBACK
+
+    simulation = (CLOUDS[cloud] if cloud else FALLBACK).simulation(request)
     stop_requested = False
 
     def on_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -47,26 +34,24 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     stop_playing = threading.Event()
     try:
-        with ImdsSimulator(port=port, delay=answer_delay, imdsv2_only=imdsv2_only) as sim:
-            sim.set_asg_state(asg_state)
-            if lead is None:
-                lead = 0.0 if action == "hibernate" else 120.0
-            if scheduled_event:
-                not_before = datetime.now(timezone.utc) + timedelta(seconds=lead)
-                sim.scheduled.add(scheduled_event, not_before.replace(microsecond=0))
-            player = threading.Thread(target=play, args=(sim, steps, stop_playing), daemon=True)
-            player.start()
+        with simulation.service as sim:
+            simulation.setup()
+            player = None
+            if simulation.play is not None:
+                player = threading.Thread(target=simulation.play, args=(stop_playing,), daemon=True)
+                player.start()
             sys.stdout.write(sim.endpoint + "\n")
             sys.stdout.flush()
-            raise_at = time.monotonic() + delay if action else None
+            raise_at = time.monotonic() + request.delay if simulation.raise_notice else None
             while not stop_requested:
                 if raise_at is not None and time.monotonic() >= raise_at:
-                    assert action is not None
-                    sim.raise_notice(action, lead)
+                    assert simulation.raise_notice is not None
+                    simulation.raise_notice()
                     raise_at = None
                 time.sleep(0.1)
             stop_playing.set()
-            player.join(1.0)
+            if player is not None:
+                player.join(1.0)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -29,14 +29,16 @@ import time
 from dataclasses import replace
 from typing import Dict, Optional
 
+from spotwatch.clouds.registry import settle
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.schema import Config
-from spotwatch.detection.identity import UNKNOWN, read_instance_id
-from spotwatch.detection.imds import ImdsClient
+from spotwatch.daemon.wiring import aws_clients
+from spotwatch.detection.identity import UNKNOWN
 from spotwatch.detection.notices import SOURCE_SLEEP_HOOK, Notice, now_notice
 from spotwatch.host import logs
 from spotwatch.logevents import emit
 from spotwatch.parts.hibernate import hooks_plan
+from spotwatch.parts.presetservices import DaemonServices
 from spotwatch.response.deadline import KILL_GRACE
 from spotwatch.response.responder import Facts, Responder
 from spotwatch.response.runner import summarize
@@ -157,11 +159,14 @@ def _run(config: Config, notice: Notice) -> None:
     """The hooks for `notice`, through the one responder (no record: the ledger is ours)."""
     if not config.hooks_for(notice.action):
         return
+    settled = settle(config)
+    cloud = settled.cloud.name
     instance_id = _instance_id(config)
+    services = DaemonServices(aws_clients(config), lambda: settled.cloud.node_name(config))
     responder = Responder(
         lambda: config,
-        lambda n, c: hooks_plan(n, c.hooks_for(n.action)),
-        facts=lambda: Facts(instance_id, config.dry_run),
+        lambda n, c: hooks_plan(n, c.hooks_for(n.action), services),
+        facts=lambda: Facts(instance_id, config.dry_run, cloud),
     )
     response = responder.start("sleep-hook", "sleep-hook", notice, background=False)
     emit(
@@ -181,14 +186,15 @@ def _current_notice(config: Config) -> Optional[Notice]:
 
 
 def _instance_id(config: Config) -> str:
-    """From the daemon's state, else from IMDS (briefly: sleep is waiting)."""
+    """From the daemon's state, else from the metadata service (briefly: sleep is waiting)."""
     state = read_state(config.state_dir)
     value = state.get("instance_id") if state is not None else None
-    if isinstance(value, str) and value.startswith("i-"):
+    if isinstance(value, str) and value:
         return value
-    client = ImdsClient.for_a_few_reads(config.imds)
+    settled = settle(config)
+    client = settled.cloud.client(settled.config)
     try:
-        found, _ = read_instance_id(client, client.now() + config.imds.timeout)
+        found, _ = settled.cloud.instance_id(client, client.now() + client.timeout)
     finally:
         client.close()
     return found or UNKNOWN

@@ -165,13 +165,28 @@ REDACTED = "***"
 def config_to_dict(config: Config) -> Dict[str, Any]:
     """The effective config as plain YAML-able data, for `spotwatch check` to show.
 
-    Durations are seconds, tuples are lists, webhook header values are redacted (they are
-    usually tokens). `sources` is left out, so the result is itself a valid config file.
+    Durations are seconds, tuples are lists, header values (the webhook's, an http preset's)
+    are redacted (they are usually tokens). `sources` is left out, so the result is itself a
+    valid config file.
     """
     data: Dict[str, Any] = _plain(asdict(config))
     del data["sources"]
     data["webhook"]["headers"] = {name: REDACTED for name in data["webhook"]["headers"]}
+    data["hooks"] = [_hook_as_written(hook) for hook in data["hooks"]]
     return data
+
+
+def _hook_as_written(hook: Dict[str, Any]) -> Dict[str, Any]:
+    """A hook as its YAML says it: `command`, or `preset` with its arguments under `with`."""
+    arguments = hook.pop("arguments")
+    if hook["preset"] is None:
+        del hook["preset"]
+        return hook
+    del hook["command"]
+    if isinstance(arguments.get("headers"), dict):
+        arguments["headers"] = {name: REDACTED for name in arguments["headers"]}
+    hook["with"] = arguments
+    return hook
 
 
 def _plain(value: Any) -> Any:
@@ -312,6 +327,9 @@ _ENV_SETTINGS: Dict[str, Tuple[Tuple[str, ...], Callable[[str], Any]]] = {
         values.one_of("debug", "info", "warning", "error", fold_case=True),
     ),
     "AWS_EC2_METADATA_SERVICE_ENDPOINT": (("imds", "endpoint"), values.http_endpoint),
+    # Google's SDKs name the metadata server by host[:port] alone.
+    "GCE_METADATA_HOST": (("gcp", "endpoint"), values.metadata_host),
+    "DOCKER_HOST": (("ecs", "docker_host"), values.docker_host),
 }
 
 

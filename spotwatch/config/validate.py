@@ -11,19 +11,21 @@ is turned into a `Config` by `build_config`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
-from spotwatch.config.errors import describe, describe_secret, key_path_of, unknown_key
+from spotwatch.config.checks import Check, Problems, http_headers, leaf, section, unique_list
+from spotwatch.config.errors import describe
+from spotwatch.config.hooks import hooks
 from spotwatch.config.schema import (
-    HOOK_ACTIONS,
+    CLOUD_NAMES,
     AutoscalingSettings,
+    AzureSettings,
     Config,
     EcsSettings,
     EventsSettings,
+    GcpSettings,
     HibernateSettings,
-    HookSpec,
     ImdsSettings,
     InstanceSettings,
     LoadBalancerSettings,
@@ -31,20 +33,20 @@ from spotwatch.config.schema import (
     MetricsSettings,
     RebalanceSettings,
     ScheduledEventsSettings,
+    ShutdownSettings,
     WebhookSettings,
 )
 from spotwatch.config.template import message_template
 from spotwatch.config.values import (
-    Leaf,
     absolute_path,
     autoscaling_budget,
     boolean,
     classic_load_balancer_name,
     command,
+    docker_host,
     event_bus,
     http_endpoint,
     http_url,
-    integer,
     lifecycle_hook_name,
     listen_address,
     non_negative_duration,
@@ -52,8 +54,6 @@ from spotwatch.config.values import (
     one_of,
     optional,
     positive_duration,
-    run_as_user,
-    scalar_text,
     secret_http_url,
     sns_topic_arn,
     stop_reason,
@@ -61,190 +61,6 @@ from spotwatch.config.values import (
     text,
     token_ttl,
 )
-
-Problems = List[str]
-
-
-class _Invalid:
-    """Marks a value that failed its check (its problem is already recorded)."""
-
-
-INVALID: Any = _Invalid()
-
-# A check gets the raw value and its key path, records problems, and returns the
-# normalised value or INVALID.
-Check = Callable[[Any, str, Problems], Any]
-
-
-def leaf(convert: Leaf) -> Check:
-    def check(value: Any, path: str, problems: Problems) -> Any:
-        try:
-            return convert(value)
-        except ValueError as error:
-            problems.append(f"{path}: {error}")
-            return INVALID
-
-    return check
-
-
-# --- compound checks (record problems themselves) -----------------------------------
-
-
-def _is_mapping(value: Any, path: str, problems: Problems, *, secret: bool = False) -> bool:
-    if isinstance(value, dict):
-        return True
-    shown = describe_secret(value) if secret else describe(value)
-    problems.append(f"{path}: expected a mapping, got {shown}")
-    return False
-
-
-def section(spec: Mapping[str, Check], *, secret: bool = False) -> Check:
-    """A mapping with known keys; returns only the keys given (later layers merge into it).
-    `secret`: it may hold secrets, so its problems never show a given value or odd key."""
-
-    def check(value: Any, path: str, problems: Problems) -> Any:
-        if value is None:  # `imds:` with every line commented out
-            return {}
-        if not _is_mapping(value, path, problems, secret=secret):
-            return INVALID
-        result: Dict[str, Any] = {}
-        for key, raw in value.items():
-            key_path = key_path_of(path, key, secret=secret)
-            if key not in spec:
-                problems.append(unknown_key(key_path, key, spec))
-                continue
-            checked = spec[key](raw, key_path, problems)
-            if checked is not INVALID:
-                result[key] = checked
-        return result
-
-    return check
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def _string_map(
-    name_pattern: Any,
-    name_rule: str,
-    reserved_prefix: Optional[str] = None,
-    *,
-    secret: bool = False,
-) -> Check:
-    """`secret`: the values may be secrets; no problem shows one, whole or in part."""
-
-    def check(value: Any, path: str, problems: Problems) -> Any:
-        if value is None:
-            return {}
-        if not _is_mapping(value, path, problems, secret=secret):
-            return INVALID
-        result: Dict[str, str] = {}
-        for key, raw in value.items():
-            key_path = key_path_of(path, key, secret=secret)
-            if not isinstance(key, str) or not name_pattern.fullmatch(key):
-                problems.append(f"{key_path}: not a valid {name_rule}")
-                continue
-            if reserved_prefix and key.startswith(reserved_prefix):
-                problems.append(f"{key_path}: {reserved_prefix}* names are set by spotwatch")
-                continue
-            try:
-                converted = scalar_text(raw)
-            except ValueError as error:
-                shown = f"expected a string, got {describe_secret(raw)}" if secret else error
-                problems.append(f"{key_path}: {shown}")
-                continue
-            if "\n" in converted or "\r" in converted or "\0" in converted:
-                problems.append(f"{key_path}: must not contain line breaks or NUL")
-                continue
-            result[key] = converted
-        return result
-
-    return check
-
-
-hook_env = _string_map(_ENV_NAME, "environment variable name", reserved_prefix="SPOTWATCH_")
-http_headers = _string_map(_HEADER_NAME, "HTTP header name", secret=True)
-
-
-def unique_list(convert: Leaf, what: str, *, non_empty: bool = False) -> Check:
-    """A list of distinct values, each checked by `convert`; problems name the index."""
-
-    def check(value: Any, path: str, problems: Problems) -> Any:
-        if value is None and not non_empty:
-            return ()
-        if not isinstance(value, list) or (non_empty and not value):
-            kind = "a non-empty list" if non_empty else "a list"
-            problems.append(f"{path}: expected {kind} of {what}, got {describe(value)}")
-            return INVALID
-        items: List[Any] = []
-        ok = True
-        for index, raw in enumerate(value):
-            item = leaf(convert)(raw, f"{path}[{index}]", problems)
-            if item is INVALID:
-                ok = False
-            elif item in items:
-                problems.append(f"{path}[{index}]: {describe(item)} is listed twice")
-                ok = False
-            else:
-                items.append(item)
-        return tuple(items) if ok else INVALID
-
-    return check
-
-
-hook_actions = unique_list(one_of(*HOOK_ACTIONS), ", ".join(HOOK_ACTIONS), non_empty=True)
-
-
-_HOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def hook_name(value: Any) -> str:
-    if not isinstance(value, str) or not _HOOK_NAME.fullmatch(value):
-        raise ValueError(f"expected letters, digits, _ . - only, got {describe(value)}")
-    return value
-
-
-_HOOK_FIELDS: Dict[str, Check] = {
-    "name": leaf(hook_name),
-    "command": leaf(command),
-    "actions": hook_actions,
-    "timeout": leaf(positive_duration),
-    "order": leaf(integer),
-    "user": leaf(run_as_user),
-    "env": hook_env,
-}
-_REQUIRED_HOOK_FIELDS = ("name", "command")
-
-
-def hooks(value: Any, path: str, problems: Problems) -> Any:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        problems.append(f"{path}: expected a list of hooks, got {describe(value)}")
-        return INVALID
-    specs: List[HookSpec] = []
-    first_seen: Dict[str, str] = {}
-    before = len(problems)
-    for index, raw in enumerate(value):
-        hook_path = f"{path}[{index}]"
-        if not _is_mapping(raw, hook_path, problems):
-            continue
-        checked = section(_HOOK_FIELDS)(raw, hook_path, problems)
-        for required in _REQUIRED_HOOK_FIELDS:
-            if required not in raw:
-                problems.append(f"{hook_path}.{required}: required")
-        name = checked.get("name")
-        if name is not None:
-            if name in first_seen:
-                problems.append(
-                    f"{hook_path}.name: duplicate name {describe(name)} (also {first_seen[name]})"
-                )
-            first_seen.setdefault(name, hook_path)
-        if all(required in checked for required in _REQUIRED_HOOK_FIELDS):
-            specs.append(HookSpec(**checked))
-    return tuple(specs) if len(problems) == before else INVALID
-
 
 # --- the whole layout (README, Configuration) ----------------------------------------
 
@@ -274,6 +90,8 @@ SECTIONS: Dict[str, Check] = {
             "final_stop": leaf(boolean),
             "stop_timeout": leaf(non_negative_duration),
             "stop_reason": leaf(stop_reason),
+            "stop_via": leaf(one_of("auto", "api", "runtime")),
+            "docker_host": leaf(docker_host),
             "reactivate": leaf(boolean),
         }
     ),
@@ -314,6 +132,12 @@ SECTIONS: Dict[str, Check] = {
             "budget": leaf(positive_duration),
         }
     ),
+    "shutdown": section(
+        {
+            "enabled": leaf(one_of(True, False, "auto")),
+            "budget": leaf(positive_duration),
+        }
+    ),
     "log": section(
         {
             "level": leaf(one_of("debug", "info", "warning", "error", fold_case=True)),
@@ -344,6 +168,9 @@ SECTIONS: Dict[str, Check] = {
             "eventbridge_bus": leaf(optional(event_bus)),
         }
     ),
+    "cloud": leaf(one_of("auto", *CLOUD_NAMES)),
+    "gcp": section({"endpoint": leaf(http_endpoint), "notice": leaf(positive_duration)}),
+    "azure": section({"endpoint": leaf(http_endpoint), "acknowledge": leaf(boolean)}),
 }
 
 _check_layer = section(SECTIONS)
@@ -367,10 +194,13 @@ _SECTION_TYPES = {
     "load_balancer": LoadBalancerSettings,
     "instance": InstanceSettings,
     "hibernate": HibernateSettings,
+    "shutdown": ShutdownSettings,
     "log": LogSettings,
     "metrics": MetricsSettings,
     "webhook": WebhookSettings,
     "events": EventsSettings,
+    "gcp": GcpSettings,
+    "azure": AzureSettings,
 }
 
 

@@ -103,8 +103,40 @@ def _split_http_url(value: Any) -> Tuple[str, Any]:
     return value.strip(), parts
 
 
+def docker_host(value: Any) -> str:
+    """Where the Docker Engine API answers: `unix:///path/to/docker.sock` or `tcp://host:port`
+    (as DOCKER_HOST names it; TLS and ssh:// are not supported)."""
+    found = text(value).strip()
+    wrong = f"expected unix:///path/to/docker.sock or tcp://host:port, got {describe(value)}"
+    if found.startswith("unix://"):
+        if not found[len("unix://") :].startswith("/"):
+            raise ValueError(wrong)
+        return found
+    try:
+        parts = urlsplit(found)
+        port = parts.port
+    except ValueError:
+        raise ValueError(wrong) from None
+    if parts.scheme != "tcp" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ValueError(wrong)
+    return found
+
+
 def http_url(value: Any) -> str:
     return _split_http_url(value)[0]
+
+
+def safe_url(url: str) -> str:
+    """scheme://host[:port] and nothing that may be a secret (userinfo, path, query): the
+    one form in which a configured URL (webhook, http preset) reaches the log."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<url>"
+    rest = "/…" if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 def secret_http_url(value: Any) -> str:
@@ -129,6 +161,15 @@ def http_endpoint(value: Any) -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         raise ValueError(f"expected http://host[:port] with no path, got {describe(value)}")
     return url.rstrip("/")
+
+
+def metadata_host(value: Any) -> str:
+    """host[:port] (GCE_METADATA_HOST), as the http:// endpoint it names."""
+    if not isinstance(value, str) or "/" in value or "@" in value:
+        raise ValueError(
+            f"expected host[:port] like metadata.google.internal, got {describe(value)}"
+        )
+    return http_endpoint(f"http://{value}")
 
 
 def listen_address(value: Any) -> str:
@@ -211,7 +252,8 @@ _CLASSIC_LB_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 _LIFECYCLE_HOOK_NAME = re.compile(r"[A-Za-z0-9_/-]{1,255}")
 
 
-def _matching(pattern: re.Pattern[str], what: str) -> Leaf:
+def matching(pattern: re.Pattern[str], what: str) -> Leaf:
+    """A string that `pattern` matches whole; the message says it expected `what`."""
     def convert(value: Any) -> str:
         if not isinstance(value, str) or not pattern.fullmatch(value):
             raise ValueError(f"expected {what}, got {describe(value)}")
@@ -220,17 +262,17 @@ def _matching(pattern: re.Pattern[str], what: str) -> Leaf:
     return convert
 
 
-target_group_arn = _matching(
+target_group_arn = matching(
     _TARGET_GROUP_ARN,
     "a target group ARN like arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID",
 )
-classic_load_balancer_name = _matching(
+classic_load_balancer_name = matching(
     _CLASSIC_LB_NAME, "a Classic Load Balancer name (1-32 letters, digits and inner hyphens)"
 )
-lifecycle_hook_name = _matching(
+lifecycle_hook_name = matching(
     _LIFECYCLE_HOOK_NAME, "a lifecycle hook name (1-255 letters, digits, _ - /)"
 )
-sns_topic_arn = _matching(_SNS_TOPIC_ARN, "an SNS topic ARN like arn:aws:sns:REGION:ACCOUNT:NAME")
+sns_topic_arn = matching(_SNS_TOPIC_ARN, "an SNS topic ARN like arn:aws:sns:REGION:ACCOUNT:NAME")
 
 
 def event_bus(value: Any) -> str:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Callable, Dict, Mapping, Optional
 
 from spotwatch.config.schema import Config
-from spotwatch.daemon.scheduled import ScheduledResponses, is_scheduled
+from spotwatch.daemon.scheduled import IsScheduled, ScheduledResponses
 from spotwatch.detection.notices import Notice, Source, parse_utc_time
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport
@@ -31,6 +31,20 @@ CONFIRMING_POLLS = 2
 CONFIRM_SLACK = 0.5  # seconds: a poll's own duration, so a poll on time is never too late
 
 
+def log_notice(notice: Notice) -> None:
+    """The `notice` log event (journal: SPOTWATCH_EVENT=notice) of a notice a response is
+    about to answer."""
+    emit(
+        log,
+        logging.WARNING,
+        "notice",
+        f"{notice.action} notice for {notice.time_text} (from {notice.source})",
+        action=notice.action,
+        notice_time=notice.time_text,
+        source=notice.source,
+    )
+
+
 class NoticeIntake:
     def __init__(
         self,
@@ -38,6 +52,7 @@ class NoticeIntake:
         store: StateStore,
         *,
         cadence_of: Callable[[str], float],
+        is_scheduled: IsScheduled,
         config: Callable[[], Config] = Config,
         relabel: Optional[Source] = None,
         clock: Callable[[], float] = time.monotonic,
@@ -50,7 +65,7 @@ class NoticeIntake:
         self._clock = clock
         self._seen_at: Dict[str, float] = {}  # tracker -> monotonic time a poll last saw it
         self._pending: Dict[str, str] = {}  # tracker -> unfinished response, after a restart
-        self.scheduled = ScheduledResponses(responder, store, config, self._start)
+        self.scheduled = ScheduledResponses(responder, store, config, self._start, is_scheduled)
 
     # ----------------------------------------------------------------- at start
 
@@ -82,16 +97,8 @@ class NoticeIntake:
                 self.store.end_response(
                     stale, why=f"superseded by a {notice.action} notice", unfinished=SKIPPED
                 )
-            emit(
-                log,
-                logging.WARNING,
-                "notice",
-                f"{notice.action} notice for {notice.time_text} (from {notice.source})",
-                action=notice.action,
-                notice_time=notice.time_text,
-                source=notice.source,
-            )
-            if not is_scheduled(tracker_name):
+            log_notice(notice)
+            if not self.scheduled.is_scheduled(tracker_name):
                 return self._start(key, tracker_name, notice)
             if notice.action != "cancel":
                 self.scheduled.wait_or_start(tracker_name, key, notice)
@@ -117,7 +124,7 @@ class NoticeIntake:
                 f"{gone.action} notice for {gone.time_text} is gone; a new one will be handled",
                 action=gone.action,
             )
-            if is_scheduled(tracker_name):
+            if self.scheduled.is_scheduled(tracker_name):
                 self.scheduled.gone(tracker_name, self._labelled(gone) or gone, key)
         return True
 

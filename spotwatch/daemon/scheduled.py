@@ -9,9 +9,13 @@ An event is canceled when its response has started and it then shows `canceled`,
 for 3 polls before its NotBefore: the response starts no further step (what runs finishes)
 and a `cancel` response runs the cancel hooks and puts back what was changed
 (response/build.py). An event called off before its response started just stops waiting.
+An event that spotwatch let go ahead (a `release` step of its response finished, as Azure's
+StartRequests) and then left the list went ahead: that is no cancel.
 
-The events that wait are written to state.json (`waiting`, after every poll) for `status`:
-each with its response record's key, its notice, when its response starts and its deadline.
+Which trackers hold scheduled events is the monitors' say (`Monitor.scheduled`): AWS's
+scheduled events and Azure's alike. The events that wait are written to state.json
+(`waiting`, after every poll) for `status`: each with its response record's key, its notice,
+when its response starts and its deadline.
 """
 
 from __future__ import annotations
@@ -22,26 +26,22 @@ from dataclasses import replace
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from spotwatch.config.schema import Config
-from spotwatch.detection.notices import Notice
-from spotwatch.detection.scheduled import response_starts
+from spotwatch.detection.notices import Notice, response_starts
 from spotwatch.detection.tracker import NoticeTracker
 from spotwatch.logevents import emit
+from spotwatch.response.build import RELEASE
 from spotwatch.response.deadline import deadline_clock
 from spotwatch.response.responder import Responder
 from spotwatch.state.files import iso
 from spotwatch.state.history import CANCELED
-from spotwatch.state.schema import SKIPPED
+from spotwatch.state.schema import OK, SKIPPED
 from spotwatch.state.store import StateStore
 
 log = logging.getLogger("spotwatch.daemon")
 
-MONITOR = "scheduled"  # the scheduled events monitor's name (detection/monitors.py)
 WAITING = "waiting"  # state.json: the events whose response waits (`status` reads them)
 StartResponse = Callable[[str, str, Notice], object]  # (response key, tracker, notice)
-
-
-def is_scheduled(tracker: str) -> bool:
-    return tracker.split("/", 1)[0] == MONITOR
+IsScheduled = Callable[[str], bool]  # does this tracker hold a scheduled event?
 
 
 class ScheduledResponses:
@@ -51,9 +51,11 @@ class ScheduledResponses:
         store: StateStore,
         config: Callable[[], Config],
         start: StartResponse,
+        is_scheduled: IsScheduled,
         *,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        self.is_scheduled = is_scheduled
         self.responder = responder
         self.store = store
         self._config = config
@@ -113,7 +115,7 @@ class ScheduledResponses:
         """After a restart: events known but not yet responded to wait again."""
         for name, tracker in trackers.items():
             known = tracker.known
-            if not is_scheduled(name) or known is None or known.action == "cancel":
+            if not self.is_scheduled(name) or known is None or known.action == "cancel":
                 continue
             key = tracker.response_key(name)
             if self.store.response(key) is None:
@@ -130,6 +132,16 @@ class ScheduledResponses:
         """The event left the list (3 polls). Before its NotBefore, that calls it off."""
         if previous.action == "cancel" or self._wall() >= previous.epoch:
             self.waiting.pop(tracker, None)
+            return
+        if self._let_go(tracker, previous):
+            emit(
+                log,
+                logging.INFO,
+                "event-went-ahead",
+                f"{previous.event_code} event {previous.event_id} left the list after "
+                "spotwatch let it go ahead",
+                event_id=previous.event_id,
+            )
             return
         if self._call_off(tracker, previous, key, "it left the list before its NotBefore"):
             cancel = replace(previous, action="cancel", canceled_action=previous.action)
@@ -150,6 +162,13 @@ class ScheduledResponses:
         if not any(r.key == started for r in self.responder.running()):
             self.store.end_response(started, why=halted, unfinished=SKIPPED)
         return True
+
+    def _let_go(self, tracker: str, event: Notice) -> bool:
+        """Whether a `release` step of this event's response finished ok."""
+        key = self._started_key(tracker, event)
+        record = self.store.response(key) if key is not None else None
+        steps = (record or {}).get("steps", [])
+        return any(s.get("kind") == RELEASE and s.get("status") == OK for s in steps)
 
     def _started_key(self, tracker: str, event: Notice) -> Optional[str]:
         """The response record of this event's notice, if its response started."""

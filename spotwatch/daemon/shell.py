@@ -15,13 +15,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from spotwatch.clouds.cloud import Cloud
+from spotwatch.clouds.registry import Settled, settle
 from spotwatch.config.schema import Config
 from spotwatch.daemon.intake import NoticeIntake
+from spotwatch.daemon.oncloud import OnCloud
+from spotwatch.daemon.pollview import status_line, wanted_interval
 from spotwatch.daemon.signals import StopAndReload
 from spotwatch.daemon.sleep import SleepWatch, boot_and_monotonic
 from spotwatch.detection.identity import UNKNOWN, InstanceIdentity
-from spotwatch.detection.imds import ImdsClient
-from spotwatch.detection.monitors import monitors_for
+from spotwatch.detection.metadata import MetadataClient
+from spotwatch.detection.monitors import Monitor
 from spotwatch.detection.notices import Notice, Source
 from spotwatch.detection.tracker import Change, NoticeTracker, Observation
 from spotwatch.detection.watcher import PollReport, Watcher, monitor_of
@@ -38,9 +42,11 @@ from spotwatch.state.store import StateStore
 log = logging.getLogger("spotwatch.daemon")
 
 SHUTDOWN_GRACE = 80.0  # running hooks get this long to finish on SIGTERM (unit: TimeoutStopSec=90)
-# A rebalance recommendation may come hours before a notice, or never one: poll faster for
-# at most this long after it was issued, then at `poll_interval` again.
-ELEVATED_RISK_CAP = 3600.0
+# The exit comes within this long of the first SIGTERM, whatever is left (CONTRACT §4); the
+# slack is for what comes after the last bounded wait (the state write, the interpreter's exit).
+EXIT_WITHIN = 90.0
+EXIT_SLACK = 1.0
+ONCE_SLICE = 0.2  # `run --once`: how often the wait for its responses looks at a SIGTERM
 
 
 @dataclass
@@ -55,6 +61,10 @@ class DaemonParts:
     on_start: List[Callable[[Daemon], None]] = field(default_factory=list)
     # Told each config a reload put in force (load balancer discovery starts afresh).
     on_reload: List[Callable[[Config], None]] = field(default_factory=list)
+    # Told the daemon is stopping, once its responses are done or abandoned: the seconds
+    # left before it must exit (telemetry gives undelivered events what it may of them; the
+    # shutdown lock is let go).
+    on_stop: List[Callable[[float], None]] = field(default_factory=list)
 
 
 class Daemon:
@@ -70,8 +80,12 @@ class Daemon:
         notice_source: Optional[Source] = None,
         reload_replies: Optional[ReloadReplies] = None,
         shutdown_grace: float = SHUTDOWN_GRACE,
+        settle: Callable[[Config], Settled] = settle,
     ) -> None:
-        self.config = config
+        # The cloud: the one the config names, else the one the firmware names; what it
+        # lacks is off in the config the daemon runs on (clouds/registry.py).
+        self.on = OnCloud(settle, config)
+        config = self.config = self.on.config
         self._shutdown_grace = shutdown_grace
         # Where `spotwatch reload` (the unit's ExecReload) waits for the reload's outcome.
         self.reload_replies = reload_replies or ReloadReplies(reply_dir(config.state_dir))
@@ -86,7 +100,7 @@ class Daemon:
         self.store = StateStore(config.state_dir)
         # Shared with `spotwatch sleep-hook`: who ran the hibernate hooks, resumes, the trigger.
         self.ledger = HibernateLedger(config.state_dir)
-        self.identity = InstanceIdentity(lambda: self.client)
+        self.identity = InstanceIdentity(lambda: self.client, lambda: self.on.cloud.instance_id)
         self.responder = Responder(
             lambda: self.config,
             self._plan,
@@ -98,6 +112,7 @@ class Daemon:
             self.responder,
             self.store,
             cadence_of=self._cadence_of,
+            is_scheduled=self._is_scheduled,
             config=lambda: self.config,
             relabel=notice_source,
         )
@@ -117,14 +132,12 @@ class Daemon:
 
     # ----------------------------------------------------------------- set-up
 
-    def _make_client(self, config: Config) -> ImdsClient:
-        return ImdsClient(
-            config.imds.endpoint,
-            timeout=config.imds.timeout,
-            token_ttl=config.imds.token_ttl,
-            allow_imdsv1=config.imds.allow_imdsv1,
-            cancel=self._stopping,
-        )
+    @property
+    def cloud(self) -> Cloud:
+        return self.on.cloud
+
+    def _make_client(self, config: Config) -> MetadataClient:
+        return self.cloud.client(config, cancel=self._stopping)
 
     def _stored_trackers(self) -> Dict[str, NoticeTracker]:
         stored = self.store.value("trackers") or {}
@@ -135,8 +148,8 @@ class Daemon:
         return self.identity.known
 
     def _learn_instance_id(self, seconds: float) -> Optional[str]:
-        """The instance id, asking IMDS (at most `seconds`) while it is not known; the state
-        file keeps it once learned."""
+        """The instance id, asking the metadata service (at most `seconds`) while it is not
+        known; the state file keeps it once learned."""
         if self.identity.known is not None:
             return self.identity.known
         learned = self.identity.learn(seconds)
@@ -145,9 +158,9 @@ class Daemon:
         return learned
 
     def _facts(self) -> Facts:
-        """What a response is told as it starts: IMDS is asked for the instance id again
-        if it did not answer it before (CONTRACT §4)."""
-        instance_id = self._learn_instance_id(self.config.imds.timeout)
+        """What a response is told as it starts: the metadata service is asked for the
+        instance id again if it did not answer it before (CONTRACT §4)."""
+        instance_id = self._learn_instance_id(self.client.timeout)
         if instance_id is None:
             emit(
                 log,
@@ -155,20 +168,21 @@ class Daemon:
                 "instance-id-unknown",
                 f"this response runs with instance id {UNKNOWN!r}: {self.identity.why}",
             )
-        return Facts(instance_id or UNKNOWN, self.dry_run)
+        return Facts(instance_id or UNKNOWN, self.dry_run, self.cloud.name)
 
     def prepare(self) -> None:
         """Everything before the first poll: state, trackers, unfinished responses."""
-        if self.identity.learn(self.config.imds.timeout * 2) is None:
+        self.on.say_where()
+        if self.identity.learn(self.client.timeout * 2) is None:
             emit(
                 log,
                 logging.WARNING,
                 "instance-id-unknown",
-                f"instance id not known yet ({self.identity.why}); IMDS is asked again "
-                "before a response needs it",
+                f"instance id not known yet ({self.identity.why}); the metadata service is "
+                "asked again before a response needs it",
             )
         self.store.load(self.instance_id)
-        monitors = monitors_for(self.config, self.client)
+        monitors = self.cloud.monitors(self.config, self.client)
         self.watcher = Watcher(
             monitors, self, self.config.poll_interval, trackers=self._stored_trackers()
         )
@@ -177,15 +191,21 @@ class Daemon:
         for callback in self.parts.on_start:
             callback(self)
 
+    def _monitor_of(self, tracker: str) -> Optional[Monitor]:
+        if self.watcher is None:
+            return None
+        name = monitor_of(tracker)
+        return next((m for m in self.watcher.monitors if m.name == name), None)
+
     def _cadence_of(self, tracker: str) -> float:
-        watcher = self.watcher
-        monitor = None
-        if watcher is not None:
-            name = monitor_of(tracker)
-            monitor = next((m for m in watcher.monitors if m.name == name), None)
+        monitor = self._monitor_of(tracker)
         if monitor is not None and monitor.cadence is not None:
             return monitor.cadence
         return self.config.poll_interval
+
+    def _is_scheduled(self, tracker: str) -> bool:
+        monitor = self._monitor_of(tracker)
+        return monitor is not None and monitor.scheduled
 
     def _plan(self, notice: Notice, config: Config) -> Plan:
         plan = build_plan(notice, config, self.parts.providers(config, self.dry_run))
@@ -199,27 +219,34 @@ class Daemon:
         """Poll until SIGTERM/SIGINT (or once); returns the exit status."""
         self.prepare()
         assert self.watcher is not None
-        if once:
-            self.watcher.poll_once()
-            self.responder.wait(None)
-            self.shutdown()
-            return 0
         signals = self._signals = StopAndReload(self.watcher, self._hurry)
-        with signals.installed():
-            self.watcher.run()
+        with signals.installed():  # `--once` too: SIGTERM follows the same rules
+            if once:
+                self.watcher.poll_once()
+                while self.responder.running() and signals.stop_signal is None:
+                    self.responder.wait(ONCE_SLICE)
+            else:
+                self.watcher.run()
             if signals.stop_signal is not None:
                 name = signal.Signals(signals.stop_signal).name
                 emit(log, logging.INFO, "stopping", f"{name} received, stopping")
-            self.shutdown()
+            self.shutdown(signals.stopped_at)
         return 0
 
-    def shutdown(self) -> None:
-        """Start nothing new; let running steps finish (bounded), record what did not, and
-        write the state file one last time."""
+    def shutdown(self, stopped_at: Optional[float] = None) -> None:
+        """Start nothing new; let running steps finish (bounded), record what did not, write
+        the state file one last time and give undelivered events what time is left: all
+        within EXIT_WITHIN of `stopped_at` (the first SIGTERM, on the monotonic clock;
+        None: now)."""
+        began = time.monotonic() if stopped_at is None else stopped_at
         self._stopping.set()  # IMDS retries under way on other threads give up
         self.notifier.stopping()
-        self.responder.shutdown(self._shutdown_grace, self._hurry)
+        grace = max(0.0, self._shutdown_grace - (time.monotonic() - began))
+        self.responder.shutdown(grace, self._hurry)
         self.store.flush()
+        left = max(0.0, began + EXIT_WITHIN - EXIT_SLACK - time.monotonic())
+        for told in self.parts.on_stop:
+            told(left)
         self.client.close()
         if self.watcher is not None:
             self.watcher.close()
@@ -257,7 +284,7 @@ class Daemon:
         self.intake.on_poll(report, self.watcher.trackers)
         self.store.record_poll(report.wall_time, report.result, report.ok)
         if self.instance_id is None and report.ok:
-            self._learn_instance_id(self.config.imds.timeout)
+            self._learn_instance_id(self.client.timeout)
         for callback in self.parts.on_poll:
             callback(report)
         self._follow_risk(report)
@@ -273,27 +300,13 @@ class Daemon:
             self.reload()
 
     def _follow_risk(self, report: PollReport) -> None:
-        """While a rebalance recommendation stands (and no notice has come yet), poll every
-        `rebalance.poll_interval`: a notice seen 4 s sooner is 4 s more for the hooks."""
         assert self.watcher is not None
-        base, fast = self.config.poll_interval, self.config.rebalance.poll_interval
-        recommendation = report.known.get("rebalance")
-        elevated = (
-            fast < base
-            and recommendation is not None
-            and report.notice is None
-            and time.time() - recommendation.epoch < ELEVATED_RISK_CAP
-        )
-        wanted = fast if elevated else base
+        wanted = wanted_interval(self.config, report, time.time())
         if wanted != self.watcher.interval:
             self.watcher.interval = wanted
-            emit(
-                log,
-                logging.INFO,
-                "poll-interval",
-                f"polling every {wanted:g} s "
-                + ("(rebalance recommendation: elevated risk)" if elevated else "again"),
-            )
+            elevated = wanted != self.config.poll_interval
+            why = "(rebalance recommendation: elevated risk)" if elevated else "again"
+            emit(log, logging.INFO, "poll-interval", f"polling every {wanted:g} s {why}")
 
     def _save_trackers(self) -> None:
         assert self.watcher is not None
@@ -302,19 +315,7 @@ class Daemon:
             self.store.set_value("trackers", current)
 
     def status_line(self, report: PollReport) -> str:
-        if not report.ok:
-            return f"last poll failed: {report.errors[0][:120] if report.errors else 'no answer'}"
-        running = self.responder.running()
-        if running:
-            first = min(running, key=lambda r: r.deadline_epoch)
-            return f"{first.notice.action} notice for {first.notice.time_text}; responding"
-        if report.notice is not None:
-            return f"{report.notice.action} notice for {report.notice.time_text}; response done"
-        if report.result == "degraded":
-            return "polling; degraded: instance-action does not answer (termination-time does)"
-        if "rebalance" in report.known:
-            return f"rebalance recommendation seen; polling every {self.watcher_interval():g} s"
-        return f"polling every {self.config.poll_interval:g} s; no notice"
+        return status_line(self.config, report, self.responder.running(), self.watcher_interval())
 
     def watcher_interval(self) -> float:
         return self.watcher.interval if self.watcher is not None else self.config.poll_interval
@@ -361,18 +362,17 @@ class Daemon:
             emit(log, logging.ERROR, "reload-failed", f"reload refused: {why}")
             self._refuse_reload(why, f"reload refused, old config kept: {why}")
             return
-        old = self.config
+        fresh, rebuild = self.on.settle(fresh)
         self.config = fresh
         self.dry_run = self._forced_dry_run or fresh.dry_run
         logs.configure(fresh.log.level, fresh.log.format)
-        if fresh.imds != old.imds:
+        if rebuild:  # the cloud, or a setting its client and monitors are built from
             self.client.close()
             self.client = self._make_client(fresh)
+            if self.watcher is not None:
+                self.watcher.set_monitors(self.cloud.monitors(fresh, self.client), {})
         if self.watcher is not None:
             self.watcher.interval = fresh.poll_interval
-            watched = ("imds", "rebalance", "autoscaling", "scheduled_events")
-            if any(getattr(fresh, name) != getattr(old, name) for name in watched):
-                self.watcher.set_monitors(monitors_for(fresh, self.client), {})
         for told in self.parts.on_reload:
             told(fresh)
         message = f"config reloaded from {', '.join(fresh.sources)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Dict, Iterator, Optional
 
@@ -23,11 +24,14 @@ class StopAndReload:
         self.watcher = watcher
         self.hurry = hurry
         self.stop_signal: Optional[int] = None  # SIGTERM or SIGINT, once one came
+        self.stopped_at: Optional[float] = None  # monotonic: the exit is due 90 s after it
         self.reload_requested = False  # SIGHUP came; the loop clears it once acted on
 
     def _stop(self, signum: int, _frame: Optional[FrameType]) -> None:
         if self.stop_signal is not None:
             self.hurry.set()
+        else:
+            self.stopped_at = time.monotonic()
         self.stop_signal = signum
         self.watcher.stop()
 

@@ -12,7 +12,7 @@ import time
 from typing import Callable, Optional, Tuple
 
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.detection.metadata import MetadataClient, MetadataError
 from spotwatch.detection.notices import SOURCE_RESUME_DETECTED, Action, Notice, now_notice
 from spotwatch.logevents import emit
 from spotwatch.parts.hibernate import notice_key, skip_hooks
@@ -40,7 +40,7 @@ class SleepWatch:
     def __init__(
         self,
         config: Callable[[], Config],
-        client: Callable[[], ImdsClient],
+        client: Callable[[], MetadataClient],
         store: StateStore,
         ledger: HibernateLedger,
         responder: Responder,
@@ -116,7 +116,7 @@ class SleepWatch:
     def _read_configured(self, deadline: float) -> Optional[bool]:
         try:
             reply = self._client().get(HIBERNATION_CONFIGURED_PATH, deadline=deadline)
-        except ImdsError as failure:
+        except MetadataError as failure:
             log.debug("hibernation/configured not read: %s", failure)
             return None
         if reply.status == 404:
@@ -172,7 +172,7 @@ class SleepWatch:
         how = f"asleep for {slept:.1f} s" if slept > RESUME_JUMP else "the sleep hook saw it"
         emit(log, logging.WARNING, "resumed", f"resumed from sleep ({how})")
         # After a resume the old token may be gone with the old host: get a fresh one.
-        self._client().invalidate_token()
+        self._client().resumed()
         self._rearm("resumed from hibernation")
         self.store.set_value("resume_generation", self._resumes_seen)
         if run_hooks and self._config().hooks_for(RESUME):

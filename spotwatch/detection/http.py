@@ -9,6 +9,7 @@ with hard limits on header and body size, so a poll costs a fraction of that.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from dataclasses import dataclass
@@ -53,8 +54,23 @@ class Connection:
             self._sock = None
         self._buffer = b""
 
+    def abort(self) -> None:
+        """Wake a request blocked in a read from another thread: the read then fails as a
+        connection closed by the peer (shutdown() wakes it; close() alone would not)."""
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def request(
-        self, method: str, path: str, headers: Dict[str, str], timeout: float, max_body: int
+        self,
+        method: str,
+        path: str,
+        headers: Dict[str, str],
+        timeout: float,
+        max_body: int,
+        *,
+        body: bytes = b"",
     ) -> Response:
         """Send one request and read its answer; raises OSError (incl. HttpError, timeout)."""
         reused = self._sock is not None
@@ -65,9 +81,9 @@ class Connection:
         sock.settimeout(timeout)
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host_header()}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
-        if method == "PUT":
-            lines.append("Content-Length: 0")
-        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if body or method in ("PUT", "POST"):
+            lines.append(f"Content-Length: {len(body)}")
+        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         try:
             sock.sendall(payload)
             head = self._read_head()

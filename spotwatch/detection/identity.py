@@ -1,4 +1,5 @@
-"""This instance's id, from IMDS `meta-data/instance-id`, asked until IMDS answers it.
+"""This VM's id, from its cloud's metadata service (AWS: IMDS `meta-data/instance-id`),
+asked until the service answers it.
 
 Hooks (`SPOTWATCH_INSTANCE_ID`) and every step that names the instance (instance action,
 load balancers, the lifecycle action) need it. IMDS may not answer it at start (an outage,
@@ -12,43 +13,35 @@ from __future__ import annotations
 import threading
 from typing import Callable, Optional, Tuple
 
-from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.detection.metadata import MetadataClient
 
-INSTANCE_ID_PATH = "meta-data/instance-id"
-UNKNOWN = "unknown"  # what hooks are told when IMDS could not say
-_MOST_CHARS = 40  # i-0123456789abcdef0 is 19; anything far longer is not an id
-
-
-def read_instance_id(client: ImdsClient, deadline: float) -> Tuple[Optional[str], str]:
-    """(the id IMDS answers by `deadline` (the client's clock), "") or (None, why not)."""
-    try:
-        reply = client.get(INSTANCE_ID_PATH, deadline=deadline)
-    except ImdsError as failure:
-        return None, f"IMDS: {failure}"
-    text = reply.body.decode("ascii", "replace").strip()
-    if reply.status != 200:
-        return None, f"IMDS {INSTANCE_ID_PATH} answered HTTP {reply.status}"
-    if not text.startswith("i-") or len(text) >= _MOST_CHARS:
-        return None, f"IMDS {INSTANCE_ID_PATH} answered {len(text)} characters that are no id"
-    return text, ""
+UNKNOWN = "unknown"  # what hooks are told when the metadata service could not say
+# The cloud's way to read the id: (id, "") or (None, why not) by a deadline on the client's clock.
+ReadId = Callable[[MetadataClient, float], Tuple[Optional[str], str]]
 
 
 class InstanceIdentity:
-    """The id once known; until then each `learn` asks IMDS (one caller at a time: others
-    wait for its answer rather than ask too). `why` says why it is not known."""
+    """The id once known; until then each `learn` asks the metadata service (one caller at
+    a time: others wait for its answer rather than ask too). `why` says why it is not known."""
 
-    def __init__(self, client: Callable[[], ImdsClient], known: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        client: Callable[[], MetadataClient],
+        read: Callable[[], ReadId],
+        known: Optional[str] = None,
+    ) -> None:
         self._client = client  # the daemon's current client (a reload may replace it)
+        self._read = read  # the current cloud's reader (clouds/<cloud>/cloud.py)
         self._lock = threading.Lock()
         self.known = known
         self.why = "" if known else "not asked yet"
 
     def learn(self, seconds: float) -> Optional[str]:
-        """The id, asking IMDS for at most `seconds` when it is not known yet."""
+        """The id, asking the metadata service for at most `seconds` when not known yet."""
         if self.known is not None:
             return self.known
         with self._lock:
             if self.known is None:
                 client = self._client()
-                self.known, self.why = read_instance_id(client, client.now() + seconds)
+                self.known, self.why = self._read()(client, client.now() + seconds)
             return self.known

@@ -1,14 +1,14 @@
-"""One monitor per IMDS signal, behind one small interface.
+"""The one small interface every signal is watched through, whatever the cloud.
 
-A monitor asks IMDS once and says what it saw: the notices there (none, one, or several with
-an identity each), or that it could not tell. It knows nothing about de-duplication or
-responses; the watcher feeds its answers to one `NoticeTracker` per notice. Unusable bodies
-are logged once per distinct body, truncated.
+A monitor asks its metadata service once and says what it saw: the notices there (none, one,
+or several with an identity each), or that it could not tell. It knows nothing about
+de-duplication or responses; the watcher feeds its answers to one `NoticeTracker` per
+notice. Unusable bodies are logged once per distinct body, truncated.
 
-To add a signal: a `Monitor` subclass here (or in a module of its own) with a `name`, a
-`check()` and, if it is not asked every poll, a `cadence`; register it in `monitors_for`.
-Its notices then take the same road as the Spot notice: tracker, responder, plan
-(docs/architecture.md).
+To add a signal: a `Monitor` subclass in its cloud's folder (clouds/<cloud>/monitors.py)
+with a `name`, a `check()` and, if it is not asked every poll, a `cadence`; the cloud's
+`monitors()` lists it. Its notices then take the same road as the Spot notice: tracker,
+responder, plan (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -17,43 +17,20 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, FrozenSet, List, Optional, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Optional, Sequence, Set, Tuple
 
-from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError, Reply
-from spotwatch.detection.notices import (
-    SOURCE_TARGET_LIFECYCLE_STATE,
-    Notice,
-    Parsed,
-    excerpt,
-    parse_instance_action,
-    parse_rebalance,
-    parse_termination_time,
-)
-from spotwatch.detection.scheduled import SCHEDULED, parse_scheduled
+from spotwatch.detection.metadata import MetadataClient, MetadataError, Reply
+from spotwatch.detection.notices import Action, Notice, Parsed, Source, excerpt, iso_text
 from spotwatch.logevents import emit
 
 log = logging.getLogger("spotwatch.watcher")
 
-INSTANCE_ACTION = "meta-data/spot/instance-action"
-TERMINATION_TIME = "meta-data/spot/termination-time"
-REBALANCE = "meta-data/events/recommendations/rebalance"
-TARGET_LIFECYCLE_STATE = "meta-data/autoscaling/target-lifecycle-state"
-
-# EC2 leaves an old termination-time in place when a termination fails (docs/aws-facts.md). A time
-# this far in the past is that leftover, not a warning about the future.
-STALE_TERMINATION_TIME = 600.0
 MAX_REMEMBERED_BODIES = 64
-
-
-# spot/termination-time only ever shows terminate notices: when it stands in for an unusable
-# instance-action, its "none" is no evidence that a stop or hibernate notice went away.
-FALLBACK_SPEAKS_FOR: FrozenSet[str] = frozenset({"terminate"})
 
 
 @dataclass(frozen=True)
 class Reading:
-    ok: bool  # IMDS gave a usable answer
+    ok: bool  # the metadata service gave a usable answer
     notices: Tuple[Notice, ...] = ()
     error: Optional[str] = None
     # When no notice was seen: the actions this "none" can vouch for (None: every action).
@@ -79,15 +56,21 @@ def seen(
 
 
 class Monitor:
-    """Base: `check(deadline)` asks IMDS once (deadline on the monotonic clock)."""
+    """Base: `check(deadline)` asks the metadata service once (deadline on the monotonic
+    clock). A monitor that watches beside the poll loop (a thread of its own) starts in
+    `attach` and ends in `close`."""
 
     name = "monitor"
     # Seconds between checks; None: every poll (`poll_interval`).
     cadence: Optional[float] = None
     # Whether its answer decides the poll's result (ok / notice / degraded / error).
     decides_result = False
+    # Its notices are scheduled events (an identity and a NotBefore each): their responses
+    # wait for NotBefore - `scheduled_events.lead` and are canceled when the event is
+    # called off before its NotBefore (daemon/scheduled.py).
+    scheduled = False
 
-    def __init__(self, client: ImdsClient) -> None:
+    def __init__(self, client: MetadataClient) -> None:
         self.client = client
         self._reported: Set[bytes] = set()
 
@@ -95,14 +78,28 @@ class Monitor:
         raise NotImplementedError
 
     def adopt(self, known: Optional[Notice]) -> None:
-        """The notice its tracker already knows (at start: from the state file). Monitors
-        whose notice time is their own reckoning keep to it, so a re-read is the same notice."""
+        """A notice its trackers already know (at start: from the state file), once per
+        tracker. Monitors whose notice time is their own reckoning keep to it, so a re-read
+        is the same notice."""
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Watched from now on; `wake` asks the poll loop for a poll now (from any thread)."""
+
+    def close(self) -> None:
+        """No longer watched (a reload replaced it, or the daemon stops)."""
 
     def _fetch(self, path: str, deadline: float) -> tuple[Optional[Reply], Optional[str]]:
         try:
             return self.client.get(path, deadline=deadline), None
-        except ImdsError as failure:
+        except MetadataError as failure:
             return None, str(failure)
+
+    def _events(self, notices: Tuple[Notice, ...], problems: Sequence[str]) -> Reading:
+        """A usable list of events: these notices, each unreadable event logged once. An
+        unreadable event may be a known one: then none is counted absent this time."""
+        for line in problems:
+            self._report_malformed(Parsed(problem="event ignored"), line.encode())
+        return Reading(ok=True, notices=notices, speaks_for=frozenset() if problems else None)
 
     def _report_malformed(self, parsed: Parsed, body: bytes) -> None:
         """Log an unusable body once per distinct body (bounded memory)."""
@@ -121,174 +118,31 @@ class Monitor:
         )
 
 
-class SpotMonitor(Monitor):
-    """spot/instance-action, falling back to spot/termination-time."""
+class HeldNotice:
+    """A notice whose end the signal does not name, so its time is reckoned: first seen +
+    `lead`. That time is kept while the signal shows (a re-read is the same notice, not a
+    moved one), and across a restart through `adopt`. Used by signals that only say "now"
+    (an Auto Scaling `Terminated`, a Google preemption)."""
 
-    name = "spot"
-    decides_result = True
-
-    def __init__(self, client: ImdsClient, wall: Callable[[], float] = time.time) -> None:
-        super().__init__(client)
+    def __init__(self, source: Source, wall: Callable[[], float] = time.time) -> None:
+        self.source = source
         self._wall = wall
-
-    def check(self, deadline: float) -> Reading:
-        # Retries of instance-action may use only the first half of the time left: the
-        # fallback must still have time to ask termination-time in this poll.
-        now = self.client.now()
-        reply, error = self._fetch(INSTANCE_ACTION, now + max(0.0, deadline - now) / 2)
-        if reply is not None:
-            if reply.status == 404:
-                return Reading(ok=True)
-            if reply.status == 200:
-                parsed = parse_instance_action(reply.body)
-                if parsed.usable:
-                    return seen(parsed.notice)
-                self._report_malformed(parsed, reply.body)
-                error = f"instance-action: {parsed.problem}"
-            else:
-                error = f"instance-action answered HTTP {reply.status}"
-        return self._fall_back(deadline, error or "instance-action gave no answer")
-
-    def _fall_back(self, deadline: float, why: str) -> Reading:
-        reply, error = self._fetch(TERMINATION_TIME, deadline)
-        if reply is None:
-            return Reading(ok=False, error=f"{why}; termination-time: {error}")
-        # termination-time answered, but it cannot show stop or hibernate notices.
-        degraded = f"{why}; termination-time answered in its place"
-        if reply.status == 404:
-            return Reading(ok=True, speaks_for=FALLBACK_SPEAKS_FOR, degraded=degraded)
-        if reply.status != 200:
-            return Reading(ok=False, error=f"{why}; termination-time answered HTTP {reply.status}")
-        notice = parse_termination_time(reply.body).notice
-        if notice is not None and notice.epoch < self._wall() - STALE_TERMINATION_TIME:
-            stale_at = datetime.fromtimestamp(notice.epoch, timezone.utc).isoformat()
-            emit(log, logging.DEBUG, "stale-termination-time", f"ignoring old time {stale_at}")
-            notice = None
-        return seen(notice, speaks_for=FALLBACK_SPEAKS_FOR, degraded=degraded)
-
-
-class RebalanceMonitor(Monitor):
-    """events/recommendations/rebalance: an earlier, softer signal."""
-
-    name = "rebalance"
-
-    def check(self, deadline: float) -> Reading:
-        reply, error = self._fetch(REBALANCE, deadline)
-        if reply is None:
-            return Reading(ok=False, error=f"rebalance: {error}")
-        if reply.status == 404:
-            return Reading(ok=True)
-        if reply.status != 200:
-            return Reading(ok=False, error=f"rebalance answered HTTP {reply.status}")
-        parsed = parse_rebalance(reply.body)
-        if not parsed.usable:
-            # Not a notice, but no evidence either: it must not count as the absence of a
-            # known recommendation, or a garbled body would make it new again.
-            self._report_malformed(parsed, reply.body)
-            return Reading(ok=True, speaks_for=frozenset())
-        return seen(parsed.notice)
-
-
-class AutoscalingMonitor(Monitor):
-    """autoscaling/target-lifecycle-state: `Terminated` while the Auto Scaling group ends the
-    instance. IMDS names no moment, so the notice's time is when it was first seen plus
-    `autoscaling.budget` (the one deadline rule then holds); that time is kept, also across
-    a restart (`adopt`), so a re-read `Terminated` is the same notice. 404: the instance is
-    in no group, which is no news and no error."""
-
-    name = "autoscaling"
-
-    def __init__(
-        self, client: ImdsClient, budget: float, wall: Callable[[], float] = time.time
-    ) -> None:
-        super().__init__(client)
-        self.budget = budget
-        self._wall = wall
-        self._terminating: Optional[Notice] = None
+        self._held: Dict[str, Notice] = {}  # action -> the notice while it shows
 
     def adopt(self, known: Optional[Notice]) -> None:
-        if known is not None and known.signal == SOURCE_TARGET_LIFECYCLE_STATE:
-            self._terminating = known
+        if known is not None and known.signal == self.source:
+            self._held[known.action] = known
 
-    def check(self, deadline: float) -> Reading:
-        reply, error = self._fetch(TARGET_LIFECYCLE_STATE, deadline)
-        if reply is None:
-            return Reading(ok=False, error=f"target-lifecycle-state: {error}")
-        if reply.status == 404:
-            return Reading(ok=True)
-        if reply.status != 200:
-            return Reading(ok=False, error=f"target-lifecycle-state answered HTTP {reply.status}")
-        state = reply.body.decode("utf-8", "replace").strip()
-        if state != "Terminated":
-            self._terminating = None  # InService, Warmed:*, Detached...: nothing ends it
-            return Reading(ok=True)
-        if self._terminating is None:
+    def showing(self, action: Action, lead: float) -> Notice:
+        """The notice for `action`, shown now: the held one, else a new one timed now + lead."""
+        held = self._held.get(action)
+        if held is None:
             first_seen = datetime.fromtimestamp(int(self._wall()), timezone.utc)
-            ends = first_seen + timedelta(seconds=self.budget)
-            text = ends.strftime("%Y-%m-%dT%H:%M:%SZ")
-            self._terminating = Notice("terminate", ends, text, SOURCE_TARGET_LIFECYCLE_STATE)
-        return seen(self._terminating)
+            ends = first_seen + timedelta(seconds=lead)
+            held = Notice(action, ends, iso_text(ends), self.source)
+            self._held = {action: held}  # one signal, one action at a time
+        return held
 
-
-def lifecycle_state(client: ImdsClient, timeout: float) -> Tuple[Optional[str], str]:
-    """IMDS target-lifecycle-state, which answers only on instances in an Auto Scaling
-    group: (its state, "") in one; ("", "") in none (404); (None, why) when IMDS cannot say
-    now (an error is no answer: it says nothing about the group)."""
-    try:
-        reply = client.get(TARGET_LIFECYCLE_STATE, deadline=client.now() + timeout)
-    except ImdsError as failure:
-        return None, f"IMDS: {failure}"
-    if reply.status == 404:
-        return "", ""
-    return reply.body.decode("ascii", "replace").strip()[:40] or f"HTTP {reply.status}", ""
-
-
-def autoscaling_answers(client: ImdsClient, timeout: float) -> bool:
-    """`autoscaling.enabled: auto`: is this instance in a group? (an IMDS that cannot be
-    asked right now counts as yes: better one request per poll than a missed termination)"""
-    return lifecycle_state(client, timeout)[0] != ""
-
-
-class ScheduledEventsMonitor(Monitor):
-    """events/maintenance/scheduled, every `scheduled_events.poll_interval`: one notice per
-    event (detection/scheduled.py); 404 means none, as `[]` does."""
-
-    name = "scheduled"
-
-    def __init__(self, client: ImdsClient, cadence: float) -> None:
-        super().__init__(client)
-        self.cadence = cadence
-
-    def check(self, deadline: float) -> Reading:
-        reply, error = self._fetch(SCHEDULED, deadline)
-        if reply is None:
-            return Reading(ok=False, error=f"scheduled: {error}")
-        if reply.status == 404:
-            return Reading(ok=True)
-        if reply.status != 200:
-            return Reading(ok=False, error=f"scheduled: events answered HTTP {reply.status}")
-        events, problem = parse_scheduled(reply.body)
-        if events is None:
-            self._report_malformed(Parsed(problem=problem), reply.body)
-            return Reading(ok=True, speaks_for=frozenset())  # no evidence either way
-        for line in events.problems:
-            self._report_malformed(Parsed(problem="event ignored"), line.encode())
-        # An unreadable event may be a known one: then none is counted absent this time.
-        speaks_for: Optional[FrozenSet[str]] = frozenset() if events.problems else None
-        return Reading(ok=True, notices=events.notices, speaks_for=speaks_for)
-
-
-def monitors_for(config: Config, client: ImdsClient) -> List[Monitor]:
-    """Every signal the config asks to watch, in the order they are asked each poll (the
-    Spot notice first: its answer decides the poll's result)."""
-    monitors: List[Monitor] = [SpotMonitor(client)]
-    if config.rebalance.enabled:
-        monitors.append(RebalanceMonitor(client))
-    watch_asg = config.autoscaling.enabled
-    if watch_asg == "auto":
-        watch_asg = autoscaling_answers(client, 2 * config.imds.timeout)
-    if watch_asg:
-        monitors.append(AutoscalingMonitor(client, config.autoscaling.budget))
-    if config.scheduled_events.enabled:
-        monitors.append(ScheduledEventsMonitor(client, config.scheduled_events.poll_interval))
-    return monitors
+    def gone(self) -> None:
+        """The signal shows nothing now: the next one is timed afresh."""
+        self._held.clear()

@@ -13,12 +13,13 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Literal, Optional, Tuple, get_args
+from typing import Dict, Literal, NewType, Optional, Tuple, get_args
 
 from spotwatch.config.schema import NOTICE_ACTIONS
 
-# What a notice asks of the instance: the actions hooks subscribe to. `resume`, `start` and
-# `cancel` are notices the daemon makes itself (a resume seen, a new boot, a withdrawn event).
+# What a notice asks of the instance: the actions hooks subscribe to. `resume`, `start`,
+# `cancel` and `shutdown` are notices the daemon makes itself (a resume seen, a new boot, a
+# withdrawn event, a system shutdown logind announced with no notice before it).
 Action = Literal[
     "terminate",
     "stop",
@@ -29,40 +30,35 @@ Action = Literal[
     "maintenance",
     "start",
     "cancel",
+    "shutdown",
 ]
 # The closed set, spelled once (in the Literal) and read back from it.
 ACTIONS: Tuple[Action, ...] = get_args(Action)
 
 # Where a notice came from: SPOTWATCH_SOURCE for hooks, `source` in state, events and metrics.
-Source = Literal[
-    "instance-action",
-    "termination-time",
-    "rebalance-recommendation",
-    "target-lifecycle-state",
-    "scheduled-event",
-    "instance-start",
-    "resume-detected",
-    "sleep-hook",
-    "rehearsal",
-]
-SOURCES: Tuple[Source, ...] = get_args(Source)
+# Each cloud names the sources of its own signals beside its monitors (clouds/<cloud>/); the
+# ones here are AWS's and those the daemon makes itself. A source read back from the state
+# file is checked by its form (`as_source`), so a cloud added later needs no change here.
+Source = NewType("Source", str)
 
-SOURCE_INSTANCE_ACTION: Source = "instance-action"
-SOURCE_TERMINATION_TIME: Source = "termination-time"
-SOURCE_REBALANCE: Source = "rebalance-recommendation"
-SOURCE_TARGET_LIFECYCLE_STATE: Source = "target-lifecycle-state"
-SOURCE_RESUME_DETECTED: Source = "resume-detected"
-SOURCE_SLEEP_HOOK: Source = "sleep-hook"
-SOURCE_REHEARSAL: Source = "rehearsal"
-SOURCE_SCHEDULED: Source = "scheduled-event"
-SOURCE_INSTANCE_START: Source = "instance-start"
+SOURCE_INSTANCE_ACTION = Source("instance-action")
+SOURCE_TERMINATION_TIME = Source("termination-time")
+SOURCE_REBALANCE = Source("rebalance-recommendation")
+SOURCE_TARGET_LIFECYCLE_STATE = Source("target-lifecycle-state")
+SOURCE_RESUME_DETECTED = Source("resume-detected")
+SOURCE_SLEEP_HOOK = Source("sleep-hook")
+SOURCE_REHEARSAL = Source("rehearsal")
+SOURCE_SCHEDULED = Source("scheduled-event")
+SOURCE_INSTANCE_START = Source("instance-start")
+SOURCE_SHUTDOWN = Source("shutdown")
+_SOURCE_FORM = re.compile(r"[a-z][a-z0-9-]{0,39}")
 
 REBALANCE: Action = "rebalance"
+SHUTDOWN: Action = "shutdown"
 
 
 # Lookups rather than casts: the checked value comes back typed, on every mypy version.
 _ACTION_OF: Dict[str, Action] = {action: action for action in ACTIONS}
-_SOURCE_OF: Dict[str, Source] = {source: source for source in SOURCES}
 
 
 def as_action(value: object) -> Action:
@@ -74,10 +70,10 @@ def as_action(value: object) -> Action:
 
 
 def as_source(value: object) -> Source:
-    found = _SOURCE_OF.get(value) if isinstance(value, str) else None
-    if found is None:
+    """A stored source, checked by its form (lower-case words joined by hyphens)."""
+    if not isinstance(value, str) or not _SOURCE_FORM.fullmatch(value):
         raise ValueError(f"not a source: {str(value)[:40]!r}")
-    return found
+    return Source(value)
 
 
 @dataclass(frozen=True)
@@ -155,11 +151,17 @@ class Notice:
         )
 
 
+def response_starts(event: Notice, lead: float) -> float:
+    """The wall moment the response to a scheduled event (AWS's, Azure's) starts: NotBefore -
+    `scheduled_events.lead` (the intake waits for it; `status` and metrics show it)."""
+    return event.epoch - lead
+
+
 def now_notice(action: Action, source: Source, wall: Optional[float] = None) -> Notice:
     """A notice the daemon makes itself (a resume, a start), timed now (or at `wall`)."""
     moment = datetime.fromtimestamp(time.time() if wall is None else wall, timezone.utc)
     moment = moment.replace(microsecond=0)
-    return Notice(action, moment, moment.strftime("%Y-%m-%dT%H:%M:%SZ"), source)
+    return Notice(action, moment, iso_text(moment), source)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,46 @@ def parse_utc_time(text: str) -> Optional[datetime]:
     if fraction:
         parsed += timedelta(microseconds=int(fraction[:6].ljust(6, "0")))
     return parsed
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# `21 Jan 2019 09:00:43 GMT` (AWS's scheduled events), with the weekday first as RFC 1123 has
+# it (`Mon, 19 Sep 2016 18:29:47 GMT`, Azure's), and nothing else: a one-digit day is allowed
+# (Go's and Java's RFC 1123 writers may drop the zero), every other part is fixed.
+_HTTP_TIME = re.compile(
+    r"(?:(" + "|".join(_WEEKDAYS) + r"), )?([0-9]{1,2}) (" + "|".join(_MONTHS) + r") "
+    r"([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT"
+)
+
+
+def parse_http_time(text: object, *, weekday: bool = False) -> Optional[datetime]:
+    """An RFC 1123 time in GMT, strictly (`weekday`: it must start with one, as Azure's do;
+    else it must not, as AWS's do); None for anything else. The weekday is not checked
+    against the date: the date is what counts."""
+    if not isinstance(text, str) or len(text) > 40:
+        return None
+    match = _HTTP_TIME.fullmatch(text)
+    if match is None or (match.group(1) is not None) != weekday:
+        return None
+    _, day, month, year, hour, minute, second = match.groups()
+    try:
+        return datetime(
+            int(year),
+            _MONTHS.index(month) + 1,
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            tzinfo=timezone.utc,
+        )
+    except ValueError:  # 31 Feb, 25:00:00
+        return None
+
+
+def iso_text(moment: datetime) -> str:
+    """A time as hooks get it in SPOTWATCH_NOTICE_TIME: `2019-01-21T09:00:43Z`."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _decode(body: bytes) -> Optional[str]:

@@ -42,7 +42,6 @@ TICK_SLACK = 0.05
 # client's smallest attempt (~70 ms, as benchmarks and tests use) no request was ever sent.
 MIN_POLL_BUDGET = 0.1
 REPORTED_CHANGES = (Change.NEW, Change.MOVED, Change.FORGOTTEN)
-PRIMARY = "spot"  # the monitor whose notice is "the" interruption notice of a poll
 
 
 def tracker_key(monitor: str, identity: str) -> str:
@@ -75,6 +74,9 @@ class PollReport:
     known: Mapping[str, Notice]  # tracker key -> the notice known after this poll
     seen: FrozenSet[str]  # tracker keys whose notice this poll saw there
     errors: Tuple[str, ...]
+    # The monitors whose answer decides the result: their notice is "the" interruption
+    # notice of a poll (AWS's Spot notice, Google's preemption).
+    primary: FrozenSet[str] = frozenset({"spot"})
 
     @property
     def ok(self) -> bool:
@@ -83,10 +85,8 @@ class PollReport:
 
     @property
     def notice(self) -> Optional[Notice]:
-        """The interruption notice known after this poll (the Spot monitor's)."""
-        return next(
-            (n for key, n in self.known.items() if monitor_of(key) == PRIMARY), None
-        )
+        """The interruption notice known after this poll (the primary monitors')."""
+        return next((n for key, n in self.known.items() if monitor_of(key) in self.primary), None)
 
     @property
     def duration(self) -> float:
@@ -167,8 +167,8 @@ class Watcher:
         self.trackers: Dict[str, NoticeTracker] = {}
         self.monitors: List[Monitor] = []
         self._due: Dict[str, float] = {}
-        self.set_monitors(monitors, trackers or {})
         self.waker = Waker()
+        self.set_monitors(monitors, trackers or {})
         self._stopping = False
         self._failures = RepeatFilter(log, "poll-failed")
         self._degraded = RepeatFilter(log, "poll-degraded")
@@ -186,9 +186,17 @@ class Watcher:
         kept = {k: t for k, t in {**self.trackers, **trackers}.items() if monitor_of(k) in names}
         for monitor in monitors:
             kept.setdefault(monitor.name, NoticeTracker())
-            monitor.adopt(kept[monitor.name].known)
+            for key, tracker in kept.items():
+                if monitor_of(key) == monitor.name and (key == monitor.name or tracker.known):
+                    monitor.adopt(tracker.known)
+        retired = [m for m in self.monitors if all(m is not n for n in monitors)]
+        fresh = [m for m in monitors if all(m is not o for o in self.monitors)]
         self.monitors, self.trackers = list(monitors), kept
         self._due = {m.name: self._due.get(m.name, 0.0) for m in monitors}
+        for monitor in retired:
+            monitor.close()
+        for monitor in fresh:
+            monitor.attach(self.waker.wake)
 
     def poll_once(self, deadline: Optional[float] = None) -> PollReport:
         """One poll of every monitor that is due; notices reach the listener as soon as
@@ -225,6 +233,7 @@ class Watcher:
             known={k: t.known for k, t in self.trackers.items() if t.known is not None},
             seen=frozenset(seen),
             errors=tuple(errors),
+            primary=frozenset(m.name for m in self._deciding()),
         )
         self.listener.on_poll(report)
         return report
@@ -242,13 +251,16 @@ class Watcher:
                 del self.trackers[key]  # an identity's tracker lives as long as its notice
         return set(by_key)
 
+    def _deciding(self) -> List[Monitor]:
+        return [m for m in self.monitors if m.decides_result] or self.monitors[:1]
+
     def _result(self, reports: Mapping[str, MonitorReport]) -> str:
-        chosen = [m for m in self.monitors if m.decides_result] or self.monitors[:1]
+        chosen = self._deciding()
         deciding = [reports[m.name] for m in chosen if reports[m.name].polled]
         if any(not r.ok for r in deciding):
             return "error"
-        primary = self.trackers.get(PRIMARY)
-        if primary is not None and primary.known is not None:
+        names = {m.name for m in chosen}
+        if any(t.known is not None for k, t in self.trackers.items() if monitor_of(k) in names):
             return "notice"
         if any(r.degraded for r in deciding):
             return "degraded"
@@ -270,13 +282,9 @@ class Watcher:
         degraded = [f"{name}: {r.degraded}" for name, r in reports.items() if r.degraded]
         if degraded:
             key = " | ".join(d.split(";", 1)[0] for d in degraded)
-            self._degraded.failure(
-                "IMDS poll degraded (stop and hibernate notices cannot be seen): "
-                + "; ".join(degraded),
-                key=key,
-            )
+            self._degraded.failure("IMDS poll degraded: " + "; ".join(degraded), key=key)
         elif all(r.ok for r in reports.values() if r.polled):
-            self._degraded.recovered("instance-action answers again")
+            self._degraded.recovered("IMDS answers in full again")
 
     def _check(self, monitor: Monitor, deadline: float) -> Reading:
         """`monitor.check`, with an unexpected exception (a bug) turned into a failed reading:
@@ -319,4 +327,6 @@ class Watcher:
         self.waker.wake()
 
     def close(self) -> None:
+        for monitor in self.monitors:
+            monitor.close()
         self.waker.close()

@@ -37,6 +37,7 @@ from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 from spotwatch.config.schema import Config, HibernateSettings, HookSpec
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
+from spotwatch.presets.base import Services
 from spotwatch.response.build import Providers, hook_stages
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.hooks import HookStep, run_hook
@@ -303,7 +304,7 @@ class SkippedStep(Step):
 def skip_hooks(plan: Plan, detail: str) -> None:
     """Replace the plan's hook steps by skipped ones (the sleep hook ran them)."""
     plan.stages = [
-        tuple(SkippedStep(s.name, s.kind, detail) if isinstance(s, HookStep) else s for s in stage)
+        tuple(SkippedStep(s.name, s.kind, detail) if s.kind == HookStep.kind else s for s in stage)
         for stage in plan.stages
     ]
 
@@ -332,6 +333,9 @@ def add_hibernate_trigger(
     return providers
 
 
-def hooks_plan(notice: Notice, hooks: Sequence[HookSpec]) -> Plan:
+def hooks_plan(
+    notice: Notice, hooks: Sequence[HookSpec], services: Optional[Services] = None
+) -> Plan:
     """Just hooks (the sleep hook's plans); hibernate's are held to its budget."""
-    return Plan(notice=notice, stages=hook_stages(hooks, hard=notice.action == "hibernate"))
+    hard = notice.action == "hibernate"
+    return Plan(notice=notice, stages=hook_stages(hooks, hard=hard, services=services))

@@ -8,9 +8,10 @@ hook. None computes its own, so they cannot disagree.
 |---------------------------------------------|-----------------------------------------------|
 | terminate, stop, reboot, maintenance        | notice time - `deadline_margin`                |
 | hibernate                                   | `hibernate.budget` from the start (no warning) |
-| rebalance, resume, start, cancel            | none of their own: each hook gets its timeout; |
-|                                             | the response as a whole gets the sum of its    |
-|                                             | stages' longest timeouts (and kill graces)     |
+| rebalance, resume, start, cancel            | none of their own: each step gets its own time |
+|                                             | (a hook its timeout, an AWS step 60 s) from    |
+|                                             | its start; the response as a whole, the sum of |
+|                                             | its stages' longest (response/plan.py)         |
 
 Signals whose end is not a moment IMDS names express it as their notice time, so the rule
 above still holds: an Auto Scaling termination's notice time is when it was first seen plus
@@ -40,14 +41,18 @@ def deadline_clock(
     notice: Notice,
     config: Config,
     *,
+    budget: Optional[float] = None,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
 ) -> NoticeClock:
-    """The clock of the response to `notice` (see the table above)."""
+    """The clock of the response to `notice` (see the table above). `budget`: for actions
+    with no deadline of their own, what the whole plan may take (`Plan.own_budget`; by
+    default, what its hooks may take)."""
     if notice.action == "hibernate":
         return NoticeClock.budget(notice, config.hibernate.budget, clock=clock, wall=wall)
     if notice.action in NO_DEADLINE_OF_THEIR_OWN:
-        budget = hooks_budget(config.hooks_for(notice.action))
+        if budget is None:
+            budget = hooks_budget(config.hooks_for(notice.action))
         return NoticeClock.budget(notice, budget, clock=clock, wall=wall, per_hook=True)
     return NoticeClock(notice, config.deadline_margin, clock=clock, wall=wall)
 
@@ -80,8 +85,9 @@ class NoticeClock:
         self.notice = notice
         self._deadline = self._to_monotonic(notice.epoch - margin)
         self._fixed_epoch: Optional[float] = None
-        # True for actions with no deadline of their own: a hook's deadline is its start
-        # plus its timeout (SPOTWATCH_DEADLINE, SPOTWATCH_SECONDS_LEFT), not the clock's.
+        # True for actions with no deadline of their own: each step runs on a clock of its
+        # own (`for_step`): a hook's deadline is its start plus its timeout
+        # (SPOTWATCH_DEADLINE, SPOTWATCH_SECONDS_LEFT), an AWS step's its start plus 60 s.
         self.per_hook = False
 
     @classmethod
@@ -102,6 +108,13 @@ class NoticeClock:
         made._deadline = made._clock() + seconds
         made._fixed_epoch = made._wall() + seconds
         return made
+
+    def for_step(self, seconds: float) -> NoticeClock:
+        """The clock one step of a response with no deadline of its own runs on: `seconds`
+        from now, whatever the steps before it took or left."""
+        return NoticeClock.budget(
+            self.notice, seconds, clock=self._clock, wall=self._wall, per_hook=True
+        )
 
     def _to_monotonic(self, wall_moment: float) -> float:
         return self._clock() + (wall_moment - self._wall())

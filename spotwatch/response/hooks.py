@@ -16,10 +16,11 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from spotwatch.config.schema import HookSpec
 from spotwatch.logevents import emit
+from spotwatch.response.deadline import KILL_GRACE
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.response.processes import (
     OUTPUT_LIMIT,
@@ -99,6 +100,7 @@ def hook_environment(spec: HookSpec, ctx: StepContext, home: Optional[str]) -> D
         "SPOTWATCH_INSTANCE_ID": ctx.instance_id,
         "SPOTWATCH_SOURCE": notice.source,
         "SPOTWATCH_DRY_RUN": "1" if ctx.dry_run else "0",
+        "SPOTWATCH_CLOUD": ctx.cloud,
     }
     if notice.event_id is not None:  # scheduled events
         env["SPOTWATCH_EVENT_ID"] = notice.event_id
@@ -122,6 +124,7 @@ class HookStep(Step):
         # otherwise gets (hibernate: its budget is all the time there is before sleep).
         self.hard_deadline = hard_deadline
         self.last: Optional[HookResult] = None
+        self.budget = spec.timeout + KILL_GRACE  # its timeout, then SIGTERM, SIGKILL
 
     def run(self, ctx: StepContext) -> StepOutcome:
         self.last = run_hook(self.spec, ctx, hard_deadline=self.hard_deadline)
@@ -132,15 +135,27 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, hard_deadline: bool = False) -
     """Run one hook to its end or its time limit, whichever is first."""
     started = time.monotonic()
     try:
-        run_as = _run_as(spec)
+        run_as = run_as_of(spec)
     except UserError as problem:
         emit(log, logging.ERROR, "hook-failed", f"hook {spec.name}: {problem}", hook=spec.name)
         return HookResult(FAILED, None, 0.0, False, str(problem))
-    env = hook_environment(spec, ctx, run_as.home if run_as is not None else None)
+    limit = hook_limit(spec, ctx, started, hard_deadline=hard_deadline)
+    announce_start(spec, ctx, started, limit, hard_deadline=hard_deadline)
+    result = run_program(spec, spec.argv(), ctx, run_as, limit)
+    announce_end(spec, result)
+    return result
+
+
+Limit = Callable[[], Tuple[float, str]]
+
+
+def hook_limit(
+    spec: HookSpec, ctx: StepContext, started: float, *, hard_deadline: bool = False
+) -> Limit:
+    """The monotonic moment a hook started at `started` must end by, and what sets it; asked
+    again while it runs, so a moved notice time moves the hook's end too."""
 
     def limit() -> Tuple[float, str]:
-        """The monotonic moment this hook must end by, and what sets it; asked again while
-        it runs, so a moved notice time moves the hook's end too."""
         own = (started + spec.timeout, f"its timeout of {spec.timeout:g} s")
         if ctx.abort.is_set():
             return (time.monotonic(), SHUTDOWN)
@@ -154,6 +169,19 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, hard_deadline: bool = False) -
             return min(own, (started + MIN_BUDGET, floor))
         return min(own, (deadline, "the deadline"))
 
+    return limit
+
+
+def announce_start(
+    spec: HookSpec,
+    ctx: StepContext,
+    started: float,
+    limit: Limit,
+    *,
+    hard_deadline: bool = False,
+    what: str = "",
+) -> None:
+    """The hook-start log line (and a warning first when it starts past the deadline)."""
     allowed, why = limit()
     left = ctx.clock.deadline - started
     if not (hard_deadline or ctx.clock.per_hook) and left < MIN_BUDGET:
@@ -172,16 +200,41 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, hard_deadline: bool = False) -
         log,
         logging.INFO,
         "hook-start",
-        f"hook {spec.name} started ({allowed - started:.1f} s allowed by {why})",
+        f"hook {spec.name}{what} started ({allowed - started:.1f} s allowed by {why})",
         hook=spec.name,
         action=ctx.notice.action,
     )
-    argv = spec.argv()
+
+
+def announce_end(spec: HookSpec, result: HookResult) -> None:
+    level = logging.INFO if result.status == OK else logging.WARNING
+    emit(
+        log,
+        level,
+        "hook-end",
+        f"hook {spec.name}: {result.detail}",
+        hook=spec.name,
+        status=result.status,
+        duration=round(result.duration, 3),
+    )
+
+
+def run_program(
+    spec: HookSpec,
+    argv: Sequence[str],
+    ctx: StepContext,
+    run_as: Optional[RunAs],
+    limit: Limit,
+) -> HookResult:
+    """Run `argv` as hook `spec` (its environment, user and output), to its end or to
+    `limit()`, whichever is first; the whole process group is ended either way."""
+    started = time.monotonic()
+    env = hook_environment(spec, ctx, run_as.home if run_as is not None else None)
     try:
         if not argv:
             raise ValueError("the command is empty")
         process = subprocess.Popen(
-            argv,
+            list(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -205,21 +258,11 @@ def run_hook(spec: HookSpec, ctx: StepContext, *, hard_deadline: bool = False) -
         kill_group(process.pid, signal.SIGKILL)
     output.close()
     duration = time.monotonic() - started
-    result = _result(spec, process.returncode, stopped_by, duration, output.dropped)
-    level = logging.INFO if result.status == OK else logging.WARNING
-    emit(
-        log,
-        level,
-        "hook-end",
-        f"hook {spec.name}: {result.detail}",
-        hook=spec.name,
-        status=result.status,
-        duration=round(duration, 3),
-    )
-    return result
+    return _result(spec, process.returncode, stopped_by, duration, output.dropped)
 
 
-def _run_as(spec: HookSpec) -> Optional[RunAs]:
+def run_as_of(spec: HookSpec) -> Optional[RunAs]:
+    """Who the hook's programs run as (None: as the daemon); raises UserError."""
     if spec.user is None:
         return None
     uid, gid, home = resolve_user(spec.user)

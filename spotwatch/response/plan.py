@@ -19,6 +19,10 @@ from spotwatch.detection.notices import Notice
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.state.schema import StepStatus
 
+# What a step that is not a hook gets when its response has no deadline of its own (start,
+# cancel, resume, rebalance): its own time, never a share reckoned from hooks (CONTRACT §7).
+OWN_STEP_BUDGET = 60.0
+
 
 @dataclass(frozen=True)
 class StepOutcome:
@@ -44,6 +48,10 @@ class StepContext:
     # Whether the notice still shows (a recent poll saw it): nothing irreversible, such as
     # ending the instance, is done on a notice that cannot be confirmed.
     confirmed: Callable[[], bool] = always
+    # The response's key (its record in the state file): parts that keep records of their
+    # own key them by it ("": a response with no record, such as the sleep hook's).
+    response: str = ""
+    cloud: str = ""  # SPOTWATCH_CLOUD: the cloud the daemon runs on (clouds/registry.py)
 
     @property
     def notice(self) -> Notice:
@@ -54,9 +62,20 @@ class Step(ABC):
     """One unit of the response, recorded in the state file under its unique `name`."""
 
     kind = "step"
+    # How long it may take when its response has no deadline of its own: the runner then
+    # gives it a clock of its own, this long from its start (NoticeClock.for_step).
+    budget = OWN_STEP_BUDGET
+    # Whether the response's record lists it from the start; one that `needed` may leave out
+    # is recorded only once it runs.
+    listed = True
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def needed(self, ctx: StepContext) -> bool:
+        """Whether the step is still to run; it may wait until that is known. False: it is
+        left out, unrecorded (a step another response of the same end runs: response/ends.py)."""
+        return True
 
     @abstractmethod
     def run(self, ctx: StepContext) -> StepOutcome:
@@ -93,6 +112,11 @@ class Plan:
         ordered += [t.step for t in self.timed]
         ordered += [s for stage in self.finale for s in stage]
         return ordered
+
+    def own_budget(self) -> float:
+        """What the plan may take when its response has no deadline of its own: stage after
+        stage, each as long as its longest step's budget."""
+        return sum(max(s.budget for s in stage) for stage in self.stages + self.finale if stage)
 
     def find(self, name: str) -> Optional[Step]:
         return next((s for s in self.all_steps() if s.name == name), None)

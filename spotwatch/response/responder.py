@@ -9,7 +9,9 @@ listeners (telemetry, the rehearsal's timeline) hear "response started" with the
 the deadline before its first step, then every step through their journals.
 
 Signals that mean the same end of the instance (response/ends.py) make one response: the
-second joins the first (`_joining`), and the join is recorded so a restart keeps it.
+second joins the first (`_joining`, response/joins.py), the join is recorded so a restart
+keeps it, and the earliest of their notice times governs all of them (`_govern`), however
+any of them moves.
 
 A notice whose action changes is a new notice (same tracker, next generation): the old
 response starts no further step (its running hooks finish), its unstarted steps are
@@ -22,13 +24,14 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import AbstractSet, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 from spotwatch.config.schema import Config
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
 from spotwatch.response.deadline import KILL_GRACE, NoticeClock, deadline_clock
-from spotwatch.response.ends import earlier, joined_plan, same_end
+from spotwatch.response.ends import joined_plan
+from spotwatch.response.joins import Joined, Joins
 from spotwatch.response.journals import FanoutJournal, StoreJournal
 from spotwatch.response.plan import Plan, StepContext, always
 from spotwatch.response.runner import Runner, StepJournal
@@ -38,9 +41,6 @@ from spotwatch.state.store import StateStore
 log = logging.getLogger("spotwatch.response")
 
 Planner = Callable[[Notice, Config], Plan]
-# The response a second signal of the same end joins: key, notice, step names, and the
-# response itself while it runs.
-Joined = Tuple[str, Notice, AbstractSet[str], Optional["Response"]]
 SHUTDOWN_SLICE = 0.2  # how often a shutdown looks at a second SIGTERM
 
 
@@ -72,6 +72,9 @@ class Response:
     def deadline_epoch(self) -> float:
         return self.ctx.clock.deadline_epoch
 
+    def progress(self, step: str) -> Optional[str]:
+        return self.runner.progress(step)
+
 
 class ResponseListener(Protocol):
     def response_started(self, response: Response) -> None:
@@ -87,6 +90,7 @@ class Facts:
 
     instance_id: str = "unknown"
     dry_run: bool = False
+    cloud: str = ""  # SPOTWATCH_CLOUD: the cloud the daemon runs on
 
 
 class NullJournal:
@@ -126,6 +130,7 @@ class Responder:
         self._wall = wall
         self._lock = threading.Lock()
         self._running: Dict[str, Response] = {}
+        self.joins = Joins(store, self.running) if store is not None else None
 
     # ----------------------------------------------------------------- starting
 
@@ -146,15 +151,13 @@ class Responder:
                 self.halt(older, f"superseded by a {notice.action} notice")
         config = self._config()
         first = self._joining(key, tracker, notice)
-        timing = notice
-        if first is not None and first[3] is not None:
-            timing = earlier(notice, first[1])  # the earlier deadline governs both
-            first[3].clock.update(earlier(first[3].notice, notice))
-        clock = deadline_clock(timing, config, clock=self._clock, wall=self._wall)
         plan = self._planner(notice, config)
-        if first is not None:
-            ended = first[3].ended if first[3] is not None else None
-            plan = joined_plan(plan, first[0], first[2], first[1], ended)
+        timing = self.joins.governing(key, notice) if self.joins is not None else notice
+        clock = deadline_clock(
+            timing, config, budget=plan.own_budget(), clock=self._clock, wall=self._wall
+        )
+        if first is not None and self.joins is not None:
+            plan = joined_plan(plan, self.joins.view(first.key), first.steps, first.notice)
         for warning in plan.warnings:
             emit(log, logging.WARNING, "plan-warning", warning, action=notice.action)
         if clock.time_left() <= 0 and notice.action != "hibernate":
@@ -165,7 +168,7 @@ class Responder:
                 f"the deadline passed {-clock.time_left():.1f} s ago; running what can still run",
                 action=notice.action,
             )
-        steps = [(step.name, step.kind) for step in plan.all_steps()]
+        steps = [(step.name, step.kind) for step in plan.all_steps() if step.listed]
         if self.store is not None:
             if resume:
                 self.store.continue_response(key, steps, clock.deadline_epoch)
@@ -177,7 +180,12 @@ class Responder:
                 )
         facts = self._facts()
         ctx = StepContext(
-            clock=clock, instance_id=facts.instance_id, dry_run=facts.dry_run, confirmed=confirmed
+            clock=clock,
+            instance_id=facts.instance_id,
+            dry_run=facts.dry_run,
+            confirmed=confirmed,
+            response=key,
+            cloud=facts.cloud,
         )
         response = Response(key, tracker, plan, ctx, Runner(plan, ctx, NullJournal()), resume)
         own: StepJournal = StoreJournal(self.store, key) if self.store else NullJournal()
@@ -185,6 +193,8 @@ class Responder:
         response.runner.journal = FanoutJournal(own, others)
         with self._lock:
             self._running[key] = response
+        if first is not None:
+            self._govern(key, notice)  # the earlier deadline governs the first too
         for listener in self.listeners:
             listener.response_started(response)
         if background:
@@ -197,60 +207,24 @@ class Responder:
         return response
 
     def _joining(self, key: str, tracker: str, notice: Notice) -> Optional[Joined]:
-        """The response of the same end (another tracker's) that this one joins, if any: as
-        recorded before a restart, else one running, else one that ended on this boot."""
-        if self.store is None:
-            return None
-        joins: Dict[str, str] = dict(self.store.value("joins") or {})
-        first_key = joins.get(key)
-        for response in self.running():
-            other = response.tracker != tracker and response.key not in joins
-            if first_key is None and other and response.halted is None:
-                first_key = response.key if same_end(response.notice, notice) else None
-            if first_key == response.key:
-                names = {step.name for step in response.plan.all_steps()}
-                found: Joined = (response.key, response.notice, names, response)
-                break
-        else:
-            found_ended = self._ended_of_same_end(first_key, joins, tracker, notice)
-            if found_ended is None:
-                return None
-            found = found_ended
-        joins[key] = found[0]
-        self.store.set_value("joins", joins)
-        emit(
-            log,
-            logging.WARNING,
-            "response-joined",
-            f"the {notice.action} notice from {notice.source} joins the response {found[0]}: "
-            "one end, one response",
-            action=notice.action,
-            source=notice.source,
-        )
+        """The response of the same end (another tracker's) that this one joins, if any."""
+        found = self.joins.find(key, tracker, notice) if self.joins is not None else None
+        if found is not None:
+            emit(
+                log,
+                logging.WARNING,
+                "response-joined",
+                f"the {notice.action} notice from {notice.source} joins the response "
+                f"{found.key}: one end, one response",
+                action=notice.action,
+                source=notice.source,
+            )
         return found
 
-    def _ended_of_same_end(
-        self, first_key: Optional[str], joins: Dict[str, str], tracker: str, notice: Notice
-    ) -> Optional[Joined]:
-        assert self.store is not None
-        records = self.store.value("responses") or {}
-        for name, record in records.items():
-            if first_key is not None and name != first_key:
-                continue
-            try:
-                known = Notice.from_json(record["notice"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if first_key is None and not (
-                record.get("done")
-                and record.get("tracker") != tracker
-                and name not in joins
-                and same_end(known, notice)
-            ):
-                continue
-            names = {str(step.get("name")) for step in record.get("steps", [])}
-            return name, known, names, None
-        return None
+    def ended_of_same_end(self, tracker: str, notice: Notice) -> Optional[str]:
+        """The record of a response that ran its course on this boot (not halted) and meant
+        the same end as `notice` (of another tracker), if any."""
+        return self.joins.ended_of_same_end(tracker, notice) if self.joins is not None else None
 
     def _run(self, response: Response) -> None:
         try:
@@ -275,35 +249,39 @@ class Responder:
 
     def move(self, key: str, notice: Notice) -> None:
         """The notice's time moved: its response's deadline follows, and its record says so
-        (also once the response has ended: `status` shows the notice as it stands)."""
+        (also once the response has ended: `status` shows the notice as it stands). The
+        earliest time among the notices of one end governs all of their responses."""
+        if self.store is not None:
+            self.store.move_deadline(key, notice, self._deadline_of(key, notice))
+        self._govern(key, notice)
+
+    def _deadline_of(self, key: str, notice: Notice) -> float:
         with self._lock:
             response = self._running.get(key)
-        first = self._joined_to(key)
-        timing = notice if first is None else earlier(notice, first[1])
         if response is not None:
-            response.clock.update(timing)
-            deadline = response.deadline_epoch
-        else:
-            deadline = deadline_clock(timing, self._config()).deadline_epoch
-        if first is not None and first[0] is not None:  # one end: the earlier deadline governs
-            first[0].clock.update(earlier(first[1], notice))
-        if self.store is not None:
-            self.store.move_deadline(key, notice, deadline)
+            return response.deadline_epoch
+        timing = self.joins.governing(key, notice) if self.joins is not None else notice
+        return deadline_clock(timing, self._config()).deadline_epoch
 
-    def _joined_to(self, key: str) -> Optional[Tuple[Optional[Response], Notice]]:
-        """The response `key` joined (if still running) and its own notice as recorded."""
-        if self.store is None:
-            return None
-        first_key = (self.store.value("joins") or {}).get(key)
-        record = self.store.response(first_key) if first_key else None
-        if record is None:
-            return None
+    def _govern(self, key: str, notice: Notice) -> None:
+        """Every running response of `key`'s end follows the earliest of its notices."""
+        for member in self.joins.members(key) if self.joins is not None else [key]:
+            with self._lock:
+                response = self._running.get(member)
+            if response is None:
+                continue
+            own = notice if member == key else self._own_notice(member, response)
+            response.clock.update(self.joins.governing(member, own) if self.joins else own)
+            if self.store is not None:
+                self.store.move_deadline(member, own, response.deadline_epoch)
+
+    def _own_notice(self, key: str, response: Response) -> Notice:
+        """A response's own notice, as recorded (its clock may carry another's time)."""
+        record = (self.store.response(key) if self.store is not None else None) or {}
         try:
-            recorded = Notice.from_json(record["notice"])
+            return Notice.from_json(record["notice"])
         except (KeyError, TypeError, ValueError):
-            return None
-        with self._lock:
-            return self._running.get(str(first_key)), recorded
+            return response.notice
 
     def halt(self, response: Response, why: str, *, unfinished: str = SKIPPED) -> None:
         """Start no further step of `response`; what runs finishes."""
@@ -329,9 +307,9 @@ class Responder:
 
     def shutdown(self, grace: float, hurry: Optional[threading.Event] = None) -> None:
         """Start nothing new; give running steps `grace` seconds (less once `hurry` is set),
-        then end what still runs (hooks: SIGTERM, SIGKILL 5 s later). Unfinished steps are
-        recorded `interrupted`: a restarted daemon takes them up again while the notice
-        still shows."""
+        then end what still runs (hooks: SIGTERM, SIGKILL 5 s later) and abandon what does
+        not end by then (an AWS call in flight). Unfinished steps are recorded
+        `interrupted`: a restarted daemon takes them up again while the notice still shows."""
         for response in self.running():
             self.halt(response, "the daemon is stopping", unfinished=INTERRUPTED)
         end = self._clock() + grace
@@ -351,3 +329,16 @@ class Responder:
         for response in left:
             response.ctx.abort.set()
         self.wait(KILL_GRACE + SHUTDOWN_SLICE)
+        for response in self.running():
+            emit(
+                log,
+                logging.WARNING,
+                "steps-abandoned",
+                f"the {response.notice.action} response {response.key} still has steps "
+                "running (an AWS call in flight): recorded interrupted, not waited for",
+                action=response.notice.action,
+            )
+            if self.store is not None:
+                self.store.end_response(
+                    response.key, why=response.halted, unfinished=INTERRUPTED
+                )

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Set
 
 from spotwatch.logevents import emit
 from spotwatch.response.plan import Plan, PreludeStep, Step, StepContext, StepOutcome, TimedStep
-from spotwatch.state.schema import FAILED, FINISHED, step_status
+from spotwatch.state.schema import FAILED, FINISHED, RUNNING, step_status
 
 log = logging.getLogger("spotwatch.response")
 
@@ -96,6 +97,8 @@ class Runner:
             emit(log, logging.INFO, "step-already-done", f"{step.name}: {earlier} before restart")
             self._record(step, StepOutcome(step_status(earlier), "finished before a restart"))
             return
+        if not step.needed(self.ctx):
+            return
         with self._lock:  # one lock with _join_unless_cancelled: started or not, never both
             if self.ctx.cancel.is_set():
                 return
@@ -104,7 +107,7 @@ class Runner:
             started = self._wall()
             self.journal.step_started(step, started)
             try:
-                outcome = step.run(self.ctx)
+                outcome = step.run(self._context_for(step))
             except Exception as failure:  # a bug in one step must not stop the others
                 log.exception("step %s raised", step.name)
                 outcome = StepOutcome(FAILED, f"internal error: {failure!r}")
@@ -113,6 +116,21 @@ class Runner:
         finally:
             with self._lock:
                 self._running.discard(step.name)
+
+    def progress(self, step: str) -> Optional[str]:
+        """The step's status once it ended, `running` while it runs, None before it started.
+        Read once `ctx.cancel` is set, None means it never will start."""
+        with self._lock:
+            if step in self.outcomes:
+                return self.outcomes[step].status
+            return RUNNING if step in self._running else None
+
+    def _context_for(self, step: Step) -> StepContext:
+        """What a step runs with: the response's context; when the response has no
+        deadline of its own, with a clock of the step's own (its budget from now)."""
+        if not self.ctx.clock.per_hook:
+            return self.ctx
+        return replace(self.ctx, clock=self.ctx.clock.for_step(step.budget))
 
     def _record(self, step: Step, outcome: StepOutcome) -> None:
         with self._lock:

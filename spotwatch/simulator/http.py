@@ -1,5 +1,6 @@
-"""The simulator's HTTP plumbing: a keep-alive server that can hang, reset or fail a request
-as the simulator's fault plan says, and answers with IMDS's framing.
+"""The simulators' HTTP plumbing: a keep-alive server that can hang, reset or fail a request
+as the simulator's fault plan says, and otherwise hands each request to the simulator's
+`answer` (simulator/service.py), sending its answer the way metadata services do.
 
 Standard library only, like the rest of the simulator.
 """
@@ -11,8 +12,8 @@ import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Optional, Set, Tuple
-from urllib.parse import urlsplit
+from typing import Any, Dict, List, Optional, Set, Tuple
+from urllib.parse import parse_qs, urlsplit
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -21,6 +22,20 @@ TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 Answer = Tuple[int, bytes, str, Dict[str, str]]
 
 TEXT = "text/plain"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # without the query
+    query: Dict[str, List[str]]
+    headers: Dict[str, str]  # lower-case names
+    body: bytes
+
+    def param(self, name: str) -> Optional[str]:
+        """The query parameter's last value, or None."""
+        values = self.query.get(name)
+        return values[-1] if values else None
 
 
 @dataclass
@@ -101,14 +116,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._serve("PUT")
 
+    def do_POST(self) -> None:
+        self._serve("POST")
+
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.sim.verbose:
             super().log_message(format, *args)
 
     def _serve(self, method: str) -> None:
         sim = self.server.sim
-        path = urlsplit(self.path).path
-        self._discard_body()  # leave the connection clean for the next request
+        parts = urlsplit(self.path)
+        path = parts.path
+        body = self._read_body()  # leaves the connection clean for the next request
         plan = sim._take_faults(path)
         wait = sim.delay + plan.hang
         if wait > 0 and sim._stopping.wait(wait):
@@ -121,31 +140,28 @@ class Handler(BaseHTTPRequestHandler):
             return
         if plan.status is not None:
             answer: Answer = (plan.status, phrase(plan.status), TEXT, {})
-        elif method == "PUT":
-            answer = sim._answer_put(
-                path, self.headers.get(TTL_HEADER), "X-Forwarded-For" in self.headers
-            )
         else:
-            answer = sim._answer_get(path, self.headers.get(TOKEN_HEADER))
-        status, body, content_type, headers = answer
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            request = Request(method, path, parse_qs(parts.query), headers, body)
+            answer = sim.answer(request)
+        status, data, content_type, extra = answer
         sim._record(method, path, status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in extra.items():
             self.send_header(name, value)
         # Head and body in one write, as IMDS does: two small writes meet Nagle's algorithm
         # and the client's delayed ACK, adding ~40 ms to every answer.
-        self._headers_buffer.append(b"\r\n" + body)  # type: ignore[attr-defined]
+        self._headers_buffer.append(b"\r\n" + data)  # type: ignore[attr-defined]
         self.flush_headers()
 
-    def _discard_body(self) -> None:
+    def _read_body(self) -> bytes:
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = 0
-        if length > 0:
-            self.rfile.read(length)
+        return self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
 
 
 def phrase(status: int) -> bytes:

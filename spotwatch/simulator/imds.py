@@ -11,25 +11,22 @@ Deliberately self-contained: standard library only and no imports from the rest 
 the simulator can never share a bug with the code it is used to test."""
 
 import base64
-import collections
 import json
 import secrets
-import threading
 import time
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Deque, Dict, List, Optional, Set, Tuple, Type, Union
+from typing import Dict, Optional, Tuple, Union
 
 from spotwatch.simulator.events import SCHEDULED_PATH, ScheduledEvents
 from spotwatch.simulator.http import (
     TEXT,
+    TOKEN_HEADER,
     TTL_HEADER,
     Answer,
-    Fault,
-    FaultPlan,
-    Server,
+    Request,
     phrase,
 )
+from spotwatch.simulator.service import LogEntry, SimulatedService
 from spotwatch.simulator.tree import answer_from_tree, format_time, instance_documents, utcnow
 
 TOKEN_PATH = "/latest/api/token"
@@ -41,16 +38,18 @@ REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 # Present only for an instance in an Auto Scaling group (404 otherwise), as plain text.
 TARGET_LIFECYCLE_STATE_PATH = "/latest/meta-data/autoscaling/target-lifecycle-state"
 
-# (monotonic time, method, path, status); status 0 means the connection was reset unanswered.
-LogEntry = Tuple[float, str, str, int]
+__all__ = ["ImdsSimulator", "LogEntry", "format_time"]
 
 
-class ImdsSimulator:
-    """An IMDS on 127.0.0.1 whose answers and faults the caller controls.
+class ImdsSimulator(SimulatedService):
+    """An IMDS on 127.0.0.1 whose answers and faults the caller controls (lifecycle, faults
+    and counters: simulator/service.py).
 
     Every setter takes effect for the next request. All state sits behind one lock; each request
     computes its whole answer under it, so it sees one consistent snapshot.
     """
+
+    kind = "imds-simulator"
 
     def __init__(
         self,
@@ -64,21 +63,13 @@ class ImdsSimulator:
         verbose: bool = False,
         max_token_ttl: int = MAX_TOKEN_TTL,
     ) -> None:
-        self.host = host
+        super().__init__(host, port, delay=delay, verbose=verbose)
         # IMDS may grant a token a shorter life than asked for, and says so in its TTL
         # header; a client must go by what was granted.
         self.max_token_ttl = max_token_ttl
         self.imdsv2_only = imdsv2_only
         self.instance_id = instance_id
         self.region = region
-        self.delay = delay
-        self.verbose = verbose
-        self._port = port
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: Optional[Server] = None
-        self._thread: Optional[threading.Thread] = None
-
         self._tokens: Dict[str, float] = {}  # token -> monotonic expiry
         self._instance_action: Optional[bytes] = None
         self._termination_time: Optional[bytes] = None
@@ -88,66 +79,6 @@ class ImdsSimulator:
         self._hibernation: Optional[bool] = False
         self.scheduled = ScheduledEvents()  # events/maintenance/scheduled: `[]` when none
         self._overrides: Dict[str, Tuple[int, bytes]] = {}
-        self._faults: List[Fault] = []
-
-        self._log: Deque[LogEntry] = collections.deque(maxlen=100_000)
-        # Counted apart from the bounded log, so counts stay exact however long a test runs.
-        self._counts: collections.Counter[Tuple[str, str, int]] = collections.Counter()
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> "ImdsSimulator":
-        """Bind and serve in a daemon thread. After stop(), start() serves again on the same
-        port (an IMDS outage and recovery); state, tokens and counters are kept."""
-        if self._server is not None:
-            raise RuntimeError("ImdsSimulator is already running")
-        self._stopping.clear()
-        server = Server((self.host, self._port), self)
-        self._port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # bounds how long stop() waits for the loop
-            name=f"imds-simulator-{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close the listening socket and every open connection. Idempotent."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        self._stopping.set()  # wakes handlers sleeping in a hang or delay
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> "ImdsSimulator":
-        # Tolerates `with ImdsSimulator().start() as sim:`, a common way to write it.
-        return self if self._server is not None else self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port == 0:
-            raise RuntimeError("ImdsSimulator has no port until start()")
-        return self._port
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # --- what IMDS says --------------------------------------------------------------------
 
@@ -222,96 +153,27 @@ class ImdsSimulator:
 
     # --- faults ----------------------------------------------------------------------------
 
-    def inject_status(self, status: int, *, path: str = "", count: Optional[int] = 1) -> None:
-        """Answer `status` to the next `count` requests under `path` (None: until cleared)."""
-        self._add_fault(Fault("status", path, count, status=status))
-
-    def inject_hang(self, seconds: float, *, path: str = "", count: Optional[int] = 1) -> None:
-        """Wait `seconds` before answering the next `count` requests under `path`."""
-        self._add_fault(Fault("hang", path, count, seconds=seconds))
-
-    def inject_reset(self, *, path: str = "", count: Optional[int] = 1) -> None:
-        """Drop the connection with a RST, unanswered, for the next `count` requests."""
-        self._add_fault(Fault("reset", path, count))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
     def revoke_tokens(self) -> None:
         """Forget every issued token: clients must get a new one after their next 401."""
         with self._lock:
             self._tokens.clear()
 
-    def _add_fault(self, fault: Fault) -> None:
-        if fault.remaining is not None and fault.remaining <= 0:
-            return
-        with self._lock:
-            self._faults.append(fault)
-
-    def _take_faults(self, path: str) -> FaultPlan:
-        """Consume, for one request, the first matching fault of each kind (oldest first), so
-        a hang and a status can combine. A reset wins over a status."""
-        plan = FaultPlan()
-        seen: Set[str] = set()
-        with self._lock:
-            for fault in list(self._faults):
-                if fault.kind in seen or not path.startswith(fault.path):
-                    continue
-                seen.add(fault.kind)
-                if fault.kind == "hang":
-                    plan.hang = fault.seconds
-                elif fault.kind == "reset":
-                    plan.reset = True
-                else:
-                    plan.status = fault.status
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-        return plan
-
     # --- counters --------------------------------------------------------------------------
-
-    def count(
-        self,
-        method: Optional[str] = None,
-        path: Optional[str] = None,
-        status: Optional[int] = None,
-    ) -> int:
-        """Requests answered so far that match every given filter (path: exact, no query).
-        Resets count with status 0."""
-        with self._lock:
-            return sum(
-                n
-                for (m, p, s), n in self._counts.items()
-                if (method is None or m == method.upper())
-                and (path is None or p == path)
-                and (status is None or s == status)
-            )
 
     @property
     def token_puts(self) -> int:
         """Successful token PUTs."""
         return self.count("PUT", TOKEN_PATH, 200)
 
-    @property
-    def requests_log(self) -> List[LogEntry]:
-        """The last 100 000 requests as (monotonic time, method, path, status); a copy."""
-        with self._lock:
-            return list(self._log)
-
-    def reset_counters(self) -> None:
-        with self._lock:
-            self._log.clear()
-            self._counts.clear()
-
-    def _record(self, method: str, path: str, status: int) -> None:
-        with self._lock:
-            self._log.append((time.monotonic(), method, path, status))
-            self._counts[(method, path, status)] += 1
-
     # --- answers ---------------------------------------------------------------------------
+
+    def answer(self, request: Request) -> Answer:
+        if request.method == "PUT":
+            ttl = request.headers.get(TTL_HEADER.lower())
+            return self._answer_put(request.path, ttl, "x-forwarded-for" in request.headers)
+        if request.method != "GET":
+            return _error(405)
+        return self._answer_get(request.path, request.headers.get(TOKEN_HEADER.lower()))
 
     def _answer_put(self, path: str, ttl_header: Optional[str], forwarded: bool) -> Answer:
         if path != TOKEN_PATH:

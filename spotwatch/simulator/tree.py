@@ -42,8 +42,11 @@ def instance_documents(instance_id: str, region: str) -> Dict[str, bytes]:
         "region": region,
         "version": "2017-09-30",
     }
+    # EC2's private DNS name (the node name EKS registers): ec2.internal in us-east-1.
+    domain = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
     return {
         "/latest/meta-data/instance-id": instance_id.encode(),
+        "/latest/meta-data/local-hostname": f"ip-10-0-0-10.{domain}".encode(),
         "/latest/meta-data/placement/region": region.encode(),
         "/latest/meta-data/placement/availability-zone": zone.encode(),
         "/latest/dynamic/instance-identity/document": json.dumps(identity, indent=2).encode(),

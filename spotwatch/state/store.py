@@ -259,10 +259,6 @@ class StateStore:
 
     # ----------------------------------------------------------------- trackers
 
-    def tracker(self, monitor: str) -> Any:
-        with self._lock:
-            return self.data["trackers"].get(monitor)
-
     def set_tracker(self, monitor: str, value: Dict[str, Any], *, save: bool = True) -> None:
         """`save=False`: the caller's next save (begin_response) writes it along."""
         with self._lock:
@@ -320,15 +316,18 @@ class StateStore:
     def continue_response(
         self, key: str, steps: List[Tuple[str, str]], deadline_epoch: float
     ) -> None:
-        """After a restart: steps that were running are `interrupted`; new steps are added."""
+        """After a restart: running steps are `interrupted`, new ones added; those recorded
+        and not listed now (a step a plan may leave out ran) are kept: not run again."""
         with self._lock:
             record = self.data["responses"][key]
             record["deadline"] = iso(deadline_epoch)
+            record.pop("why_ended", None)  # it goes on: what halted it no longer holds
             known = {s["name"]: s for s in record["steps"]}
             for entry in known.values():
                 if entry["status"] == RUNNING:
                     entry["status"] = INTERRUPTED
-            record["steps"] = [known.get(name) or _step_record(name, kind) for name, kind in steps]
+            listed = [known.pop(name, None) or _step_record(name, kind) for name, kind in steps]
+            record["steps"] = listed + list(known.values())
         self.save()
 
     def move_deadline(self, key: str, notice: Notice, deadline_epoch: float) -> None:

@@ -26,8 +26,8 @@ import logging
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.config.schema import Config
-from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.parts.awsapi.clients import (
     AwsClients,
     api_errors,

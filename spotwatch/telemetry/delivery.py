@@ -34,7 +34,7 @@ log = logging.getLogger("spotwatch.events")
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 MIN_GIVE_UP = 10.0  # an event always gets at least this long, even past the deadline
-EXIT_FLUSH = 10.0  # at exit, undelivered events get at most this long
+EXIT_FLUSH = 5.0  # at exit, undelivered events get at most this long, all sinks together
 FAILURE_CHARS = 300  # how much of a failure's text is logged
 REDACTED = "***"
 
@@ -86,12 +86,33 @@ class _Item:
 
 _STOP = object()
 _LANES: weakref.WeakSet[Lane] = weakref.WeakSet()
+_at_exit = threading.Lock()
+_at_exit_registered = False  # once per process, not once per lane
 
 
 def flush_all(timeout: float) -> bool:
     """Wait (bounded) until every lane of this process has delivered or given up."""
+    return flush(list(_LANES), timeout)
+
+
+def flush(lanes: List[Lane], timeout: float) -> bool:
+    """Wait until these lanes have delivered or given up: `timeout` in all, not each."""
     end = time.monotonic() + timeout
-    return all(lane.flush(max(0.0, end - time.monotonic())) for lane in list(_LANES))
+    return all(lane.flush(max(0.0, end - time.monotonic())) for lane in lanes)
+
+
+def _flush_at_exit() -> None:
+    """The interpreter exits: lanes nobody flushed for the exit get EXIT_FLUSH in all (a
+    daemon flushes its own within its exit deadline: `EventSinks.finish`)."""
+    flush([lane for lane in list(_LANES) if not lane.finished], EXIT_FLUSH)
+
+
+def _register_exit_flush() -> None:
+    global _at_exit_registered
+    with _at_exit:
+        if not _at_exit_registered:
+            _at_exit_registered = True
+            atexit.register(_flush_at_exit)
 
 
 class Lane:
@@ -105,6 +126,7 @@ class Lane:
         self._lock = threading.Lock()
         self.delivered = 0
         self.dropped = 0
+        self.finished = False  # flushed for the exit already: the exit flush leaves it be
         _LANES.add(self)
 
     def put(self, event: Dict[str, Any], give_up: float) -> None:
@@ -114,7 +136,7 @@ class Lane:
                 name = f"events-{self.sink.name}"
                 self._thread = threading.Thread(target=self._run, name=name, daemon=True)
                 self._thread.start()
-                atexit.register(self.flush, EXIT_FLUSH)
+                _register_exit_flush()
         self._queue.put(_Item(event, max(give_up, time.time() + MIN_GIVE_UP)))
 
     def pending(self) -> int:

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, Optional, Protocol, Set
+from typing import Any, Dict, Mapping, Optional, Protocol, Set
 
 from spotwatch.config.schema import Config
-from spotwatch.detection.notices import Notice
-from spotwatch.detection.scheduled import response_starts
+from spotwatch.detection.notices import Notice, response_starts
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import emit
 from spotwatch.response.deadline import deadline_clock
+from spotwatch.response.eventjson import OPENING_FIELDS, event_json, opening_kind
 from spotwatch.response.plan import Plan, Step, StepOutcome
 from spotwatch.response.responder import Response
 from spotwatch.state.files import iso
 from spotwatch.state.schema import OK, SKIPPED
+from spotwatch.telemetry.delivery import EXIT_FLUSH
 from spotwatch.telemetry.metrics import Metrics, MetricsServer, TextfileWriter, start_server
 from spotwatch.telemetry.sinks import EventSinks, any_sink_configured
 
@@ -107,13 +108,16 @@ class Telemetry:
         self._scheduled_seen = set(known)
 
     def response_started(self, response: Response) -> None:
-        self.metrics.on_notice(response.key, response.notice)
-        # A scheduled event called off is an event of its own kind: the instance stays.
-        kind = "cancel" if response.notice.action == "cancel" else "notice"
-        self.event(response, kind, {"step": None, "result": None, "detail": ""})
+        if not response.resumed:  # the process that saw the notice counted it: count once
+            self.metrics.on_notice(response.key, response.notice)
+        self.event(response, opening_kind(response.notice), OPENING_FIELDS)
 
     def journal(self, response: Response) -> TelemetryJournal:
         return TelemetryJournal(self, response)
+
+    def finish(self, seconds_left: float) -> None:
+        """on_stop: events not yet delivered get EXIT_FLUSH at most, never past the exit."""
+        self.sinks.finish(max(0.0, min(EXIT_FLUSH, seconds_left)))
 
     # ----------------------------------------------------------------- helpers
 
@@ -123,29 +127,18 @@ class Telemetry:
     def _token_renewals(self) -> int:
         return self._renewals.total(self.daemon.client if self.daemon is not None else None)
 
-    def event(self, response: Response, kind: str, fields: Dict[str, Any]) -> None:
+    def event(self, response: Response, kind: str, fields: Mapping[str, Any]) -> None:
         """Queue one event about `response` for every sink; never raises."""
         self._send(response.notice, response.deadline_epoch, kind, fields)
 
-    def _send(self, notice: Notice, deadline: float, kind: str, fields: Dict[str, Any]) -> None:
+    def _send(
+        self, notice: Notice, deadline: float, kind: str, fields: Mapping[str, Any]
+    ) -> None:
         if not any_sink_configured(self._config()):
             return
         try:
-            event = {
-                "event": kind,
-                "instance_id": self.daemon.instance_id if self.daemon is not None else None,
-                "action": notice.action,
-                "notice_time": notice.time_text,
-                "deadline": iso(deadline),
-                "source": notice.source,
-                "time": iso(time.time()),
-                **fields,
-            }
-            if notice.event_id is not None:
-                event["event_id"] = notice.event_id
-                event["event_code"] = notice.event_code
-            if notice.canceled_action is not None:
-                event["canceled_action"] = notice.canceled_action
+            instance_id = self.daemon.instance_id if self.daemon is not None else None
+            event = event_json(kind, notice, deadline, instance_id, fields)
             self.sinks.send(event, deadline)
         except Exception as failure:  # telemetry must never break the response
             emit(log, logging.ERROR, "event-failed", f"event not queued: {failure!r}")

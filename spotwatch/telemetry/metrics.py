@@ -41,8 +41,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from spotwatch.clouds.aws.scheduled import EVENT_ACTIONS
 from spotwatch.detection.notices import Notice
-from spotwatch.detection.scheduled import EVENT_ACTIONS
 from spotwatch.detection.watcher import PollReport
 from spotwatch.logevents import RepeatFilter, emit
 from spotwatch.response.plan import Step, StepOutcome

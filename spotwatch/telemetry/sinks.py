@@ -11,12 +11,11 @@ nothing.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 from spotwatch.config.schema import Config
 from spotwatch.telemetry.aws_sinks import EventBridgeSink, SnsSink
-from spotwatch.telemetry.delivery import BACKOFF_BASE, Lane, Sink
+from spotwatch.telemetry.delivery import BACKOFF_BASE, Lane, Sink, flush
 from spotwatch.telemetry.webhook import Post, WebhookSink
 
 
@@ -54,16 +53,23 @@ class EventSinks:
         targets = [lane for lane in self.lanes.values() if lane.sink.configured()]
         if not targets:
             return
-        with self._lock:
+        with self._lock:  # numbered and queued together: each lane gets them in order
             self._sequence += 1
             event = {**event, "sequence": self._sequence}
-        for lane in targets:
-            lane.put(event, give_up)
+            for lane in targets:
+                lane.put(event, give_up)
 
     def flush(self, timeout: float) -> bool:
         """Wait (bounded) until every lane delivered or gave up what it was given."""
-        end = time.monotonic() + timeout
-        return all(lane.flush(max(0.0, end - time.monotonic())) for lane in self.lanes.values())
+        return flush(list(self.lanes.values()), timeout)
+
+    def finish(self, timeout: float) -> bool:
+        """The process is about to exit: `timeout` in all for what is undelivered, and no
+        more at the interpreter's exit."""
+        delivered = self.flush(timeout)
+        for lane in self.lanes.values():
+            lane.finished = True
+        return delivered
 
     @property
     def delivered(self) -> Dict[str, int]:

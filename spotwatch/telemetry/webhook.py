@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import unquote, urlsplit
 
 from spotwatch.config.schema import WebhookSettings
+from spotwatch.config.values import safe_url
 from spotwatch.telemetry.delivery import Attempt, Sink, flush_all, redact
 from spotwatch.telemetry.messages import webhook_body
 
@@ -25,18 +26,6 @@ __all__ = ["WebhookSink", "flush_all", "redact", "safe_url", "secrets_of"]
 
 # post(url, body, headers, timeout) -> HTTP status; the default sends it with requests.
 Post = Callable[[str, bytes, Dict[str, str], float], int]
-
-
-def safe_url(url: str) -> str:
-    """scheme://host[:port] and nothing that may be a secret (userinfo, path, query)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<webhook url>"
-    rest = "/…" if parts.path not in ("", "/") or parts.query else ""
-    return f"{parts.scheme}://{host}{port}{rest}"
 
 
 _WORDS = re.compile(r"[\s,;]+")

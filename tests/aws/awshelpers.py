@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 import types
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 
 import boto3
@@ -26,6 +24,8 @@ except ImportError:  # pragma: no cover - only before the config branch is merge
 
     _errors.ConfigError = ConfigError  # type: ignore[attr-defined]
     sys.modules["spotwatch.config.errors"] = _errors
+
+from testkit import QuietHandler, serve_in_thread
 
 from spotwatch.detection.notices import SOURCE_INSTANCE_ACTION, Notice
 from spotwatch.response.deadline import NoticeClock
@@ -99,40 +99,26 @@ def build_world(*, service: int = 2, standalone: int = 3, cluster: str = "spot")
     return EcsWorld(cluster, arn, instance_id, services, singles, ecs, ec2)
 
 
-class QuietHandler(BaseHTTPRequestHandler):
-    """A request handler that logs nothing and answers in one call."""
-
-    def reply(self, status: int, data: bytes, kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def serve_in_thread(handler: Any) -> Tuple[ThreadingHTTPServer, str]:
-    """A threaded HTTP server on 127.0.0.1 with `handler`, serving from a daemon thread."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
 class FakeAgent:
-    """The ECS agent's introspection API: GET /v1/metadata."""
+    """The ECS agent's introspection API: GET /v1/metadata, and GET /v1/tasks answering
+    `{"Tasks": tasks}` as the agent does (each task's `Arn`, statuses and `Containers` with
+    their `DockerId`; `RestartCount` on a container an ECS restart policy restarts)."""
 
     def __init__(self) -> None:
         self.metadata: Dict[str, Any] = {}
+        self.tasks: List[Dict[str, Any]] = []
         self.status = 200
+        self.tasks_status = 200
         self.hits = 0
         agent = self
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
                 agent.hits += 1
+                if self.path == "/v1/tasks":
+                    body = json.dumps({"Tasks": agent.tasks}).encode()
+                    self.reply(agent.tasks_status, body, "application/json")
+                    return
                 if self.path != "/v1/metadata":
                     self.send_error(404)
                     return
@@ -140,6 +126,30 @@ class FakeAgent:
                 self.reply(agent.status, body, "application/json")
 
         self.server, self.url = serve_in_thread(Handler)
+
+    def runs(self, arn: str, *containers: Tuple[str, str], restarts: bool = False) -> None:
+        """Lists task `arn` as RUNNING with (name, DockerId) containers; `restarts`: each
+        has an ECS restart policy (the agent then reports its `RestartCount`)."""
+        listed: List[Dict[str, Any]] = []
+        for name, docker_id in containers:
+            entry: Dict[str, Any] = {
+                "DockerId": docker_id,
+                "DockerName": f"ecs-{name}",
+                "Name": name,
+            }
+            if restarts:
+                entry["RestartCount"] = 0
+            listed.append(entry)
+        self.tasks.append(
+            {
+                "Arn": arn,
+                "DesiredStatus": "RUNNING",
+                "KnownStatus": "RUNNING",
+                "Family": "app",
+                "Version": "1",
+                "Containers": listed,
+            }
+        )
 
     def serve(self, world: EcsWorld) -> None:
         self.metadata = {

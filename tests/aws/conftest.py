@@ -12,38 +12,17 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import requests
 from awshelpers import REGION, EcsWorld, FakeAgent, ScriptedEndpoint, build_world
-from moto.server import ThreadedMotoServer
+from lbhelpers import LIFECYCLE, LbSetup, RecordingProxy, build_lb_world
+from proxy import Proxy
+from testkit import dummy_aws_env
 
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+from spotwatch.simulator.imds import ImdsSimulator
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Callable[[Optional[str]], None]:
     """Dummy credentials, a region, no shared config; call it with an endpoint URL."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_ECS",
-        "AWS_ENDPOINT_URL_EC2",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    dummy_aws_env(monkeypatch, tmp_path, REGION)
 
     def point_at(url: Optional[str]) -> None:
         if url:
@@ -63,6 +42,19 @@ def moto(moto_url: str, aws_env: Callable[[Optional[str]], None]) -> str:
 @pytest.fixture
 def world(moto: str) -> EcsWorld:
     return build_world()
+
+
+@pytest.fixture
+def proxy(moto: str, world: EcsWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    """The recording endpoint in front of moto; spotwatch's ECS and EC2 clients are pointed
+    at it (the world was built on moto directly, before)."""
+    front = Proxy(moto)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", front.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", front.url)
+    try:
+        yield front
+    finally:
+        front.close()
 
 
 # --------------------------------------------------------------------- fake ECS agent
@@ -93,3 +85,27 @@ def scripted() -> Iterator[ScriptedEndpoint]:
         yield endpoint
     finally:
         endpoint.stop()
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsSimulator]:
+    """The IMDS simulator (a real HTTP server on 127.0.0.1)."""
+    with ImdsSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def lb(moto: str, aws_env: Callable[[Optional[str]], None]) -> Iterator[LbSetup]:
+    """Target groups, Classic Load Balancers and an Auto Scaling group in moto, behind the
+    recording endpoint (which plays the target group `web`, where this instance listens on
+    two ports); the IMDS simulator answers for the group's instance, InService."""
+    world = build_lb_world()
+    proxy = RecordingProxy(moto).start()
+    proxy.own(world.web, world.instance_id, [80, 8081])
+    aws_env(proxy.url)  # spotwatch's clients go through the recording endpoint
+    try:
+        with ImdsSimulator(instance_id=world.instance_id) as sim:
+            sim.set_path(LIFECYCLE, 200, "InService")
+            yield world, proxy, sim
+    finally:
+        proxy.stop()

@@ -18,6 +18,8 @@ import boto3
 import requests
 from awshelpers import REGION, QuietHandler, serve_in_thread
 
+from spotwatch.simulator.imds import ImdsSimulator
+
 ELBV2_NS = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"
 MUTATING = frozenset(
     {
@@ -177,3 +179,8 @@ def build_lb_world() -> LbWorld:
     found = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["fleet"])
     instance = found["AutoScalingGroups"][0]["Instances"][0]["InstanceId"]
     return LbWorld(instance, web, api, "legacy", "fleet", autoscaling, elb)
+
+
+LIFECYCLE = "meta-data/autoscaling/target-lifecycle-state"
+# The world, the recording endpoint in front of moto, the IMDS simulator (the `lb` fixture).
+LbSetup = Tuple[LbWorld, RecordingProxy, ImdsSimulator]

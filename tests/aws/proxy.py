@@ -1,10 +1,13 @@
 """A recording endpoint in front of moto's server: it forwards every call, except that it can
-answer an operation with throttling a number of times first, or hang on it (read the request,
-never answer). It records each call's operation and when it came, so a test can assert which
-calls were made and in what order."""
+answer an operation with throttling a number of times first, hang on it (read the request,
+never answer) or hold its answer a while, and it can play ECS tasks that are stopping
+(moto stops a task at once: its lastStatus is STOPPED the moment StopTask returns; a real
+task runs on for its stop timeout). It records each call's operation and when it came, so a
+test can assert which calls were made and in what order."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Dict, List, Set, Tuple
@@ -36,6 +39,9 @@ class Proxy:
         self.calls: List[Tuple[str, float]] = []  # (operation, monotonic time)
         self.throttle: Dict[str, int] = {}  # operation -> throttled answers still to give
         self.hang: Set[str] = set()
+        self.delay: Dict[str, float] = {}  # operation -> seconds its answer is held
+        # Task ARN -> monotonic moment until which DescribeTasks says it is still RUNNING.
+        self.stopping: Dict[str, float] = {}
         self._closing = threading.Event()
         self._lock = threading.Lock()
         proxy = self
@@ -55,6 +61,8 @@ class Proxy:
                     proxy._closing.wait(30)
                     self.close_connection = True
                     return
+                if operation in proxy.delay:
+                    proxy._closing.wait(proxy.delay[operation])
                 if throttled:
                     json_api = bool(self.headers.get("X-Amz-Target"))
                     self.reply(
@@ -68,9 +76,25 @@ class Proxy:
                     proxy.upstream + self.path, data=body, headers=headers, timeout=30
                 )
                 kind = answer.headers.get("Content-Type", "application/octet-stream")
-                self.reply(answer.status_code, answer.content, kind)
+                content = answer.content
+                if operation == "DescribeTasks" and answer.status_code == 200:
+                    content = proxy.still_running(content)
+                self.reply(answer.status_code, content, kind)
 
         self._server, self.url = serve_in_thread(Handler)
+
+    def still_running(self, content: bytes) -> bytes:
+        """A DescribeTasks answer with the tasks that are stopping shown as RUNNING."""
+        now = time.monotonic()
+        with self._lock:
+            running = {arn for arn, until in self.stopping.items() if now < until}
+        if not running:
+            return content
+        answer = json.loads(content)
+        for task in answer.get("tasks", []):
+            if task.get("taskArn") in running:
+                task["lastStatus"] = "RUNNING"
+        return json.dumps(answer).encode()
 
     def count(self, operation: str) -> int:
         with self._lock:

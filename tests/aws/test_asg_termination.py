@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 from asgworld import MUTATING, RecordingAutoscaling, build_group
+from awshelpers import context, notice_in
 
 from spotwatch.config.schema import (
     AutoscalingSettings,
@@ -19,8 +20,9 @@ from spotwatch.config.schema import (
     ImdsSettings,
 )
 from spotwatch.daemon.shell import Daemon
-from spotwatch.daemon.wiring import daemon_parts
+from spotwatch.daemon.wiring import aws_clients, daemon_parts
 from spotwatch.host.notify import Notifier
+from spotwatch.parts.autoscaling.lifecycle import Lifecycle
 from spotwatch.simulator.imds import ImdsSimulator
 
 POLL = 0.2
@@ -190,3 +192,75 @@ def test_dry_run_makes_no_mutating_call(
     poll_until(process, settled(process))
     assert not [a for a in recorder.actions() if a in MUTATING]
     assert "DescribeLifecycleHooks" in recorder.actions()  # reading what would be done is fine
+
+
+def test_after_a_restart_the_lifecycle_action_still_waits_for_the_spot_response(
+    recorder: RecordingAutoscaling, tmp_path: Path
+) -> None:
+    """A Spot terminate's checkpoint runs; the group's termination joins that response. The
+    daemon stops in the middle of the checkpoint (interrupted) and starts again: the Spot
+    response resumes, and CompleteLifecycleAction still comes only after its checkpoint.
+    (Before: trackers resumed in sorted key order, `autoscaling` before `spot`, and the
+    joined response, whose wait had been recorded done, completed the lifecycle action
+    while the checkpoint ran again.)"""
+    out = tmp_path / "hooks.log"
+    instance_id = build_group(heartbeat_timeout=30)
+    with ImdsSimulator(instance_id=instance_id) as sim:
+        config = Config(
+            poll_interval=POLL,
+            deadline_margin=1.0,
+            state_dir=str(tmp_path / "state"),
+            imds=ImdsSettings(endpoint=sim.endpoint, timeout=0.3, user_data=False),
+            ecs=EcsSettings(enabled=False),
+            autoscaling=AutoscalingSettings(enabled=True, budget=120.0),
+            hooks=(timed_hook("checkpoint", out, sleep=3),),
+        )
+
+        def daemon() -> Daemon:
+            made = Daemon(
+                config, parts=daemon_parts(config), notifier=Notifier(""), shutdown_grace=0.2
+            )
+            made.prepare()
+            return made
+
+        first = daemon()
+        sim.raise_notice("terminate", 120)
+        poll_until(first, lambda: events(out))
+        sim.set_asg_state("Terminated")
+        poll_until(first, lambda: first.store.value("joins"))
+        first.shutdown()
+        assert not recorder.of("CompleteLifecycleAction")
+        again = daemon()
+        try:
+            poll_until(again, lambda: len(events(out)) >= 3)  # the checkpoint again
+            poll_until(again, settled(again))
+        finally:
+            again.shutdown()
+    starts = [wall for _, what, wall in events(out) if what == "start"]
+    ends = [wall for _, what, wall in events(out) if what == "end"]
+    assert len(starts) == 2 and len(ends) == 1, events(out)
+    (complete,) = recorder.of("CompleteLifecycleAction")
+    assert complete[0] >= ends[-1]
+
+
+def test_a_new_response_never_inherits_the_lifecycle_hook_lookup_of_an_ended_one(
+    recorder: RecordingAutoscaling,
+) -> None:
+    """A response finds no terminating hook (its instance is in no group) and ends without
+    completing; a later response whose clock object lands where the ended one's was (CPython
+    reuses the memory) finds the group's hook all the same.
+    (Before: lookups were cached by id() of the response's clock and never dropped unless the
+    completion ran: the new response got the old "no hook", so no heartbeat, no completion.)"""
+    in_group = build_group()
+    lifecycle = Lifecycle(aws_clients(Config()), AutoscalingSettings(enabled=True))
+    notice = notice_in(600)
+    for _ in range(20):  # until the new clock is where the ended one's was (about 1 in 2)
+        ended = context(notice, instance_id="i-00000000000000000")
+        assert lifecycle.hook(ended) is None
+        where = id(ended.clock)
+        del ended
+        fresh = context(notice, instance_id=in_group)
+        if id(fresh.clock) == where:
+            break
+    found = lifecycle.hook(fresh)
+    assert found is not None and (found.group, found.name) == ("web", "drain")

@@ -8,9 +8,8 @@ Before this, a hung ECS endpoint held the drain (and the hooks after it) for 4 a
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, Tuple
+from typing import Any, Callable, Tuple
 
-import pytest
 from awshelpers import EcsWorld, FakeAgent, context, notice_in
 from proxy import Proxy
 
@@ -24,22 +23,9 @@ from spotwatch.state.schema import FAILED, OK
 REGION = "us-east-1"
 
 
-@pytest.fixture
-def proxy(moto: str, world: EcsWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
-    """The recording endpoint in front of moto; spotwatch's clients are pointed at it (the
-    world was built on moto directly, before)."""
-    front = Proxy(moto)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", front.url)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", front.url)
-    try:
-        yield front
-    finally:
-        front.close()
-
-
 def target_for(world: EcsWorld, agent: FakeAgent, **settings: Any) -> EcsTarget:
     agent.serve(world)
-    ecs = EcsSettings(agent_url=agent.url, enabled=True, **settings)
+    ecs = EcsSettings(agent_url=agent.url, enabled=True, stop_via="api", **settings)
     return EcsTarget(ecs, AwsClients(region=REGION))
 
 

@@ -48,8 +48,10 @@ ARN = "arn:aws:ecs:eu-west-3:123456789012:container-instance/spot/0123abcd"
 
 
 def target_for(world: EcsWorld, agent: FakeAgent, **settings: Any) -> EcsTarget:
+    """The StopTask path (`stop_via: api`: a Docker daemon on the test machine must not
+    change it; tests/aws/test_ecs_runtime.py has the other)."""
     agent.serve(world)
-    ecs = EcsSettings(agent_url=agent.url, **settings)
+    ecs = EcsSettings(agent_url=agent.url, **{"stop_via": "api", **settings})
     return EcsTarget(ecs, AwsClients(region=REGION))
 
 
@@ -143,7 +145,7 @@ def test_whole_response_drains_stops_then_final_stop_at_its_moment(
     agent.serve(world)
     config = Config(
         deadline_margin=1.0,
-        ecs=EcsSettings(agent_url=agent.url, stop_timeout=2.0),
+        ecs=EcsSettings(agent_url=agent.url, stop_timeout=2.0, stop_via="api"),
         instance=InstanceSettings(after_response="terminate"),
     )
     clients = AwsClients(region=REGION)
@@ -184,7 +186,8 @@ def test_final_stop_runs_at_once_when_its_moment_has_passed(
     world: EcsWorld, agent: FakeAgent
 ) -> None:
     agent.serve(world)
-    config = Config(deadline_margin=10.0, ecs=EcsSettings(agent_url=agent.url, stop_timeout=30))
+    ecs_api = EcsSettings(agent_url=agent.url, stop_timeout=30, stop_via="api")
+    config = Config(deadline_margin=10.0, ecs=ecs_api)
     ecs = EcsResponse(EcsTarget(config.ecs, AwsClients(region=REGION)))
     notice = notice_in(20)  # 20 s < 30 s + 10 s: the moment is 20 s gone
     plan = build_plan(notice, config, Providers(ecs_final=ecs.final))
@@ -276,7 +279,9 @@ def test_discovery_is_refreshed_once_per_notice(world: EcsWorld, agent: FakeAgen
 def stubbed_target(stop: str = "standalone") -> tuple[EcsTarget, Stubber]:
     info = AgentInfo("spot", ARN)
     target = EcsTarget(
-        EcsSettings(enabled=True, stop=stop), AwsClients(region=REGION), fetch=lambda u, t: info
+        EcsSettings(enabled=True, stop=stop, stop_via="api"),
+        AwsClients(region=REGION),
+        fetch=lambda u, t: info,
     )
     stubber = Stubber(target.clients.ecs())
     stubber.activate()

@@ -13,11 +13,11 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from awshelpers import ListJournal, context, notice_in
-from lbhelpers import MUTATING, LbWorld, RecordingProxy, build_lb_world
+from lbhelpers import LIFECYCLE, MUTATING, LbSetup
 
 from spotwatch.commands.check_lb import check_load_balancers
 from spotwatch.commands.results import OK, WARNING
@@ -32,29 +32,11 @@ from spotwatch.config.schema import (
 from spotwatch.daemon.wiring import aws_clients
 from spotwatch.detection.notices import Notice
 from spotwatch.parts.lb.steps import LoadBalancerResponse
-from spotwatch.parts.lb.targets import find_record, reregister
+from spotwatch.parts.lb.targets import find_record, notice_key, reregister
 from spotwatch.response.build import Providers, build_plan
 from spotwatch.response.plan import StepOutcome
 from spotwatch.response.runner import Runner
 from spotwatch.simulator.imds import ImdsSimulator
-
-LIFECYCLE = "meta-data/autoscaling/target-lifecycle-state"
-
-Setup = Tuple[LbWorld, RecordingProxy, ImdsSimulator]
-
-
-@pytest.fixture
-def lb(moto: str, aws_env: Callable[[Optional[str]], None]) -> Iterator[Setup]:
-    world = build_lb_world()
-    proxy = RecordingProxy(moto).start()
-    proxy.own(world.web, world.instance_id, [80, 8081])
-    aws_env(proxy.url)  # spotwatch's clients go through the recording endpoint
-    try:
-        with ImdsSimulator(instance_id=world.instance_id) as sim:
-            sim.set_path(LIFECYCLE, 200, "InService")
-            yield world, proxy, sim
-    finally:
-        proxy.stop()
 
 
 def config_for(sim: ImdsSimulator, tmp_path: Path, hook_file: Path, **lb: Any) -> Config:
@@ -108,7 +90,7 @@ def targets_in(calls: List[Any]) -> List[Tuple[str, str, int]]:
 
 
 def test_every_target_group_port_and_classic_is_out_before_the_first_hook(
-    lb: Setup, tmp_path: Path
+    lb: LbSetup, tmp_path: Path
 ) -> None:
     """Auto discovery through the group finds `web` (two ports), `api` and Classic
     `legacy`; every (group, port) is deregistered, the targets report `unused`, and only
@@ -144,7 +126,7 @@ def test_every_target_group_port_and_classic_is_out_before_the_first_hook(
 
 
 def test_hooks_start_no_later_than_wait_while_a_target_keeps_draining(
-    lb: Setup, tmp_path: Path
+    lb: LbSetup, tmp_path: Path
 ) -> None:
     """`web` never finishes draining: the hooks start once `wait` (1.5 s) has passed, and
     target health was asked at least every 2 s until then."""
@@ -170,7 +152,9 @@ def test_hooks_start_no_later_than_wait_while_a_target_keeps_draining(
 
 
 @pytest.mark.parametrize("given", ["classic", "target_groups"])
-def test_each_list_not_given_comes_from_the_group(lb: Setup, tmp_path: Path, given: str) -> None:
+def test_each_list_not_given_comes_from_the_group(
+    lb: LbSetup, tmp_path: Path, given: str
+) -> None:
     """A list given in the config is used as given; the other one (`[]`) is still the
     group's. `classic: [edge]`: out of `edge` (not the group's `legacy`) and of the group's
     target groups; `target_groups: [api]`: out of `api` (not `web`) and of `legacy`. Before,
@@ -197,7 +181,7 @@ def test_each_list_not_given_comes_from_the_group(lb: Setup, tmp_path: Path, giv
     assert outcomes["lb:deregister"].status == "ok"
 
 
-def test_a_discovery_that_failed_at_start_is_tried_again(lb: Setup, tmp_path: Path) -> None:
+def test_a_discovery_that_failed_at_start_is_tried_again(lb: LbSetup, tmp_path: Path) -> None:
     """IMDS refuses connections for the first ~2 s after start (no instance id, no group):
     discovery is tried again with backoff, succeeds once IMDS answers, and a later notice
     deregisters every target. Before, discovery ran once: deregistration was off until a
@@ -218,7 +202,7 @@ def test_a_discovery_that_failed_at_start_is_tried_again(lb: Setup, tmp_path: Pa
 
 @pytest.mark.parametrize("outage", [1.0, float("inf")])
 def test_a_notice_during_a_discovery_outage_waits_for_it_at_most_wait(
-    lb: Setup, tmp_path: Path, outage: float
+    lb: LbSetup, tmp_path: Path, outage: float
 ) -> None:
     """A notice comes while discovery still fails (IMDS refuses): its deregistration waits
     for discovery at most `load_balancer.wait` (3 s), waking it rather than sitting out a
@@ -252,7 +236,7 @@ def test_a_notice_during_a_discovery_outage_waits_for_it_at_most_wait(
 
 
 def test_dry_run_names_every_target_and_changes_nothing(
-    lb: Setup, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    lb: LbSetup, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     world, proxy, sim = lb
     config = replace(
@@ -267,7 +251,7 @@ def test_dry_run_names_every_target_and_changes_nothing(
     assert f"would deregister {world.instance_id} from Classic Load Balancer legacy" in said
     assert any("would detach" in line for line in said)
     assert outcomes["lb:deregister"].status == "ok"
-    assert find_record(str(tmp_path), notice_in(120)) is None
+    assert find_record(str(tmp_path), notice_key(notice_in(120))) is None
 
 
 def detach_only(sim: ImdsSimulator, tmp_path: Path) -> Config:
@@ -277,7 +261,9 @@ def detach_only(sim: ImdsSimulator, tmp_path: Path) -> Config:
     )
 
 
-def test_detach_keeps_desired_capacity_so_the_group_replaces_now(lb: Setup, tmp_path: Path) -> None:
+def test_detach_keeps_desired_capacity_so_the_group_replaces_now(
+    lb: LbSetup, tmp_path: Path
+) -> None:
     world, proxy, sim = lb
     config = detach_only(sim, tmp_path)
     notice = replace(notice_in(120), source="instance-action")
@@ -294,7 +280,9 @@ def test_detach_keeps_desired_capacity_so_the_group_replaces_now(lb: Setup, tmp_
     assert outcomes["asg:detach"].detail.startswith("detached from fleet, desired capacity kept")
 
 
-def test_no_detach_when_auto_scaling_itself_ends_the_instance(lb: Setup, tmp_path: Path) -> None:
+def test_no_detach_when_auto_scaling_itself_ends_the_instance(
+    lb: LbSetup, tmp_path: Path
+) -> None:
     world, proxy, sim = lb
     config = detach_only(sim, tmp_path)
     notice = replace(notice_in(120), source="target-lifecycle-state")
@@ -303,12 +291,12 @@ def test_no_detach_when_auto_scaling_itself_ends_the_instance(lb: Setup, tmp_pat
     assert proxy.of("DetachInstances") == []
 
 
-def test_a_cancel_registers_the_same_targets_again(lb: Setup, tmp_path: Path) -> None:
+def test_a_cancel_registers_the_same_targets_again(lb: LbSetup, tmp_path: Path) -> None:
     world, proxy, sim = lb
     config = config_for(sim, tmp_path, tmp_path / "hook")
     notice = notice_in(120)
     respond(config, notice, world.instance_id)
-    record = find_record(str(tmp_path), notice)
+    record = find_record(str(tmp_path), notice_key(notice))  # a response with no key
     assert record is not None
     saved = json.loads((tmp_path / "load-balancer.json").read_text())
     assert len(saved) == 1
@@ -323,7 +311,7 @@ def test_a_cancel_registers_the_same_targets_again(lb: Setup, tmp_path: Path) ->
 
 
 def test_check_lists_groups_ports_and_warns_about_long_deregistration_delays(
-    lb: Setup, tmp_path: Path
+    lb: LbSetup, tmp_path: Path
 ) -> None:
     _world, proxy, sim = lb
     config = replace(
@@ -344,10 +332,28 @@ def test_check_lists_groups_ports_and_warns_about_long_deregistration_delays(
     assert [c for c in proxy.calls if c.action in MUTATING] == []
 
 
-def test_check_fails_when_enabled_true_finds_none(lb: Setup, tmp_path: Path) -> None:
+def test_check_fails_when_enabled_true_finds_none(lb: LbSetup, tmp_path: Path) -> None:
     _world, _proxy, sim = lb
     sim.set_path(LIFECYCLE, 404, "")
     config = config_for(sim, tmp_path, tmp_path / "hook", enabled=True)
     results = list(check_load_balancers(config))
     assert [(r.name, r.status) for r in results] == [("load_balancer", "error")]
     assert "not in an Auto Scaling group" in results[0].detail
+
+
+def test_an_unannounced_shutdown_deregisters_before_its_hooks_and_never_detaches(
+    lb: LbSetup, tmp_path: Path
+) -> None:
+    """CONTRACT §8: a `shutdown` notice takes the instance out of its load balancers before
+    the hooks, as a stop does; it is no Spot notice, so there is no detach."""
+    world, proxy, sim = lb
+    config = replace(
+        config_for(sim, tmp_path, tmp_path / "hook", wait=20.0),
+        autoscaling=AutoscalingSettings(detach=True),
+    )
+    notice = replace(notice_in(60, "shutdown"), source="shutdown")
+    outcomes, _ = respond(config, notice, world.instance_id)
+    assert outcomes["lb:deregister"].status == "ok"
+    assert outcomes["hook:checkpoint"].status == "ok"
+    assert len(targets_in(proxy.of("DeregisterTargets"))) == 3
+    assert proxy.of("DetachInstances") == []

@@ -4,85 +4,14 @@ cancel does, the start hooks of a new boot, and that dry run changes nothing."""
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List
 
 import pytest
 from awshelpers import EcsWorld, FakeAgent
+from daemonworld import AT_ONCE, ahead, config_for, poll_until, ran, started, through_a_spot_stop
 
-from spotwatch.config.schema import (
-    Config,
-    EcsSettings,
-    HookSpec,
-    ImdsSettings,
-    ScheduledEventsSettings,
-)
-from spotwatch.daemon.shell import Daemon
-from spotwatch.daemon.wiring import daemon_parts
 from spotwatch.simulator.imds import ImdsSimulator
-
-# Each hook appends one JSON line: when it started and its SPOTWATCH_* environment.
-RECORD = (
-    'python3 -c \'import json,os,time; print(json.dumps({"t": time.time(), '
-    '**{k: v for k, v in os.environ.items() if k.startswith("SPOTWATCH_")}}))\' >> {out}'
-)
-
-
-@pytest.fixture
-def imds() -> Iterator[ImdsSimulator]:
-    with ImdsSimulator() as simulator:
-        yield simulator
-
-
-def config_for(tmp_path: Path, imds: ImdsSimulator, agent: FakeAgent, **changes: object) -> Config:
-    out = tmp_path / "hooks.jsonl"
-    hooks = tuple(
-        HookSpec(name=action, command=RECORD.replace("{out}", str(out)), actions=(action,))
-        for action in ("stop", "reboot", "maintenance", "cancel", "start")
-    )
-    base = Config(
-        poll_interval=0.1,
-        deadline_margin=1.0,
-        state_dir=str(tmp_path / "state"),
-        imds=ImdsSettings(endpoint=imds.endpoint, user_data=False),
-        hooks=hooks,
-        ecs=EcsSettings(agent_url=agent.url, stop="none", final_stop=False),
-        scheduled_events=ScheduledEventsSettings(poll_interval=0.1, lead=2.0),
-    )
-    return Config(**{**base.__dict__, **changes})  # type: ignore[arg-type]
-
-
-def ran(tmp_path: Path) -> List[Dict[str, str]]:
-    path = tmp_path / "hooks.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def poll_until(daemon: Daemon, done: Callable[[], bool], timeout: float = 15.0) -> None:
-    assert daemon.watcher is not None
-    end = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < end, "timed out"
-        daemon.watcher.poll_once()
-        time.sleep(0.1)
-
-
-def started(config: Config) -> Daemon:
-    daemon = Daemon(config, parts=daemon_parts(config))
-    daemon.prepare()
-    return daemon
-
-
-AT_ONCE = ScheduledEventsSettings(poll_interval=0.1, lead=120.0)  # NotBefore 60 s away
-
-
-def ahead(seconds: float) -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=seconds)
 
 
 def test_a_scheduled_reboot_s_hooks_start_at_notbefore_minus_lead(
@@ -207,20 +136,8 @@ def test_start_hooks_run_once_on_the_first_boot_after_a_stop(
 ) -> None:
     agent.serve(world)
     config = config_for(tmp_path, imds, agent)
-    daemon = started(config)
-    imds.set_instance_action("stop", ahead(60))
-    try:
-        poll_until(daemon, lambda: len(ran(tmp_path)) == 1)
-        daemon.responder.wait(10)
-    finally:
-        daemon.shutdown()
+    through_a_spot_stop(config, imds, tmp_path)
     assert world.instance_status() == "DRAINING"
-    imds.clear_instance_action()
-    # The instance stopped and started: the state file is now an earlier boot's.
-    state = tmp_path / "state" / "state.json"
-    document = json.loads(state.read_text())
-    document["boot_id"] = "an-earlier-boot"
-    state.write_text(json.dumps(document))
     for _ in range(2):  # the first start of this boot, then a restart on the same boot
         again = started(config)
         again.responder.wait(10)

@@ -31,7 +31,9 @@ from spotwatch.config.schema import (
 )
 from spotwatch.daemon.wiring import daemon_parts
 from spotwatch.detection.notices import REBALANCE
+from spotwatch.parts.ecs.empty import FinalStopWhenEmptyStep
 from spotwatch.response.build import build_plan
+from spotwatch.response.deadline import deadline_clock
 from spotwatch.simulator.imds import ImdsSimulator
 
 HOOK = HookSpec(name="checkpoint", command=("/bin/true",))
@@ -98,6 +100,32 @@ def test_auto_with_an_agent_gives_the_whole_ecs_response(world: EcsWorld, agent:
     ]
     plain = replace(config, ecs=replace(config.ecs, drain=False, stop="none", final_stop=False))
     assert plan_names(plain) == ["hook:checkpoint", "instance:stop"]
+
+
+def test_an_unannounced_shutdown_gets_the_ecs_response_and_never_the_instance_action(
+    world: EcsWorld, agent: FakeAgent
+) -> None:
+    """CONTRACT §8: a `shutdown` notice gets the ECS drain, its hooks and the ECS stop; the
+    final stop starts at once and ends when no task is left (the held-back shutdown waits
+    for it); `instance.after_response` is for Spot notices only."""
+    agent.serve(world)
+    config = ecs_config(
+        hooks=(HOOK,),
+        ecs=EcsSettings(agent_url=agent.url),
+        instance=InstanceSettings(after_response="stop"),
+    )
+    notice = replace(notice_in(60, "shutdown"), source="shutdown")
+    plan = build_plan(notice, config, daemon_parts(config).providers(config, False))
+    assert [s.name for s in plan.all_steps()] == [
+        "ecs:drain",
+        "hook:checkpoint",
+        "ecs:stop",
+        "ecs:final-stop",
+    ]
+    (final,) = plan.timed
+    assert isinstance(final.step, FinalStopWhenEmptyStep)
+    clock = deadline_clock(notice, config)
+    assert abs(final.start_at(clock) - clock.now()) < 1.0  # at once, not at T - stop_timeout
 
 
 def test_an_agent_that_starts_after_the_daemon_is_found_on_the_notice(

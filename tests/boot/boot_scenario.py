@@ -9,6 +9,7 @@ drop-in with WatchdogSec=5s and RestartSec=1s, so a frozen daemon is caught in s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -20,6 +21,8 @@ from typing import Any, Callable, Dict, List
 
 import yaml
 from machine import Machine, base_image, files_named, offline, unpack
+from preset_scenario import install as install_preset_units
+from preset_scenario import presets_scenario
 from world import Endpoint, dockerd
 
 from spotwatch.simulator.imds import ImdsSimulator, format_time
@@ -33,6 +36,9 @@ sleep "$(cat /var/tmp/hook-sleep 2>/dev/null || echo 0)"
 echo "end $SPOTWATCH_ACTION" >> /var/tmp/hook.log
 """
 DROP_IN = "[Service]\nWatchdogSec=5s\nRestartSec=1s\n"
+# Longer than logind's own InhibitDelayMaxSec (5 s): only the package's drop-in lets the
+# delay lock hold the shutdown back that long.
+SHUTDOWN_HOOK_SECONDS = 8
 # Left behind by design or not ours: the test's own files, kernel and runtime trees, and the
 # metrics textfile (a path the operator chose; a stale one is what the alerts look for).
 NOT_OURS = ["/proc", "/sys", "/dev", "/run", "/var/tmp", "/tmp", "/root/debs",
@@ -206,6 +212,7 @@ def main(work: Path) -> Dict[str, Any]:
         for name, text in (("checkpoint", HOOK), ("promise", PROMISE)):
             (local_bin / name).write_text(text)
             (local_bin / name).chmod(0o755)
+        install_preset_units(root)
         drop_in = root / "etc" / "systemd" / "system" / f"{UNIT}.d"
         drop_in.mkdir(parents=True)
         (drop_in / "boot-test.conf").write_text(DROP_IN)
@@ -328,6 +335,8 @@ def scenario(
         "root_out": root_status.stdout,
     }
 
+    presets_scenario(machine, imds, root, facts, configure=configure, wait=wait)
+
     # --- stop during a hook: stop returns once the hook has finished ---------------------
     (root / "var" / "tmp" / "hook-sleep").write_text("4\n")
     imds.set_instance_action("stop", notice_time)  # a new action: a new notice
@@ -377,3 +386,58 @@ def scenario(
     machine.run("dpkg", "-P", "spotwatch")
     facts["final_purge_left"] = files_named(root, "spotwatch", NOT_OURS)
     facts["hook_starts_total"] = starts()
+    shutdown(machine, root, configure, facts)
+
+
+def delay_max(machine: Machine) -> str:
+    """logind's InhibitDelayMaxUSec as busctl says it ("t 5000000")."""
+    return machine.run(
+        "busctl", "get-property", "org.freedesktop.login1", "/org/freedesktop/login1",
+        "org.freedesktop.login1.Manager", "InhibitDelayMaxUSec",
+    ).stdout.strip()  # fmt: skip
+
+
+def shutdown(
+    machine: Machine, root: Path, configure: Callable[..., None], facts: Dict[str, Any]
+) -> None:
+    """Last, since it ends the machine: the package installed on the running system (logind
+    reads the drop-in on SIGHUP), then `systemctl poweroff` with no notice anywhere. The hook
+    sleeps past logind's default InhibitDelayMaxSec (5 s); the state file, on disk after the
+    machine is gone, tells whether the response ended before the daemon was stopped."""
+    facts["shutdown"] = {"delay_removed": delay_max(machine)}
+    installed = machine.run("apt-get", "install", "-y", "-q", "/root/debs/spotwatch.deb")
+    configure(hooks=[{"name": "checkpoint", "command": ["/usr/local/bin/checkpoint"],
+                      "actions": ["shutdown"], "timeout": "30s"}])  # fmt: skip
+    machine.run("systemctl", "restart", UNIT)
+    (root / "var" / "tmp" / "hook-sleep").write_text(f"{SHUTDOWN_HOOK_SECONDS}\n")
+    (root / "var" / "tmp" / "hook.log").write_text("")
+    held = wait(lambda: "spotwatch" in machine.run("systemd-inhibit", "--list").stdout, 30)
+    facts["shutdown"].update(
+        install_rc=installed.returncode,
+        delay_installed=delay_max(machine),
+        inhibitors=machine.run("systemd-inhibit", "--list", "--mode=delay").stdout if held else "",
+        check=machine.run("spotwatch", "check", "--json").stdout,
+    )
+    began = time.monotonic()
+    machine.run("systemctl", "poweroff", "--no-block", timeout=20)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        machine.process.wait(120)
+    facts["timings"]["poweroff_to_gone"] = time.monotonic() - began
+    state = root / "var" / "lib" / "spotwatch" / "state.json"
+    env_file = root / "var" / "tmp" / "hook-shutdown.env"
+    facts["shutdown"].update(
+        gone=machine.process.poll() is not None,
+        hook_log=(root / "var" / "tmp" / "hook.log").read_text(),
+        env=env_file.read_text() if env_file.exists() else "",
+        state=json.loads(state.read_text()) if state.exists() else {},
+    )
+    for record in facts["shutdown"]["state"].get("responses", {}).values():
+        for step in record.get("steps", []) if record.get("tracker") == "shutdown" else []:
+            if step.get("started") and step.get("ended"):  # the hook's own time, for the figures
+                took = iso_seconds(step["ended"]) - iso_seconds(step["started"])
+                facts["timings"]["shutdown_hook"] = took
+
+
+def iso_seconds(text: str) -> float:
+    moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.replace(tzinfo=timezone.utc).timestamp()

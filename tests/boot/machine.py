@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 SUITE = "bookworm"
-# What an EC2 image has anyway, plus the .deb's dependencies, so installing the package
-# with apt needs no download. python3-systemd is left out on purpose: the daemon must speak
-# the notify and journal protocols itself.
+# What an EC2 image has anyway, plus the .deb's dependencies and python3-jeepney (it
+# recommends it: logind's delay lock), so installing the package with apt needs no download.
+# python3-systemd is left out on purpose: the daemon must speak the notify and journal
+# protocols itself.
 INCLUDE = ["systemd", "systemd-sysv", "dbus", "python3", "python3-requests", "python3-yaml",
-           "python3-boto3", "util-linux"]  # fmt: skip
+           "python3-boto3", "python3-jeepney", "util-linux"]  # fmt: skip
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -143,6 +143,38 @@ def test_reinstall_and_upgrade_keep_it_running(facts: Dict[str, Any]) -> None:
     assert upgrade["config_kept"]
 
 
+def test_the_signal_preset_reaches_a_units_main_process_and_waits_for_its_exit(
+    facts: Dict[str, Any],
+) -> None:
+    """systemd names trainer.service's main PID; USR1 reaches it; the hook ends once the
+    trainer has saved (1 s) and exited."""
+    presets = facts["presets"]
+    assert presets["reload_rc"] == 0
+    step = presets["steps"]["hook:trainer"]
+    assert step["status"] == "ok", step
+    assert step["kind"] == "hook"
+    assert step["detail"].startswith(
+        f"sent SIGUSR1 to PID {presets['trainer_pid']} (trainer.service); it exited after 1."
+    )
+    told = presets["log"].splitlines()
+    assert told.index("trainer USR1") < told.index("trainer saved")
+    assert presets["active"]["trainer.service"] == "inactive"
+
+
+def test_systemd_stop_stops_every_unit_at_once(facts: Dict[str, Any]) -> None:
+    """Both workers take 1 s to stop after SIGTERM; they get it together, and the hook ends
+    with both inactive."""
+    presets = facts["presets"]
+    step = presets["steps"]["hook:workers"]
+    assert step["status"] == "ok", step
+    assert step["detail"].startswith("stopped worker-a.service inactive, worker-b.service inactive")
+    at = {" ".join(line.split()[:2]): float(line.split()[2])
+          for line in presets["log"].splitlines() if len(line.split()) == 3}  # fmt: skip
+    assert abs(at["worker-a TERM"] - at["worker-b TERM"]) < 0.5
+    assert presets["active"]["worker-a.service"] == "inactive"
+    assert presets["active"]["worker-b.service"] == "inactive"
+
+
 # --- the confined unit (CONTRACT §6, docs/systemd.md "Hardening") --------------------------
 
 
@@ -222,3 +254,24 @@ def test_nothing_blocks_imds_or_the_network(facts: Dict[str, Any]) -> None:
 def test_the_daemon_writes_the_metrics_textfile(facts: Dict[str, Any]) -> None:
     text = facts["textfile"]
     assert 'spotwatch_notices_total{action="terminate",source="instance-action"} 1' in text
+
+
+def test_a_poweroff_nobody_announced_waits_for_the_shutdown_hook(facts: Dict[str, Any]) -> None:
+    """`systemctl poweroff` with no notice: logind announces it, spotwatch runs the hook
+    subscribed to `shutdown` to its end (8 s, past logind's own 5 s limit) and only then
+    lets the shutdown go on. The lock shows in `systemd-inhibit --list` and `check`; the
+    package's drop-in is what raised logind's limit (read on SIGHUP at install and removal)."""
+    found = facts["shutdown"]
+    assert found["install_rc"] == 0
+    assert found["delay_removed"] == "t 5000000"  # logind's default, the package gone
+    assert found["delay_installed"] == "t 65000000"  # the package's drop-in
+    assert "spotwatch" in found["inhibitors"] and "shutdown" in found["inhibitors"]
+    checks = {c["name"]: c["status"] for c in json.loads(found["check"])["checks"]}
+    assert checks["shutdown:lock"] == "ok" and checks["shutdown:delay"] == "ok"
+    assert found["gone"], "the machine did not power off"
+    assert found["hook_log"] == "start shutdown\nend shutdown\n"
+    assert "SPOTWATCH_SOURCE=shutdown" in found["env"]
+    (record,) = [r for r in found["state"]["responses"].values() if r["tracker"] == "shutdown"]
+    assert record["done"] and "why_ended" not in record  # it ended before spotwatch was stopped
+    assert [step["status"] for step in record["steps"]] == ["ok"]
+    assert facts["timings"]["poweroff_to_gone"] >= 8

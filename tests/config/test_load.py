@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import subprocess
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
@@ -167,7 +168,21 @@ def test_full_example_loads_to_the_expected_dataclasses(tmp_path: Path) -> None:
 
 # CONTRACT's YAML blocks by the section they stand in: §2's is what was built first, the
 # later sections' list keys being added. A section joins LANDED when its keys are built.
-LANDED_SECTIONS = ("2", "7")
+LANDED_SECTIONS = ("2", "4", "7", "8", "10")
+
+
+def contract_path() -> Path:
+    """CONTRACT.md beside the main checkout; a worktree finds that through git's common
+    directory."""
+    here = Path(__file__).resolve().parents[2]
+    found = subprocess.run(
+        ["git", "-C", str(here), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        capture_output=True,
+        text=True,
+    )
+    checkouts = [here] + ([Path(found.stdout.strip()).parent] if found.returncode == 0 else [])
+    candidates = [(checkout / "../shared/CONTRACT.md").resolve() for checkout in checkouts]
+    return next((c for c in candidates if c.exists()), candidates[0])
 
 
 def contract_blocks(text: str) -> Dict[str, List[Any]]:
@@ -184,7 +199,7 @@ def test_contract_example_is_valid_and_equals_the_defaults(tmp_path: Path) -> No
     """The example block of CONTRACT §2 (minus its sample hook) and those of every later
     section whose keys are built spell out the defaults: each is valid, and together they are
     the built-in layer."""
-    contract = (Path(__file__).parents[2] / "../shared/CONTRACT.md").resolve()
+    contract = contract_path()
     if not contract.exists():
         pytest.skip(f"{contract} not present in this checkout")
     sections = contract_blocks(contract.read_text())
@@ -211,10 +226,11 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
 
 
 def test_hook_defaults(tmp_path: Path) -> None:
-    """A hook needs only name and command: actions [terminate, stop], 60 s, order 0, root."""
+    """A hook needs only name and command: actions [terminate, stop, shutdown], 60 s, order 0,
+    root."""
     config = load(write(tmp_path / "c.yaml", "hooks:\n  - {name: h, command: [/bin/true]}\n"))
     assert config.hooks == (HookSpec(name="h", command=("/bin/true",)),)
-    assert config.hooks[0].actions == ("terminate", "stop")
+    assert config.hooks[0].actions == ("terminate", "stop", "shutdown")
     assert config.hooks[0].timeout == 60.0
 
 
@@ -279,6 +295,10 @@ def test_hook_defaults(tmp_path: Path) -> None:
         ("hibernate: {trigger: always}", "hibernate.trigger", "auto | command | none"),
         ("hibernate: {command: []}", "hibernate.command", "non-empty"),
         ("hibernate: {budget: 0}", "hibernate.budget", "> 0"),
+        ("shutdown: {enabled: 'yes'}", "shutdown.enabled", "true | false | auto"),
+        ("shutdown: {budget: 0}", "shutdown.budget", "> 0"),
+        ("shutdown: {budget: soon}", "shutdown.budget", "duration"),
+        ("shutdown: {budgett: 1m}", "shutdown.budgett", 'unknown key (did you mean "budget"?)'),
         ("log: {level: loud}", "log.level", "debug | info | warning | error"),
         ("log: {format: xml}", "log.format", "auto | journal | json | text"),
         ("metrics: {textfile: metrics.prom}", "metrics.textfile", "absolute path"),
@@ -620,7 +640,7 @@ def test_invalid_user_data_section_is_dropped_and_reported(tmp_path: Path) -> No
     assert report.config.poll_interval == 3.0  # the valid part of user data is not used either
     assert [hook.name for hook in report.config.hooks] == ["a"]
     assert report.user_data_problems == [
-        "user-data: hooks[0].command: required",
+        "user-data: hooks[0].command: required (or preset: NAME)",
         "user-data: secret_tokn: unknown key",
     ]
     assert report.config.sources[-1] == "user-data (ignored: 2 problems)"

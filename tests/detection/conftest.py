@@ -7,7 +7,7 @@ from typing import Callable, Iterator, List
 
 import pytest
 
-from spotwatch.detection.imds import ImdsClient
+from spotwatch.clouds.aws.imds import ImdsClient
 from spotwatch.simulator.imds import ImdsSimulator
 
 

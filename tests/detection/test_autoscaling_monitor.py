@@ -9,9 +9,9 @@ from typing import Callable, List
 
 import pytest
 
+from spotwatch.clouds.aws.imds import ImdsClient
+from spotwatch.clouds.aws.monitors import AutoscalingMonitor, monitors_for
 from spotwatch.config.schema import AutoscalingSettings, Config
-from spotwatch.detection.imds import ImdsClient
-from spotwatch.detection.monitors import AutoscalingMonitor, monitors_for
 from spotwatch.detection.tracker import Change
 from spotwatch.detection.watcher import PollReport, Watcher
 from spotwatch.simulator.imds import ImdsSimulator

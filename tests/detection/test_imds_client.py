@@ -9,7 +9,7 @@ from typing import Callable, List
 
 import pytest
 
-from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.simulator.imds import (
     INSTANCE_ACTION_PATH,
     TOKEN_PATH,

@@ -9,8 +9,8 @@ from typing import Callable
 
 import pytest
 
-from spotwatch.detection.imds import ImdsClient
-from spotwatch.detection.monitors import RebalanceMonitor, SpotMonitor
+from spotwatch.clouds.aws.imds import ImdsClient
+from spotwatch.clouds.aws.monitors import RebalanceMonitor, SpotMonitor
 from spotwatch.detection.notices import (
     SOURCE_INSTANCE_ACTION,
     SOURCE_REBALANCE,

@@ -10,9 +10,9 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from spotwatch.detection.imds import ImdsClient
-from spotwatch.detection.monitors import ScheduledEventsMonitor
-from spotwatch.detection.scheduled import SCHEDULED, parse_event_time, parse_scheduled
+from spotwatch.clouds.aws.imds import ImdsClient
+from spotwatch.clouds.aws.monitors import ScheduledEventsMonitor
+from spotwatch.clouds.aws.scheduled import SCHEDULED, parse_event_time, parse_scheduled
 from spotwatch.simulator.imds import ImdsSimulator
 
 

@@ -9,8 +9,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from spotwatch.detection.imds import ImdsClient
-from spotwatch.detection.monitors import Monitor, Reading, RebalanceMonitor, SpotMonitor
+from spotwatch.clouds.aws.imds import ImdsClient
+from spotwatch.clouds.aws.monitors import RebalanceMonitor, SpotMonitor
+from spotwatch.detection.monitors import Monitor, Reading
 from spotwatch.detection.tracker import Change, Observation
 from spotwatch.detection.watcher import PollReport, Watcher
 from spotwatch.logevents import RepeatFilter

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from spotwatch.clouds.aws.imds import ImdsClient
 from spotwatch.config.schema import Config
 from spotwatch.daemon.sleep import SleepWatch
-from spotwatch.detection.imds import ImdsClient
 from spotwatch.response.responder import Responder
 from spotwatch.simulator.imds import ImdsSimulator
 from spotwatch.state.ledger import HibernateLedger

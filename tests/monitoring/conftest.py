@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Dict, Iterator
 
 import pytest
 import yaml
+from testkit import end_process
 
 from spotwatch.simulator.imds import ImdsSimulator
 
@@ -99,10 +99,5 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, str
             assert dict(TYPE_LINE.findall(textfile.read_text())) == families
             yield families
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            end_process(daemon, 30)
             log.close()

@@ -9,40 +9,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
-import yaml
-
-from spotwatch.simulator.imds import ImdsSimulator
-
-
-@pytest.fixture
-def imds() -> Iterator[ImdsSimulator]:
-    with ImdsSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def write_config(tmp_path: Path, imds: ImdsSimulator) -> Callable[..., Path]:
-    """A config pointing at the simulator, fast polls, no ECS, no user data."""
-
-    def write(hooks: Optional[List[Dict[str, Any]]] = None, **overrides: Any) -> Path:
-        config: Dict[str, Any] = {
-            "poll_interval": "200ms",
-            "deadline_margin": "1s",
-            "state_dir": str(tmp_path / "state"),
-            "imds": {"endpoint": imds.endpoint, "timeout": "300ms", "user_data": False},
-            "ecs": {"enabled": False},
-            "hooks": hooks or [],
-        }
-        config.update(overrides)
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-        return path
-
-    return write
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import os
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+import testkit
 from testkit import wait_for  # noqa: F401 - shared helpers, re-exported
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,14 +31,7 @@ def spotwatch(
     *args: str, timeout: float = 60.0, env: Optional[Dict[str, str]] = None, cwd: Any = None
 ) -> subprocess.CompletedProcess:
     """`python -m spotwatch ARGS` with this worktree's code; output captured as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "spotwatch", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or clean_env(),
-        cwd=str(cwd or REPO),
-    )
+    return testkit.spotwatch(*args, timeout=timeout, env=env or clean_env(), cwd=cwd)
 
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
+import threading
 
 from operator_support import spotwatch, wait_for
 
@@ -153,3 +155,33 @@ def test_a_bearer_token_quoted_alone_is_redacted():
     headers = {"Authorization": f"Bearer {SECRET}"}
     settings = WebhookSettings(url="https://h.example/x", headers=headers)
     assert SECRET not in redact(f"token {SECRET} refused", secrets_of(settings))
+
+
+def test_events_sent_at_once_from_several_threads_arrive_in_sequence_order(receiver):
+    """Hooks of one stage end together: their step events are sent from several threads at
+    once. Each sink receives them in the order of their `sequence` numbers.
+    (Before: the number was taken under a lock but the event queued after it, so a thread
+    could queue number 6 before another queued number 5.)"""
+    sink = receiver()
+    config = Config(webhook=WebhookSettings(url=sink.url()))
+    sinks = EventSinks(lambda: config, backoff_base=0.01)
+    start = threading.Barrier(8)
+
+    def send_many() -> None:
+        start.wait()
+        for n in range(40):
+            sinks.send({**EVENT, "detail": str(n)}, give_up=10**10)
+
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can
+    try:
+        threads = [threading.Thread(target=send_many) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switching)
+    assert sinks.flush(60)
+    received = [event["sequence"] for event in sink.events]
+    assert received == sorted(received) and len(received) == 320

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 from operator_support import REPO, clean_env, free_port, parse_metrics, wait_for
+from testkit import DaemonProcess
 
 from spotwatch.detection.watcher import PollReport
 from spotwatch.telemetry.metrics import Metrics, TextfileWriter, parse_listen
@@ -180,3 +181,41 @@ def test_the_gauges_the_alerts_need_poll_interval_and_next_scheduled_event():
         '{code="instance-stop"}': 1_950_000_000.0,
         '{code="system-reboot"}': 1_900_000_000.0,
     }
+
+
+def test_a_response_resumed_after_a_restart_is_not_counted_again(write_config, imds, tmp_path):
+    """A terminate notice is counted once by the daemon that saw it; the daemon stops in the
+    middle of its hook and a new one takes the response up: the new daemon's
+    `spotwatch_notices_total` does not count that notice again (a counter that restarts at
+    0 and counts it once more makes Prometheus see two notices).
+    (Before: every response started in a process counted, resumed ones too.)"""
+    prom = tmp_path / "spotwatch.prom"
+    started = tmp_path / "started"
+    hook = {"name": "long", "command": f"echo x >> {started}; sleep 60", "timeout": "100s"}
+    config = write_config([hook], metrics={"textfile": str(prom)})
+    first = DaemonProcess(config, tmp_path / "first.log", env=clean_env())
+    try:
+        imds.raise_notice("terminate", 120)
+        wait_for(started.exists, timeout=15)
+        wait_for(lambda: _notices(prom) == 1)
+        first.send(signal.SIGTERM)
+        time.sleep(0.3)
+        first.send(signal.SIGTERM)
+        assert first.process.wait(20) == 0
+    finally:
+        first.stop(signal.SIGKILL)
+    prom.unlink()
+    again = DaemonProcess(config, tmp_path / "again.log", env=clean_env())
+    try:
+        wait_for(lambda: len(started.read_text().splitlines()) == 2, timeout=15)  # resumed
+        wait_for(prom.exists)
+        time.sleep(0.5)  # a few more polls, each rewriting the textfile
+        assert _notices(prom) == 0
+    finally:
+        again.stop(signal.SIGKILL)
+
+
+def _notices(prom) -> float:
+    if not prom.exists():
+        return -1
+    return parse_metrics(prom.read_text()).get(("spotwatch_notices_total", TERMINATE_BY_SPOT), -1)

@@ -78,6 +78,7 @@ EXPECTED = {
     "/usr/share/spotwatch/spotwatch/host/journal.py": (0o644, False),
     "/usr/lib/systemd/system/spotwatch.service": (0o644, False),
     "/usr/lib/systemd/system-sleep/spotwatch": (0o755, False),
+    "/usr/lib/systemd/logind.conf.d/spotwatch.conf": (0o644, False),
     "/etc/spotwatch/config.yaml": (0o600, False),
     "/etc/spotwatch/conf.d": (0o755, True),
     "/var/lib/spotwatch": (0o700, True),
@@ -131,7 +132,7 @@ def test_deb_contents_and_metadata(packages: Dict[str, Path]) -> None:
         "python3-boto3 | python3-botocore",
         "python3-yaml",
     ]
-    assert fields["Recommends"] == "python3-systemd"
+    assert fields["Recommends"] == "python3-systemd, python3-jeepney"
 
     control = _run("dpkg-deb", "-I", str(deb), "conffiles")
     assert control.split() == ["/etc/spotwatch/config.yaml"]
@@ -163,7 +164,7 @@ def test_rpm_contents_and_metadata(packages: Dict[str, Path]) -> None:
     assert {"python3 >= 3.9", "python3-requests", "python3-pyyaml", "python3-boto3"} <= set(
         requires
     )
-    assert _run("rpm", "-qp", "--recommends", rpm).split() == ["python3-systemd"]
+    assert _run("rpm", "-qp", "--recommends", rpm).split() == ["python3-systemd", "python3-jeepney"]
     scripts = _run("rpm", "-qp", "--scripts", rpm)
     assert "systemctl --no-reload enable spotwatch.service" in scripts
     assert "[ -d /run/systemd/system ]" in scripts

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import testkit
 import yaml
 from hypothesis import HealthCheck, settings
 from testkit import (  # noqa: F401 - shared helpers, re-exported
@@ -63,17 +64,10 @@ def write_config(path: Path, data: Dict[str, Any]) -> Path:
 def base_config(
     state_dir: Path, endpoint: str, hooks: List[Dict[str, Any]], **extra: Any
 ) -> Dict[str, Any]:
-    config: Dict[str, Any] = {
-        "poll_interval": "200ms",
-        "deadline_margin": "1s",
-        "state_dir": str(state_dir),
-        "imds": {"endpoint": endpoint, "timeout": "300ms", "user_data": False},
-        "ecs": {"enabled": False},
-        "hibernate": {"trigger": "none"},
-        "hooks": hooks,
-    }
-    config.update(extra)
-    return config
+    """testkit's config, with hibernation never triggered."""
+    return testkit.base_config(
+        state_dir, endpoint, hooks, **{"hibernate": {"trigger": "none"}, **extra}
+    )
 
 
 def append_hook(name: str, out: Path, actions: List[str], **extra: Any) -> Dict[str, Any]:

@@ -1,5 +1,6 @@
-"""ECS agent introspection answers, fuzzed: `discover` returns an AgentInfo or raises
-DiscoveryError, never anything else, whatever `/v1/metadata` says."""
+"""ECS agent introspection answers, fuzzed: `discover` returns an AgentInfo and
+`tasks_on_instance` a list of tasks, or they raise DiscoveryError, never anything else,
+whatever `/v1/metadata` and `/v1/tasks` say."""
 
 from __future__ import annotations
 
@@ -50,6 +51,39 @@ BODIES = st.one_of(
 )
 
 
+TASKS = st.one_of(
+    st.builds(
+        lambda tasks: json.dumps({"Tasks": tasks}).encode(),
+        st.lists(
+            st.one_of(
+                st.fixed_dictionaries(
+                    {
+                        "Arn": st.one_of(st.just("arn:aws:ecs:us-east-1:1:task/c/t"), JSONISH),
+                        "KnownStatus": st.one_of(st.sampled_from(["RUNNING", "STOPPED"]), JSONISH),
+                        "Containers": st.one_of(
+                            st.lists(
+                                st.one_of(
+                                    st.fixed_dictionaries(
+                                        {"DockerId": JSONISH, "Name": JSONISH},
+                                        optional={"RestartCount": JSONISH},
+                                    ),
+                                    JSONISH,
+                                ),
+                                max_size=3,
+                            ),
+                            JSONISH,
+                        ),
+                    }
+                ),
+                JSONISH,
+            ),
+            max_size=4,
+        ),
+    ),
+    BODIES,
+)
+
+
 class Agent(BaseHTTPRequestHandler):
     answer: Tuple[int, bytes] = (200, b"{}")
 
@@ -86,4 +120,19 @@ def test_agent_metadata(agent: str, status: int, body: bytes) -> None:
         assert info.cluster and info.container_instance_arn
         str(info)
         assert info.region is None or isinstance(info.region, str)
+    record_stats("ecs-agent", examples=1)
+
+
+@suite_settings(ci_examples=100, long_examples=5000)
+@given(status=st.sampled_from([200, 200, 200, 404, 500]), body=TASKS)
+def test_agent_tasks(agent: str, status: int, body: bytes) -> None:
+    Agent.answer = (status, body)
+    try:
+        tasks = ecs.tasks_on_instance(agent, timeout=1.0)
+    except ecs.DiscoveryError as error:
+        assert "\n" not in str(error) and len(str(error)) < 300
+    else:
+        for task in tasks:
+            assert isinstance(task.arn, str)
+            assert all(isinstance(c.docker_id, str) for c in task.containers)
     record_stats("ecs-agent", examples=1)

@@ -43,6 +43,8 @@ from relsupport import (
 )
 
 from spotwatch.cli import main as cli_main
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
+from spotwatch.clouds.aws.monitors import RebalanceMonitor, SpotMonitor
 from spotwatch.commands.settings import load_service_config
 from spotwatch.commands.status import collect, render
 from spotwatch.config.errors import ConfigError
@@ -50,8 +52,6 @@ from spotwatch.config.load import load_config, load_config_report
 from spotwatch.config.schema import Config
 from spotwatch.config.userdata import extract_spotwatch_section
 from spotwatch.daemon.shell import Daemon, DaemonParts
-from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import RebalanceMonitor, SpotMonitor
 from spotwatch.detection.notices import NOTICE_ACTIONS
 from spotwatch.simulator.imds import (
     INSTANCE_ACTION_PATH,
@@ -68,7 +68,8 @@ KNOWN_KEYS = [
     "poll_interval", "deadline_margin", "dry_run", "state_dir", "imds", "endpoint", "timeout",
     "token_ttl", "allow_imdsv1", "user_data", "rebalance", "enabled", "hooks", "name",
     "command", "actions", "order", "user", "env", "ecs", "agent_url", "region", "drain",
-    "stop", "final_stop", "stop_timeout", "stop_reason", "instance", "after_response",
+    "stop", "final_stop", "stop_timeout", "stop_reason", "stop_via", "docker_host", "instance",
+    "after_response",
     "after_rebalance", "hibernate", "trigger", "budget", "log", "level", "format", "metrics",
     "textfile", "listen", "webhook", "url", "headers", "retries",
 ]  # fmt: skip

@@ -11,8 +11,9 @@ from typing import Iterator, List, Optional
 import pytest
 from testkit import response_record
 
-from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import Monitor, RebalanceMonitor, SpotMonitor
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
+from spotwatch.clouds.aws.monitors import RebalanceMonitor, SpotMonitor
+from spotwatch.detection.monitors import Monitor
 from spotwatch.detection.notices import Notice
 from spotwatch.detection.tracker import Observation
 from spotwatch.detection.watcher import PollReport, Watcher

@@ -17,10 +17,10 @@ from typing import Dict, List
 
 from relsupport import LONG, append_hook, base_config, lines, record_stats, write_config
 
+from spotwatch.clouds.aws.imds import ImdsClient
+from spotwatch.clouds.aws.monitors import SpotMonitor
 from spotwatch.commands.settings import load_service_config
 from spotwatch.daemon.shell import Daemon, DaemonParts
-from spotwatch.detection.imds import ImdsClient
-from spotwatch.detection.monitors import SpotMonitor
 from spotwatch.detection.tracker import Observation
 from spotwatch.detection.watcher import PollReport, Watcher
 from spotwatch.simulator.imds import INSTANCE_ACTION_PATH, ImdsSimulator

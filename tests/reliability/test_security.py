@@ -12,12 +12,12 @@ import pytest
 from relsupport import Captured, append_hook, base_config, write_config
 
 from spotwatch.cli import main as cli_main
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.commands.settings import load_service_config
 from spotwatch.config.errors import ConfigError
 from spotwatch.config.load import config_to_dict, load_config
 from spotwatch.config.schema import HookSpec
 from spotwatch.daemon.shell import Daemon, DaemonParts
-from spotwatch.detection.imds import ImdsClient, ImdsError
 from spotwatch.detection.notices import Notice, parse_utc_time
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.hooks import hook_environment, run_hook
@@ -107,7 +107,7 @@ def test_hooks_do_not_inherit_the_daemons_environment(monkeypatch: pytest.Monkey
     assert set(env) == {
         "PATH", "SPOTWATCH_ACTION", "SPOTWATCH_NOTICE_TIME", "SPOTWATCH_DEADLINE",
         "SPOTWATCH_SECONDS_LEFT", "SPOTWATCH_INSTANCE_ID", "SPOTWATCH_SOURCE",
-        "SPOTWATCH_DRY_RUN",
+        "SPOTWATCH_DRY_RUN", "SPOTWATCH_CLOUD",
     }  # fmt: skip
 
 

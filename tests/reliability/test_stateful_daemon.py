@@ -52,10 +52,10 @@ from relsupport import (
     write_config,
 )
 
+from spotwatch.clouds.aws.imds import ImdsClient, Reply
+from spotwatch.clouds.aws.monitors import TERMINATION_TIME
 from spotwatch.commands.settings import load_service_config
 from spotwatch.daemon.shell import Daemon, DaemonParts
-from spotwatch.detection.imds import ImdsClient, Reply
-from spotwatch.detection.monitors import TERMINATION_TIME
 from spotwatch.detection.tracker import ABSENT_POLLS_TO_FORGET
 from spotwatch.simulator.imds import (
     INSTANCE_ACTION_PATH,

@@ -219,8 +219,9 @@ def test_past_the_deadline_a_hook_still_runs_for_the_floor_and_the_log_says_so(
 def test_environment_is_exactly_the_contract_and_nothing_leaks(
     records: Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The hook sees PATH, the seven SPOTWATCH_* variables with §4's values and its own
-    `env`, nothing else: a canary in the daemon's environment does not reach it."""
+    """The hook sees PATH, the SPOTWATCH_* variables with §4's values (and §10's
+    SPOTWATCH_CLOUD) and its own `env`, nothing else: a canary in the daemon's environment
+    does not reach it."""
     monkeypatch.setenv("SPOTWATCH_TEST_CANARY", "leaked")
     monkeypatch.setenv("HOME", "/leaked-home")
     for dry_run, action, source in (
@@ -228,7 +229,7 @@ def test_environment_is_exactly_the_contract_and_nothing_leaks(
         (True, "stop", "rehearsal"),
     ):
         notice = whole_second_notice(70, action, source)
-        ctx = StepContext(NoticeClock(notice, 10.0), INSTANCE_ID, dry_run=dry_run)
+        ctx = StepContext(NoticeClock(notice, 10.0), INSTANCE_ID, dry_run=dry_run, cloud="aws")
         name = f"env-{action}"
         spec = HookSpec(name, ("/usr/bin/env",), env={"CHECKPOINT_BUCKET": "s3://b"})
         assert run_hook(spec, ctx).status == OK
@@ -243,8 +244,10 @@ def test_environment_is_exactly_the_contract_and_nothing_leaks(
             "SPOTWATCH_INSTANCE_ID",
             "SPOTWATCH_SOURCE",
             "SPOTWATCH_DRY_RUN",
+            "SPOTWATCH_CLOUD",
             "CHECKPOINT_BUCKET",
         }, seen
+        assert seen["SPOTWATCH_CLOUD"] == "aws"
         assert seen["PATH"] == hooks.MINIMAL_PATH
         assert seen["SPOTWATCH_ACTION"] == action
         assert seen["SPOTWATCH_NOTICE_TIME"] == notice.time_text

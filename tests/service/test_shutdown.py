@@ -97,3 +97,25 @@ def test_a_second_sigterm_shortens_the_wait_and_still_exits_0(tmp_path, imds):
     assert time.monotonic() - began < 15
     record = response_record(json.loads((tmp_path / "state" / "state.json").read_text()))
     assert {s["status"] for s in record["steps"]} == {INTERRUPTED}
+
+
+def test_run_once_follows_the_same_shutdown_rules(workdir, imds, write_config, daemons):
+    """`run --once` with a hook running: a first SIGTERM starts nothing new and lets the hook
+    go on; a second one ends it (SIGTERM to its group); the exit status is 0 and the step is
+    recorded `interrupted`. (Before: the first SIGTERM killed the process, status 143, and
+    left the hook running and its step `running`.)"""
+    started, pgid = workdir / "started", workdir / "pgid"
+    hook = {"name": "long", "command": f"echo $$ > {pgid}; touch {started}; sleep 60"}
+    config = write_config([{**hook, "timeout": "100s"}])
+    _notice(imds)
+    daemon = daemons(config, "--once")
+    wait_for(started.exists, timeout=15)
+    daemon.send(signal.SIGTERM)
+    time.sleep(1.0)
+    assert daemon.process.poll() is None  # running steps go on after the first SIGTERM
+    daemon.send(signal.SIGTERM)
+    assert daemon.process.wait(20) == 0, daemon.log()
+    group = int(pgid.read_text())
+    wait_for(lambda: not group_alive(group), timeout=5)
+    record = response_record(json.loads((workdir / "state" / "state.json").read_text()))
+    assert {s["name"]: s["status"] for s in record["steps"]} == {"hook:long": INTERRUPTED}

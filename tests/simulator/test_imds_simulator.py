@@ -429,7 +429,11 @@ def test_serve_prints_endpoint_and_stops_on_sigterm() -> None:
     """serve() (the simulate-imds command) prints its endpoint on one line when ready, serves
     the notice it was asked to raise, and exits cleanly on SIGTERM."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    code = "from spotwatch.commands.simulate import serve; serve(action='stop', lead=90)"
+    code = (
+        "from spotwatch.clouds.cloud import SimulateRequest\n"
+        "from spotwatch.commands.simulate import serve\n"
+        "serve(SimulateRequest(action='stop', lead=90))"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, env=env, text=True
     )

@@ -47,7 +47,7 @@ def test_the_contract_directives() -> None:
     for key, value in expected.items():
         assert unit.get(key) == value, key
     after = " ".join(unit["After"]).split()
-    assert {"network-online.target", "ecs.service"} <= set(after)
+    assert {"network-online.target", "ecs.service", "systemd-logind.service"} <= set(after)
     assert "Requires" not in unit  # ordering only: ECS and docker are optional
 
 
@@ -60,10 +60,11 @@ def test_every_command_of_the_unit_is_spotwatch_itself() -> None:
 
 
 def test_stop_timeout_covers_the_daemons_shutdown_grace() -> None:
-    from spotwatch.daemon.shell import SHUTDOWN_GRACE
+    from spotwatch.daemon.shell import EXIT_WITHIN, SHUTDOWN_GRACE
 
     stop = int(directives(UNIT.read_text())["TimeoutStopSec"][0].rstrip("s"))
     assert stop >= SHUTDOWN_GRACE + 5  # the daemon ends before systemd's SIGKILL
+    assert stop >= EXIT_WITHIN  # the exit the daemon promises itself fits too
 
 
 def _verify(unit_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -24,12 +24,14 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
+from weakref import WeakKeyDictionary
 
 from spotwatch.config.schema import AutoscalingSettings, Config
 from spotwatch.detection.notices import SOURCE_TARGET_LIFECYCLE_STATE, Notice
 from spotwatch.logevents import emit
 from spotwatch.parts.awsapi.bounded import Bounded
 from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error
+from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.plan import Step, StepContext, StepOutcome
 from spotwatch.response.responder import Response
 from spotwatch.response.runner import StepJournal
@@ -95,19 +97,24 @@ class Lifecycle:
         self.settings = settings
         self._lock = threading.Lock()
         self._finding = threading.Lock()
-        self._found: Dict[int, Optional[LifecycleHook]] = {}  # by id of the response's clock
-        self._stops: Dict[int, threading.Event] = {}
+        # By the response's clock itself, held weakly: an entry goes with its response (a
+        # response halted before its completion leaves nothing behind), and a later
+        # response is never taken for it (as one whose clock got the same id() could be).
+        self._found: WeakKeyDictionary[NoticeClock, Optional[LifecycleHook]] = (
+            WeakKeyDictionary()
+        )
+        self._stops: WeakKeyDictionary[NoticeClock, threading.Event] = WeakKeyDictionary()
 
     def hook(self, ctx: StepContext) -> Optional[LifecycleHook]:
         """The hook (None: there is none, logged once); asked once per response."""
-        key = id(ctx.clock)
+        key = ctx.clock
         with self._finding:  # the heartbeats and the completion ask at once: look up once
             with self._lock:
                 if key in self._found:
                     return self._found[key]
             return self._find(ctx, key)
 
-    def _find(self, ctx: StepContext, key: int) -> Optional[LifecycleHook]:
+    def _find(self, ctx: StepContext, key: NoticeClock) -> Optional[LifecycleHook]:
         try:
             found: Optional[LifecycleHook] = find_hook(
                 self.clients.bounded(ctx.clock.time_left),
@@ -132,12 +139,12 @@ class Lifecycle:
 
     def stop_event(self, ctx: StepContext) -> threading.Event:
         with self._lock:
-            return self._stops.setdefault(id(ctx.clock), threading.Event())
+            return self._stops.setdefault(ctx.clock, threading.Event())
 
     def forget(self, ctx: StepContext) -> None:
         with self._lock:
-            self._found.pop(id(ctx.clock), None)
-            self._stops.pop(id(ctx.clock), None)
+            self._found.pop(ctx.clock, None)
+            self._stops.pop(ctx.clock, None)
 
     def call(self, operation: str, ctx: StepContext, hook: LifecycleHook, **extra: str) -> None:
         """RecordLifecycleActionHeartbeat or CompleteLifecycleAction for this instance, bounded

@@ -34,7 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Type
 
-from spotwatch.detection.imds import ImdsClient, ImdsError
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError
 from spotwatch.logevents import emit
 from spotwatch.parts.awsapi.bounded import Bounded, TimeLeft
 from spotwatch.parts.awsapi.buckets import bucket_of

@@ -9,16 +9,16 @@ does not answer is a FAILED step, after retrying within the deadline); `false`: 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from spotwatch.config.schema import EcsSettings
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
 from spotwatch.parts.awsapi.clients import AwsClients, region_from_arn
+from spotwatch.parts.causes import short_cause
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.plan import StepContext
 
@@ -55,37 +55,79 @@ def short_id(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
 
 
-def _why(failure: BaseException) -> str:
-    """requests' messages run to several lines of pool internals; keep the cause."""
-    text = str(failure)
-    found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    if found:
-        return found.group(0)
-    if "timed out" in text.lower():
-        return "timed out"
-    return type(failure).__name__
+def _ask(agent_url: str, path: str, timeout: float) -> object:
+    """The agent's JSON answer at `path`; raises `DiscoveryError` saying why there is none."""
+    import requests  # ~28 MB: a daemon with ECS off never imports it
+
+    url = agent_url.rstrip("/") + path
+    try:
+        reply = requests.get(url, timeout=timeout)
+    except requests.RequestException as failure:
+        raise DiscoveryError(f"{url}: {short_cause(failure)}") from None
+    if reply.status_code != 200:
+        raise DiscoveryError(f"{url}: HTTP {reply.status_code}")
+    try:
+        data: object = reply.json()
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
+        raise DiscoveryError(f"{url}: the answer is not JSON") from None
+    return data
 
 
 def discover(agent_url: str, timeout: float = AGENT_TIMEOUT) -> AgentInfo:
     """Ask the agent's introspection API who we are in ECS; raises `DiscoveryError`."""
-    import requests  # ~28 MB: a daemon with ECS off never imports it
-
-    url = agent_url.rstrip("/") + "/v1/metadata"
-    try:
-        reply = requests.get(url, timeout=timeout)
-    except requests.RequestException as failure:
-        raise DiscoveryError(f"{url}: {_why(failure)}") from None
-    if reply.status_code != 200:
-        raise DiscoveryError(f"{url}: HTTP {reply.status_code}")
-    try:
-        data = reply.json()
-    except (ValueError, RecursionError):  # deep nesting raises RecursionError, not ValueError
-        raise DiscoveryError(f"{url}: the answer is not JSON") from None
+    data = _ask(agent_url, "/v1/metadata", timeout)
     cluster = data.get("Cluster") if isinstance(data, dict) else None
     arn = data.get("ContainerInstanceArn") if isinstance(data, dict) else None
     if not cluster or not arn:
-        raise DiscoveryError(f"{url}: no Cluster and ContainerInstanceArn (not registered yet?)")
+        raise DiscoveryError(
+            f"{agent_url.rstrip('/')}/v1/metadata: no Cluster and ContainerInstanceArn "
+            "(not registered yet?)"
+        )
     return AgentInfo(str(cluster), str(arn))
+
+
+@dataclass(frozen=True)
+class AgentContainer:
+    name: str
+    docker_id: str  # "" while the agent has not created it
+    # An ECS container restart policy would start it again after it exits. Agents that can
+    # restart containers (1.86.0 on, July 2024) report `RestartCount` exactly for those
+    # (amazon-ecs-agent #4190); the policy itself is not in the answer.
+    restarts: bool
+
+
+@dataclass(frozen=True)
+class AgentTask:
+    arn: str
+    containers: Tuple[AgentContainer, ...]
+
+
+def tasks_on_instance(agent_url: str, timeout: float = AGENT_TIMEOUT) -> List[AgentTask]:
+    """The tasks the agent runs here and does not mean to stop (`/v1/tasks`: neither known
+    nor desired STOPPED), each with its containers; raises `DiscoveryError`. Entries the
+    answer garbles are left out."""
+    data = _ask(agent_url, "/v1/tasks", timeout)
+    listed = data.get("Tasks") if isinstance(data, dict) else None
+    if not isinstance(listed, list):
+        raise DiscoveryError(f"{agent_url.rstrip('/')}/v1/tasks: no Tasks list")
+    found: List[AgentTask] = []
+    for task in listed:
+        if not isinstance(task, dict) or not isinstance(task.get("Arn"), str):
+            continue
+        if "STOPPED" in (task.get("KnownStatus"), task.get("DesiredStatus")):
+            continue
+        listed_here = task.get("Containers")
+        containers = tuple(
+            AgentContainer(
+                name=str(item.get("Name", "")),
+                docker_id=item["DockerId"] if isinstance(item.get("DockerId"), str) else "",
+                restarts="RestartCount" in item,
+            )
+            for item in (listed_here if isinstance(listed_here, list) else [])
+            if isinstance(item, dict)
+        )
+        found.append(AgentTask(task["Arn"], containers))
+    return found
 
 
 Fetch = Callable[[str, float], AgentInfo]

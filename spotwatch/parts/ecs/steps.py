@@ -38,6 +38,7 @@ from spotwatch.parts.ecs.agent import (
     EcsTarget,
     short_id,
 )
+from spotwatch.parts.ecs.onhost import VIA_API, OnHost
 from spotwatch.response.deadline import NoticeClock
 from spotwatch.response.plan import Step, StepContext, StepOutcome, TimedStep
 from spotwatch.state.schema import FAILED, OK
@@ -47,7 +48,8 @@ log = logging.getLogger("spotwatch.ecs")
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
 STOP_WORKERS = 16  # concurrent StopTask calls; throttling retried while time allows
 REASON_LIMIT = 255
-ECS_ACTIONS = ("terminate", "stop", "reboot")  # rebalance, hibernate, maintenance: no ECS
+# rebalance, hibernate, maintenance: no ECS
+ECS_ACTIONS = ("terminate", "stop", "reboot", "shutdown")
 SERVICE_GROUP = "service:"
 
 
@@ -61,13 +63,14 @@ def stop_reason(template: str, notice: Notice) -> str:
     return text[:REASON_LIMIT]
 
 
-def list_running_tasks(aws: Bounded, info: AgentInfo) -> List[str]:
-    """ARNs of the tasks on this container instance that ECS wants running (every page)."""
+def list_running_tasks(aws: Bounded, info: AgentInfo, desired: str = "RUNNING") -> List[str]:
+    """ARNs of the tasks on this container instance that ECS wants running (every page);
+    `desired="STOPPED"`: those it was told to stop (recently: ECS forgets them in time)."""
     arns: List[str] = []
     query: Dict[str, Any] = {
         "cluster": info.cluster,
         "containerInstance": info.container_instance_arn,
-        "desiredStatus": "RUNNING",
+        "desiredStatus": desired,
     }
     while True:
         page = aws.ecs("list_tasks", **query)
@@ -78,17 +81,20 @@ def list_running_tasks(aws: Bounded, info: AgentInfo) -> List[str]:
         query["nextToken"] = token
 
 
-def task_groups(aws: Bounded, info: AgentInfo, arns: Sequence[str]) -> Dict[str, str]:
-    """Task ARN -> group (`service:web`, `family:x`, ...), in batches of 100. Tasks gone by
-    now are left out."""
-    groups: Dict[str, str] = {}
+def describe_tasks(aws: Bounded, info: AgentInfo, arns: Sequence[str]) -> List[Dict[str, Any]]:
+    """DescribeTasks for `arns`, in batches of 100. Tasks gone by now are left out."""
+    found: List[Dict[str, Any]] = []
     for first in range(0, len(arns), DESCRIBE_BATCH):
         answer = aws.ecs(
             "describe_tasks", cluster=info.cluster, tasks=list(arns[first : first + DESCRIBE_BATCH])
         )
-        for task in answer.get("tasks", []):
-            groups[task["taskArn"]] = task.get("group", "")
-    return groups
+        found.extend(answer.get("tasks", []))
+    return found
+
+
+def task_groups(aws: Bounded, info: AgentInfo, arns: Sequence[str]) -> Dict[str, str]:
+    """Task ARN -> group (`service:web`, `family:x`, ...)."""
+    return {task["taskArn"]: task.get("group", "") for task in describe_tasks(aws, info, arns)}
 
 
 def is_service_group(group: str) -> bool:
@@ -122,7 +128,14 @@ def stop_tasks(
     stopped = [arn for arn, error in results if error is None]
     failed = [(arn, error) for arn, error in results if error is not None]
     for arn in stopped:
-        emit(log, logging.INFO, "ecs-task-stopped", f"stopped task {short_id(arn)}", task=arn)
+        emit(
+            log,
+            logging.INFO,
+            "ecs-task-stopped",
+            f"stopped task {short_id(arn)}",
+            task=arn,
+            via=VIA_API,
+        )
     for arn, error in failed:
         emit(
             log,
@@ -194,10 +207,34 @@ class EcsStep(Step):
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
         """The step's own calls, once the instance is known."""
 
+    def _here(self, ctx: StepContext) -> Optional[OnHost]:
+        """This run's stops on this host (`ecs.stop_via` auto or runtime), or None (api)."""
+        return None if self.settings.stop_via == "api" else OnHost(self.settings, ctx)
+
+    def _running(self, ctx: StepContext, info: AgentInfo, here: Optional[OnHost]) -> List[str]:
+        """The tasks to stop: as the agent lists them when the stops are made here (no
+        throttled ListTasks; ECS asked when the agent does not answer), else ListTasks."""
+        found = here.running() if here is not None else None
+        return found if found is not None else list_running_tasks(self.aws(ctx), info)
+
     def _stop(
-        self, ctx: StepContext, info: AgentInfo, arns: Sequence[str], what: str
+        self,
+        ctx: StepContext,
+        info: AgentInfo,
+        arns: Sequence[str],
+        what: str,
+        here: Optional[OnHost] = None,
     ) -> StepOutcome:
         reason = stop_reason(self.settings.stop_reason, ctx.notice)
+        here = here or self._here(ctx)
+        if here is not None and here.usable():
+            return here.stop(
+                arns, what, lambda chosen: stop_tasks(self.aws(ctx), info.cluster, chosen, reason)
+            )
+        # StopTask for all: `api`, or the runtime does not answer (`auto` then means `api`;
+        # `runtime` says why in the detail too).
+        wanted = here is not None and self.settings.stop_via == "runtime"
+        unlike = f" (not through the runtime: {here.why_not})" if here and wanted else ""
         if ctx.dry_run:
             for arn in arns:
                 emit(
@@ -207,16 +244,16 @@ class EcsStep(Step):
                     f"would stop task {short_id(arn)} in cluster {info.cluster}: {reason!r}",
                     task=arn,
                 )
-            return StepOutcome(OK, f"dry run: would stop {len(arns)} {what}")
+            return StepOutcome(OK, f"dry run: would stop {len(arns)} {what}{unlike}")
         stopped, failed = stop_tasks(self.aws(ctx), info.cluster, arns, reason)
         if failed:
             first_arn, first_error = failed[0]
             return StepOutcome(
                 FAILED,
-                f"stopped {len(stopped)} of {len(arns)} {what}; "
+                f"stopped {len(stopped)} of {len(arns)} {what}{unlike}; "
                 f"{short_id(first_arn)}: {first_error}",
             )
-        return StepOutcome(OK, f"stopped {len(stopped)} {what}")
+        return StepOutcome(OK, f"stopped {len(stopped)} {what}{unlike}")
 
 
 class EcsDrainStep(EcsStep):
@@ -270,9 +307,10 @@ class EcsStopStep(EcsStep):
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
         aws = self.aws(ctx)
-        arns = list_running_tasks(aws, info)
+        here = self._here(ctx)
+        arns = self._running(ctx, info, here)
         if self.mode == "all":
-            return self._stop(ctx, info, arns, "tasks")
+            return self._stop(ctx, info, arns, "tasks", here)
         groups = task_groups(aws, info, arns)
         chosen = [arn for arn in arns if arn in groups and not is_service_group(groups[arn])]
         services = sum(1 for arn in arns if is_service_group(groups.get(arn, "")))
@@ -284,7 +322,7 @@ class EcsStopStep(EcsStep):
                 f"{services} service tasks left to DRAINING and the final stop",
                 cluster=info.cluster,
             )
-        outcome = self._stop(ctx, info, chosen, "standalone tasks")
+        outcome = self._stop(ctx, info, chosen, "standalone tasks", here)
         return StepOutcome(outcome.status, f"{outcome.detail} ({services} service tasks left)")
 
 
@@ -297,8 +335,8 @@ class EcsFinalStopStep(EcsStep):
         super().__init__("ecs:final-stop", target, settings)
 
     def act(self, ctx: StepContext, info: AgentInfo) -> StepOutcome:
-        arns = list_running_tasks(self.aws(ctx), info)
-        return self._stop(ctx, info, arns, "tasks still running")
+        here = self._here(ctx)
+        return self._stop(ctx, info, self._running(ctx, info, here), "tasks still running", here)
 
 
 def final_stop_at(stop_timeout: float) -> Callable[[NoticeClock], float]:

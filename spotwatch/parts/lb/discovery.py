@@ -24,10 +24,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
+from spotwatch.clouds.aws.imds import ImdsClient, ImdsError, read_instance_id
+from spotwatch.clouds.aws.monitors import lifecycle_state
 from spotwatch.config.schema import Config
-from spotwatch.detection.identity import read_instance_id
-from spotwatch.detection.imds import ImdsClient, ImdsError
-from spotwatch.detection.monitors import lifecycle_state
 from spotwatch.logevents import emit
 from spotwatch.parts.awsapi.bounded import Bounded, within
 from spotwatch.parts.awsapi.clients import AwsClients, api_errors, describe_error

@@ -11,7 +11,9 @@ health is asked with backoff (at least every 2 s) until every target is `unused`
 desired capacity, on a Spot notice only — when Auto Scaling itself ends the instance it is
 already replacing it.
 
-`lb:reregister`: what `lb:deregister` recorded for a notice, registered again (a cancel).
+`lb:reregister`: what `lb:deregister` recorded for a response, registered again, when a
+`cancel` or a `start` undoes that response (response/putback.py): after a scheduled event
+is called off, and on the first start after a stop or a reboot.
 """
 
 from __future__ import annotations
@@ -40,17 +42,19 @@ from spotwatch.parts.lb.targets import (
     target_states,
 )
 from spotwatch.response.plan import Step, StepContext, StepOutcome
+from spotwatch.response.putback import PutBack
 from spotwatch.state.schema import FAILED, OK
 
 log = logging.getLogger("spotwatch.lb")
 
-LB_ACTIONS = ("terminate", "stop", "reboot")  # maintenance keeps its traffic
+LB_ACTIONS = ("terminate", "stop", "reboot", "shutdown")  # maintenance keeps its traffic
 DETACH_ACTIONS = ("terminate", "stop")
 # A Spot notice: the group does not know the instance is going (a rehearsal stands for one).
 DETACH_SOURCES = frozenset({"instance-action", "termination-time", "rehearsal"})
 POLL_FIRST = 0.25  # seconds before the first look at target health
 POLL_MAX = 2.0  # target health is asked at least this often
 DETACH_WAIT = 5.0  # detach waits this long at most for the group (else it asks itself)
+DEREGISTER_STEP = "lb:deregister"
 
 
 def _known(
@@ -70,7 +74,7 @@ class DeregisterStep(Step):
         settings: LoadBalancerSettings,
         state_dir: str,
     ) -> None:
-        super().__init__("lb:deregister")
+        super().__init__(DEREGISTER_STEP)
         self.discovery = discovery
         self.clients = clients
         self.settings = settings
@@ -123,7 +127,8 @@ class DeregisterStep(Step):
         classic = tuple(
             n for n in found.classic if not any(f.startswith(f"{n}: ") for f in classic_failures)
         )
-        record = Deregistered(instance, targets, classic, notice_key(ctx.notice), time.time())
+        key = ctx.response or notice_key(ctx.notice)
+        record = Deregistered(instance, targets, classic, key, time.time())
         if ctx.dry_run:
             for group, port in targets:
                 emit(
@@ -258,26 +263,38 @@ class DetachStep(Step):
 class ReregisterStep(Step):
     kind = "load-balancer"
 
-    def __init__(self, canceled: Notice, clients: AwsClients, state_dir: str) -> None:
+    def __init__(
+        self, putback: PutBack, undone: Dict[str, str], clients: AwsClients, state_dir: str
+    ) -> None:
         super().__init__("lb:reregister")
-        self.canceled = canceled
+        self.putback = putback
+        self.undone = undone  # response key -> its notice's key (records of older versions)
         self.clients = clients
         self.state_dir = state_dir
 
     def run(self, ctx: StepContext) -> StepOutcome:
-        record = find_record(self.state_dir, self.canceled)
-        if record is None:
-            return StepOutcome(OK, "nothing was deregistered for this notice")
-        ok, detail = reregister(record, self.clients, ctx.clock.time_left, dry_run=ctx.dry_run)
-        return StepOutcome(OK if ok else FAILED, detail)
+        done: List[str] = []
+        for key, legacy in sorted(self.undone.items()):
+            self.putback.settled(ctx.notice, key, DEREGISTER_STEP, ctx)  # once it has ended
+            record = find_record(self.state_dir, key) or find_record(self.state_dir, legacy)
+            if record is None:
+                continue
+            ok, detail = reregister(record, self.clients, ctx.clock.time_left, dry_run=ctx.dry_run)
+            if not ok:
+                return StepOutcome(FAILED, detail)
+            done.append(detail)
+        return StepOutcome(OK, "; ".join(done) or "nothing was deregistered")
 
 
 class LoadBalancerResponse:
     """The load balancer and detach steps a notice gets (providers for response/build.py)."""
 
-    def __init__(self, config: Config, clients: AwsClients) -> None:
+    def __init__(
+        self, config: Config, clients: AwsClients, putback: Optional[PutBack] = None
+    ) -> None:
         self.clients = clients
         self.discovery = LoadBalancerDiscovery(config, clients)
+        self.putback = putback or PutBack()
 
     @staticmethod
     def wanted(config: Config) -> bool:
@@ -309,12 +326,14 @@ class LoadBalancerResponse:
         return [DetachStep(self.discovery, self.clients)]
 
     def put_back(self, notice: Notice, config: Config) -> List[Step]:
-        """An undo provider (`Providers.undo`): a `cancel` of a scheduled event puts back
-        what its response deregistered (the cancel notice carries the event's id)."""
-        return self.reregister(notice, config) if notice.action == "cancel" else []
-
-    def reregister(self, canceled: Notice, config: Config) -> List[Step]:
-        """For a cancel: put back what the response to `canceled` deregistered."""
+        """An undo provider (`Providers.undo`): for a `cancel` or a `start`, put back what
+        the responses it undoes deregistered."""
         if config.load_balancer.enabled is False:
             return []
-        return [ReregisterStep(canceled, self.clients, config.state_dir)]
+        undone = {
+            key: notice_key(Notice.from_json(record["notice"]))
+            for key, record in self.putback.planned(notice, DEREGISTER_STEP).items()
+        }
+        if not undone:
+            return []
+        return [ReregisterStep(self.putback, undone, self.clients, config.state_dir)]

@@ -6,7 +6,7 @@ After DeregisterTargets a target is `draining` for the group's deregistration de
 `unused` (not registered). Classic Load Balancers drain connections in the background.
 
 The record (`Deregistered`, kept in `load-balancer.json` in the state directory, keyed by
-notice) is what a canceled response needs to put the instance back: `reregister(record,
+response) is what a cancel or a start needs to put the instance back: `reregister(record,
 clients, time_left)` registers the same (target group, port) targets and Classic Load
 Balancer instances again.
 """
@@ -95,7 +95,7 @@ class Deregistered:
     instance_id: str
     targets: Tuple[Target, ...]
     classic: Tuple[str, ...]
-    notice_key: str
+    key: str  # the response it belongs to (written as "notice": older versions keyed by notice)
     at: float  # Unix seconds
 
     def to_json(self) -> Dict[str, Any]:
@@ -103,7 +103,7 @@ class Deregistered:
             "instance_id": self.instance_id,
             "targets": [{"target_group": g, "port": p} for g, p in self.targets],
             "classic": list(self.classic),
-            "notice": self.notice_key,
+            "notice": self.key,
             "at": self.at,
         }
 
@@ -114,7 +114,7 @@ class Deregistered:
             instance_id=str(data["instance_id"]),
             targets=tuple((str(t["target_group"]), int(t["port"])) for t in data["targets"]),
             classic=tuple(str(name) for name in data["classic"]),
-            notice_key=str(data["notice"]),
+            key=str(data["notice"]),
             at=float(data["at"]),
         )
 
@@ -142,14 +142,15 @@ def save_record(state_dir: str, record: Deregistered) -> None:
     symlink there is replaced, never followed)."""
     path = os.path.join(state_dir, RECORD_FILE)
     records = _read(path)
-    records[record.notice_key] = record.to_json()
+    records[record.key] = record.to_json()
     newest = sorted(records.items(), key=lambda kv: float(kv[1].get("at", 0)))[-KEEP_RECORDS:]
     write_atomically(path, json.dumps(dict(newest), indent=1).encode())
 
 
-def find_record(state_dir: str, notice: Notice) -> Optional[Deregistered]:
-    """What the response to `notice` deregistered, or None (nothing, or not readable)."""
-    found = _read(os.path.join(state_dir, RECORD_FILE)).get(notice_key(notice))
+def find_record(state_dir: str, key: str) -> Optional[Deregistered]:
+    """What the response `key` deregistered (older versions keyed records by `notice_key`),
+    or None (nothing, or not readable)."""
+    found = _read(os.path.join(state_dir, RECORD_FILE)).get(key)
     try:
         return Deregistered.from_json(found) if isinstance(found, dict) else None
     except (KeyError, TypeError, ValueError):

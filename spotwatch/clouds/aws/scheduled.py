@@ -13,12 +13,11 @@ ignored (the monitor, `ScheduledEventsMonitor` in detection/monitors.py, logs it
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
-from spotwatch.detection.notices import SOURCE_SCHEDULED, Action, Notice
+from spotwatch.detection.notices import SOURCE_SCHEDULED, Action, Notice, iso_text, parse_http_time
 
 SCHEDULED = "meta-data/events/maintenance/scheduled"
 
@@ -31,44 +30,11 @@ EVENT_ACTIONS: Dict[str, Action] = {
     "system-maintenance": "maintenance",
 }
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-# `21 Jan 2019 09:00:43 GMT`, and nothing else: a one-digit day is allowed (Go's and Java's
-# RFC 1123 writers may drop the zero), every other part is fixed.
-_EVENT_TIME = re.compile(
-    r"([0-9]{1,2}) (" + "|".join(_MONTHS) + r") ([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT"
-)
-
-
-def response_starts(event: Notice, lead: float) -> float:
-    """The wall moment the response to a scheduled event starts: NotBefore -
-    `scheduled_events.lead` (the intake waits for it; `status` and metrics show it)."""
-    return event.epoch - lead
-
 
 def parse_event_time(text: object) -> Optional[datetime]:
-    """IMDS's scheduled-event time, strictly; None for anything else."""
-    if not isinstance(text, str) or len(text) > 40:
-        return None
-    match = _EVENT_TIME.fullmatch(text)
-    if match is None:
-        return None
-    day, month, year, hour, minute, second = match.groups()
-    try:
-        return datetime(
-            int(year),
-            _MONTHS.index(month) + 1,
-            int(day),
-            int(hour),
-            int(minute),
-            int(second),
-            tzinfo=timezone.utc,
-        )
-    except ValueError:  # 31 Feb, 25:00:00
-        return None
-
-
-def iso_text(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """IMDS's scheduled-event time (`21 Jan 2019 09:00:43 GMT`), strictly; None for anything
+    else."""
+    return parse_http_time(text)
 
 
 @dataclass(frozen=True)

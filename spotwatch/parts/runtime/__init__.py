@@ -1,0 +1,1 @@
+"""The local container runtime: the Docker Engine API on this host (engine.py)."""
