@@ -13,6 +13,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 from contract_invariants import SLACK, Checker, Violation
 from contract_model import Model, Response
+from contract_shutdown import ShutdownChecks
 from contract_signals import DRAIN_HOLD, ENDS_THE_BOOT, MUTATING, Settings, applies
 from model_trace import AwsCall, Trace
 from model_world import HEARTBEAT_TIMEOUT
@@ -426,4 +427,5 @@ def check(trace: Trace, settings: Settings) -> Tuple[Model, List[Violation]]:
     checker.environment()
     AwsChecks(checker).run()
     StatusChecks(checker).run()
+    ShutdownChecks(checker).run()
     return checker.model, checker.found

@@ -22,6 +22,9 @@ from model_trace import HookRun, Trace
 
 SLACK = 1.0  # seconds: a step recorded, a process started, a poll answered
 KILL_SLACK = 1.0  # a hook that ended this close to a kill -9 may not have been recorded
+# Notice times spotwatch reckons itself, to the second, from a moment it saw (the group's
+# first sighting + budget, §7; a shutdown's announcement + budget, §8): ±1 s of the model's.
+RECKONED = ("first-seen+budget", "announced+budget")
 
 
 @dataclass(frozen=True)
@@ -286,12 +289,12 @@ class Checker:
             if epoch is None or abs(epoch - self.settings.margin - deadline) > 1.5:
                 problems.append(f"NOTICE_TIME {text!r} is not the deadline + deadline_margin")
         else:
-            # As IMDS gave it; for one end, any of its notices' (the group's: its deadline +
-            # margin, reckoned from when it was first seen, to the second).
+            # As IMDS gave it; for one end, any of its notices' (the group's and a shutdown's:
+            # reckoned by spotwatch, to the second).
             members = owner.end.ever if owner.end is not None else []
             texts = {t for m in [owner, *members] for _, _, t in m.shown} | {owner.notice.text}
             told = iso_epoch(text)
-            group = [m.notice.epoch for m in members if m.signal.timing == "first-seen+budget"]
+            group = [m.notice.epoch for m in members if m.signal.timing in RECKONED]
             near = told is not None and any(abs(told - e) <= 1.5 for e in group)
             if text not in texts and not near:
                 problems.append(f"NOTICE_TIME {text!r}, the notice said {sorted(texts)}")

@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 from contract_aws import check
 from contract_invariants import Violation
 from model_driver import World, can_change_boot
+from model_host import Host
 from model_sequences import Played, generate, shrink
 from model_trace import Trace
 from model_world import AwsEndpoint
@@ -82,12 +83,12 @@ class RunReport:
         }
 
 
-def play(played: Played, moto_url: str, aws: AwsEndpoint, folder: Path) -> Outcome:
+def play(played: Played, moto_url: str, aws: AwsEndpoint, host: Host, folder: Path) -> Outcome:
     started = time.monotonic()
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    world = World(played.settings, moto_url, aws, folder)
+    world = World(played.settings, moto_url, aws, host, folder)
     try:
         world.begin()
         for event in played.events:
@@ -102,6 +103,7 @@ def run_seeds(
     seeds: List[int],
     moto_url: str,
     aws: AwsEndpoint,
+    host: Host,
     folder: Path,
     *,
     shrink_budget: int = 8,
@@ -112,14 +114,14 @@ def run_seeds(
     report = RunReport()
     started = time.monotonic()
     for seed in seeds:
-        outcome = play(generate(seed, can_boot=can_boot), moto_url, aws, folder / "seq")
+        outcome = play(generate(seed, can_boot=can_boot), moto_url, aws, host, folder / "seq")
         report.sequences += 1
         print(
             f"seed {seed}: {outcome.seconds:.1f} s, {len(outcome.violations)} violations",
             flush=True,
         )
         if outcome.violations:
-            finding = shrunk(outcome, moto_url, aws, folder, shrink_budget, can_boot)
+            finding = shrunk(outcome, moto_url, aws, host, folder, shrink_budget, can_boot)
             report.findings.append(finding)
             print(finding.report(), flush=True)
             for name in outcome.invariants():
@@ -131,7 +133,13 @@ def run_seeds(
 
 
 def shrunk(
-    outcome: Outcome, moto_url: str, aws: AwsEndpoint, folder: Path, budget: int, can_boot: bool
+    outcome: Outcome,
+    moto_url: str,
+    aws: AwsEndpoint,
+    host: Host,
+    folder: Path,
+    budget: int,
+    can_boot: bool,
 ) -> Finding:
     """The smallest sequence (within `budget` replays) that still breaks an invariant the
     original broke."""
@@ -139,7 +147,7 @@ def shrunk(
     last: Dict[str, Outcome] = {}
 
     def fails(candidate: Played) -> bool:
-        again = play(candidate, moto_url, aws, folder / "shrink")
+        again = play(candidate, moto_url, aws, host, folder / "shrink")
         if wanted & set(again.invariants()):
             last["found"] = again
             return True

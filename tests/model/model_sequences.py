@@ -59,7 +59,8 @@ class Played:
             f"seed {self.name}: lb={settings.lb} ecs={settings.ecs} dry_run={settings.dry_run} "
             f"after_response={settings.after_response} after_rebalance={settings.after_rebalance} "
             f"detach={settings.detach} back_hook={settings.back_hook} "
-            f"rebalance_hook={settings.rebalance_hook}"
+            f"rebalance_hook={settings.rebalance_hook} preset_order={settings.preset_order} "
+            f"preset_answer={settings.preset_answer}"
         )
         steps = [f"  {i:2d}. {e[0]} {' '.join(map(str, e[1:-1]))} (then {e[-1]}s)"
                  for i, e in enumerate(self.events)]  # fmt: skip
@@ -118,6 +119,12 @@ def rebalance_life(d: Draw) -> List[Event]:
     return events
 
 
+def shutdown_life(d: Draw) -> List[Event]:
+    """§8: logind announces a shutdown; it is called off, or goes on (then a new boot)."""
+    fate = d.rnd.choice(("shutdown-off", "shutdown-through"))
+    return [("shutdown", d.rnd.choice((0.4, 0.6, 1.0))), (fate, d.gap())]
+
+
 def disruption(d: Draw) -> List[Event]:
     kind = d.rnd.choices(
         ("sigterm", "kill", "boot", "imds-down", "imds-down-restart", "throttle", "status",
@@ -141,6 +148,7 @@ MOTIFS: Tuple[Tuple[Callable[[Draw], List[Event]], int], ...] = (
     (rebalance_life, 2),
     (lambda d: [("asg", d.gap())], 2),
     (disruption, 5),
+    (shutdown_life, 2),
 )
 
 
@@ -190,10 +198,24 @@ def _stories() -> Tuple[Callable[[Draw], List[Event]], ...]:
         action = d.rnd.choice(("terminate", "stop"))
         return [("hang", slow, 8.0, 0.0), ("spot", action, d.lead(), 1.5), ("sigterm-twice", 1.0)]
 
+    def shutdown_then_boot(d: Draw) -> List[Event]:
+        """§8: no notice: the shutdown's own response, the lock released, a start (§7)."""
+        return [("shutdown", 1.0), ("shutdown-through", 2.0)]
+
+    def shutdown_meets_a_response(d: Draw) -> List[Event]:
+        """§8: a shutdown during a Spot response waits for it; or one called off, then a
+        Spot notice of an end (a called-off response ended nothing)."""
+        action = d.rnd.choice(("terminate", "stop"))
+        if d.rnd.random() < 0.5:
+            return [("spot", action, d.lead(), 2.0), ("shutdown", 1.0),
+                    ("shutdown-through", 2.0)]  # fmt: skip
+        return [("shutdown", 0.6), ("shutdown-off", 2.0), ("spot", action, d.lead(), 1.0)]
+
     return (canceled_stop_then_spot_stop, spot_stop_joins_then_cancel, join_then_restart,
             stop_then_boot, imds_down_at_start, waiting_event, group_ends_it,
             rebalance_then_notice, once_interrupted, joins_across_a_restart,
-            sigterm_twice_while_aws_hangs)  # fmt: skip
+            sigterm_twice_while_aws_hangs, shutdown_then_boot,
+            shutdown_meets_a_response)  # fmt: skip
 
 
 STORIES = _stories()
@@ -231,6 +253,9 @@ def generate(seed: int, *, can_boot: bool = True) -> Played:
         motif = d.rnd.choices([m for m, _ in MOTIFS], [w for _, w in MOTIFS])[0]
         lists.append(motif(d))
     events = interleave(d, lists)
+    # Drawn last, so the settings and events above are what they were before §8 and §9.
+    preset = d.rnd.choices((-1, 0, 1, 2), (2, 1, 1, 1))[0]
+    settings = replace(settings, preset_order=preset, preset_answer=d.rnd.choice((0.3, 0.3, 4.0)))
     if not can_boot:  # no unshare here: a new boot is played as a SIGTERM and a restart
         events = [("sigterm", e[-1]) if e[0] == "boot" else e for e in events]
     return Played(seed, settings, tuple(events))
