@@ -174,7 +174,7 @@ class Checker:
             for hook in self.settings.hooks_for(end.action):
                 runs = self.runs_of(members, hook.name)
                 allowed = 1 + sum(1 for run in runs if self.cut(run, end))
-                if len(runs) > allowed:
+                if len(runs) > allowed and not end.uncertain:
                     self.flag(
                         "once-per-end",
                         f"hook {hook.name} ran {len(runs)} times for one {end.action} end "
@@ -192,7 +192,7 @@ class Checker:
                 if joiner is end.root or joiner.source == end.root.source:
                     continue
                 own = [r for r in self.runs_of([joiner]) if r.source == joiner.source]
-                if own and not joiner.uncertain:
+                if own and not joiner.uncertain and not end.uncertain:
                     self.flag(
                         "once-per-end",
                         f"{joiner.key} joined {end.root.key} (one end) yet ran hooks of its "

@@ -332,7 +332,7 @@ class Interpreter:
         ended on this boot included); a canceled response ended nothing."""
         during = self.shutdown_end(response, moment)
         if during is not None:  # §8 is silent on a notice during the shutdown's own response
-            response.uncertain = "a notice of an end came during a shutdown's response"
+            response.uncertain = during.uncertain = "a notice came during a shutdown's response"
             return during
         if response.action not in END_ACTIONS:
             return None

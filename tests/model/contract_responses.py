@@ -74,6 +74,9 @@ class End:
     # A cancel of the first while another had joined it: that one runs what is left (§7).
     transferred: Optional[float] = None
     ever: List[Response] = field(default_factory=list)  # every member it had, canceled too
+    # Why the contract leaves the whole end open (a notice came during a shutdown's own
+    # response, §8 is silent on it): its hooks are then neither owed nor counted.
+    uncertain: str = ""
 
     @property
     def began(self) -> float:
