@@ -30,8 +30,14 @@ def aws(moto_url: str) -> Iterator[AwsEndpoint]:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    shared = Host.start(tmp_path_factory.mktemp("host"))
+def host(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Host]:
+    try:  # the session's dockerd (tests/conftest.py); without one, runtime is not drawn
+        docker = request.getfixturevalue("dockerd")
+    except pytest.skip.Exception:
+        docker = None
+    shared = Host.start(tmp_path_factory.mktemp("host"), docker)
     try:
         yield shared
     finally:

@@ -73,6 +73,7 @@ class Settings:
     shutdown_budget: float = 14.0  # §8 shutdown.budget (the lock is held when logind answers)
     preset_order: int = -1  # §9: an `http` preset hook of this order (-1: none)
     preset_answer: float = 0.3  # how long the world's receiver takes to answer it
+    stop_via: str = "api"  # ecs.stop_via (§4): api, or runtime (the tasks' containers here)
     hooks: Tuple[Hook, ...] = field(default_factory=tuple)
 
     def all_hooks(self, with_presets: bool = False) -> Tuple[Hook, ...]:
@@ -205,6 +206,8 @@ CALLS: Dict[str, Tuple[str, ...]] = {
     "ecs-stop": ("StopTask",),
     "final-stop": ("StopTask",),
     "instance": ("StopInstances", "TerminateInstances"),
+    # ecs.stop_via runtime: the ECS stop and final stop through the Docker Engine API.
+    "runtime-stop": ("StopContainer",),
     "detach": ("DetachInstances",),
     "complete": ("CompleteLifecycleAction",),
     "heartbeat": ("RecordLifecycleActionHeartbeat",),

@@ -109,6 +109,8 @@ def collect(world: World) -> Trace:
         trace.locks = world.logind.spans()
     trace.answers = answers(list(world.imds.answers))
     trace.calls = list(world.aws.calls)
+    if world.runtime is not None:  # §4 stop_via runtime: the daemon's calls to dockerd
+        trace.calls = sorted(trace.calls + world.runtime.calls(), key=lambda c: c.t)
     trace.task_stops = sorted(world.aws.stopped_at.values())
     try:
         trace.ecs_final = world.fleet.ecs_status()

@@ -17,7 +17,7 @@ def config_for(
     settings: Settings, fleet: Fleet, world: Dict[str, str], folder: Path, *, logind: bool
 ) -> Dict[str, Any]:
     """The daemon's config for a sequence; `world` gives the URLs of IMDS (`imds`), the ECS
-    agent (`agent`) and the preset's receiver (`receiver`)."""
+    agent (`agent`), the preset's receiver (`receiver`) and dockerd (`docker`)."""
     imds, agent, receiver = world["imds"], world["agent"], world["receiver"]
     out = str(folder / "hooks.jsonl")
     hooks: List[Dict[str, Any]] = []
@@ -38,6 +38,8 @@ def config_for(
     if settings.ecs:
         ecs = {"enabled": True, "agent_url": agent, "stop": "standalone", "final_stop": True}
         ecs["stop_timeout"] = f"{settings.stop_timeout}s"
+        if settings.stop_via == "runtime":  # §4: the tasks' containers run in the world's dockerd
+            ecs.update(stop_via="runtime", docker_host=world["docker"])
     poll = f"{int(settings.poll * 1000)}ms"
     return {
         "poll_interval": poll,

@@ -30,6 +30,7 @@ from awshelpers import REGION, FakeAgent
 from contract_signals import Settings
 from model_config import config_for
 from model_host import Host
+from model_runtime import RuntimeTasks
 from model_trace import Announcement, Lifetime, StatusShot, Trace, WorldEvent
 from model_world import AwsEndpoint, RecordingImds, build_fleet
 from testkit import REPO, child_env
@@ -128,7 +129,11 @@ class World:
         }
         self.trace = Trace(settings=asdict(settings), instance_id=self.fleet.instance_id)
         self.trace.logind = self.logind is not None
+        self.runtime: Optional[RuntimeTasks] = None
+        if settings.stop_via == "runtime" and host.docker is not None:
+            self.runtime = RuntimeTasks(host.docker, self.agent, self.fleet)
         urls = {"imds": self.imds.endpoint, "agent": self.agent.url, "receiver": host.receiver.url}
+        urls["docker"] = host.docker.host if host.docker is not None else ""
         config = config_for(settings, self.fleet, urls, folder, logind=self.trace.logind)
         self.config = folder / "config.yaml"
         self.config.write_text(yaml.safe_dump(config))
@@ -360,3 +365,5 @@ class World:
             timer.cancel()
         self.imds.stop()
         self.agent.close()
+        if self.runtime is not None:
+            self.runtime.close()

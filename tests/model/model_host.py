@@ -18,10 +18,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from model_trace import HookRun, LockSpan
 from testkit import QuietHandler, serve_in_thread
+
+if TYPE_CHECKING:
+    from dockerworld import DockerWorld
 
 # What the event JSON says (§6) -> what a hook would be told in its environment (§4).
 EVENT_TO_ENV = {
@@ -182,11 +185,12 @@ class Host:
     logind: Optional[Logind]
     receiver: PresetReceiver
     why_no_logind: str = ""
+    docker: Optional[DockerWorld] = None  # the session's dockerd (None: runtime not drawn)
 
     @classmethod
-    def start(cls, folder: Path) -> Host:
+    def start(cls, folder: Path, docker: Optional[DockerWorld] = None) -> Host:
         logind, why = start_logind(folder)
-        return cls(logind, PresetReceiver(), why)
+        return cls(logind, PresetReceiver(), why, docker)
 
     def close(self) -> None:
         self.receiver.close()

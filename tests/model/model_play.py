@@ -114,7 +114,8 @@ def run_seeds(
     report = RunReport()
     started = time.monotonic()
     for seed in seeds:
-        outcome = play(generate(seed, can_boot=can_boot), moto_url, aws, host, folder / "seq")
+        played = generate(seed, can_boot=can_boot, has_docker=host.docker is not None)
+        outcome = play(played, moto_url, aws, host, folder / "seq")
         report.sequences += 1
         print(
             f"seed {seed}: {outcome.seconds:.1f} s, {len(outcome.violations)} violations",

@@ -60,7 +60,7 @@ class Played:
             f"after_response={settings.after_response} after_rebalance={settings.after_rebalance} "
             f"detach={settings.detach} back_hook={settings.back_hook} "
             f"rebalance_hook={settings.rebalance_hook} preset_order={settings.preset_order} "
-            f"preset_answer={settings.preset_answer}"
+            f"preset_answer={settings.preset_answer} stop_via={settings.stop_via}"
         )
         steps = [f"  {i:2d}. {e[0]} {' '.join(map(str, e[1:-1]))} (then {e[-1]}s)"
                  for i, e in enumerate(self.events)]  # fmt: skip
@@ -245,7 +245,7 @@ def interleave(d: Draw, lists: Sequence[List[Event]]) -> List[Event]:
     return out
 
 
-def generate(seed: int, *, can_boot: bool = True) -> Played:
+def generate(seed: int, *, can_boot: bool = True, has_docker: bool = False) -> Played:
     d = Draw(seed)
     settings = settings_for(d)
     lists = [STORIES[seed % len(STORIES)](d)]
@@ -256,15 +256,18 @@ def generate(seed: int, *, can_boot: bool = True) -> Played:
     # Drawn last, so the settings and events above are what they were before §8 and §9.
     preset = d.rnd.choices((-1, 0, 1, 2), (2, 1, 1, 1))[0]
     settings = replace(settings, preset_order=preset, preset_answer=d.rnd.choice((0.3, 0.3, 4.0)))
+    runtime = d.rnd.random() < 0.5  # drawn in any case, so a seed is the same sequence anywhere
+    if runtime and has_docker and settings.ecs:
+        settings = replace(settings, stop_via="runtime")
     if not can_boot:  # no unshare here: a new boot is played as a SIGTERM and a restart
         events = [("sigterm", e[-1]) if e[0] == "boot" else e for e in events]
     return Played(seed, settings, tuple(events))
 
 
-def parse(text: str, *, can_boot: bool = True) -> Played:
+def parse(text: str, *, can_boot: bool = True, has_docker: bool = False) -> Played:
     """`SEED` or `SEED:i,j,k` (a shrunk sequence: the seed's events at those indices)."""
     seed_text, _, kept_text = text.strip().partition(":")
-    played = generate(int(seed_text), can_boot=can_boot)
+    played = generate(int(seed_text), can_boot=can_boot, has_docker=has_docker)
     if not kept_text:
         return played
     kept = tuple(int(i) for i in kept_text.split(",") if i != "")
@@ -277,7 +280,7 @@ def shrink(
     """Drop events one at a time (last first) while `fails` still holds; at most `budget`
     replays. Returns the smallest failing sequence found and the replays spent."""
     kept = list(played.kept or range(len(played.events)))
-    full = generate(played.seed, can_boot=can_boot)
+    full = generate(played.seed, can_boot=can_boot, has_docker=played.settings.stop_via != "api")
     spent = 0
     index = len(kept) - 1
     while index >= 0 and spent < budget:

@@ -45,7 +45,11 @@ def test_sequences_keep_the_contract(
 def test_replay(moto_url: str, aws: AwsEndpoint, host: Host, tmp_path: Path) -> None:
     """Plays the one sequence `SPOTWATCH_MODEL_REPLAY=SEED[:i,j,k]` names, and prints what
     the model and the daemon made of it."""
-    played = parse(os.environ["SPOTWATCH_MODEL_REPLAY"], can_boot=not can_change_boot())
+    played = parse(
+        os.environ["SPOTWATCH_MODEL_REPLAY"],
+        can_boot=not can_change_boot(),
+        has_docker=host.docker is not None,
+    )
     outcome = play(played, moto_url, aws, host, tmp_path / "replay")
     print(played.describe())
     for run in outcome.trace.hooks:
