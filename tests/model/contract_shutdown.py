@@ -139,6 +139,8 @@ class ShutdownChecks:
                     continue
                 if not start <= call.t <= start + self.settings.shutdown_budget:
                     continue
+                if self.trace.boot_of(call.t) != response.boot:
+                    continue  # the shutdown went on: the next boot's notices are their own
                 if any(o.boot == response.boot and (o.started or 1e12) < call.t for o in owed):
                     continue  # another notice's instance action (§4 step 5)
                 self.c.flag(
