@@ -330,3 +330,17 @@ def test_a_hook_cut_by_sigterm_may_run_again_under_the_notice_that_joined() -> N
     again = hook("flush", 3.0, "terminate", "target-lifecycle-state", 15.0)
     runs = [hook("checkpoint", 1.0, "terminate", "instance-action", 15.0), cut, again]
     assert "once-per-end" not in invariants(trace_of(answers, hooks=runs, lifetimes=lives))
+
+
+def test_another_ends_cancel_puts_nothing_back_while_an_end_stands() -> None:
+    """§7: a canceled scheduled stop's cancel puts ECS back only when the instance stays: a
+    Spot terminate response standing beside it keeps it drained (`ecs.reactivate`)."""
+    answers = polls(0, 3, "scheduled", event("instance-retirement", 5))
+    answers += polls(3, 9, "scheduled", event("instance-retirement", 5, "canceled"))
+    answers += polls(0.5, 9, "spot", spot("terminate", 30))
+    drained = AwsCall(T0 + 0.7, "ecs", "UpdateContainerInstancesState", {"status": "DRAINING"})
+    active = AwsCall(T0 + 3.5, "ecs", "UpdateContainerInstancesState", {"status": "ACTIVE"})
+    trace = trace_of(answers, calls=[drained], settings=Settings(lb="off"))
+    assert "put-back-after-cancel-or-start" not in invariants(trace, Settings(lb="off"))
+    trace = trace_of(answers, calls=[drained, active], settings=Settings(lb="off"))
+    assert "no-active-while-end-stands" in invariants(trace, Settings(lb="off"))
