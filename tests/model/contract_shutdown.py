@@ -177,7 +177,8 @@ class ShutdownChecks:
                     for r in runs
                     if orders.get(r.name, 0) > hook.order and r.started > preset.started
                 ]
-                if later and later[0].started > preset.started + limit + 2 * SLACK:
+                given = preset.started + limit + 2 * SLACK
+                if later and later[0].started > given and self.trace.up(preset.started, given):
                     self.c.flag(
                         "preset-gives-up-at-T",
                         f"the http preset started at {self.c.at(preset.started)} was given "
