@@ -305,6 +305,7 @@ class Checker:
             # reckoned by spotwatch, to the second).
             members = owner.end.ever if owner.end is not None else []
             texts = {t for m in [owner, *members] for _, _, t in m.shown} | {owner.notice.text}
+            texts |= set(owner.also_times)
             told = iso_epoch(text)
             group = [m.notice.epoch for m in members if m.signal.timing in RECKONED]
             near = told is not None and any(abs(told - e) <= 1.5 for e in group)

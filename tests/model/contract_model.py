@@ -84,6 +84,7 @@ class Interpreter:
             latest = max(certain or previous, key=lambda r: r.first_seen)
             notice = Notice("start", *latest.latest())  # the earlier notice's time, as it stood
             start = self._start_response(notice, moment)
+            start.also_times = [r.latest()[1] for r in certain or previous]
             if all(r.uncertain and r.action == "shutdown" for r in previous):
                 start.uncertain = f"the response it follows is uncertain ({latest.uncertain})"
         elif owed and brief:  # that boot's start may not have run: the next boot may run it

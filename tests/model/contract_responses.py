@@ -41,6 +41,9 @@ class Response:
     uncertain: str = ""  # why the contract leaves its hooks open (empty: it does not)
     undo_of: Optional[Response] = None  # cancel: the canceled response
     source: str = ""  # SPOTWATCH_SOURCE
+    # Other notice times it may be told (a start after a boot several responses ended: the
+    # contract names "the earlier notice's time" without saying which).
+    also_times: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.source = self.source or self.notice.source or self.signal.source
