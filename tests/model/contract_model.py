@@ -1,18 +1,15 @@
-"""The model: from what IMDS told the daemon's polls (and when the daemon ran, on which
-boot) to the responses the contract promises. Pure Python, no I/O; written from
-CONTRACT.md §3 (trackers), §4 (responses), §7 (signals, one end one response, cancel,
-start), not from spotwatch's code.
+"""The model: from what IMDS told the daemon's polls and logind announced (and when the
+daemon ran, on which boot) to the responses the contract promises. Pure Python, no I/O;
+written from CONTRACT.md §3, §4, §7 and §8, not from spotwatch's code.
 
-`interpret(trace)` replays the answers in time order through one tracker per notice
-(§3: a notice is new when first seen, when its action changes, or after 3 consecutive
-usable answers without it) and gives every `Response` (one per notice; a `cancel` per
-canceled scheduled event; a `start` per first boot after an ending response) and every
-`End` (responses that are one end of the instance: the first, and those that joined it).
-What a response must do is not decided here but in contract_invariants.py; this module
-says when responses started, stopped, joined, were canceled or superseded, and which
-moments are uncertain enough that the contract promises only bounds.
+`interpret(trace)` replays the answers in time order through one tracker per notice (§3)
+and gives every `Response` (one per notice; a `cancel` per canceled scheduled event; a
+`start` per first boot after an ending response; a `shutdown` per announcement no end
+response answers) and every `End` (the first response of an end and those that joined
+it). What a response must do is decided in the contract_*.py invariants; this module says
+when responses started, joined, were canceled or superseded, and which moments are
+uncertain enough that the contract promises only bounds.
 """
-
 from __future__ import annotations
 
 import time
@@ -267,12 +264,7 @@ class Interpreter:
             return
         shutdown = Shutdown(moment, self.boot)
         self.model.shutdowns.append(shutdown)
-        held = [
-            lock
-            for lock in self.trace.locks
-            if lock.taken <= moment and (lock.released is None or lock.released > moment)
-        ]
-        if not held:  # logind does not wait for it; whether it listened already is open
+        if not self.lock_held(moment):  # logind does not wait for it; did it listen yet?
             shutdown.uncertain = "the daemon held no lock when the shutdown was announced"
         slack = 2 * self.settings.poll + 0.5  # a poll in flight, a response being set up
         ends = [
@@ -317,9 +309,20 @@ class Interpreter:
                 continue
             shutdown.called_off = moment
             response = shutdown.response
+            if not self.lock_held(moment):  # let go already (it ended), or a daemon starting
+                shutdown.uncertain = "called off after the lock was let go: §8 is silent"
+                if response is not None and response.end is not None:
+                    response.uncertain = response.end.uncertain = shutdown.uncertain
+                continue
             if response is not None and response.halted is None:
                 response.halted, response.halt_why = moment, "canceled"
                 self._cancel_end(response, moment)
+
+    def lock_held(self, moment: float) -> bool:
+        return any(
+            lock.taken <= moment and (lock.released is None or lock.released > moment)
+            for lock in self.trace.locks
+        )
 
     def shutdown_end(self, response: Response, moment: float) -> Optional[End]:
         """A live `shutdown` response on this boot (a notice of an end coming during it)."""
