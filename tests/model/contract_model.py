@@ -10,6 +10,7 @@ it). What a response must do is decided in the contract_*.py invariants; this mo
 when responses started, joined, were canceled or superseded, and which moments are
 uncertain enough that the contract promises only bounds.
 """
+
 from __future__ import annotations
 
 import time
@@ -249,7 +250,7 @@ class Interpreter:
         first.members.append(response)
         first.ever.append(response)
         if first.root.halt_why == "superseded":  # the contract does not say what that joins
-            response.uncertain = "the response it joins was superseded"
+            response.uncertain = first.uncertain = "the response it joins was superseded"
         if first.root.uncertain:
             response.uncertain = f"the response it joins is uncertain ({first.root.uncertain})"
 
@@ -352,7 +353,7 @@ class Interpreter:
             if (
                 root.boot == response.boot
                 and end.action == response.action
-                and all(m.tracker != response.tracker for m in end.members)
+                and all(m.tracker != response.tracker or m.halted for m in end.members)
                 and end.live_at(moment)
             ):
                 return end
