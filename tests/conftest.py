@@ -1,5 +1,6 @@
 """Suite-wide: every test starts with the `spotwatch` logger as the logging module made it,
-and no test reaches the machine's own system bus.
+and no test reaches the machine's own system bus; `moto_url`, moto's server over real HTTP,
+one per test module that asks for it.
 
 `spotwatch.host.logs.configure` (run by in-process daemons and rehearsals) gives the
 logger handlers of its own and stops propagation; left that way, a later test's `caplog`
@@ -22,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 from dockerworld import DockerUnavailable, DockerWorld
-from testkit import config_file
+from testkit import config_file, moto_server
 
 from spotwatch.simulator.imds import ImdsSimulator
 
@@ -39,6 +40,12 @@ def _pristine_spotwatch_logger() -> Iterator[None]:
         handler.close()
     logger.setLevel(logging.NOTSET)
     logger.propagate = True
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's server (every AWS service) on 127.0.0.1, for one test module."""
+    yield from moto_server()
 
 
 @pytest.fixture

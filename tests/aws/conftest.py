@@ -14,14 +14,9 @@ import requests
 from awshelpers import REGION, EcsWorld, FakeAgent, ScriptedEndpoint, build_world
 from lbhelpers import LIFECYCLE, LbSetup, RecordingProxy, build_lb_world
 from proxy import Proxy
-from testkit import dummy_aws_env, moto_server
+from testkit import dummy_aws_env
 
 from spotwatch.simulator.imds import ImdsSimulator
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    yield from moto_server()
 
 
 @pytest.fixture

@@ -4,19 +4,14 @@ and boto3 (in the preset, and in the test's own eyes) pointed at it by the envir
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
 import requests
-from testkit import dummy_aws_env, moto_server
+from testkit import dummy_aws_env
 
 REGION = "eu-west-1"
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    yield from moto_server()
 
 
 @pytest.fixture
