@@ -341,6 +341,8 @@ class AwsChecks:
 
 
 class StatusChecks:
+    polled_by: Tuple[str, ...] = ("spot",)  # the signals whose answers show the daemon polled
+
     def __init__(self, checker: Checker) -> None:
         self.c, self.trace, self.model = checker, checker.trace, checker.model
 
@@ -348,7 +350,7 @@ class StatusChecks:
         for life in self.trace.lifetimes:
             signalled = life.signalled or 0.0
             polled = any(
-                a.signal == "spot" and life.started <= a.t < signalled for a in self.trace.answers
+                a.signal in self.polled_by and life.started <= a.t < signalled for a in self.trace.answers
             )  # ready (§6: the first poll was tried): from then on SIGTERM is handled
             if life.how == "sigterm" and polled and life.exit_code != 0:
                 self.c.flag("sigterm-exits-0", f"exit status {life.exit_code}")

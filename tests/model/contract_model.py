@@ -122,6 +122,8 @@ class Model:
 
 
 class Interpreter:
+    signals: Dict[str, Signal] = SIGNALS  # another cloud's model gives its own
+
     def __init__(self, trace: Trace, settings: Settings) -> None:
         self.trace = trace
         self.settings = settings
@@ -178,7 +180,7 @@ class Interpreter:
         )
 
     def answer(self, answer: Answer) -> None:
-        signal = SIGNALS[answer.signal]
+        signal = self.signals[answer.signal]
         shown: Dict[str, Optional[Notice]] = {}
         if signal.per_event:
             for item in answer.shown:

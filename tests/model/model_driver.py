@@ -203,12 +203,13 @@ class World:
         end = time.time() + limit
         since = time.time()
         while time.time() < end:
-            polled = [
-                a for a in self.imds.answers if a[0] >= since and a[1].endswith("instance-action")
-            ]
-            if len(polled) >= count:
+            if self.polled_since(since) >= count:
                 return
             time.sleep(0.05)
+
+    def polled_since(self, since: float) -> int:
+        """How many polls the daemon made since `since` (the Spot notice's answers count them)."""
+        return sum(1 for a in self.imds.answers if a[0] >= since and "instance-action" in a[1])
 
     def apply(self, event: Tuple[Any, ...]) -> None:
         """One world event (model_sequences.py says which there are), then its gap."""
@@ -352,7 +353,7 @@ class World:
         if any(run.ended is None for run in hook_runs(self.folder / "hooks.jsonl")):
             return False
         since = self.trace.lifetimes[-1].started  # the daemon now running has polled twice
-        if sum(1 for a in self.imds.answers if a[0] > since and "instance-action" in a[1]) < 2:
+        if self.polled_since(since) < 2:
             return False
         try:
             state = json.loads((self.folder / "state" / "state.json").read_text())
@@ -367,14 +368,17 @@ class World:
         )
 
     def finish(self) -> Trace:
-        from model_collect import collect
-
         try:
             self.settle()
             self.status("end")
             self.daemon.stop("sigterm")  # every response has ended: nothing left to record
         finally:
             self.close()
+        return self.collected()
+
+    def collected(self) -> Trace:
+        from model_collect import collect
+
         return collect(self)
 
     def close(self) -> None:

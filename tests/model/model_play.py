@@ -9,7 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from contract_aws import check
 from contract_invariants import Violation
@@ -18,6 +18,7 @@ from model_sequences import Played, generate, shrink
 from model_trace import Trace
 from model_world import AwsEndpoint
 
+Player = Callable[[Played, Path], "Outcome"]  # plays one sequence in a folder
 REPLAY = "SPOTWATCH_MODEL_REPLAY={name} .venvs/3.13/bin/python -m pytest tests/model -k replay -s"
 
 
@@ -37,6 +38,7 @@ class Finding:
     original: Outcome
     shrunk: Outcome
     replays: int
+    command: str = REPLAY  # the replay command, {name} the shrunk sequence's
 
     def report(self) -> str:
         lines = [
@@ -45,7 +47,7 @@ class Finding:
             f"shrunk in {self.replays} replays to:",
             self.shrunk.played.describe(),
             *[f"  - {v}" for v in self.shrunk.violations],
-            "replay: " + REPLAY.format(name=self.shrunk.played.name),
+            "replay: " + self.command.format(name=self.shrunk.played.name),
         ]
         return "\n".join(lines)
 
@@ -106,20 +108,26 @@ def run_seeds(
     *,
     shrink_budget: int = 8,
     report_path: Optional[str] = None,
+    player: Optional[Player] = None,
+    generator: Callable[..., Played] = generate,
+    command: str = REPLAY,
 ) -> RunReport:
-    """Play each seed; shrink each failure (bounded); gather what broke which invariant."""
+    """Play each seed; shrink each failure (bounded); gather what broke which invariant.
+    Another cloud's model gives its own `player`, `generator` and replay `command`."""
     can_boot = not can_change_boot()
     report = RunReport()
     started = time.monotonic()
+    play_one: Player = player or (lambda p, f: play(p, moto_url, aws, f))
     for seed in seeds:
-        outcome = play(generate(seed, can_boot=can_boot), moto_url, aws, folder / "seq")
+        outcome = play_one(generator(seed, can_boot=can_boot), folder / "seq")
         report.sequences += 1
         print(
             f"seed {seed}: {outcome.seconds:.1f} s, {len(outcome.violations)} violations",
             flush=True,
         )
         if outcome.violations:
-            finding = shrunk(outcome, moto_url, aws, folder, shrink_budget, can_boot)
+            finding = shrunk(outcome, play_one, folder, shrink_budget, can_boot, generator)
+            finding.command = command
             report.findings.append(finding)
             print(finding.report(), flush=True)
             for name in outcome.invariants():
@@ -131,7 +139,12 @@ def run_seeds(
 
 
 def shrunk(
-    outcome: Outcome, moto_url: str, aws: AwsEndpoint, folder: Path, budget: int, can_boot: bool
+    outcome: Outcome,
+    play_one: Player,
+    folder: Path,
+    budget: int,
+    can_boot: bool,
+    generator: Callable[..., Played] = generate,
 ) -> Finding:
     """The smallest sequence (within `budget` replays) that still breaks an invariant the
     original broke."""
@@ -139,13 +152,15 @@ def shrunk(
     last: Dict[str, Outcome] = {}
 
     def fails(candidate: Played) -> bool:
-        again = play(candidate, moto_url, aws, folder / "shrink")
+        again = play_one(candidate, folder / "shrink")
         if wanted & set(again.invariants()):
             last["found"] = again
             return True
         return False
 
-    best, replays = shrink(outcome.played, fails, budget=budget, can_boot=can_boot)
+    best, replays = shrink(
+        outcome.played, fails, budget=budget, can_boot=can_boot, generator=generator
+    )
     kept = last.get("found")
     return Finding(outcome, kept if kept is not None and kept.played == best else outcome, replays)
 

@@ -247,12 +247,17 @@ def parse(text: str, *, can_boot: bool = True) -> Played:
 
 
 def shrink(
-    played: Played, fails: Callable[[Played], bool], *, budget: int = 10, can_boot: bool = True
+    played: Played,
+    fails: Callable[[Played], bool],
+    *,
+    budget: int = 10,
+    can_boot: bool = True,
+    generator: Callable[..., Played] = generate,
 ) -> Tuple[Played, int]:
     """Drop events one at a time (last first) while `fails` still holds; at most `budget`
     replays. Returns the smallest failing sequence found and the replays spent."""
     kept = list(played.kept or range(len(played.events)))
-    full = generate(played.seed, can_boot=can_boot)
+    full = generator(played.seed, can_boot=can_boot)
     spent = 0
     index = len(kept) - 1
     while index >= 0 and spent < budget:

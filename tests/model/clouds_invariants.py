@@ -1,0 +1,125 @@
+"""The invariants on Google Cloud and Azure, for one played sequence.
+
+Every hook invariant of the AWS model holds as it is (contract_invariants.py: each end seen
+twice gets its hooks, once per end, by order, with the environment §4 and §10 give; a
+canceled response absorbs nothing), and so do the `status` and process ones
+(contract_aws.StatusChecks). On top, what only these clouds promise:
+
+| name | what it promises |
+|---|---|
+| `nothing-asks-aws` | no AWS API call and no request to the AWS instance metadata service, whatever the config says (§10: AWS-only parts are off) |
+| `hook-cloud` | every hook gets SPOTWATCH_CLOUD, the cloud it runs on (§10) |
+| `metadata-read-only` | on Google, the daemon only reads the metadata server |
+| `ack-only-when-asked` | no StartRequests in a dry run or with `azure.acknowledge: false` |
+| `ack-after-response` | StartRequests only for an event the daemon responded to, after every hook of its end ended, never for a canceled one (§10, docs/azure.md) |
+| `ack-follows-response` | with `azure.acknowledge`, an event's response that ran its hooks while the event was still Scheduled is followed by its StartRequests |
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from clouds_driver import CloudTrace
+from clouds_model import interpret
+from clouds_signals import SIGNALS, CloudSettings
+from contract_aws import StatusChecks
+from contract_invariants import SLACK, Checker, Violation
+from contract_model import Model, Response
+
+ACK_WITHIN = 3.0  # seconds after the last hook of its end ends: the finale step is next
+
+
+class CloudStatusChecks(StatusChecks):
+    polled_by = tuple(SIGNALS)
+
+
+class CloudChecks:
+    def __init__(self, checker: Checker, trace: CloudTrace, settings: CloudSettings) -> None:
+        self.c, self.trace, self.settings = checker, trace, settings
+
+    def run(self) -> None:
+        for call in self.trace.calls:
+            self.c.flag("nothing-asks-aws", f"{call.operation} at {self.c.at(call.t)}")
+        for run in self.trace.hooks:
+            if run.env.get("SPOTWATCH_CLOUD") != self.settings.cloud:
+                told = run.env.get("SPOTWATCH_CLOUD")
+                self.c.flag("hook-cloud", f"hook {run.name} at {self.c.at(run.started)}: {told!r}")
+        for write in self.trace.metadata_writes:
+            self.c.flag("metadata-read-only", write)
+        if self.settings.cloud == "azure":
+            self.approvals()
+            self.owed()
+
+    def responses_of(self, event: str) -> List[Response]:
+        return [
+            r
+            for r in self.c.model.responses
+            if r.notice.event_id == event and r.action != "cancel" and r.started is not None
+        ]
+
+    def approvals(self) -> None:
+        asked = self.settings.acknowledge and not self.settings.dry_run
+        for t, event in self.trace.approvals:
+            if not asked:
+                self.c.flag("ack-only-when-asked", f"StartRequests for {event} at {self.c.at(t)}")
+                continue
+            responses = [r for r in self.responses_of(event) if (r.started or 0.0) <= t + SLACK]
+            if not responses:
+                self.c.flag(
+                    "ack-after-response",
+                    f"StartRequests for {event} at {self.c.at(t)}: no response to it had started",
+                )
+                continue
+            for response in responses:
+                if response.halt_why == "canceled" and (response.halted or 0.0) < t - SLACK:
+                    self.c.flag(
+                        "ack-after-response",
+                        f"StartRequests for {event} at {self.c.at(t)}, canceled at "
+                        f"{self.c.at(response.halted)}",
+                    )
+                members = response.end.ever if response.end is not None else [response]
+                for run in self.c.runs_of(members):
+                    if run.started < t and (run.ended is None or run.ended > t + 0.05):
+                        self.c.flag(
+                            "ack-after-response",
+                            f"StartRequests for {event} at {self.c.at(t)} while hook {run.name} "
+                            f"(started {self.c.at(run.started)}) ran",
+                        )
+
+    def owed(self) -> None:
+        if not self.settings.acknowledge or self.settings.dry_run:
+            return
+        for response in self.c.model.responses:
+            end, event = response.end, response.notice.event_id
+            if not event or response.action == "cancel" or end is None or end.root is not response:
+                continue
+            if response.halted is not None or end.canceled is not None or response.started is None:
+                continue
+            hooks = self.settings.hooks_for(response.action)
+            if not hooks or not all(self.c.must_run(end, hook) for hook in hooks):
+                continue
+            runs = self.c.runs_of(end.ever)
+            if not runs or any(run.ended is None for run in runs):
+                continue
+            last = max(run.ended or 0.0 for run in runs)
+            still_scheduled = self.trace.started_when.get(event, float("inf")) > last + SLACK
+            if not (still_scheduled and self.trace.up(response.started, last + ACK_WITHIN)):
+                continue
+            if not any(e == event and t <= last + ACK_WITHIN for t, e in self.trace.approvals):
+                self.c.flag(
+                    "ack-follows-response",
+                    f"{response.key}: its hooks ended at {self.c.at(last)}, event {event} still "
+                    f"Scheduled, no StartRequests within {ACK_WITHIN:g} s",
+                )
+
+
+def check(trace: CloudTrace, settings: CloudSettings) -> Tuple[Model, List[Violation]]:
+    """Every invariant over one sequence played on Google Cloud or Azure."""
+    model = interpret(trace, settings)
+    checker = Checker(trace, settings, model)
+    checker.attribute()
+    checker.hooks()
+    checker.environment()
+    CloudChecks(checker, trace, settings).run()
+    CloudStatusChecks(checker).run()
+    return model, checker.found

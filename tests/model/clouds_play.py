@@ -1,0 +1,38 @@
+"""Play one Google Cloud or Azure sequence against the real daemon and judge it; runs of
+seeds (shrinking, the report) are model_play.run_seeds with this player."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from clouds_driver import CloudWorld
+from clouds_invariants import check
+from clouds_signals import CloudSettings
+from clouds_world import AwsForbidden
+from model_play import Outcome
+from model_sequences import Played
+
+REPLAY = (
+    "SPOTWATCH_CLOUDS_REPLAY={cloud}:{{name}} "
+    ".venvs/3.13/bin/python -m pytest tests/model/test_clouds_combinations.py -k replay -s"
+)
+
+
+def play(played: Played, forbidden: AwsForbidden, folder: Path) -> Outcome:
+    started = time.monotonic()
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    settings = played.settings
+    assert isinstance(settings, CloudSettings)
+    world = CloudWorld(settings, forbidden, folder)
+    try:
+        world.begin()
+        for event in played.events:
+            world.apply(event)
+    finally:
+        trace = world.finish()
+    _, violations = check(trace, settings)  # type: ignore[arg-type]
+    return Outcome(played, violations, trace, time.monotonic() - started)
