@@ -100,7 +100,8 @@ def collect(world: CloudWorld) -> CloudTrace:
             trace.approvals += [(t, i) for i in ids]
         trace.started_when = dict(meta.started_when)
     trace.calls = [
-        AwsCall(t, "forbidden", f"{method} {path}", {}) for t, method, path in world.forbidden.requests
+        AwsCall(t, "forbidden", f"{method} {path}", {})
+        for t, method, path in world.forbidden.requests
     ]
     trace.log_problems += tracebacks(world.daemon.log)
     return trace

@@ -5,14 +5,15 @@ twice gets its hooks, once per end, by order, with the environment §4 and §10 
 canceled response absorbs nothing), and so do the `status` and process ones
 (contract_aws.StatusChecks). On top, what only these clouds promise:
 
-| name | what it promises |
-|---|---|
-| `nothing-asks-aws` | no AWS API call and no request to the AWS instance metadata service, whatever the config says (§10: AWS-only parts are off) |
-| `hook-cloud` | every hook gets SPOTWATCH_CLOUD, the cloud it runs on (§10) |
-| `metadata-read-only` | on Google, the daemon only reads the metadata server |
-| `ack-only-when-asked` | no StartRequests in a dry run or with `azure.acknowledge: false` |
-| `ack-after-response` | StartRequests only for an event the daemon responded to, after every hook of its end ended, never for a canceled one (§10, docs/azure.md) |
-| `ack-follows-response` | with `azure.acknowledge`, an event's response that ran its hooks while the event was still Scheduled is followed by its StartRequests |
+- `nothing-asks-aws`: no AWS API call and no request to the AWS instance metadata service,
+  whatever the config says (§10: the AWS-only parts are off there).
+- `hook-cloud`: every hook gets SPOTWATCH_CLOUD, the cloud it runs on (§10).
+- `metadata-read-only`: on Google, the daemon only reads the metadata server.
+- `ack-only-when-asked`: no StartRequests in a dry run or with `azure.acknowledge: false`.
+- `ack-after-response`: StartRequests only for an event the daemon responded to, after every
+  hook of its end ended, never for a canceled one (§10, docs/azure.md).
+- `ack-follows-response`: with `azure.acknowledge`, an event's response that ran its hooks
+  while the event was still Scheduled is followed by its StartRequests.
 """
 
 from __future__ import annotations

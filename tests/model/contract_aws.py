@@ -350,7 +350,8 @@ class StatusChecks:
         for life in self.trace.lifetimes:
             signalled = life.signalled or 0.0
             polled = any(
-                a.signal in self.polled_by and life.started <= a.t < signalled for a in self.trace.answers
+                a.signal in self.polled_by and life.started <= a.t < signalled
+                for a in self.trace.answers
             )  # ready (§6: the first poll was tried): from then on SIGTERM is handled
             if life.how == "sigterm" and polled and life.exit_code != 0:
                 self.c.flag("sigterm-exits-0", f"exit status {life.exit_code}")

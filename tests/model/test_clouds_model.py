@@ -165,7 +165,9 @@ def test_startrequests_follow_the_response_and_never_cut_it() -> None:
     assert invariants(ok, settings) == []
     early = trace_of(answers, settings=settings, hooks=[run], approvals=[(14.6, "EV-0001")])
     assert "ack-after-response" in invariants(early, settings)
-    assert "ack-follows-response" in invariants(trace_of(answers, settings=settings, hooks=[run]), settings)
+    assert "ack-follows-response" in invariants(
+        trace_of(answers, settings=settings, hooks=[run]), settings
+    )
     dry = replace(settings, dry_run=True)
     dry_run = replace(run, env={**run.env, "SPOTWATCH_DRY_RUN": "1"})
     told = trace_of(answers, settings=dry, hooks=[dry_run], approvals=[(15.2, "EV-0001")])
