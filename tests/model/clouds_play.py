@@ -35,4 +35,8 @@ def play(played: Played, forbidden: AwsForbidden, folder: Path) -> Outcome:
     finally:
         trace = world.finish()
     _, violations = check(trace, settings)  # type: ignore[arg-type]
+    if violations:  # kept for a look (the daemon's log, the hooks' lines, its state)
+        kept = folder.parent / f"failed-{played.name.replace(',', '_')}"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(folder, kept, ignore=shutil.ignore_patterns("*.sock"))
     return Outcome(played, violations, trace, time.monotonic() - started)

@@ -64,5 +64,7 @@ def test_clouds_replay(forbidden: AwsForbidden, tmp_path: Path) -> None:
     origin = outcome.trace.events[0].t if outcome.trace.events else 0.0
     for run in outcome.trace.hooks:
         print(f"  hook {run.name} {run.started - origin:+.2f}s {run.env}")
+    for t, event in getattr(outcome.trace, "approvals", []):
+        print(f"  StartRequests {event} {t - origin:+.2f}s")
     problems = "\n".join(str(v) for v in outcome.violations)
     assert not outcome.violations, problems
