@@ -24,10 +24,25 @@ from clouds_driver import CloudTrace
 from clouds_model import interpret
 from clouds_signals import SIGNALS, CloudSettings
 from contract_aws import StatusChecks
-from contract_invariants import SLACK, Checker, Violation
-from contract_model import Model, Response
+from contract_invariants import KILL_SLACK, SLACK, Checker, Violation
+from contract_model import End, Model, Response
+from model_trace import HookRun
 
 ACK_WITHIN = 3.0  # seconds after the last hook of its end ends: the finale step is next
+
+
+SECOND_SIGTERM = 0.3  # the driver's second SIGTERM comes this long after the first
+
+
+class CloudChecker(Checker):
+    def cut(self, run: HookRun, end: End) -> bool:
+        """Also a run that ended as a second SIGTERM cut the wait short (§4): the daemon may
+        have given it up (`interrupted`) just as it exited 0, and a restart runs it again."""
+        twice = [e.t + SECOND_SIGTERM for e in self.trace.events if e.kind == "sigterm-twice"]
+        ended = run.ended
+        return super().cut(run, end) or any(
+            ended is not None and run.started <= t and abs(ended - t) <= KILL_SLACK for t in twice
+        )
 
 
 class CloudStatusChecks(StatusChecks):
@@ -117,7 +132,7 @@ class CloudChecks:
 def check(trace: CloudTrace, settings: CloudSettings) -> Tuple[Model, List[Violation]]:
     """Every invariant over one sequence played on Google Cloud or Azure."""
     model = interpret(trace, settings)
-    checker = Checker(trace, settings, model)
+    checker = CloudChecker(trace, settings, model)
     checker.attribute()
     checker.hooks()
     checker.environment()

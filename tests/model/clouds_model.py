@@ -40,6 +40,19 @@ class CloudInterpreter(Interpreter):
         epoch = int(moment) + budget(signal.name, self.settings)
         return Notice(action, epoch, iso(epoch))
 
+    def start_due(self, moment: float) -> None:
+        """A waiting response starts when its moment comes, not at the next usable answer: the
+        daemon keeps the time it was told through a metadata outage (§3, §7). Seen at the
+        next answer, it is dated back to its moment when the daemon ran then."""
+        for tracker in self.trackers.values():
+            response = tracker.response
+            if response is None or response.started is not None or response.start_at is None:
+                continue
+            due = response.start_at
+            if due <= moment:
+                ran = due > response.first_seen and self.trace.up(due, moment)
+                self.start(response, due if ran else moment)
+
 
 def interpret(trace: Trace, settings: CloudSettings) -> Model:
     return CloudInterpreter(trace, settings).run()

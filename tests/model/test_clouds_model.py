@@ -188,3 +188,15 @@ def test_every_hook_is_told_its_cloud() -> None:
         hook("flush", 1.0, "terminate", "gcp-preempted", 30),
     ]
     assert invariants(trace_of(answers, hooks=runs)) == ["hook-cloud"]
+
+
+def test_a_waiting_event_starts_at_its_moment_through_a_metadata_outage() -> None:
+    """§3, §7: the daemon keeps the NotBefore it was told; its response starts at NotBefore
+    - lead even while the metadata service fails (no answer came then)."""
+    answers = polls(0, 1, "azure", event("Reboot", 8)) + polls(4, 8, "azure", event("Reboot", 8))
+    run = hook("checkpoint", 2.2, "reboot", "azure-scheduled-event", 8, cloud="azure",
+               SPOTWATCH_EVENT_ID="EV-0001", SPOTWATCH_EVENT_CODE="Reboot")  # fmt: skip
+    settings = replace(AZURE, acknowledge=False)
+    (response,) = interpret(trace_of(answers, settings=settings), settings).responses
+    assert response.started == T0 + 2
+    assert invariants(trace_of(answers, settings=settings, hooks=[run]), settings) == []
