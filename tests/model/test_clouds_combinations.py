@@ -2,9 +2,9 @@
 (clouds_sequences.py) on each cloud's metadata simulator, played by the AWS model's driver
 and judged by its model and invariants plus the clouds' own (clouds_invariants.py).
 
-In CI a few seeds per cloud run (the first stories: a minute in all); `SPOTWATCH_LONG=1` plays 100 per
-cloud; `SPOTWATCH_MODEL_SEEDS=A-B` any range. A failure prints its seed, the shrunk sequence
-and the one command that replays it: `SPOTWATCH_CLOUDS_REPLAY=gcp:SEED[:i,j,k]`.
+In CI a few seeds per cloud run (the first stories: a minute in all); `SPOTWATCH_LONG=1`
+plays 100 per cloud; `SPOTWATCH_MODEL_SEEDS=A-B` any range. A failure prints its seed, the
+shrunk sequence and the one command that replays it: `SPOTWATCH_CLOUDS_REPLAY=gcp:SEED:i,j`.
 """
 
 from __future__ import annotations
