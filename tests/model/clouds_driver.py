@@ -6,19 +6,16 @@ instance metadata pointed at `AwsForbidden` (nothing may ask them there, §10).
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
 
-import yaml
 from clouds_signals import CloudSettings
 from clouds_world import AwsForbidden, RecordingAzure, RecordingGcp
-from model_driver import HOOK, DaemonProcess, World
+from model_driver import DaemonProcess, World, daemon_env, hooks_config, write_config
 from model_trace import Trace, WorldEvent
-from testkit import child_env
 
 GCP_VALUES = {
     "preempt": ("instance/preempted", "TRUE"),
@@ -44,17 +41,7 @@ def event_id(number: int) -> str:
 
 
 def config_for(settings: CloudSettings, endpoint: str, aws: str, folder: Path) -> Dict[str, Any]:
-    out = str(folder / "hooks.jsonl")
-    hooks = [
-        {
-            "name": h.name,
-            "command": [sys.executable, "-S", str(HOOK), h.name, str(h.seconds), out],
-            "actions": list(h.actions),
-            "order": h.order,
-            "timeout": f"{h.timeout}s",
-        }
-        for h in settings.all_hooks()
-    ]
+    hooks = hooks_config(settings, folder)
     config: Dict[str, Any] = {
         "cloud": settings.cloud,
         "poll_interval": f"{int(settings.poll * 1000)}ms",
@@ -98,20 +85,9 @@ class CloudWorld(World):
         self.trace.vm_name = getattr(self.meta, "vm_name", "")
         forbidden.requests.clear()
         config = config_for(settings, self.meta.endpoint, forbidden.url, folder)
-        self.config = folder / "config.yaml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.config.chmod(0o600)
-        env = child_env(
-            {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_ENDPOINT_URL": forbidden.url,
-                "AWS_EC2_METADATA_SERVICE_ENDPOINT": forbidden.url,
-                "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
-                "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
-            }
-        )
+        self.config = write_config(config, folder)
+        # Every AWS endpoint, the SDK's instance metadata included, is the forbidden one.
+        env = daemon_env(forbidden.url, folder, AWS_EC2_METADATA_SERVICE_ENDPOINT=forbidden.url)
         self.env = {k: v for k, v in env.items() if k != "GCE_METADATA_HOST"}
         self.daemon = DaemonProcess(folder, self.config, self.env, self.trace)
         self.events = 0
@@ -195,9 +171,5 @@ class CloudWorld(World):
 
         return collect(self)
 
-    def close(self) -> None:
-        if self.daemon.process is not None:
-            self.daemon.stop("kill")
-        for timer in self.timers:
-            timer.cancel()
+    def close_services(self) -> None:
         self.meta.stop()

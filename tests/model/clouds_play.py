@@ -4,14 +4,13 @@ seeds (shrinking, the report) are model_play.run_seeds with this player."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 from clouds_driver import CloudWorld
 from clouds_invariants import check
 from clouds_signals import CloudSettings
 from clouds_world import AwsForbidden
-from model_play import Outcome
+from model_play import Outcome, play_world
 from model_sequences import Played
 
 REPLAY = (
@@ -21,22 +20,11 @@ REPLAY = (
 
 
 def play(played: Played, forbidden: AwsForbidden, folder: Path) -> Outcome:
-    started = time.monotonic()
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
     settings = played.settings
     assert isinstance(settings, CloudSettings)
-    world = CloudWorld(settings, forbidden, folder)
-    try:
-        world.begin()
-        for event in played.events:
-            world.apply(event)
-    finally:
-        trace = world.finish()
-    _, violations = check(trace, settings)  # type: ignore[arg-type]
-    if violations:  # kept for a look (the daemon's log, the hooks' lines, its state)
+    outcome = play_world(played, folder, lambda: CloudWorld(settings, forbidden, folder), check)
+    if outcome.violations:  # kept for a look (the daemon's log, the hooks' lines, its state)
         kept = folder.parent / f"failed-{played.name.replace(',', '_')}"
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(folder, kept, ignore=shutil.ignore_patterns("*.sock"))
-    return Outcome(played, violations, trace, time.monotonic() - started)
+    return outcome

@@ -9,11 +9,11 @@ plays one again (test_clouds_combinations.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
 from clouds_signals import CloudSettings
-from model_sequences import Draw, Event, Played, interleave
+from model_sequences import Draw, Event, Played, draw_events, keep
 
 MIGRATE, TERMINATE, NONE = (
     "MIGRATE_ON_HOST_MAINTENANCE",
@@ -26,17 +26,14 @@ Story = Callable[[Draw], List[Event]]
 
 @dataclass(frozen=True)
 class CloudPlayed(Played):
-    def describe(self) -> str:
+    def headline(self) -> str:
         s = self.settings
         assert isinstance(s, CloudSettings)
-        head = (
+        return (
             f"{s.cloud} seed {self.name}: poll={s.poll:g}s gcp.notice={s.gcp_notice:g}s "
             f"acknowledge={s.acknowledge} dry_run={s.dry_run} back_hook={s.back_hook} "
             f"aws_configured={s.aws_configured} first_answer_delay={s.first_answer_delay:g}s"
         )
-        steps = [f"  {i:2d}. {e[0]} {' '.join(map(str, e[1:-1]))} (then {e[-1]}s)"
-                 for i, e in enumerate(self.events)]  # fmt: skip
-        return "\n".join([head, *steps])
 
 
 def disruption(d: Draw) -> List[Event]:
@@ -195,15 +192,8 @@ def generate(seed: int, *, cloud: str, can_boot: bool = True) -> CloudPlayed:
     d = Draw(seed)
     settings = settings_for(d, cloud)
     stories = STORIES[cloud]
-    lists = [stories[seed % len(stories)](d)]
-    motifs = MOTIFS[cloud]
-    for _ in range(d.rnd.randint(0, 2)):
-        motif = d.rnd.choices([m for m, _ in motifs], [w for _, w in motifs])[0]
-        lists.append(motif(d))
-    events = interleave(d, lists)
-    if not can_boot:  # no unshare here: a new boot is played as a SIGTERM and a restart
-        events = [("sigterm", e[-1]) if e[0] == "boot" else e for e in events]
-    return CloudPlayed(seed, settings, tuple(events))
+    events = draw_events(d, stories[seed % len(stories)], MOTIFS[cloud], can_boot)
+    return CloudPlayed(seed, settings, events)
 
 
 def generator(cloud: str) -> Callable[..., Played]:
@@ -214,8 +204,4 @@ def parse(text: str, *, can_boot: bool = True) -> CloudPlayed:
     """`CLOUD:SEED` or `CLOUD:SEED:i,j,k` (a shrunk sequence: the seed's events kept)."""
     cloud, _, rest = text.strip().partition(":")
     seed_text, _, kept_text = rest.partition(":")
-    played = generate(int(seed_text), cloud=cloud, can_boot=can_boot)
-    if not kept_text:
-        return played
-    kept = tuple(int(i) for i in kept_text.split(",") if i != "")
-    return replace(played, events=tuple(played.events[i] for i in kept), kept=kept)
+    return keep(generate(int(seed_text), cloud=cloud, can_boot=can_boot), kept_text)

@@ -50,11 +50,10 @@ def can_change_boot() -> str:
     return ""
 
 
-def config_for(
-    settings: Settings, fleet: Fleet, imds: str, agent: str, folder: Path
-) -> Dict[str, Any]:
+def hooks_config(settings: Settings, folder: Path) -> List[Dict[str, Any]]:
+    """Every hook of the sequence, each the recording hook writing to folder/hooks.jsonl."""
     out = str(folder / "hooks.jsonl")
-    hooks = [
+    return [
         {
             "name": h.name,
             "command": [sys.executable, "-S", str(HOOK), h.name, str(h.seconds), out],
@@ -64,6 +63,12 @@ def config_for(
         }
         for h in settings.all_hooks()
     ]
+
+
+def config_for(
+    settings: Settings, fleet: Fleet, imds: str, agent: str, folder: Path
+) -> Dict[str, Any]:
+    hooks = hooks_config(settings, folder)
     lb: Dict[str, Any] = {"enabled": "auto", "wait": f"{settings.lb_wait}s"}
     lb["target_groups"] = [fleet.target_group] if settings.lb == "given" else []
     lb["classic"] = [fleet.classic] if settings.lb == "classic-given" else []
@@ -96,6 +101,32 @@ def config_for(
         },
         "hibernate": {"trigger": "none", "budget": f"{settings.hibernate_budget}s"},
         "log": {"level": "info", "format": "text"},
+    }
+
+
+def write_config(config: Dict[str, Any], folder: Path) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def daemon_env(aws_url: str, folder: Path, **extra: str) -> Dict[str, str]:
+    """The daemon's environment: test credentials, every AWS endpoint at `aws_url`."""
+    env = child_env(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": aws_url,
+            "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
+            **extra,
+        }
+    )
+    return {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL_")} | {
+        "AWS_ENDPOINT_URL": aws_url
     }
 
 
@@ -170,24 +201,8 @@ class World:
         }
         self.trace = Trace(settings=asdict(settings), instance_id=self.fleet.instance_id)
         config = config_for(settings, self.fleet, self.imds.endpoint, self.agent.url, folder)
-        self.config = folder / "config.yaml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.config.chmod(0o600)
-        env = child_env(
-            {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-                "AWS_ENDPOINT_URL": aws.url,
-                "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
-                "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
-                "AWS_EC2_METADATA_DISABLED": "true",
-            }
-        )
-        env = {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL_")} | {
-            "AWS_ENDPOINT_URL": aws.url
-        }
+        self.config = write_config(config, folder)
+        env = daemon_env(aws.url, folder, AWS_EC2_METADATA_DISABLED="true")
         self.env = env
         self.daemon = DaemonProcess(folder, self.config, env, self.trace)
         self.events = 0
@@ -386,5 +401,9 @@ class World:
             self.daemon.stop("kill")
         for timer in self.timers:
             timer.cancel()
+        self.close_services()
+
+    def close_services(self) -> None:
+        """Stop this world's simulated services (another cloud's world has its own)."""
         self.imds.stop()
         self.agent.close()

@@ -9,7 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from contract_aws import check
 from contract_invariants import Violation
@@ -85,18 +85,28 @@ class RunReport:
 
 
 def play(played: Played, moto_url: str, aws: AwsEndpoint, folder: Path) -> Outcome:
+    return play_world(played, folder, lambda: World(played.settings, moto_url, aws, folder), check)
+
+
+def play_world(
+    played: Played,
+    folder: Path,
+    make_world: Callable[[], World],
+    judge: Callable[[Trace, Any], Tuple[Any, List[Violation]]],
+) -> Outcome:
+    """Play `played` in a fresh `folder` in the world `make_world` builds there; `judge` it."""
     started = time.monotonic()
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    world = World(played.settings, moto_url, aws, folder)
+    world = make_world()
     try:
         world.begin()
         for event in played.events:
             world.apply(event)
     finally:
         trace = world.finish()
-    _, violations = check(trace, played.settings)
+    _, violations = judge(trace, played.settings)
     return Outcome(played, violations, trace, time.monotonic() - started)
 
 

@@ -53,17 +53,19 @@ class Played:
             return str(self.seed)
         return f"{self.seed}:{','.join(map(str, self.kept))}"
 
-    def describe(self) -> str:
+    def headline(self) -> str:
         settings = self.settings
-        head = (
+        return (
             f"seed {self.name}: lb={settings.lb} ecs={settings.ecs} dry_run={settings.dry_run} "
             f"after_response={settings.after_response} after_rebalance={settings.after_rebalance} "
             f"detach={settings.detach} back_hook={settings.back_hook} "
             f"rebalance_hook={settings.rebalance_hook}"
         )
+
+    def describe(self) -> str:
         steps = [f"  {i:2d}. {e[0]} {' '.join(map(str, e[1:-1]))} (then {e[-1]}s)"
                  for i, e in enumerate(self.events)]  # fmt: skip
-        return "\n".join([head, *steps])
+        return "\n".join([self.headline(), *steps])
 
 
 class Draw:
@@ -226,20 +228,34 @@ def interleave(d: Draw, lists: Sequence[List[Event]]) -> List[Event]:
 def generate(seed: int, *, can_boot: bool = True) -> Played:
     d = Draw(seed)
     settings = settings_for(d)
-    lists = [STORIES[seed % len(STORIES)](d)]
+    return Played(seed, settings, draw_events(d, STORIES[seed % len(STORIES)], MOTIFS, can_boot))
+
+
+def draw_events(
+    d: Draw,
+    story: Callable[[Draw], List[Event]],
+    motifs: Sequence[Tuple[Callable[[Draw], List[Event]], int]],
+    can_boot: bool,
+) -> Tuple[Event, ...]:
+    """The story and up to two motifs, interleaved."""
+    lists = [story(d)]
     for _ in range(d.rnd.randint(0, 2)):
-        motif = d.rnd.choices([m for m, _ in MOTIFS], [w for _, w in MOTIFS])[0]
+        motif = d.rnd.choices([m for m, _ in motifs], [w for _, w in motifs])[0]
         lists.append(motif(d))
     events = interleave(d, lists)
     if not can_boot:  # no unshare here: a new boot is played as a SIGTERM and a restart
         events = [("sigterm", e[-1]) if e[0] == "boot" else e for e in events]
-    return Played(seed, settings, tuple(events))
+    return tuple(events)
 
 
 def parse(text: str, *, can_boot: bool = True) -> Played:
     """`SEED` or `SEED:i,j,k` (a shrunk sequence: the seed's events at those indices)."""
     seed_text, _, kept_text = text.strip().partition(":")
-    played = generate(int(seed_text), can_boot=can_boot)
+    return keep(generate(int(seed_text), can_boot=can_boot), kept_text)
+
+
+def keep(played: Played, kept_text: str) -> Played:
+    """The sequence with only the events at the indices `i,j,k` (all of them for "")."""
     if not kept_text:
         return played
     kept = tuple(int(i) for i in kept_text.split(",") if i != "")
