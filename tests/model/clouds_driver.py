@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Tuple, Union
 
 from clouds_signals import CloudSettings
 from clouds_world import AwsForbidden, RecordingAzure, RecordingGcp
-from model_driver import DaemonProcess, World, daemon_env, hooks_config, write_config
+from model_config import hooks_config
+from model_driver import DaemonProcess, World, daemon_env, write_config
 from model_trace import Trace, WorldEvent
 
 GCP_VALUES = {

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
 from clouds_signals import CloudSettings
-from model_sequences import Draw, Event, Played, draw_events, keep
+from model_sequences import Draw, Event, Played, booted, draw_events, keep
 
 MIGRATE, TERMINATE, NONE = (
     "MIGRATE_ON_HOST_MAINTENANCE",
@@ -192,8 +192,8 @@ def generate(seed: int, *, cloud: str, can_boot: bool = True) -> CloudPlayed:
     d = Draw(seed)
     settings = settings_for(d, cloud)
     stories = STORIES[cloud]
-    events = draw_events(d, stories[seed % len(stories)], MOTIFS[cloud], can_boot)
-    return CloudPlayed(seed, settings, events)
+    events = draw_events(d, stories[seed % len(stories)], MOTIFS[cloud])
+    return CloudPlayed(seed, settings, booted(events, can_boot))
 
 
 def generator(cloud: str) -> Callable[..., Played]:

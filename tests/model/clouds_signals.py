@@ -54,7 +54,7 @@ class CloudSettings(Settings):
     aws_configured: bool = False  # ECS, load balancers, Auto Scaling... configured (all off)
     first_answer_delay: float = 0.0  # Azure: the service's first answer takes this long
 
-    def all_hooks(self) -> Tuple[Hook, ...]:
+    def all_hooks(self, with_presets: bool = False) -> Tuple[Hook, ...]:
         hooks = [
             Hook("checkpoint", ("terminate", "stop", "reboot"), 0, seconds=0.5),
             Hook("flush", ("terminate", "stop"), 1, seconds=0.3),

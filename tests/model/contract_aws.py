@@ -9,10 +9,11 @@ spotwatch drained the instance for the canceled response).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from contract_invariants import SLACK, Checker, Violation
-from contract_model import Model, Response
+from contract_model import End, Model, Response
+from contract_shutdown import ShutdownChecks
 from contract_signals import DRAIN_HOLD, ENDS_THE_BOOT, MUTATING, Settings, applies
 from model_trace import AwsCall, Trace
 from model_world import HEARTBEAT_TIMEOUT
@@ -161,7 +162,7 @@ class AwsChecks:
             end = response.end
             runs = self.c.runs_of(end.ever) if end is not None else []
             late = [r for r in runs if r.ended is None or r.ended > first.t + 0.05]
-            if late:
+            if late and not (end is not None and end.uncertain):
                 self.c.flag(
                     "complete-after-hooks",
                     f"CompleteLifecycleAction at {self.c.at(first.t)} while hook "
@@ -188,6 +189,16 @@ class AwsChecks:
                     f"CompleteLifecycleAction at {self.c.at(first.t)}, {first.t - told[-1]:.2f} s "
                     f"after a task was told to stop (it runs {delay:g} s more; final stop due "
                     f"{self.c.at(final)})",
+                )
+            # Through the runtime (§4): a task counts as stopped when its containers exited.
+            window = self.attempts("StopContainer", response.started - SLACK, first.t)
+            running = [c for c in window if (c.params.get("exited") or 1e12) > first.t + 0.05]
+            if running and first.t < final - SLACK:
+                self.c.flag(
+                    "complete-after-tasks-stopped",
+                    f"CompleteLifecycleAction at {self.c.at(first.t)} while the container of "
+                    f"task {running[0].params.get('task')} (told to stop at "
+                    f"{self.c.at(running[0].t)}) still ran",
                 )
             if start is not None and self.trace.up(response.started, first.t):
                 self.heartbeats(response.started, first.t)
@@ -311,33 +322,43 @@ class AwsChecks:
         )
 
     def ecs_stops(self) -> None:
-        """§4 3-4: StopTask after the hooks, or at the final stop's moment."""
+        """§4 3-4: StopTask after the hooks, or at the final stop's moment; with
+        `ecs.stop_via: runtime` the same promise for each container stopped through the
+        runtime, and no StopTask at all (nothing in this world needs one)."""
         for call in self.ok("StopTask"):
             # The reason names the end (`ecs.stop_reason`: "... {action} at {time}").
             reason = str(call.params.get("reason", ""))
-            ends = [
-                e
-                for e in self.model.ends
-                if e.began <= call.t
-                and e.root.boot == self.trace.boot_of(call.t)
-                and f" {e.action} at " in reason
-            ]
-            if not ends:
-                self.c.flag("ecs-stop-in-a-response", f"StopTask at {self.c.at(call.t)}")
-                continue
-            end = ends[-1]
-            final = self.c.deadline(end.root, call.t) - self.settings.stop_timeout
-            running = [
-                r
-                for r in self.c.runs_of(end.ever)
-                if r.started < call.t and (r.ended is None or r.ended > call.t + 0.05)
-            ]
-            if running and call.t < final - SLACK:
+            self.stop_in_a_response(call, lambda e, r=reason: f" {e.action} at " in r)
+            if self.settings.stop_via == "runtime":
                 self.c.flag(
-                    "ecs-stop-after-hooks",
-                    f"StopTask at {self.c.at(call.t)} while hook {running[0].name} ran "
-                    f"(final stop due {self.c.at(final)})",
+                    "ecs-stop-via-runtime",
+                    f"StopTask at {self.c.at(call.t)} though ecs.stop_via is runtime",
                 )
+        for call in self.attempts("StopContainer"):
+            self.stop_in_a_response(call, lambda e: applies("ecs-stop", e.action, self.settings))
+
+    def stop_in_a_response(self, call: AwsCall, names: Callable[[End], bool]) -> None:
+        ends = [
+            e
+            for e in self.model.ends
+            if e.began <= call.t and e.root.boot == self.trace.boot_of(call.t) and names(e)
+        ]
+        if not ends:
+            self.c.flag("ecs-stop-in-a-response", f"{named(call)} at {self.c.at(call.t)}")
+            return
+        end = ends[-1]
+        final = self.c.deadline(end.root, call.t) - self.settings.stop_timeout
+        running = [
+            r
+            for r in self.c.runs_of(end.ever)
+            if r.started < call.t and (r.ended is None or r.ended > call.t + 0.05)
+        ]
+        if running and call.t < final - SLACK:
+            self.c.flag(
+                "ecs-stop-after-hooks",
+                f"{named(call)} at {self.c.at(call.t)} while hook {running[0].name} ran "
+                f"(final stop due {self.c.at(final)})",
+            )
 
 
 class StatusChecks:
@@ -429,4 +450,5 @@ def check(trace: Trace, settings: Settings) -> Tuple[Model, List[Violation]]:
     checker.environment()
     AwsChecks(checker).run()
     StatusChecks(checker).run()
+    ShutdownChecks(checker).run()
     return checker.model, checker.found

@@ -22,6 +22,9 @@ from model_trace import HookRun, Trace
 
 SLACK = 1.0  # seconds: a step recorded, a process started, a poll answered
 KILL_SLACK = 1.0  # a hook that ended this close to a kill -9 may not have been recorded
+# Notice times spotwatch reckons itself, to the second, from a moment it saw (the group's
+# first sighting + budget, §7; a shutdown's announcement + budget, §8): ±1 s of the model's.
+RECKONED = ("first-seen+budget", "announced+budget")
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ class Checker:
             for hook in self.settings.hooks_for(end.action):
                 runs = self.runs_of(members, hook.name)
                 allowed = 1 + sum(1 for run in runs if self.cut(run, end))
-                if len(runs) > allowed:
+                if len(runs) > allowed and not end.uncertain:
                     self.flag(
                         "once-per-end",
                         f"hook {hook.name} ran {len(runs)} times for one {end.action} end "
@@ -189,7 +192,7 @@ class Checker:
                 if joiner is end.root or joiner.source == end.root.source:
                     continue
                 own = [r for r in self.runs_of([joiner]) if r.source == joiner.source]
-                if own and not joiner.uncertain:
+                if own and not joiner.uncertain and not end.uncertain:
                     self.flag(
                         "once-per-end",
                         f"{joiner.key} joined {end.root.key} (one end) yet ran hooks of its "
@@ -286,12 +289,12 @@ class Checker:
             if epoch is None or abs(epoch - self.settings.margin - deadline) > 1.5:
                 problems.append(f"NOTICE_TIME {text!r} is not the deadline + deadline_margin")
         else:
-            # As IMDS gave it; for one end, any of its notices' (the group's: its deadline +
-            # margin, reckoned from when it was first seen, to the second).
+            # As IMDS gave it; for one end, any of its notices' (the group's and a shutdown's:
+            # reckoned by spotwatch, to the second).
             members = owner.end.ever if owner.end is not None else []
             texts = {t for m in [owner, *members] for _, _, t in m.shown} | {owner.notice.text}
             told = iso_epoch(text)
-            group = [m.notice.epoch for m in members if m.signal.timing == "first-seen+budget"]
+            group = [m.notice.epoch for m in members if m.signal.timing in RECKONED]
             near = told is not None and any(abs(told - e) <= 1.5 for e in group)
             if text not in texts and not near:
                 problems.append(f"NOTICE_TIME {text!r}, the notice said {sorted(texts)}")

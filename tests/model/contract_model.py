@@ -15,110 +15,26 @@ moments are uncertain enough that the contract promises only bounds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
-from contract_signals import END_ACTIONS, ENDS_THE_BOOT, SIGNALS, Settings, Signal
-from model_trace import Answer, Lifetime, Shown, Trace
+from contract_signals import (
+    END_ACTIONS,
+    ENDS_THE_BOOT,
+    SHUTDOWN_WAITS_FOR,
+    SIGNALS,
+    Settings,
+    Signal,
+)
+
+__all__ = ["End", "Model", "Notice", "Response", "Shutdown", "interpret"]
+from contract_responses import End, Model, Notice, Response, Shutdown, Tracker
+from model_trace import Announcement, Answer, Lifetime, Shown, Trace
 
 FORGET_AFTER = 3  # §3: absent for 3 consecutive successful polls
 BRIEF_BOOT = 6.0  # a boot the daemon ran on no longer than this may not have run its start
-
-
-@dataclass
-class Notice:
-    action: str
-    epoch: float
-    text: str
-    event_id: str = ""
-    code: str = ""
-    source: str = ""  # when not its signal's own (a terminate seen through termination-time)
-
-
-@dataclass
-class Response:
-    key: str
-    tracker: str
-    signal: Signal
-    action: str
-    boot: int
-    notice: Notice
-    first_seen: float
-    start_at: Optional[float]  # when it is due to start (scheduled: NotBefore - lead)
-    started: Optional[float] = None
-    sightings: int = 0  # usable answers that showed it
-    shown: List[Tuple[float, float, str]] = field(default_factory=list)  # (t, epoch, text)
-    halted: Optional[float] = None  # superseded or canceled: starts no further step
-    halt_why: str = ""
-    withdrawn: Optional[float] = None  # its tracker forgot it
-    end: Optional[End] = None
-    joined: Optional[float] = None  # when it joined another signal's response (one end)
-    canceled_action: str = ""  # for `cancel`
-    uncertain: str = ""  # why the contract leaves its hooks open (empty: it does not)
-    undo_of: Optional[Response] = None  # cancel: the canceled response
-    source: str = ""  # SPOTWATCH_SOURCE
-
-    def __post_init__(self) -> None:
-        self.source = self.source or self.notice.source or self.signal.source
-
-    def latest(self) -> Tuple[float, str]:
-        """Its notice's time as it last stood (epoch, text)."""
-        if self.shown:
-            return self.shown[-1][1], self.shown[-1][2]
-        return self.notice.epoch, self.notice.text
-
-    def epoch_at(self, moment: float) -> float:
-        """The newest notice time shown by `moment` (the deadline follows it, §3)."""
-        seen = [epoch for t, epoch, _ in self.shown if t <= moment]
-        return seen[-1] if seen else self.notice.epoch
-
-    def epochs_near(self, moment: float, window: float) -> List[float]:
-        """Notice times that may be the newest the daemon knew at `moment` (a poll in flight
-        may still carry the one before)."""
-        found = [epoch for t, epoch, _ in self.shown if moment - window <= t <= moment]
-        return [*found, self.epoch_at(moment - window)]
-
-
-@dataclass
-class End:
-    """One end of the instance (§7): the response that came first and those that joined it."""
-
-    root: Response
-    action: str
-    members: List[Response] = field(default_factory=list)
-    canceled: Optional[float] = None
-    # A cancel of the first while another had joined it: that one runs what is left (§7).
-    transferred: Optional[float] = None
-    ever: List[Response] = field(default_factory=list)  # every member it had, canceled too
-
-    @property
-    def began(self) -> float:
-        return min(m.started or 0.0 for m in self.ever)
-
-    def live_at(self, moment: float) -> bool:
-        return self.canceled is None or self.canceled > moment
-
-
-@dataclass
-class Tracker:
-    known: Optional[Notice] = None
-    absent: int = 0
-    response: Optional[Response] = None
-    completed_seen: bool = False  # a scheduled event shown `completed`
-
-
-@dataclass
-class Model:
-    settings: Settings
-    responses: List[Response] = field(default_factory=list)
-    ends: List[End] = field(default_factory=list)
-
-    def of(self, action: str) -> List[Response]:
-        return [r for r in self.responses if r.action == action]
-
-    def of_waiting(self) -> List[Response]:
-        """Responses that wait for their moment (scheduled events), cancels left out."""
-        return [r for r in self.responses if r.signal.waits and r.action != "cancel"]
+LOCK_READY = 1.5  # seconds from the daemon's start by which it surely holds logind's lock
 
 
 class Interpreter:
@@ -137,11 +53,16 @@ class Interpreter:
     def run(self) -> Model:
         items: List[Tuple[float, int, object]] = [(a.t, 1, a) for a in self.trace.answers]
         items += [(life.started, 0, life) for life in self.trace.lifetimes]
-        for _, _, item in sorted(items, key=lambda i: (i[0], i[1])):
+        items += [(a.t, 1, a) for a in self.trace.announcements]
+        for moment, _, item in sorted(items, key=lambda i: (i[0], i[1])):
+            self.start_unpolled(moment)
             if isinstance(item, Answer):
                 self.answer(item)
             elif isinstance(item, Lifetime):
                 self.daemon_started(item.started, item.boot)
+            elif isinstance(item, Announcement):
+                self.announced(item.t) if item.active else self.called_off(item.t)
+        self.start_unpolled(self.trace.ended)
         return self.model
 
     def daemon_started(self, moment: float, boot: int) -> None:
@@ -162,7 +83,9 @@ class Interpreter:
         if previous and boot > 0:
             latest = max(previous, key=lambda r: r.first_seen)
             notice = Notice("start", *latest.latest())  # the earlier notice's time, as it stood
-            self._start_response(notice, moment)
+            start = self._start_response(notice, moment)
+            if all(r.uncertain and r.action == "shutdown" for r in previous):
+                start.uncertain = f"the response it follows is uncertain ({latest.uncertain})"
         elif owed and brief:  # that boot's start may not have run: the next boot may run it
             self._start_response(owed[0].notice, moment).uncertain = "an earlier start was cut"
 
@@ -296,6 +219,18 @@ class Interpreter:
 
     # ------------------------------------------------------------------ starting, joining
 
+    def start_unpolled(self, moment: float) -> None:
+        """A response waiting for its moment starts by the daemon's own clock, polls or not
+        (IMDS may be down then): one due a poll or more before `moment` has started."""
+        late = 2 * self.settings.poll + 0.25
+        for tracker in self.trackers.values():
+            response = tracker.response
+            due = response.start_at if response is not None else None
+            if response is None or response.started is not None or due is None:
+                continue
+            if due + late < moment and self.trace.up(due, due):
+                self.start(response, due)
+
     def start_due(self, moment: float) -> None:
         for tracker in self.trackers.values():
             response = tracker.response
@@ -320,9 +255,87 @@ class Interpreter:
         if first.root.uncertain:
             response.uncertain = f"the response it joins is uncertain ({first.root.uncertain})"
 
+    # ------------------------------------------------------------------ §8 shutdown
+
+    def announced(self, moment: float) -> None:
+        """PrepareForShutdown(true): heard only by a daemon holding the lock (up a moment
+        already); one under way on this boot is not answered twice."""
+        if not self.trace.up(moment, moment) or any(
+            s.boot == self.boot and s.called_off is None for s in self.model.shutdowns
+        ):
+            return
+        shutdown = Shutdown(moment, self.boot)
+        self.model.shutdowns.append(shutdown)
+        if not self.trace.up(moment - LOCK_READY, moment):
+            shutdown.uncertain = "the daemon had just started: it may not hold the lock yet"
+        slack = 4 * self.settings.poll + 1.0
+        ends = [
+            e
+            for e in self.model.ends
+            if e.root.boot == self.boot
+            and e.action in SHUTDOWN_WAITS_FOR
+            and e.began <= moment
+            and e.live_at(moment)
+        ]
+        racing = [
+            r
+            for r in self.model.responses
+            if r.boot == self.boot
+            and r.action in SHUTDOWN_WAITS_FOR
+            and (
+                abs((r.started or r.start_at or 0.0) - moment) < slack
+                or abs((r.halted or 0.0) - moment) < slack
+                or r.uncertain
+            )
+        ]
+        if racing:  # which answer it gets is a matter of which poll came first
+            shutdown.uncertain = shutdown.uncertain or "an end response began or halted near it"
+        if ends and not racing:
+            shutdown.waits_for = ends[0]
+            return
+        budget = self.settings.shutdown_budget
+        epoch = float(int(moment + budget))  # the announcement + budget, to the second
+        text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+        notice = Notice("shutdown", epoch, text)
+        response = self._new("shutdown", "shutdown", SIGNALS["shutdown"], notice, moment)
+        response.sightings = 2  # no poll confirms it: the announcement is the whole signal
+        response.uncertain = shutdown.uncertain
+        shutdown.response = response
+        self.start(response, moment)
+
+    def called_off(self, moment: float) -> None:
+        """PrepareForShutdown(false): the shutdown's response starts no further step and,
+        like a canceled one, ended nothing (§8)."""
+        for shutdown in self.model.shutdowns:
+            if shutdown.boot != self.boot or shutdown.called_off is not None:
+                continue
+            shutdown.called_off = moment
+            response = shutdown.response
+            if response is not None and response.halted is None:
+                response.halted, response.halt_why = moment, "canceled"
+                self._cancel_end(response, moment)
+
+    def shutdown_end(self, response: Response, moment: float) -> Optional[End]:
+        """A live `shutdown` response on this boot (a notice of an end coming during it)."""
+        for shutdown in self.model.shutdowns:
+            own = shutdown.response
+            if (
+                own is not None
+                and own.boot == response.boot
+                and own.end is not None
+                and own.end.live_at(moment)
+                and response.action in SHUTDOWN_WAITS_FOR
+            ):
+                return own.end
+        return None
+
     def end_to_join(self, response: Response, moment: float) -> Optional[End]:
         """§7: a second signal of the same end joins the first's response (one that already
         ended on this boot included); a canceled response ended nothing."""
+        during = self.shutdown_end(response, moment)
+        if during is not None:  # §8 is silent on a notice during the shutdown's own response
+            response.uncertain = during.uncertain = "a notice came during a shutdown's response"
+            return during
         if response.action not in END_ACTIONS:
             return None
         for end in self.model.ends:

@@ -17,10 +17,14 @@ from model_trace import Shown
 
 # §7 One end, one response: two signals of one of these actions are one end.
 END_ACTIONS = frozenset({"terminate", "stop"})
-# §4, §7: ECS steps and load balancer deregistration apply to these.
-FLEET_ACTIONS = frozenset({"terminate", "stop", "reboot"})
-# §7 Start after a stop: an earlier boot's response to one of these owes a `start`.
-ENDS_THE_BOOT = frozenset({"stop", "reboot", "hibernate"})
+# §4, §7, §8: ECS steps and load balancer deregistration apply to these.
+FLEET_ACTIONS = frozenset({"terminate", "stop", "reboot", "shutdown"})
+# §7 Start after a stop (§8: a `shutdown` response counts like a `stop`): an earlier boot's
+# response to one of these owes a `start`.
+ENDS_THE_BOOT = frozenset({"stop", "reboot", "hibernate", "shutdown"})
+# §8: a shutdown announced while a response to one of these runs (or after it ended on this
+# boot) waits for it and runs nothing of its own.
+SHUTDOWN_WAITS_FOR = frozenset({"terminate", "stop", "reboot"})
 # §4 hook environment: no deadline of their own (each hook: start + its timeout).
 PER_HOOK = frozenset({"rebalance", "resume", "start", "cancel"})
 # §7: a scheduled event's code -> the action given to hooks.
@@ -32,6 +36,7 @@ EVENT_ACTIONS = {
     "system-maintenance": "maintenance",
 }
 DRAIN_HOLD = 5.0  # §4: the hooks wait for the drain call at most 5 s
+PRESET_TIMEOUT = 2.0  # the http preset hook's timeout
 HOOK_MINIMUM = 2.0  # slack for a hook started at its deadline (a process must still start)
 
 
@@ -41,7 +46,8 @@ class Hook:
     actions: Tuple[str, ...]
     order: int = 0
     timeout: float = 8.0
-    seconds: float = 0.3  # how long the recording hook sleeps
+    seconds: float = 0.3  # how long the recording hook sleeps (a preset: until it ends)
+    preset: str = ""  # §9: a ready-made hook instead of the recording hook
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,18 @@ class Settings:
     back_hook: bool = True  # a hook subscribed to cancel and start
     rebalance_hook: bool = True
     task_stop_delay: float = 1.5  # how long a stopped task takes to reach STOPPED (world)
+    shutdown_budget: float = 14.0  # §8 shutdown.budget (the lock is held when logind answers)
+    preset_order: int = -1  # §9: an `http` preset hook of this order (-1: none)
+    preset_answer: float = 0.3  # how long the world's receiver takes to answer it
+    stop_via: str = "api"  # ecs.stop_via (§4): api, or runtime (the tasks' containers here)
     hooks: Tuple[Hook, ...] = field(default_factory=tuple)
 
-    def all_hooks(self) -> Tuple[Hook, ...]:
+    def all_hooks(self, with_presets: bool = False) -> Tuple[Hook, ...]:
+        """The subscriptions the model judges (`with_presets`: as configured; in dry run a
+        preset only logs what it would do, so the model expects nothing of it)."""
         hooks = [
-            Hook("checkpoint", ("terminate", "stop", "reboot"), 0, seconds=0.5),
-            Hook("flush", ("terminate", "stop"), 1, seconds=0.3),
+            Hook("checkpoint", ("terminate", "stop", "reboot", "shutdown"), 0, seconds=0.5),
+            Hook("flush", ("terminate", "stop", "shutdown"), 1, seconds=0.3),
             Hook("maint", ("maintenance",), 0, seconds=0.2),
             Hook("sleepy", ("hibernate",), 0, timeout=3.0, seconds=0.2),
         ]
@@ -77,7 +89,21 @@ class Settings:
             hooks.append(Hook("rebal", ("rebalance",), 0, timeout=4.0, seconds=0.3))
         if self.back_hook:
             hooks.append(Hook("back", ("cancel", "start"), 0, timeout=5.0, seconds=0.3))
+        if self.preset_order >= 0 and (with_presets or not self.dry_run):
+            hooks.append(self.preset_hook())
         return (*hooks, *self.hooks)
+
+    def preset_hook(self) -> Hook:
+        """The `http` preset among the subscriptions: the world's receiver answers it after
+        `preset_answer` s; past its timeout (or the deadline) the preset gives up (§9: T)."""
+        return Hook(
+            "notify",
+            ("terminate", "stop", "shutdown"),
+            self.preset_order,
+            timeout=PRESET_TIMEOUT,
+            seconds=min(self.preset_answer, PRESET_TIMEOUT),
+            preset="http",
+        )
 
     def hooks_for(self, action: str) -> Tuple[Hook, ...]:
         return tuple(h for h in self.all_hooks() if action in h.actions)
@@ -104,12 +130,16 @@ class Signal:
     name: str  # the tracker (one per EventId when `per_event`)
     source: str  # SPOTWATCH_SOURCE
     action_of: Callable[[Shown], Optional[str]]  # the action a shown notice means
-    timing: str  # imds | first-seen+budget | not-before | per-hook
+    timing: str  # imds | first-seen+budget | not-before | per-hook | announced+budget
     per_event: bool = False
     waits: bool = False  # its response starts at notice time - scheduled_events.lead
     cancelable: bool = False  # §7 Cancel
     ends_instance: bool = False  # instance.after_response applies (§4 step 5)
     detaches: bool = False  # §7 Detach: a Spot notice starts with DetachInstances
+
+
+def _never(shown: Shown) -> Optional[str]:
+    return None  # not read from IMDS: logind announces it on the bus (model_trace.Trace)
 
 
 def _spot(shown: Shown) -> Optional[str]:
@@ -144,6 +174,9 @@ SIGNALS: Dict[str, Signal] = {
             waits=True,
             cancelable=True,
         ),
+        # §8: PrepareForShutdown(true) with no end response running or ended on this boot;
+        # its notice time is the announcement + shutdown.budget. Never an instance action.
+        Signal("shutdown", "shutdown", _never, "announced+budget"),
     )
 }
 
@@ -173,6 +206,8 @@ CALLS: Dict[str, Tuple[str, ...]] = {
     "ecs-stop": ("StopTask",),
     "final-stop": ("StopTask",),
     "instance": ("StopInstances", "TerminateInstances"),
+    # ecs.stop_via runtime: the ECS stop and final stop through the Docker Engine API.
+    "runtime-stop": ("StopContainer",),
     "detach": ("DetachInstances",),
     "complete": ("CompleteLifecycleAction",),
     "heartbeat": ("RecordLifecycleActionHeartbeat",),

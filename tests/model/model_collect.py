@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
+from contract_signals import PRESET_TIMEOUT
 from model_trace import Answer, HookRun, Shown, Trace
 from model_world import WATCHED_PATHS, Raw
 
@@ -102,9 +103,14 @@ def answers(raw: List[Raw]) -> List[Answer]:
 def collect(world: World) -> Trace:
     trace = world.trace
     trace.ended = time.time()
-    trace.hooks = hook_runs(world.folder / "hooks.jsonl")
+    presets = world.host.receiver.runs(PRESET_TIMEOUT)
+    trace.hooks = sorted(hook_runs(world.folder / "hooks.jsonl") + presets, key=lambda r: r.started)
+    if world.logind is not None:
+        trace.locks = world.logind.spans()
     trace.answers = answers(list(world.imds.answers))
     trace.calls = list(world.aws.calls)
+    if world.runtime is not None:  # §4 stop_via runtime: the daemon's calls to dockerd
+        trace.calls = sorted(trace.calls + world.runtime.calls(), key=lambda c: c.t)
     trace.task_stops = sorted(world.aws.stopped_at.values())
     try:
         trace.ecs_final = world.fleet.ecs_status()

@@ -28,13 +28,15 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 from awshelpers import REGION, FakeAgent
 from contract_signals import Settings
-from model_trace import Lifetime, StatusShot, Trace, WorldEvent
-from model_world import AwsEndpoint, Fleet, RecordingImds, build_fleet
+from model_config import config_for
+from model_host import Host
+from model_runtime import RuntimeTasks
+from model_trace import Announcement, Lifetime, StatusShot, Trace, WorldEvent
+from model_world import AwsEndpoint, RecordingImds, build_fleet
 from testkit import REPO, child_env
 
 from spotwatch.simulator.imds import MAX_TOKEN_TTL
 
-HOOK = Path(__file__).with_name("recording_hook.py")
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 SETTLE_LIMIT = 45.0  # seconds the driver waits, at the end, for every response to end
 SETTLE_AFTER = 5.5  # and at least this long after the last event
@@ -48,60 +50,6 @@ def can_change_boot() -> str:
     if shutil.which("unshare") is None:
         return "unshare is not installed (util-linux)"
     return ""
-
-
-def hooks_config(settings: Settings, folder: Path) -> List[Dict[str, Any]]:
-    """Every hook of the sequence, each the recording hook writing to folder/hooks.jsonl."""
-    out = str(folder / "hooks.jsonl")
-    return [
-        {
-            "name": h.name,
-            "command": [sys.executable, "-S", str(HOOK), h.name, str(h.seconds), out],
-            "actions": list(h.actions),
-            "order": h.order,
-            "timeout": f"{h.timeout}s",
-        }
-        for h in settings.all_hooks()
-    ]
-
-
-def config_for(
-    settings: Settings, fleet: Fleet, imds: str, agent: str, folder: Path
-) -> Dict[str, Any]:
-    hooks = hooks_config(settings, folder)
-    lb: Dict[str, Any] = {"enabled": "auto", "wait": f"{settings.lb_wait}s"}
-    lb["target_groups"] = [fleet.target_group] if settings.lb == "given" else []
-    lb["classic"] = [fleet.classic] if settings.lb == "classic-given" else []
-    if settings.lb == "off":
-        lb = {"enabled": False}
-    ecs: Dict[str, Any] = {"enabled": False}
-    if settings.ecs:
-        ecs = {"enabled": True, "agent_url": agent, "stop": "standalone", "final_stop": True}
-        ecs["stop_timeout"] = f"{settings.stop_timeout}s"
-    poll = f"{int(settings.poll * 1000)}ms"
-    return {
-        "poll_interval": poll,
-        "deadline_margin": f"{settings.margin}s",
-        "dry_run": settings.dry_run,
-        "state_dir": str(folder / "state"),
-        "imds": {"endpoint": imds, "timeout": "300ms", "user_data": False},
-        "rebalance": {"enabled": True, "poll_interval": poll},
-        "hooks": hooks,
-        "ecs": ecs,
-        "autoscaling": {
-            "enabled": True,
-            "budget": f"{settings.asg_budget}s",
-            "detach": settings.detach,
-        },
-        "scheduled_events": {"enabled": True, "poll_interval": poll, "lead": f"{settings.lead}s"},
-        "load_balancer": lb,
-        "instance": {
-            "after_response": settings.after_response,
-            "after_rebalance": settings.after_rebalance,
-        },
-        "hibernate": {"trigger": "none", "budget": f"{settings.hibernate_budget}s"},
-        "log": {"level": "info", "format": "text"},
-    }
 
 
 def write_config(config: Dict[str, Any], folder: Path) -> Path:
@@ -185,8 +133,14 @@ class DaemonProcess:
 class World:
     """One sequence's world: IMDS, AWS (reset), the agent, the daemon and its folder."""
 
-    def __init__(self, settings: Settings, moto_url: str, aws: AwsEndpoint, folder: Path) -> None:
-        self.settings, self.folder, self.aws = settings, folder, aws
+    def __init__(
+        self, settings: Settings, moto_url: str, aws: AwsEndpoint, host: Host, folder: Path
+    ) -> None:
+        self.settings, self.folder, self.aws, self.host = settings, folder, aws, host
+        self.logind = host.logind
+        host.receiver.reset(settings.preset_answer)
+        if self.logind is not None:
+            self.logind.mark()
         aws.reset()
         aws.task_stop_delay = settings.task_stop_delay
         self.fleet = build_fleet(moto_url)
@@ -200,9 +154,17 @@ class World:
             "Version": "Amazon ECS Agent - v1.80.0 (stand-in)",
         }
         self.trace = Trace(settings=asdict(settings), instance_id=self.fleet.instance_id)
-        config = config_for(settings, self.fleet, self.imds.endpoint, self.agent.url, folder)
+        self.trace.logind = self.logind is not None
+        self.runtime: Optional[RuntimeTasks] = None
+        if settings.stop_via == "runtime" and host.docker is not None:
+            self.runtime = RuntimeTasks(host.docker, self.agent, self.fleet)
+        urls = {"imds": self.imds.endpoint, "agent": self.agent.url, "receiver": host.receiver.url}
+        urls["docker"] = host.docker.host if host.docker is not None else ""
+        config = config_for(settings, self.fleet, urls, folder, logind=self.trace.logind)
         self.config = write_config(config, folder)
         env = daemon_env(aws.url, folder, AWS_EC2_METADATA_DISABLED="true")
+        if self.logind is not None:  # its system bus is the world's (§8)
+            env["DBUS_SYSTEM_BUS_ADDRESS"] = self.logind.address
         self.env = env
         self.daemon = DaemonProcess(folder, self.config, env, self.trace)
         self.events = 0
@@ -270,7 +232,21 @@ class World:
             self.aws.hang[args[0]] = time.time() + float(args[1])
         elif kind == "status":
             self.status("checkpoint")
+        elif kind.startswith("shutdown"):
+            self.shutdown(kind)
         time.sleep(gap)
+
+    def shutdown(self, kind: str) -> None:
+        """§8: logind announces a shutdown (`shutdown`), calls it off (`shutdown-off`), or
+        lets it go on once the lock is released (`shutdown-through`: then a new boot)."""
+        logind = self.logind
+        if kind == "shutdown-through":
+            if logind is not None:
+                logind.wait_released(self.settings.shutdown_budget + 3.0)
+            self.restart("boot")
+        elif logind is not None:
+            active = kind == "shutdown"
+            self.trace.announcements.append(Announcement(logind.announce(active), active))
 
     def _scheduled(self, kind: str, args: Tuple[Any, ...]) -> None:
         event_id = f"instance-event-{args[0]:017x}"
@@ -407,3 +383,5 @@ class World:
         """Stop this world's simulated services (another cloud's world has its own)."""
         self.imds.stop()
         self.agent.close()
+        if self.runtime is not None:
+            self.runtime.close()

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from contract_aws import check
 from contract_invariants import Violation
 from model_driver import World, can_change_boot
+from model_host import Host
 from model_sequences import Played, generate, shrink
 from model_trace import Trace
 from model_world import AwsEndpoint
@@ -84,8 +85,10 @@ class RunReport:
         }
 
 
-def play(played: Played, moto_url: str, aws: AwsEndpoint, folder: Path) -> Outcome:
-    return play_world(played, folder, lambda: World(played.settings, moto_url, aws, folder), check)
+def play(played: Played, moto_url: str, aws: AwsEndpoint, host: Host, folder: Path) -> Outcome:
+    return play_world(
+        played, folder, lambda: World(played.settings, moto_url, aws, host, folder), check
+    )
 
 
 def play_world(
@@ -114,12 +117,13 @@ def run_seeds(
     seeds: List[int],
     moto_url: str,
     aws: AwsEndpoint,
+    host: Host,
     folder: Path,
     *,
     shrink_budget: int = 8,
     report_path: Optional[str] = None,
     player: Optional[Player] = None,
-    generator: Callable[..., Played] = generate,
+    generator: Optional[Callable[..., Played]] = None,
     command: str = REPLAY,
 ) -> RunReport:
     """Play each seed; shrink each failure (bounded); gather what broke which invariant.
@@ -127,9 +131,13 @@ def run_seeds(
     can_boot = not can_change_boot()
     report = RunReport()
     started = time.monotonic()
-    play_one: Player = player or (lambda p, f: play(p, moto_url, aws, f))
+    play_one: Player = player or (lambda p, f: play(p, moto_url, aws, host, f))
     for seed in seeds:
-        outcome = play_one(generator(seed, can_boot=can_boot), folder / "seq")
+        if generator is None:
+            played = generate(seed, can_boot=can_boot, has_docker=host.docker is not None)
+        else:
+            played = generator(seed, can_boot=can_boot)
+        outcome = play_one(played, folder / "seq")
         report.sequences += 1
         print(
             f"seed {seed}: {outcome.seconds:.1f} s, {len(outcome.violations)} violations",
@@ -154,7 +162,7 @@ def shrunk(
     folder: Path,
     budget: int,
     can_boot: bool,
-    generator: Callable[..., Played] = generate,
+    generator: Optional[Callable[..., Played]] = None,
 ) -> Finding:
     """The smallest sequence (within `budget` replays) that still breaks an invariant the
     original broke."""

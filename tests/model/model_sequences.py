@@ -59,7 +59,8 @@ class Played:
             f"seed {self.name}: lb={settings.lb} ecs={settings.ecs} dry_run={settings.dry_run} "
             f"after_response={settings.after_response} after_rebalance={settings.after_rebalance} "
             f"detach={settings.detach} back_hook={settings.back_hook} "
-            f"rebalance_hook={settings.rebalance_hook}"
+            f"rebalance_hook={settings.rebalance_hook} preset_order={settings.preset_order} "
+            f"preset_answer={settings.preset_answer} stop_via={settings.stop_via}"
         )
 
     def describe(self) -> str:
@@ -120,6 +121,12 @@ def rebalance_life(d: Draw) -> List[Event]:
     return events
 
 
+def shutdown_life(d: Draw) -> List[Event]:
+    """§8: logind announces a shutdown; it is called off, or goes on (then a new boot)."""
+    fate = d.rnd.choice(("shutdown-off", "shutdown-through"))
+    return [("shutdown", d.rnd.choice((0.4, 0.6, 1.0))), (fate, d.gap())]
+
+
 def disruption(d: Draw) -> List[Event]:
     kind = d.rnd.choices(
         ("sigterm", "kill", "boot", "imds-down", "imds-down-restart", "throttle", "status",
@@ -143,6 +150,7 @@ MOTIFS: Tuple[Tuple[Callable[[Draw], List[Event]], int], ...] = (
     (rebalance_life, 2),
     (lambda d: [("asg", d.gap())], 2),
     (disruption, 5),
+    (shutdown_life, 2),
 )
 
 
@@ -192,10 +200,24 @@ def _stories() -> Tuple[Callable[[Draw], List[Event]], ...]:
         action = d.rnd.choice(("terminate", "stop"))
         return [("hang", slow, 8.0, 0.0), ("spot", action, d.lead(), 1.5), ("sigterm-twice", 1.0)]
 
+    def shutdown_then_boot(d: Draw) -> List[Event]:
+        """§8: no notice: the shutdown's own response, the lock released, a start (§7)."""
+        return [("shutdown", 1.0), ("shutdown-through", 2.0)]
+
+    def shutdown_meets_a_response(d: Draw) -> List[Event]:
+        """§8: a shutdown during a Spot response waits for it; or one called off, then a
+        Spot notice of an end (a called-off response ended nothing)."""
+        action = d.rnd.choice(("terminate", "stop"))
+        if d.rnd.random() < 0.5:
+            return [("spot", action, d.lead(), 2.0), ("shutdown", 1.0),
+                    ("shutdown-through", 2.0)]  # fmt: skip
+        return [("shutdown", 0.6), ("shutdown-off", 2.0), ("spot", action, d.lead(), 1.0)]
+
     return (canceled_stop_then_spot_stop, spot_stop_joins_then_cancel, join_then_restart,
             stop_then_boot, imds_down_at_start, waiting_event, group_ends_it,
             rebalance_then_notice, once_interrupted, joins_across_a_restart,
-            sigterm_twice_while_aws_hangs)  # fmt: skip
+            sigterm_twice_while_aws_hangs, shutdown_then_boot,
+            shutdown_meets_a_response)  # fmt: skip
 
 
 STORIES = _stories()
@@ -225,33 +247,42 @@ def interleave(d: Draw, lists: Sequence[List[Event]]) -> List[Event]:
     return out
 
 
-def generate(seed: int, *, can_boot: bool = True) -> Played:
+def generate(seed: int, *, can_boot: bool = True, has_docker: bool = False) -> Played:
     d = Draw(seed)
     settings = settings_for(d)
-    return Played(seed, settings, draw_events(d, STORIES[seed % len(STORIES)], MOTIFS, can_boot))
+    events = draw_events(d, STORIES[seed % len(STORIES)], MOTIFS)
+    # Drawn last, so the settings and events above are what they were before §8 and §9.
+    preset = d.rnd.choices((-1, 0, 1, 2), (2, 1, 1, 1))[0]
+    settings = replace(settings, preset_order=preset, preset_answer=d.rnd.choice((0.3, 0.3, 4.0)))
+    runtime = d.rnd.random() < 0.5  # drawn in any case, so a seed is the same sequence anywhere
+    if runtime and has_docker and settings.ecs:
+        settings = replace(settings, stop_via="runtime")
+    return Played(seed, settings, booted(events, can_boot))
 
 
 def draw_events(
     d: Draw,
     story: Callable[[Draw], List[Event]],
     motifs: Sequence[Tuple[Callable[[Draw], List[Event]], int]],
-    can_boot: bool,
-) -> Tuple[Event, ...]:
+) -> List[Event]:
     """The story and up to two motifs, interleaved."""
     lists = [story(d)]
     for _ in range(d.rnd.randint(0, 2)):
         motif = d.rnd.choices([m for m, _ in motifs], [w for _, w in motifs])[0]
         lists.append(motif(d))
-    events = interleave(d, lists)
+    return interleave(d, lists)
+
+
+def booted(events: List[Event], can_boot: bool) -> Tuple[Event, ...]:
     if not can_boot:  # no unshare here: a new boot is played as a SIGTERM and a restart
         events = [("sigterm", e[-1]) if e[0] == "boot" else e for e in events]
     return tuple(events)
 
 
-def parse(text: str, *, can_boot: bool = True) -> Played:
+def parse(text: str, *, can_boot: bool = True, has_docker: bool = False) -> Played:
     """`SEED` or `SEED:i,j,k` (a shrunk sequence: the seed's events at those indices)."""
     seed_text, _, kept_text = text.strip().partition(":")
-    return keep(generate(int(seed_text), can_boot=can_boot), kept_text)
+    return keep(generate(int(seed_text), can_boot=can_boot, has_docker=has_docker), kept_text)
 
 
 def keep(played: Played, kept_text: str) -> Played:
@@ -268,12 +299,17 @@ def shrink(
     *,
     budget: int = 10,
     can_boot: bool = True,
-    generator: Callable[..., Played] = generate,
+    generator: Optional[Callable[..., Played]] = None,
 ) -> Tuple[Played, int]:
     """Drop events one at a time (last first) while `fails` still holds; at most `budget`
     replays. Returns the smallest failing sequence found and the replays spent."""
     kept = list(played.kept or range(len(played.events)))
-    full = generator(played.seed, can_boot=can_boot)
+    if generator is None:  # AWS: the seed as it was drawn where it was played
+        full = generate(
+            played.seed, can_boot=can_boot, has_docker=played.settings.stop_via != "api"
+        )
+    else:
+        full = generator(played.seed, can_boot=can_boot)
     spent = 0
     index = len(kept) - 1
     while index >= 0 and spent < budget:

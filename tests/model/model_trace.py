@@ -104,6 +104,23 @@ class WorldEvent:
     args: Tuple[Any, ...] = ()
 
 
+@dataclass(frozen=True)
+class LockSpan:
+    """One logind delay lock the daemon held (§8), in wall time (None: still held)."""
+
+    taken: float
+    released: Optional[float]
+    who: str = "spotwatch"
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """logind's PrepareForShutdown: True, a shutdown is coming; False, it was called off."""
+
+    t: float
+    active: bool
+
+
 @dataclass
 class Trace:
     """Everything observed while one sequence was played."""
@@ -120,6 +137,9 @@ class Trace:
     registered_final: bool = True  # the instance still in the target group at the end
     task_stops: List[float] = field(default_factory=list)  # when a task was told to stop
     log_problems: List[str] = field(default_factory=list)  # tracebacks in the daemon's log
+    logind: bool = False  # logind answered on the bus the daemon sees (§8: the lock is owed)
+    locks: List[LockSpan] = field(default_factory=list)
+    announcements: List[Announcement] = field(default_factory=list)
     ended: float = 0.0  # when the driver stopped watching
 
     def boot_of(self, moment: float) -> int:

@@ -116,6 +116,12 @@ def _client(service: str, url: str) -> Any:
     )
 
 
+def stop_in_moto(fleet: Fleet, task: str) -> None:
+    """What the ECS agent reports once a task's containers exited: the task is STOPPED."""
+    ecs = _client("ecs", fleet.moto_url)
+    ecs.stop_task(cluster=fleet.cluster, task=task, reason="its containers exited")
+
+
 def build_fleet(moto_url: str) -> Fleet:
     """A fresh world in moto (reset first)."""
     requests.post(moto_url + "/moto-api/reset", timeout=10).raise_for_status()

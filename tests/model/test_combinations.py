@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from model_driver import can_change_boot
+from model_host import Host
 from model_play import REPLAY, play, run_seeds, seeds_wanted
 from model_sequences import STORIES, parse
 from model_world import AwsEndpoint
@@ -22,13 +23,16 @@ CI_SEQUENCES = len(STORIES)  # every story once: 2-3 minutes on the 2-core CI ma
 LONG_SEQUENCES = 500
 
 
-def test_sequences_keep_the_contract(moto_url: str, aws: AwsEndpoint, tmp_path: Path) -> None:
+def test_sequences_keep_the_contract(
+    moto_url: str, aws: AwsEndpoint, host: Host, tmp_path: Path
+) -> None:
     """Every invariant holds over every played sequence (none is weakened to pass: a
     finding names the invariant, the shrunk sequence and its replay command)."""
     report = run_seeds(
         seeds_wanted(CI_SEQUENCES, LONG_SEQUENCES),
         moto_url,
         aws,
+        host,
         tmp_path,
         report_path=os.environ.get("SPOTWATCH_MODEL_REPORT"),
         shrink_budget=int(os.environ.get("SPOTWATCH_MODEL_SHRINK", "8")),
@@ -38,11 +42,15 @@ def test_sequences_keep_the_contract(moto_url: str, aws: AwsEndpoint, tmp_path: 
 
 
 @pytest.mark.skipif(not os.environ.get("SPOTWATCH_MODEL_REPLAY"), reason="nothing to replay")
-def test_replay(moto_url: str, aws: AwsEndpoint, tmp_path: Path) -> None:
+def test_replay(moto_url: str, aws: AwsEndpoint, host: Host, tmp_path: Path) -> None:
     """Plays the one sequence `SPOTWATCH_MODEL_REPLAY=SEED[:i,j,k]` names, and prints what
     the model and the daemon made of it."""
-    played = parse(os.environ["SPOTWATCH_MODEL_REPLAY"], can_boot=not can_change_boot())
-    outcome = play(played, moto_url, aws, tmp_path / "replay")
+    played = parse(
+        os.environ["SPOTWATCH_MODEL_REPLAY"],
+        can_boot=not can_change_boot(),
+        has_docker=host.docker is not None,
+    )
+    outcome = play(played, moto_url, aws, host, tmp_path / "replay")
     print(played.describe())
     for run in outcome.trace.hooks:
         print(f"  hook {run.name} {run.started - outcome.trace.events[0].t:+.2f}s {run.env}")

@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Optional, Sequence
 
 from contract_aws import check
 from contract_model import interpret
 from contract_signals import Settings
-from model_trace import Answer, AwsCall, HookRun, Lifetime, Shown, Trace, WorldEvent
+from model_trace import (
+    Announcement,
+    Answer,
+    AwsCall,
+    HookRun,
+    Lifetime,
+    LockSpan,
+    Shown,
+    Trace,
+    WorldEvent,
+)
 
 T0 = 1_800_000_000.0
 POLL = 0.25
@@ -172,3 +182,101 @@ def test_hooks_are_told_the_earliest_deadline_of_their_end() -> None:
     )
     assert "hook-environment" not in invariants(trace_of(answers, hooks=[right]))
     assert "hook-environment" in invariants(trace_of(answers, hooks=[wrong]))
+
+
+# ---------------------------------------------------------------------- §8 and §9
+
+
+def shutdown_trace(
+    *, announced: float = 0.5, released: Optional[float] = 2.5, **kwargs: Any
+) -> Trace:
+    """A daemon polling with no notice for 10 s, holding logind's lock from its start, and a
+    shutdown announced at `announced` (the lock released at `released`)."""
+    answers = kwargs.pop("answers", polls(0, 10, "spot"))
+    trace = trace_of(answers, **kwargs)
+    trace.logind = True
+    trace.locks = [LockSpan(T0 - 1.5, None if released is None else T0 + released)]
+    trace.announcements = [Announcement(T0 + announced, True)]
+    return trace
+
+
+def on_shutdown(name: str, at: float, **extra: str) -> HookRun:
+    """A hook run for the shutdown announced at +0.5 s (notice time +0.5 + budget, to the
+    second; deadline that - margin)."""
+    return hook(name, at, "shutdown", "shutdown", 12.0, **extra)
+
+
+def test_a_shutdown_no_notice_announced_gets_a_response_of_its_own() -> None:
+    """§8: no end response on this boot: a `shutdown` response, its hooks owed like any."""
+    model = interpret(shutdown_trace(), Settings())
+    (response,) = model.of("shutdown")
+    assert response.source == "shutdown" and response.notice.epoch == T0 + 14
+    assert "seen-twice-gets-hooks" in invariants(shutdown_trace())
+    runs = [on_shutdown("checkpoint", 0.7), on_shutdown("flush", 1.1)]
+    quiet = Settings(ecs=False, lb="off")  # no drain or deregistration owed either
+    assert invariants(shutdown_trace(hooks=runs, settings=quiet), quiet) == []
+
+
+def test_a_shutdown_during_an_end_response_waits_for_it_and_runs_nothing() -> None:
+    """§8: a terminate response runs: the shutdown waits for it; no `shutdown` hook runs."""
+    answers = polls(-3, 10, "spot", spot("terminate", 30))
+    runs = [hook("checkpoint", -2.5, "terminate", "instance-action", 28.0)]
+    runs.append(hook("flush", -2.0, "terminate", "instance-action", 28.0))
+    model = interpret(shutdown_trace(answers=answers, hooks=runs), Settings())
+    assert model.of("shutdown") == [] and model.shutdowns[0].waits_for is not None
+    again = [*runs, on_shutdown("checkpoint", 0.7)]
+    assert "no-unowed-hook" in invariants(shutdown_trace(answers=answers, hooks=again))
+
+
+def test_the_lock_is_held_while_the_daemon_polls() -> None:
+    """§8: the delay lock is held from the start, whenever no shutdown is under way."""
+    runs = [on_shutdown("checkpoint", 0.7), on_shutdown("flush", 1.1)]
+    trace = shutdown_trace(hooks=runs)
+    trace.locks = [LockSpan(T0 - 1.5, T0 - 0.5), *trace.locks[1:]]
+    assert "lock-held" in invariants(trace)
+
+
+def test_the_lock_goes_once_the_response_ended_and_not_before() -> None:
+    """§8: released the moment the response ends: not while its hook runs, not long after."""
+    runs = [on_shutdown("checkpoint", 0.7), on_shutdown("flush", 1.1)]  # ends at +1.4
+    assert "shutdown-release" in invariants(shutdown_trace(hooks=runs, released=1.2))
+    assert "shutdown-release" in invariants(shutdown_trace(hooks=runs, released=6.0))
+    assert "shutdown-release" not in invariants(shutdown_trace(hooks=runs, released=1.6))
+
+
+def test_a_shutdown_called_off_ended_nothing_and_starts_nothing_more() -> None:
+    """§8: called off, the response starts no further step and (like a canceled one) owes
+    no start on the next boot; a shutdown that went on does (counted like a stop)."""
+    runs = [on_shutdown("checkpoint", 0.7), on_shutdown("flush", 3.0)]
+    lives = [Lifetime(T0 - 2, 0, T0 + 5, "sigterm", 0), Lifetime(T0 + 6, 1)]
+    trace = shutdown_trace(hooks=runs, released=None, lifetimes=lives)
+    trace.announcements.append(Announcement(T0 + 1.0, False))
+    assert "called-off-starts-nothing" in invariants(trace)
+    assert interpret(trace, Settings()).of("start") == []
+    went_on = shutdown_trace(hooks=runs[:1], lifetimes=lives)
+    assert len(interpret(went_on, Settings()).of("start")) == 1
+
+
+def test_a_shutdown_response_never_ends_the_instance() -> None:
+    """§8: never an instance action, whatever instance.after_response says."""
+    settings = Settings(after_response="terminate")
+    call = AwsCall(T0 + 1.5, "ec2", "TerminateInstances", {"InstanceId.1": INSTANCE})
+    trace = shutdown_trace(calls=[call], settings=settings)
+    assert "shutdown-no-instance-action" in invariants(trace, settings)
+
+
+def test_a_preset_gives_up_at_the_time_it_is_given() -> None:
+    """§9: an http preset waits for its answer at most its timeout (capped by the time
+    left); the next order's hooks then start."""
+    settings = Settings(preset_order=0, preset_answer=4.0)
+    answers = polls(0, 10, "spot", spot("terminate", 30))
+    runs = [
+        hook("checkpoint", 0.5, "terminate", "instance-action", 28.0),
+        hook("notify", 0.5, "terminate", "instance-action", 28.0),
+    ]
+    late = [*runs, hook("flush", 5.0, "terminate", "instance-action", 28.0)]
+    trace = trace_of(answers, hooks=late, settings=settings)
+    assert "preset-gives-up-at-T" in invariants(trace, settings)
+    on_time = [*runs, hook("flush", 2.6, "terminate", "instance-action", 28.0)]
+    trace = trace_of(answers, hooks=on_time, settings=settings)
+    assert "preset-gives-up-at-T" not in invariants(trace, settings)
