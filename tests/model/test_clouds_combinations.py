@@ -43,7 +43,8 @@ def test_cloud_sequences_keep_the_contract(
     report = run_seeds(
         seeds_wanted(CI_SEQUENCES[cloud], LONG_SEQUENCES),
         "",
-        None,  # type: ignore[arg-type]  # no AWS in this world: the player needs none
+        None,  # type: ignore[arg-type]  # no AWS and no host in this world: the player needs none
+        None,  # type: ignore[arg-type]
         tmp_path,
         report_path=os.environ.get("SPOTWATCH_MODEL_REPORT", "").replace("{cloud}", cloud) or None,
         shrink_budget=int(os.environ.get("SPOTWATCH_MODEL_SHRINK", "8")),
