@@ -29,6 +29,8 @@ from contract_model import End, Model, Response
 from model_trace import HookRun
 
 ACK_WITHIN = 3.0  # seconds after the last hook of its end ends: the finale step is next
+ACK_BUDGET = 10.0  # the StartRequests step's own budget, retries included (a failing service)
+FAULTS = ("fault-503", "outage", "slow", "cut")
 
 
 SECOND_SIGTERM = 0.3  # the driver's second SIGTERM comes this long after the first
@@ -118,15 +120,24 @@ class CloudChecks:
             if not runs or any(run.ended is None for run in runs):
                 continue
             last = max(run.ended or 0.0 for run in runs)
+            within = ACK_WITHIN + (ACK_BUDGET if self.faults_near(last) else 0.0)
             still_scheduled = self.trace.started_when.get(event, float("inf")) > last + SLACK
-            if not (still_scheduled and self.trace.up(response.started, last + ACK_WITHIN)):
+            if not (still_scheduled and self.trace.up(response.started, last + within)):
                 continue
-            if not any(e == event and t <= last + ACK_WITHIN for t, e in self.trace.approvals):
+            if not any(e == event and t <= last + within for t, e in self.trace.approvals):
                 self.c.flag(
                     "ack-follows-response",
                     f"{response.key}: its hooks ended at {self.c.at(last)}, event {event} still "
-                    f"Scheduled, no StartRequests within {ACK_WITHIN:g} s",
+                    f"Scheduled, no StartRequests within {within:g} s",
                 )
+
+    def faults_near(self, moment: float) -> bool:
+        """Did the metadata service fail around `moment`? (The POST is then retried within
+        the step's budget.)"""
+        return any(
+            e.kind in FAULTS and moment - 15.0 <= e.t <= moment + ACK_WITHIN
+            for e in self.trace.events
+        )
 
 
 def check(trace: CloudTrace, settings: CloudSettings) -> Tuple[Model, List[Violation]]:

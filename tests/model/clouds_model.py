@@ -14,7 +14,7 @@ from typing import Optional
 
 from clouds_collect import iso
 from clouds_signals import SIGNALS, CloudSettings, budget
-from contract_model import Interpreter, Model, Notice
+from contract_model import Interpreter, Model, Notice, Tracker
 from contract_signals import Signal
 from model_trace import Shown, Trace
 
@@ -39,6 +39,16 @@ class CloudInterpreter(Interpreter):
             return known.known  # the same value still showing: the time it was given
         epoch = int(moment) + budget(signal.name, self.settings)
         return Notice(action, epoch, iso(epoch))
+
+    def forgotten(self, tracker: Tracker, signal: Signal, known: Notice, moment: float) -> None:
+        """docs/azure.md: an event spotwatch let go ahead (StartRequests) that then leaves the
+        list went ahead, whatever its NotBefore said: no cancel."""
+        response = tracker.response
+        approvals = getattr(self.trace, "approvals", [])
+        if response is not None and any(e == known.event_id and t <= moment for t, e in approvals):
+            response.withdrawn, tracker.response = moment, None
+            return
+        super().forgotten(tracker, signal, known, moment)
 
     def start_due(self, moment: float) -> None:
         """A waiting response starts when its moment comes, not at the next usable answer: the

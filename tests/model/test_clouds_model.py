@@ -200,3 +200,15 @@ def test_a_waiting_event_starts_at_its_moment_through_a_metadata_outage() -> Non
     (response,) = interpret(trace_of(answers, settings=settings), settings).responses
     assert response.started == T0 + 2
     assert invariants(trace_of(answers, settings=settings, hooks=[run]), settings) == []
+
+
+def test_an_event_let_go_ahead_that_leaves_the_list_went_ahead() -> None:
+    """docs/azure.md: after spotwatch's StartRequests, an event leaving the list (seen
+    Started or not: a poll may miss it) went ahead, not canceled: no cancel response."""
+    answers = polls(0, 3, "azure", event("Freeze", 8)) + polls(3, 6, "azure")
+    settings = replace(AZURE, acknowledge=True)
+    approved = trace_of(answers, settings=settings, approvals=[(2.8, "EV-0001")])
+    assert [r.action for r in interpret(approved, settings).responses] == ["maintenance"]
+    canceled = trace_of(answers, settings=settings)
+    actions = [r.action for r in interpret(canceled, settings).responses]
+    assert actions == ["maintenance", "cancel"]
