@@ -35,6 +35,24 @@ class CloudTrace(Trace):
     started_when: Dict[str, float] = field(default_factory=dict)  # EventId -> Started at
     metadata_writes: List[str] = field(default_factory=list)  # requests that were not reads
     vm_name: str = ""
+    # Lifetime index -> whether it had polled (state/poll.json written) when it was stopped:
+    # a Google watch reads the values before the poll loop (and its SIGTERM handler) runs.
+    ready: Dict[int, bool] = field(default_factory=dict)
+
+
+class CloudDaemon(DaemonProcess):
+    """The daemon, noting at each stop whether this run had polled (§6: READY once the
+    first poll was tried; SIGTERM is handled from then on)."""
+
+    trace: CloudTrace
+
+    def stop(self, how: str) -> None:
+        if self.process is not None:
+            polled = self.folder / "state" / "poll.json"
+            life = self.trace.lifetimes[-1]
+            ready = polled.exists() and polled.stat().st_mtime >= life.started
+            self.trace.ready[len(self.trace.lifetimes) - 1] = ready
+        super().stop(how)
 
 
 def event_id(number: int) -> str:
@@ -90,7 +108,7 @@ class CloudWorld(World):
         # Every AWS endpoint, the SDK's instance metadata included, is the forbidden one.
         env = daemon_env(forbidden.url, folder, AWS_EC2_METADATA_SERVICE_ENDPOINT=forbidden.url)
         self.env = {k: v for k, v in env.items() if k != "GCE_METADATA_HOST"}
-        self.daemon = DaemonProcess(folder, self.config, self.env, self.trace)
+        self.daemon = CloudDaemon(folder, self.config, self.env, self.trace)
         self.events = 0
         self.timers = []
 

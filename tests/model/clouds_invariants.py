@@ -18,11 +18,11 @@ canceled response absorbs nothing), and so do the `status` and process ones
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, List, Optional, Tuple
 
 from clouds_driver import CloudTrace
 from clouds_model import interpret
-from clouds_signals import SIGNALS, CloudSettings
+from clouds_signals import CloudSettings
 from contract_aws import StatusChecks
 from contract_invariants import KILL_SLACK, SLACK, Checker, Violation
 from contract_model import End, Model, Response
@@ -34,21 +34,51 @@ FAULTS = ("fault-503", "outage", "slow", "cut")
 
 
 SECOND_SIGTERM = 0.3  # the driver's second SIGTERM comes this long after the first
+SPAWN = 0.5  # a hook spawned just before a kill -9 notes its start this much later at most
 
 
 class CloudChecker(Checker):
     def cut(self, run: HookRun, end: End) -> bool:
         """Also a run that ended as a second SIGTERM cut the wait short (§4): the daemon may
-        have given it up (`interrupted`) just as it exited 0, and a restart runs it again."""
+        have given it up (`interrupted`) just as it exited 0, and a restart runs it again; and
+        a run spawned just before a kill -9 (its start line comes after the kill)."""
         twice = [e.t + SECOND_SIGTERM for e in self.trace.events if e.kind == "sigterm-twice"]
         ended = run.ended
-        return super().cut(run, end) or any(
-            ended is not None and run.started <= t and abs(ended - t) <= KILL_SLACK for t in twice
+        spawned_as_killed = any(k <= run.started <= k + SPAWN for k in self.kills)
+        return (
+            super().cut(run, end)
+            or spawned_as_killed
+            or any(
+                ended is not None and run.started <= t and abs(ended - t) <= KILL_SLACK
+                for t in twice
+            )
         )
 
 
 class CloudStatusChecks(StatusChecks):
-    polled_by = tuple(SIGNALS)
+    """`status` and the process, judged by when each run was ready: a Google watch reads the
+    values before the poll loop (and its SIGTERM handler) runs, so an answer is no proof."""
+
+    polled_by = ()  # readiness comes from the run's poll.json (CloudTrace.ready) instead
+    trace: CloudTrace
+
+    def run(self) -> None:
+        super().run()
+        for index, life in enumerate(self.trace.lifetimes):
+            ready = self.trace.ready.get(index, False)
+            if life.how == "sigterm" and ready and life.exit_code != 0:
+                self.c.flag("sigterm-exits-0", f"exit status {life.exit_code}")
+
+    def shot(self, moment: float, after: str, doc: Optional[Any]) -> None:
+        if after == "sigterm" and not self.ready_before(moment):
+            after = "checkpoint"  # stopped before it was ready: what it left is an earlier run's
+        super().shot(moment, after, doc)
+
+    def ready_before(self, moment: float) -> bool:
+        ended = [
+            i for i, life in enumerate(self.trace.lifetimes) if life.ended and life.ended <= moment
+        ]
+        return bool(ended) and self.trace.ready.get(ended[-1], False)
 
 
 class CloudChecks:

@@ -212,3 +212,13 @@ def test_an_event_let_go_ahead_that_leaves_the_list_went_ahead() -> None:
     canceled = trace_of(answers, settings=settings)
     actions = [r.action for r in interpret(canceled, settings).responses]
     assert actions == ["maintenance", "cancel"]
+
+
+def test_sigterm_exits_0_once_the_daemon_had_polled() -> None:
+    """§1, §4, §6: SIGTERM to a daemon that had polled (READY) ends it with status 0; one
+    stopped before its first poll (a Google watch may have read already) owes nothing."""
+    life = Lifetime(T0 - 2, 0, T0 + 1, "sigterm", -15, T0 + 0.9)
+    trace = trace_of([], lifetimes=[life])
+    assert invariants(trace) == []
+    trace.ready = {0: True}
+    assert invariants(trace) == ["sigterm-exits-0"]
