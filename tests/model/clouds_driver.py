@@ -24,6 +24,7 @@ GCP_VALUES = {
 }
 AZURE_COMPLETES_AFTER = 3.0  # a started event leaves the list this long after (it is done)
 OTHER_VM = "spot-vm-2"
+EVENT_SETTLES = 4.0  # seconds after an event's response is due: its first hooks have run
 
 
 @dataclass
@@ -114,6 +115,19 @@ class CloudWorld(World):
 
     def polled_since(self, since: float) -> int:
         return sum(1 for answer in self.meta.answers if answer[0] >= since)
+
+    def _calm(self) -> bool:
+        """Also: every Azure event still waiting for its moment has had it, and the time
+        for its first hooks (else the end of a sequence would leave it unjudged)."""
+        if not super()._calm():
+            return False
+        if not isinstance(self.meta, RecordingAzure):
+            return True
+        due = [
+            self.meta.not_before(event) - self.settings.lead + EVENT_SETTLES
+            for event in self.meta.listed()
+        ]
+        return all(moment <= time.time() for moment in due)
 
     # ------------------------------------------------------------------ playing
 

@@ -87,6 +87,11 @@ class RecordingAzure(AzureMetadataSimulator):
     def listed(self) -> List[str]:
         return [event["EventId"] for event in self.events()]
 
+    def not_before(self, event_id: str) -> float:
+        """A Scheduled event's NotBefore (epoch); 0 once it started or left the list."""
+        with self._lock:
+            return self._not_before.get(event_id, 0.0)
+
 
 class AwsForbidden:
     """Records every request (any method, any path) and refuses it: nothing may come here."""
