@@ -112,6 +112,7 @@ class CloudWorld(World):
         self.daemon = CloudDaemon(folder, self.config, self.env, self.trace)
         self.events = 0
         self.timers = []
+        self.logind = None  # no logind here (§8 is the AWS model's)
 
     def polled_since(self, since: float) -> int:
         return sum(1 for answer in self.meta.answers if answer[0] >= since)

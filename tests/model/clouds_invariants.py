@@ -23,9 +23,9 @@ from typing import Any, List, Optional, Tuple
 from clouds_driver import CloudTrace
 from clouds_model import interpret
 from clouds_signals import CloudSettings
-from contract_aws import StatusChecks
 from contract_invariants import KILL_SLACK, SLACK, Checker, Violation
 from contract_model import End, Model, Response
+from contract_status import StatusChecks
 from model_trace import HookRun
 
 ACK_WITHIN = 3.0  # seconds after the last hook of its end ends: the finale step is next
@@ -59,8 +59,7 @@ class CloudStatusChecks(StatusChecks):
     """`status` and the process, judged by when each run was ready: a Google watch reads the
     values before the poll loop (and its SIGTERM handler) runs, so an answer is no proof."""
 
-    polled_by = ()  # readiness comes from the run's poll.json (CloudTrace.ready) instead
-    trace: CloudTrace
+    trace: CloudTrace  # its answers are no Spot poll's: readiness is CloudTrace.ready
 
     def run(self) -> None:
         super().run()

@@ -175,6 +175,10 @@ class World:
     def begin(self) -> None:
         self.daemon.start()
         self._wait_for_polls(1)
+        if self.logind is not None:  # §8: it takes the lock at start; the sequence begins then
+            end = time.time() + 5.0
+            while time.time() < end and not self.logind.holding():
+                time.sleep(0.05)
 
     def _wait_for_polls(self, count: int, limit: float = 20.0) -> None:
         end = time.time() + limit

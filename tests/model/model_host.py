@@ -62,6 +62,7 @@ class PresetReceiver:
     def __init__(self) -> None:
         self.answer_after = 0.3
         self.posted: List[Posted] = []
+        self.since = 0.0  # requests that came before this (an earlier sequence's) are not kept
         self._lock = threading.Lock()
         receiver = self
 
@@ -77,15 +78,15 @@ class PresetReceiver:
                 except ValueError:
                     event = {}
                 with receiver._lock:
-                    receiver.posted.append(
-                        Posted(self.path.strip("/"), came, time.time(), dict(event))
-                    )
+                    if came >= receiver.since:
+                        posted = Posted(self.path.strip("/"), came, time.time(), dict(event))
+                        receiver.posted.append(posted)
 
         self._server, self.url = serve_in_thread(Handler)
 
     def reset(self, answer_after: float) -> None:
         with self._lock:
-            self.posted, self.answer_after = [], answer_after
+            self.posted, self.answer_after, self.since = [], answer_after, time.time()
 
     def runs(self, timeout: float) -> List[HookRun]:
         """Each request as a hook run: it ends when answered, or when the preset's time ran

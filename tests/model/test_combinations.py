@@ -54,7 +54,13 @@ def test_replay(moto_url: str, aws: AwsEndpoint, host: Host, tmp_path: Path) -> 
     print(played.describe())
     for run in outcome.trace.hooks:
         print(f"  hook {run.name} {run.started - outcome.trace.events[0].t:+.2f}s {run.env}")
+    origin = outcome.trace.events[0].t
     for call in outcome.trace.calls:
-        print(f"  aws {call.t - outcome.trace.events[0].t:+.2f}s {call.operation} {call.status}")
+        print(f"  {call.service} {call.t - origin:+.2f}s {call.operation} {call.status}")
+    for told in outcome.trace.announcements:
+        print(f"  logind {told.t - origin:+.2f}s PrepareForShutdown({told.active})")
+    for lock in outcome.trace.locks:
+        let_go = "held" if lock.released is None else f"{lock.released - origin:+.2f}s"
+        print(f"  lock {lock.taken - origin:+.2f}s .. {let_go}")
     problems = "\n".join(str(v) for v in outcome.violations)
     assert not outcome.violations, f"{problems}\nreplay: {REPLAY.format(name=played.name)}"

@@ -280,3 +280,29 @@ def test_a_preset_gives_up_at_the_time_it_is_given() -> None:
     on_time = [*runs, hook("flush", 2.6, "terminate", "instance-action", 28.0)]
     trace = trace_of(answers, hooks=on_time, settings=settings)
     assert "preset-gives-up-at-T" not in invariants(trace, settings)
+
+
+def test_a_container_stopped_through_the_runtime_keeps_stoptasks_promise() -> None:
+    """§4 stop_via runtime: a task's container is stopped within a response, after its
+    hooks (or at the final stop's moment), and no StopTask is made for it."""
+    settings = Settings(stop_via="runtime")
+    answers = polls(0, 10, "spot", spot("terminate", 30))
+    runs = [hook("checkpoint", 0.5, "terminate", "instance-action", 28.0)]
+    container = {"task": "arn:task/1", "container": "c1", "exited": T0 + 2.1}
+
+    def judged(*calls: AwsCall) -> List[str]:
+        return invariants(trace_of(answers, hooks=runs, calls=calls, settings=settings), settings)
+
+    assert "ecs-stop-after-hooks" in judged(AwsCall(T0 + 0.6, "docker", "StopContainer", container))
+    assert invariants(trace_of(polls(0, 10, "spot"), settings=settings), settings) == []
+    outside = trace_of(
+        polls(0, 10, "spot"),
+        calls=[AwsCall(T0 + 2, "docker", "StopContainer", container)],
+        settings=settings,
+    )
+    assert "ecs-stop-in-a-response" in invariants(outside, settings)
+    stop_task = AwsCall(T0 + 2, "ecs", "StopTask", {"reason": "spotwatch: terminate at x"})
+    assert "ecs-stop-via-runtime" in judged(stop_task)
+    assert "ecs-stop-after-hooks" not in judged(
+        AwsCall(T0 + 2, "docker", "StopContainer", container)
+    )
