@@ -184,19 +184,13 @@ class CloudWorld(World):
         elif kind == "event-remove":  # before NotBefore: canceled (Azure has no Canceled)
             azure.remove_event(event_id(int(args[0])))
 
-    def restart(self, how: str) -> None:
-        self.daemon.stop(how if how in ("kill", "sigterm-twice") else "sigterm")
-        if how != "kill":
-            self.status("sigterm")
-        if how == "boot" and self.daemon.unshare:
-            self.daemon.new_boot()
-            if isinstance(self.meta, RecordingGcp):
-                self.meta.set_value("instance/preempted", "FALSE")
-                self.meta.set_maintenance_event("NONE")
-            else:
-                for listed in self.meta.listed():
-                    self.meta.remove_event(listed)
-        self.daemon.start()
+    def booted(self) -> None:
+        if isinstance(self.meta, RecordingGcp):
+            self.meta.set_value("instance/preempted", "FALSE")
+            self.meta.set_maintenance_event("NONE")
+        else:
+            for listed in self.meta.listed():
+                self.meta.remove_event(listed)
 
     # ------------------------------------------------------------------ the end
 

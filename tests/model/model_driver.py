@@ -278,12 +278,16 @@ class World:
             self.status("sigterm")
         if how == "boot" and self.daemon.unshare:
             self.daemon.new_boot()
-            self.imds.clear_instance_action()
-            self.imds.set_rebalance(None)
-            self.imds.set_asg_state("InService")
-            for event in self.imds.scheduled.listed():
-                self.imds.scheduled.remove(event["EventId"])
+            self.booted()
         self.daemon.start()
+
+    def booted(self) -> None:
+        """A new boot: the instance's metadata shows none of the earlier boot's notices."""
+        self.imds.clear_instance_action()
+        self.imds.set_rebalance(None)
+        self.imds.set_asg_state("InService")
+        for event in self.imds.scheduled.listed():
+            self.imds.scheduled.remove(event["EventId"])
 
     def once(self, action: str, lead: float) -> None:
         """`run --once` instead of the daemon, a new notice for it to answer, and SIGTERM as
