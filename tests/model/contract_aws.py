@@ -287,7 +287,11 @@ class AwsChecks:
             return False
         if root.boot != self.trace.boot_of(moment) or root.uncertain:
             return False
-        undo = self.model.of("cancel") + self.model.of("start")
+        # Only a cancel of this end (or a start, on a later boot) puts back what it changed:
+        # another end's cancel leaves it drained (§7).
+        undo = [
+            c for c in self.model.of("cancel") if c.undo_of is not None and c.undo_of.end is end
+        ]
         return not any(u.started and root.started <= u.started <= moment + SLACK for u in undo)
 
     def changed_for(self, response: Response, back: str, away: str) -> bool:
@@ -301,6 +305,9 @@ class AwsChecks:
             step = "drain" if "Container" in away else "deregister"
             if end is None or end.transferred or not applies(step, canceled.action, self.settings):
                 return False  # the end goes on (another signal had joined it), or no such step
+            others = [e for e in self.model.ends if e is not end]
+            if any(self.stands(e.root, response.started) for e in others):
+                return False  # another end drained it and stands: it stays drained (§7)
             span = 2.0 + 4 * self.settings.poll
             span += 5.0 if self.throttled_near(canceled.started) else 0.0
             return bool(self.ok(away, canceled.started - SLACK, canceled.started + span))

@@ -191,7 +191,11 @@ class Checker:
             for joiner in end.members:
                 if joiner is end.root or joiner.source == end.root.source:
                     continue
-                own = [r for r in self.runs_of([joiner]) if r.source == joiner.source]
+                own = [
+                    r
+                    for r in self.runs_of([joiner])
+                    if r.source == joiner.source and not self.rerun(r, end)
+                ]
                 if own and not joiner.uncertain and not end.uncertain:
                     self.flag(
                         "once-per-end",
@@ -199,6 +203,14 @@ class Checker:
                         f"own: {', '.join(r.name for r in own)}",
                     )
             self.by_order(end, members)
+
+    def rerun(self, run: HookRun, end: End) -> bool:
+        """Is `run` the re-run of a run of the same hook of its end that was cut short (a
+        restart finishes it, under whichever of the end's notices it resumes)?"""
+        return any(
+            earlier.name == run.name and earlier.started < run.started and self.cut(earlier, end)
+            for earlier in self.runs_of(end.ever)
+        )
 
     def why_missing(self, end: End) -> str:
         """The invariant an end without its hooks breaks: a canceled response of the same

@@ -81,7 +81,9 @@ class Interpreter:
         brief = self.up_for(self.boot) < BRIEF_BOOT
         self.boot, self.trackers = boot, {}  # a new boot: the earlier boot's notices are gone
         if previous and boot > 0:
-            latest = max(previous, key=lambda r: r.first_seen)
+            # A shutdown that may have been answered by waiting instead names no start.
+            certain = [r for r in previous if not (r.uncertain and r.action == "shutdown")]
+            latest = max(certain or previous, key=lambda r: r.first_seen)
             notice = Notice("start", *latest.latest())  # the earlier notice's time, as it stood
             start = self._start_response(notice, moment)
             if all(r.uncertain and r.action == "shutdown" for r in previous):
@@ -273,7 +275,7 @@ class Interpreter:
         ]
         if not held:  # logind does not wait for it; whether it listened already is open
             shutdown.uncertain = "the daemon held no lock when the shutdown was announced"
-        slack = 4 * self.settings.poll + 1.0
+        slack = 2 * self.settings.poll + 0.5  # a poll in flight, a response being set up
         ends = [
             e
             for e in self.model.ends

@@ -139,6 +139,8 @@ class ShutdownChecks:
                     continue
                 if not start <= call.t <= start + self.settings.shutdown_budget:
                     continue
+                if self.trace.boot_of(call.t) != response.boot:
+                    continue  # the shutdown went on: the next boot's notices are their own
                 if any(o.boot == response.boot and (o.started or 1e12) < call.t for o in owed):
                     continue  # another notice's instance action (§4 step 5)
                 self.c.flag(
@@ -175,7 +177,8 @@ class ShutdownChecks:
                     for r in runs
                     if orders.get(r.name, 0) > hook.order and r.started > preset.started
                 ]
-                if later and later[0].started > preset.started + limit + 2 * SLACK:
+                given = preset.started + limit + 2 * SLACK
+                if later and later[0].started > given and self.trace.up(preset.started, given):
                     self.c.flag(
                         "preset-gives-up-at-T",
                         f"the http preset started at {self.c.at(preset.started)} was given "

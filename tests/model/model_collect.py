@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 
-from contract_signals import PRESET_TIMEOUT
 from model_trace import Answer, HookRun, Shown, Trace
 from model_world import WATCHED_PATHS, Raw
 
@@ -103,7 +102,7 @@ def answers(raw: List[Raw]) -> List[Answer]:
 def collect(world: World) -> Trace:
     trace = world.trace
     trace.ended = time.time()
-    presets = world.host.receiver.runs(PRESET_TIMEOUT)
+    presets = world.host.receiver.runs()
     trace.hooks = sorted(hook_runs(world.folder / "hooks.jsonl") + presets, key=lambda r: r.started)
     if world.logind is not None:
         trace.locks = world.logind.spans()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import calendar
 import contextlib
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -52,8 +54,25 @@ def _epoch(text: str) -> Optional[float]:
 class Posted:
     hook: str
     came: float
-    answered: float
+    ended: float  # answered, or when the preset hung up (it gave up first)
     event: Dict[str, Any]
+
+
+def hung_up(connection: socket.socket, until: float) -> bool:
+    """Wait until `until` for the client to close the connection (True: it did; the
+    moment is now). A preset that gives up at its T closes it at once."""
+    while True:
+        left = until - time.time()
+        if left <= 0:
+            return False
+        readable, _, _ = select.select([connection], [], [], left)
+        if readable:
+            try:
+                if connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            time.sleep(min(0.01, max(0.0, until - time.time())))  # data, not a hang-up
 
 
 class PresetReceiver:
@@ -70,9 +89,9 @@ class PresetReceiver:
             def do_POST(self) -> None:
                 came = time.time()
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                time.sleep(receiver.answer_after)
-                with contextlib.suppress(OSError):  # the preset gave up first (its T ran out)
-                    self.reply(200, b"{}", "application/json")
+                if not hung_up(self.connection, came + receiver.answer_after):
+                    with contextlib.suppress(OSError):
+                        self.reply(200, b"{}", "application/json")
                 try:
                     event = json.loads(body)
                 except ValueError:
@@ -88,9 +107,9 @@ class PresetReceiver:
         with self._lock:
             self.posted, self.answer_after, self.since = [], answer_after, time.time()
 
-    def runs(self, timeout: float) -> List[HookRun]:
-        """Each request as a hook run: it ends when answered, or when the preset's time ran
-        out (its timeout capped by the deadline the event names), whichever came first."""
+    def runs(self) -> List[HookRun]:
+        """Each request as a hook run: it ends when answered, or when the preset hung up
+        (its time ran out first)."""
         with self._lock:
             posted = list(self.posted)
         runs = []
@@ -101,12 +120,11 @@ class PresetReceiver:
                 if key in post.event
             }
             deadline = _epoch(str(post.event.get("deadline", "")))
-            limit = timeout if deadline is None else max(0.0, min(timeout, deadline - post.came))
             if deadline is not None:
                 env["SPOTWATCH_DEADLINE"] = str(int(deadline))
                 env["SPOTWATCH_SECONDS_LEFT"] = str(max(0, int(deadline - post.came)))
             env["SPOTWATCH_DRY_RUN"] = "0"  # in dry run a preset only logs what it would do
-            runs.append(HookRun(post.hook, post.came, min(post.answered, post.came + limit), env))
+            runs.append(HookRun(post.hook, post.came, post.ended, env))
         return runs
 
     def close(self) -> None:

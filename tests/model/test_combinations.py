@@ -56,7 +56,8 @@ def test_replay(moto_url: str, aws: AwsEndpoint, host: Host, tmp_path: Path) -> 
         print(f"  hook {run.name} {run.started - outcome.trace.events[0].t:+.2f}s {run.env}")
     origin = outcome.trace.events[0].t
     for call in outcome.trace.calls:
-        print(f"  {call.service} {call.t - origin:+.2f}s {call.operation} {call.status}")
+        status = call.params.get("status", "")  # UpdateContainerInstancesState's
+        print(f"  {call.service} {call.t - origin:+.2f}s {call.operation} {status} {call.status}")
     for told in outcome.trace.announcements:
         print(f"  logind {told.t - origin:+.2f}s PrepareForShutdown({told.active})")
     for lock in outcome.trace.locks:

@@ -306,3 +306,41 @@ def test_a_container_stopped_through_the_runtime_keeps_stoptasks_promise() -> No
     assert "ecs-stop-after-hooks" not in judged(
         AwsCall(T0 + 2, "docker", "StopContainer", container)
     )
+
+
+def test_the_next_boots_instance_action_is_not_the_shutdowns() -> None:
+    """§8: the shutdown went on; a terminate notice on the next boot ends the instance by
+    §4 step 5: that is no instance action of the shutdown's response."""
+    settings = Settings(after_response="terminate", ecs=False, lb="off")
+    lives = [Lifetime(T0 - 2, 0, T0 + 3, "sigterm", 0), Lifetime(T0 + 4, 1)]
+    answers = polls(0, 3, "spot") + polls(4.5, 10, "spot", spot("terminate", 30))
+    call = AwsCall(T0 + 6, "ec2", "TerminateInstances", {"InstanceId.1": INSTANCE})
+    trace = shutdown_trace(answers=answers, calls=[call], lifetimes=lives, settings=settings)
+    assert "shutdown-no-instance-action" not in invariants(trace, settings)
+
+
+def test_a_hook_cut_by_sigterm_may_run_again_under_the_notice_that_joined() -> None:
+    """§3, §7: the end's flush was cut by SIGTERM; after the restart it runs again, under
+    the group's notice that had joined the Spot one: not a hook of the joiner's own."""
+    answers = polls(0, 8, "spot", spot("terminate", 30))
+    answers += polls(0.5, 8, "autoscaling", Shown("Terminated"))
+    lives = [Lifetime(T0 - 2, 0, T0 + 2.0, "sigterm", 0), Lifetime(T0 + 2.5, 0)]
+    first = hook("flush", 1.5, "terminate", "instance-action", 15.0)
+    cut = HookRun("flush", first.started, T0 + 1.9, first.env, stopped=True)
+    again = hook("flush", 3.0, "terminate", "target-lifecycle-state", 15.0)
+    runs = [hook("checkpoint", 1.0, "terminate", "instance-action", 15.0), cut, again]
+    assert "once-per-end" not in invariants(trace_of(answers, hooks=runs, lifetimes=lives))
+
+
+def test_another_ends_cancel_puts_nothing_back_while_an_end_stands() -> None:
+    """§7: a canceled scheduled stop's cancel puts ECS back only when the instance stays: a
+    Spot terminate response standing beside it keeps it drained (`ecs.reactivate`)."""
+    answers = polls(0, 3, "scheduled", event("instance-retirement", 5))
+    answers += polls(3, 9, "scheduled", event("instance-retirement", 5, "canceled"))
+    answers += polls(0.5, 9, "spot", spot("terminate", 30))
+    drained = AwsCall(T0 + 0.7, "ecs", "UpdateContainerInstancesState", {"status": "DRAINING"})
+    active = AwsCall(T0 + 3.5, "ecs", "UpdateContainerInstancesState", {"status": "ACTIVE"})
+    trace = trace_of(answers, calls=[drained], settings=Settings(lb="off"))
+    assert "put-back-after-cancel-or-start" not in invariants(trace, Settings(lb="off"))
+    trace = trace_of(answers, calls=[drained, active], settings=Settings(lb="off"))
+    assert "no-active-while-end-stands" in invariants(trace, Settings(lb="off"))
