@@ -60,7 +60,7 @@ def run_daemon(
             dry_run=dry_run,
             parts=daemon_parts(config, probes=probes),
         )
-        return daemon.run(once=once)
+        return daemon.run(once=once, process_ends=True)
     except ConfigError:
         raise
     except OSError as failure:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from spotwatch.config.schema import Config
 from spotwatch.daemon.scheduled import IsScheduled, ScheduledResponses
@@ -70,18 +70,41 @@ class NoticeIntake:
     # ----------------------------------------------------------------- at start
 
     def restore(self, trackers: Mapping[str, NoticeTracker]) -> None:
-        """Which responses a restart interrupted: each waits for a poll to confirm it."""
+        """Which responses a restart interrupted: the one to each tracker's current notice
+        waits for a poll to confirm it. Any other unfinished response of a tracker is ended
+        for good: only the current notice is ever taken up, so nothing else would end it
+        (an earlier notice superseded, one a state file no longer knows)."""
         for name, tracker in trackers.items():
-            if tracker.known is None:
-                continue
-            key = tracker.response_key(name)
-            record = self.store.response(key)
-            if not record or record.get("done"):
-                continue
-            if record["notice"].get("action") != tracker.known.action:
-                continue
-            self._pending[name] = key
+            known = tracker.known
+            current = tracker.response_key(name) if known is not None else None
+            for key, record in self._unfinished_of(name):
+                if (
+                    known is not None
+                    and key == current
+                    and record["notice"].get("action") == known.action
+                ):
+                    self._pending[name] = key
+                    continue
+                why = (
+                    f"superseded by a {known.action} notice"
+                    if known is not None
+                    else "its notice was not known when the daemon came back"
+                )
+                self.store.end_response(key, why=why, unfinished=SKIPPED)
         self.scheduled.restore(trackers)
+
+    def _unfinished_of(self, tracker_name: str) -> List[Tuple[str, Dict[str, Any]]]:
+        """The response records of `tracker_name` not done (a record without its tracker
+        is the one its key names: `spot#3`, or `spot` from before generations were kept)."""
+        records = dict(self.store.value("responses") or {})  # a copy: others write it
+        return [
+            (key, record)
+            for key, record in records.items()
+            if isinstance(record, dict)
+            and not record.get("done")
+            and isinstance(record.get("notice"), dict)
+            and (record.get("tracker") or key.split("#", 1)[0]) == tracker_name
+        ]
 
     # ----------------------------------------------------------------- watcher events
 

@@ -215,14 +215,19 @@ class Daemon:
 
     # ----------------------------------------------------------------- running
 
-    def run(self, *, once: bool = False) -> int:
-        """Poll until SIGTERM/SIGINT (or once); returns the exit status."""
-        self.prepare()
-        assert self.watcher is not None
-        signals = self._signals = StopAndReload(self.watcher, self._hurry)
-        with signals.installed():  # `--once` too: SIGTERM follows the same rules
+    def run(self, *, once: bool = False, process_ends: bool = False) -> int:
+        """Poll until SIGTERM/SIGINT (or once); returns the exit status. `process_ends`:
+        the process exits when this returns (`spotwatch run`), so a SIGTERM that comes after
+        it is ignored rather than let kill it (signals.py)."""
+        signals = self._signals = StopAndReload(self._hurry)
+        # `--once` too: SIGTERM follows the same rules, from before the daemon prepares
+        with signals.installed(process_ends=process_ends):
+            self.prepare()
+            assert self.watcher is not None
+            signals.attach(self.watcher)
             if once:
-                self.watcher.poll_once()
+                if signals.stop_signal is None:
+                    self.watcher.poll_once()
                 while self.responder.running() and signals.stop_signal is None:
                     self.responder.wait(ONCE_SLICE)
             else:

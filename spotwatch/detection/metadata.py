@@ -52,6 +52,10 @@ class Transient(Exception):
     """A failure worth retrying (connection trouble, timeout, 429, 5xx)."""
 
 
+class NoTimeLeft(Transient):
+    """The poll's time ran out before an attempt could start: not a cause of its own."""
+
+
 def is_transient_status(status: int) -> bool:
     return status == 429 or status >= 500
 
@@ -155,10 +159,16 @@ class MetadataClient:
     def _with_retries(self, path: str, deadline: float, once: Callable[[str], Reply]) -> Reply:
         full_path = self.full_path(path)
         attempt = 0
+        cause: Optional[Transient] = None
         while True:
             try:
                 return once(full_path)
             except Transient as failure:
+                # A retry that woke too late to start says nothing new: the outage is still
+                # the failure before it (one cause, one log line, however loaded the host).
+                if cause is None or not isinstance(failure, NoTimeLeft):
+                    cause = failure
+                failure = cause
                 attempt += 1
                 pause = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
                 if self._clock() + pause + MIN_ATTEMPT >= deadline:
@@ -193,7 +203,7 @@ class MetadataClient:
         limit = self.timeout if budget is None else budget
         left = min(limit, deadline - self._clock())
         if left < MIN_ATTEMPT:
-            raise Transient("no time left in this poll")
+            raise NoTimeLeft("no time left in this poll")
         headers = {"User-Agent": self._agent, **headers}
         try:
             return self._exchange(method, path, headers, left, body)

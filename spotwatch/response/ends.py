@@ -24,7 +24,7 @@ for already.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import AbstractSet, List, Optional, Protocol, Tuple
+from typing import AbstractSet, Callable, List, Optional, Protocol, Tuple
 
 from spotwatch.detection.notices import SHUTDOWN, SOURCE_TARGET_LIFECYCLE_STATE, Notice
 from spotwatch.response.plan import Plan, PreludeStep, Step, StepContext, StepOutcome, TimedStep
@@ -118,24 +118,40 @@ def joined_plan(
     """`plan` joined to `first` (whose plan has `first_steps`, for `first_notice`): the steps
     the first has are `SharedStep`s; its own stage and finale steps come after a `JoinStep`;
     no detach when the group terminates the instance."""
-    group_ends = SOURCE_TARGET_LIFECYCLE_STATE in (plan.notice.signal, first_notice.signal)
-
-    def keep(step: Step) -> bool:
-        return not (group_ends and step.name.startswith(DETACH_STEP_PREFIXES))
+    if SOURCE_TARGET_LIFECYCLE_STATE in (plan.notice.signal, first_notice.signal):
+        plan = without_detach(plan)
 
     def shared(step: Step) -> Step:
         return SharedStep(step, first) if step.name in first_steps else step
 
+    joined = _rebuilt(plan, shared)
+    joined.stages.insert(0, (JoinStep(first),))
+    return joined
+
+
+def without_detach(plan: Plan) -> Plan:
+    """`plan` with no detach step: the group is already terminating the instance (it is
+    replacing it already, and AWS refuses DetachInstances in Terminating:Wait)."""
+    return _rebuilt(plan, keep=lambda step: not step.name.startswith(DETACH_STEP_PREFIXES))
+
+
+def _rebuilt(
+    plan: Plan,
+    mapped: Callable[[Step], Step] = lambda step: step,
+    keep: Callable[[Step], bool] = lambda step: True,
+) -> Plan:
+    """`plan` with only the steps `keep` accepts, each `mapped`; stages left empty go."""
+
     def stages(listed: List[Tuple[Step, ...]]) -> List[Tuple[Step, ...]]:
-        kept = (tuple(shared(s) for s in stage if keep(s)) for stage in listed)
+        kept = (tuple(mapped(s) for s in stage if keep(s)) for stage in listed)
         return [stage for stage in kept if stage]
 
-    joined = Plan(notice=plan.notice, warnings=list(plan.warnings))
-    joined.prelude = [PreludeStep(shared(p.step), p.hold) for p in plan.prelude if keep(p.step)]
-    joined.stages = [(JoinStep(first),), *stages(plan.stages)]
-    joined.timed = [TimedStep(shared(t.step), t.start_at) for t in plan.timed if keep(t.step)]
-    joined.finale = stages(plan.finale)
-    return joined
+    rebuilt = Plan(notice=plan.notice, warnings=list(plan.warnings))
+    rebuilt.prelude = [PreludeStep(mapped(p.step), p.hold) for p in plan.prelude if keep(p.step)]
+    rebuilt.stages = stages(plan.stages)
+    rebuilt.timed = [TimedStep(mapped(t.step), t.start_at) for t in plan.timed if keep(t.step)]
+    rebuilt.finale = stages(plan.finale)
+    return rebuilt
 
 
 def earlier(notice: Notice, other: Notice) -> Notice:

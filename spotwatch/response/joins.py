@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AbstractSet, Any, Callable, Dict, List, Optional, Protocol, Sequence
 
-from spotwatch.detection.notices import Notice
+from spotwatch.detection.notices import SOURCE_TARGET_LIFECYCLE_STATE, Notice
 from spotwatch.response.ends import earlier, same_end
 from spotwatch.response.plan import Plan, StepContext
 from spotwatch.state.history import step_status
@@ -175,6 +175,15 @@ class Joins:
                 continue
             candidates.append((str(record.get("first_seen") or ""), str(name)))
         return max(candidates)[1] if candidates else None
+
+    def group_terminating(self) -> bool:
+        """Has a response on this boot answered the Auto Scaling group's own termination of
+        the instance? Then no other end's response detaches it (response/ends.py)."""
+        records = dict(self.store.value("responses") or {})  # a copy: others write it
+        return any(
+            known is not None and known.signal == SOURCE_TARGET_LIFECYCLE_STATE
+            for known in map(_notice, records.values())
+        )
 
     def members(self, key: str) -> List[str]:
         """The responses of `key`'s end: the first and every one joined to it."""

@@ -30,7 +30,7 @@ from spotwatch.config.schema import Config
 from spotwatch.detection.notices import Notice
 from spotwatch.logevents import emit
 from spotwatch.response.deadline import KILL_GRACE, NoticeClock, deadline_clock
-from spotwatch.response.ends import joined_plan
+from spotwatch.response.ends import joined_plan, without_detach
 from spotwatch.response.joins import Joined, Joins
 from spotwatch.response.journals import FanoutJournal, StoreJournal
 from spotwatch.response.plan import Plan, StepContext, always
@@ -152,6 +152,8 @@ class Responder:
         config = self._config()
         first = self._joining(key, tracker, notice)
         plan = self._planner(notice, config)
+        if self.joins is not None and self.joins.group_terminating():
+            plan = without_detach(plan)  # whichever end: the group is replacing it already
         timing = self.joins.governing(key, notice) if self.joins is not None else notice
         clock = deadline_clock(
             timing, config, budget=plan.own_budget(), clock=self._clock, wall=self._wall
@@ -309,7 +311,9 @@ class Responder:
         """Start nothing new; give running steps `grace` seconds (less once `hurry` is set),
         then end what still runs (hooks: SIGTERM, SIGKILL 5 s later) and abandon what does
         not end by then (an AWS call in flight). Unfinished steps are recorded
-        `interrupted`: a restarted daemon takes them up again while the notice still shows."""
+        `interrupted`: a restarted daemon takes them up again while the notice still shows;
+        those of a response halted before the shutdown (superseded, canceled) are `skipped`
+        and it is done: nothing takes it up again."""
         for response in self.running():
             self.halt(response, "the daemon is stopping", unfinished=INTERRUPTED)
         end = self._clock() + grace
@@ -338,7 +342,7 @@ class Responder:
                 "running (an AWS call in flight): recorded interrupted, not waited for",
                 action=response.notice.action,
             )
-            if self.store is not None:
+            if self.store is not None:  # one halted before (superseded, canceled) is over
                 self.store.end_response(
-                    response.key, why=response.halted, unfinished=INTERRUPTED
+                    response.key, why=response.halted, unfinished=response.unfinished
                 )

@@ -70,6 +70,7 @@ def daemon(tmp_path: Path, recorder: RecordingAutoscaling) -> Iterator[Make]:
         heartbeat: int = 3,
         dry_run: bool = False,
         budget: float = 60.0,
+        detach: bool = False,
     ) -> Tuple[Daemon, ImdsSimulator]:
         instance_id = build_group(heartbeat_timeout=heartbeat)
         sim = ImdsSimulator(instance_id=instance_id).start()
@@ -80,7 +81,7 @@ def daemon(tmp_path: Path, recorder: RecordingAutoscaling) -> Iterator[Make]:
             state_dir=str(tmp_path / "state"),
             imds=ImdsSettings(endpoint=sim.endpoint, timeout=0.3, user_data=False),
             ecs=EcsSettings(enabled=False),
-            autoscaling=AutoscalingSettings(enabled=True, budget=budget),
+            autoscaling=AutoscalingSettings(enabled=True, budget=budget, detach=detach),
             hooks=hooks,
         )
         process = Daemon(config, parts=daemon_parts(config), notifier=Notifier(""))
@@ -179,6 +180,26 @@ def test_a_spot_notice_and_the_group_termination_run_the_hooks_once(
     assert [what for _, what, _ in events(out)] == ["start", "end"]  # once, for one end
     completes = recorder.of("CompleteLifecycleAction")
     assert len(completes) == 1 and completes[0][0] >= events(out)[-1][2]
+
+
+def test_a_spot_stop_never_detaches_an_instance_the_group_is_terminating(
+    daemon: Make, recorder: RecordingAutoscaling, tmp_path: Path
+) -> None:
+    """With `autoscaling.detach`, the group's termination is under way (its checkpoint
+    runs) when a Spot `stop` notice comes: another end, so a response of its own, but no
+    DetachInstances (CONTRACT §7: detach is left out when the group is already terminating
+    the instance; AWS refuses it in Terminating:Wait). (Before: DetachInstances at once.)"""
+    out = tmp_path / "hooks.log"
+    process, sim = daemon((timed_hook("checkpoint", out, sleep=1),), detach=True)
+    poll_until(process, lambda: True)
+    sim.set_asg_state("Terminated")
+    poll_until(process, lambda: events(out))
+    sim.raise_notice("stop", 60)
+    poll_until(process, lambda: len(process.store.value("responses") or {}) == 2)
+    poll_until(process, settled(process))
+    assert recorder.of("DetachInstances") == []
+    spot = [r for r in (process.store.value("responses") or {}).values() if r["tracker"] == "spot"]
+    assert [s["name"] for s in spot[0]["steps"] if "detach" in s["name"]] == []
 
 
 def test_dry_run_makes_no_mutating_call(

@@ -321,7 +321,8 @@ def test_without_the_docker_sdk_auto_means_api_and_says_so_once(
     why, however many stops follow."""
     names = on_host(world, agent, docker)
     argv, env = python_without(tmp_path, "docker")
-    env["PYTHONPATH"] += f":{Path(__file__).parent}"
+    here = Path(__file__).parent
+    env["PYTHONPATH"] += f":{here}:{here.parent}"  # awshelpers, and the testkit it imports
     code = textwrap.dedent(CHILD.format(agent=agent.url, host=docker.host))
     done = subprocess.run([*argv, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

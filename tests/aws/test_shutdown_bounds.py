@@ -21,7 +21,7 @@ from proxy import Proxy
 from testkit import DaemonProcess, response_record, wait_for, write_service_config
 
 from spotwatch.simulator.imds import ImdsSimulator
-from spotwatch.state.schema import INTERRUPTED
+from spotwatch.state.schema import INTERRUPTED, SKIPPED
 
 
 @pytest.fixture
@@ -85,6 +85,40 @@ def test_an_aws_step_in_flight_is_abandoned_and_recorded_interrupted(
     statuses = {s["name"]: s["status"] for s in record["steps"]}
     assert statuses == {"ecs:drain": INTERRUPTED, "hook:long": INTERRUPTED}, record
     assert took < 10, took  # the kill grace (5 s), not the drain's deadline
+
+
+def test_a_superseded_response_abandoned_at_shutdown_is_ended_for_good(
+    tmp_path: Path, imds: ImdsSimulator, world: EcsWorld, agent: FakeAgent, proxy: Proxy
+) -> None:
+    """A Spot `stop` response's ECS drain hangs; the notice turns `terminate` (its response
+    supersedes the stop's, whose drain still hangs); SIGTERM twice: the stop response is
+    ended for good (`done`, its steps `skipped`, superseded), since no restart takes up a
+    notice that is no longer there; only the terminate response is left `interrupted` for
+    the restart (CONTRACT §3, §4). (Before: the stop response was left not done, and stayed
+    `responding` in `status` forever.)"""
+    agent.serve(world)
+    proxy.hang.add("UpdateContainerInstancesState")
+    config = write_service_config(
+        tmp_path, imds.endpoint, ecs={"agent_url": agent.url, "stop": "none", "final_stop": False}
+    )
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        imds.raise_notice("stop", 120)
+        wait_for(lambda: proxy.count("UpdateContainerInstancesState") == 1, timeout=20)
+        imds.raise_notice("terminate", 120)
+        wait_for(lambda: proxy.count("UpdateContainerInstancesState") == 2, timeout=20)
+        daemon.send(signal.SIGTERM)
+        time.sleep(0.2)
+        daemon.send(signal.SIGTERM)
+        assert daemon.process.wait(20) == 0, daemon.log()
+    finally:
+        daemon.stop(signal.SIGKILL)
+    records = {r["notice"]["action"]: r for r in state(tmp_path)["responses"].values()}
+    stop, terminate = records["stop"], records["terminate"]
+    assert stop["done"] and stop["why_ended"] == "superseded by a terminate notice", stop
+    assert {s["name"]: s["status"] for s in stop["steps"]} == {"ecs:drain": SKIPPED}
+    assert not terminate["done"]
+    assert {s["name"]: s["status"] for s in terminate["steps"]} == {"ecs:drain": INTERRUPTED}
 
 
 def test_undelivered_events_get_at_most_5_s_in_all(

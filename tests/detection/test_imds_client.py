@@ -276,3 +276,27 @@ def test_endpoint_must_be_http() -> None:
     for bad in ("https://169.254.169.254", "169.254.169.254", "http://"):
         with pytest.raises(ValueError):
             ImdsClient(bad)
+
+
+def test_a_retry_woken_too_late_reports_the_outage_not_the_lateness(sim: ImdsSimulator) -> None:
+    """IMDS answers 503; the retry's pause ends after the poll's deadline (a loaded host wakes
+    late: here the clock jumps 100 s once the 503 was weighed). The error names the outage,
+    HTTP 503, not "no time left in this poll": one outage must read the same on every poll,
+    or the watcher's once-per-outage warning becomes one per poll."""
+    calls_after_503 = [0]
+
+    def late_clock() -> float:
+        if sim.count(status=503):
+            calls_after_503[0] += 1
+        # The first read after the 503 decides to retry; every later one has woken late.
+        return time.monotonic() + (100.0 if calls_after_503[0] >= 2 else 0.0)
+
+    client = ImdsClient(sim.endpoint, clock=late_clock)
+    try:
+        client.get(ACTION)  # its own token, before the outage
+        sim.inject_status(503, count=None)
+        with pytest.raises(ImdsError) as raised:
+            client.get(ACTION, deadline=time.monotonic() + 5.0)
+        assert "HTTP 503" in str(raised.value) and "no time left" not in str(raised.value)
+    finally:
+        client.close()

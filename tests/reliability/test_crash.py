@@ -135,6 +135,45 @@ def test_kill_9_at_each_step_then_restart(tmp_path: Path, sim: ImdsSimulator, ki
     assert "Traceback" not in restarted.log()
 
 
+def test_a_superseded_response_killed_with_the_daemon_is_ended_after_the_restart(
+    tmp_path: Path, sim: ImdsSimulator
+) -> None:
+    """A `stop` notice's hook runs; the notice turns `terminate` (the stop response is
+    superseded: it starts nothing more, its hook goes on); kill -9. The restarted daemon,
+    the terminate notice still showing, ends the stop response for good (`done`, its
+    unfinished step `skipped`, superseded) instead of leaving it `responding` forever: no
+    restart can take up a notice that is no longer there (CONTRACT §3, §4). (Before: its
+    record stayed not done after the restart.)"""
+    script = tmp_path / "gated.sh"
+    script.write_text(GATED_HOOK)
+    out, gates, state_dir = tmp_path / "out", tmp_path / "gates", tmp_path / "state"
+    gates.mkdir()
+    hook = {"name": "h1", "command": ["/bin/sh", str(script), "h1", str(out), str(gates)]}
+    hooks = [{**hook, "actions": ["stop"]}]
+    config = write_config(tmp_path / "config.yaml", base_config(state_dir, sim.endpoint, hooks))
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        sim.raise_notice("stop", 120)
+        wait_for(lambda: steps(state_dir).get("hook:h1") == "running")
+        sim.raise_notice("terminate", 120)
+        wait_for(lambda: response_record(read_state(state_dir))["notice"]["action"] == "terminate")
+        wait_for(lambda: done(state_dir))  # the terminate response: no hook of its own
+    finally:
+        daemon.kill()
+    kill_group_of(out, "h1")
+    moment = time.time()
+    restarted = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: polled_since(state_dir, moment))
+    finally:
+        assert restarted.stop() == 0
+    (stop,) = [
+        r for r in read_state(state_dir)["responses"].values() if r["notice"]["action"] == "stop"
+    ]
+    assert stop["done"] and stop["why_ended"] == "superseded by a terminate notice", stop
+    assert {s["name"]: s["status"] for s in stop["steps"]} == {"hook:h1": "skipped"}
+
+
 ROUNDS = 60 if LONG else 6
 
 

@@ -119,3 +119,39 @@ def test_run_once_follows_the_same_shutdown_rules(workdir, imds, write_config, d
     wait_for(lambda: not group_alive(group), timeout=5)
     record = response_record(json.loads((workdir / "state" / "state.json").read_text()))
     assert {s["name"]: s["status"] for s in record["steps"]} == {"hook:long": INTERRUPTED}
+
+
+def test_sigterms_that_keep_coming_while_the_process_exits_still_exit_0(
+    workdir, imds, write_config, daemons
+):
+    """A polling daemon with nothing running gets SIGTERM after SIGTERM, every 5 ms, until
+    it is gone: whichever lands while it stops or while the interpreter exits, the exit
+    status is 0 (CONTRACT §4: "a second SIGTERM shortens the wait; the exit status is still
+    0"). (Before: a SIGTERM after `run` put back the default disposition killed it, -15.)"""
+    daemon = daemons(write_config())
+    wait_for(lambda: imds.count(path="/latest/meta-data/spot/instance-action") >= 2, timeout=15)
+    end = time.monotonic() + 15
+    while daemon.process.poll() is None and time.monotonic() < end:
+        daemon.send(signal.SIGTERM)
+        time.sleep(0.005)
+    assert daemon.process.wait(5) == 0, daemon.log()
+    assert daemon.log().count("SIGTERM received, stopping") == 1
+
+
+def test_signals_while_the_daemon_prepares_are_acted_on_not_fatal(workdir, write_config, daemons):
+    """IMDS refuses: before its first poll the daemon asks for the instance id for up to
+    2 x imds.timeout (2 s here). A SIGHUP then is a reload once the poll loop runs, and a
+    SIGTERM after it ends the daemon with exit 0. (Before: the handlers came after that
+    preparation, and SIGHUP's default disposition killed the daemon; a Google Cloud watch,
+    which starts while the daemon prepares, made a test of it fail now and then.)"""
+    config = write_config(imds={"endpoint": "http://127.0.0.1:9", "timeout": "1s"})
+    daemon = daemons(config)
+    wait_for(lambda: "on Amazon EC2" in daemon.log(), timeout=15)
+    daemon.send(signal.SIGHUP)
+    wait_for(
+        lambda: "config reloaded" in daemon.log() or daemon.process.poll() is not None,
+        timeout=30,
+    )
+    assert daemon.process.poll() is None, daemon.log()
+    daemon.send(signal.SIGTERM)
+    assert daemon.process.wait(10) == 0, daemon.log()

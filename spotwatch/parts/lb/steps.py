@@ -9,7 +9,8 @@ health is asked with backoff (at least every 2 s) until every target is `unused`
 
 `asg:detach` (prelude, nothing waits for it): DetachInstances without decrementing the
 desired capacity, on a Spot notice only — when Auto Scaling itself ends the instance it is
-already replacing it.
+already replacing it (and once it has begun to, no other end's response detaches it either:
+response/ends.py `without_detach`).
 
 `lb:reregister`: what `lb:deregister` recorded for a response, registered again, when a
 `cancel` or a `start` undoes that response (response/putback.py): after a scheduled event
