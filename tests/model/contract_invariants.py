@@ -48,9 +48,9 @@ def stamp(moment: float, origin: float) -> str:
 
 
 class Checker:
-    def __init__(self, trace: Trace, settings: Settings) -> None:
+    def __init__(self, trace: Trace, settings: Settings, model: Optional[Model] = None) -> None:
         self.trace, self.settings = trace, settings
-        self.model: Model = interpret(trace, settings)
+        self.model: Model = model if model is not None else interpret(trace, settings)
         self.found: List[Violation] = []
         self.origin = trace.events[0].t if trace.events else 0.0
         self.owner: Dict[int, Response] = {}

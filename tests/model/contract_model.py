@@ -36,6 +36,8 @@ LOCK_READY = 1.5  # seconds from the daemon's start by which it surely holds log
 
 
 class Interpreter:
+    signals: Dict[str, Signal] = SIGNALS  # another cloud's model gives its own
+
     def __init__(self, trace: Trace, settings: Settings) -> None:
         self.trace = trace
         self.settings = settings
@@ -102,7 +104,7 @@ class Interpreter:
         )
 
     def answer(self, answer: Answer) -> None:
-        signal = SIGNALS[answer.signal]
+        signal = self.signals[answer.signal]
         shown: Dict[str, Optional[Notice]] = {}
         if signal.per_event:
             for item in answer.shown:

@@ -116,9 +116,15 @@ def collect(world: World) -> Trace:
         trace.registered_final = world.fleet.registered()
     except Exception as failure:  # the world itself broke: say so, do not hide it
         trace.log_problems.append(f"could not read the final state: {failure!r}")
-    log = world.daemon.log.read_text(errors="replace") if world.daemon.log.exists() else ""
-    lines = log.splitlines()
-    for number, line in enumerate(lines):
-        if line.startswith("Traceback"):
-            trace.log_problems.append("\n".join(lines[max(0, number - 1) : number + 12]))
+    trace.log_problems += tracebacks(world.daemon.log)
     return trace
+
+
+def tracebacks(log: Path) -> List[str]:
+    """Each traceback in the daemon's log, with the line before it and 12 after."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return [
+        "\n".join(lines[max(0, number - 1) : number + 12])
+        for number, line in enumerate(lines)
+        if line.startswith("Traceback")
+    ]

@@ -13,12 +13,9 @@ from model_world import Fleet
 HOOK = Path(__file__).with_name("recording_hook.py")
 
 
-def config_for(
-    settings: Settings, fleet: Fleet, world: Dict[str, str], folder: Path, *, logind: bool
-) -> Dict[str, Any]:
-    """The daemon's config for a sequence; `world` gives the URLs of IMDS (`imds`), the ECS
-    agent (`agent`), the preset's receiver (`receiver`) and dockerd (`docker`)."""
-    imds, agent, receiver = world["imds"], world["agent"], world["receiver"]
+def hooks_config(settings: Settings, folder: Path, receiver: str = "") -> List[Dict[str, Any]]:
+    """Every hook of the sequence: the recording hook writing to folder/hooks.jsonl, or a
+    preset posting to the world's `receiver`."""
     out = str(folder / "hooks.jsonl")
     hooks: List[Dict[str, Any]] = []
     for h in settings.all_hooks(with_presets=True):
@@ -29,6 +26,16 @@ def config_for(
         else:
             hook["command"] = [sys.executable, "-S", str(HOOK), h.name, str(h.seconds), out]
         hooks.append(hook)
+    return hooks
+
+
+def config_for(
+    settings: Settings, fleet: Fleet, world: Dict[str, str], folder: Path, *, logind: bool
+) -> Dict[str, Any]:
+    """The daemon's config for a sequence; `world` gives the URLs of IMDS (`imds`), the ECS
+    agent (`agent`), the preset's receiver (`receiver`) and dockerd (`docker`)."""
+    imds, agent, receiver = world["imds"], world["agent"], world["receiver"]
+    hooks = hooks_config(settings, folder, receiver)
     lb: Dict[str, Any] = {"enabled": "auto", "wait": f"{settings.lb_wait}s"}
     lb["target_groups"] = [fleet.target_group] if settings.lb == "given" else []
     lb["classic"] = [fleet.classic] if settings.lb == "classic-given" else []

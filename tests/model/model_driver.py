@@ -52,6 +52,32 @@ def can_change_boot() -> str:
     return ""
 
 
+def write_config(config: Dict[str, Any], folder: Path) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def daemon_env(aws_url: str, folder: Path, **extra: str) -> Dict[str, str]:
+    """The daemon's environment: test credentials, every AWS endpoint at `aws_url`."""
+    env = child_env(
+        {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": aws_url,
+            "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
+            **extra,
+        }
+    )
+    return {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL_")} | {
+        "AWS_ENDPOINT_URL": aws_url
+    }
+
+
 class DaemonProcess:
     """The daemon, one process at a time, each lifetime recorded in the trace."""
 
@@ -135,24 +161,8 @@ class World:
         urls = {"imds": self.imds.endpoint, "agent": self.agent.url, "receiver": host.receiver.url}
         urls["docker"] = host.docker.host if host.docker is not None else ""
         config = config_for(settings, self.fleet, urls, folder, logind=self.trace.logind)
-        self.config = folder / "config.yaml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.config.chmod(0o600)
-        env = child_env(
-            {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-                "AWS_ENDPOINT_URL": aws.url,
-                "AWS_CONFIG_FILE": str(folder / "no-aws-config"),
-                "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-aws-credentials"),
-                "AWS_EC2_METADATA_DISABLED": "true",
-            }
-        )
-        env = {k: v for k, v in env.items() if not k.startswith("AWS_ENDPOINT_URL_")} | {
-            "AWS_ENDPOINT_URL": aws.url
-        }
+        self.config = write_config(config, folder)
+        env = daemon_env(aws.url, folder, AWS_EC2_METADATA_DISABLED="true")
         if self.logind is not None:  # its system bus is the world's (§8)
             env["DBUS_SYSTEM_BUS_ADDRESS"] = self.logind.address
         self.env = env
@@ -174,12 +184,13 @@ class World:
         end = time.time() + limit
         since = time.time()
         while time.time() < end:
-            polled = [
-                a for a in self.imds.answers if a[0] >= since and a[1].endswith("instance-action")
-            ]
-            if len(polled) >= count:
+            if self.polled_since(since) >= count:
                 return
             time.sleep(0.05)
+
+    def polled_since(self, since: float) -> int:
+        """How many polls the daemon made since `since` (the Spot notice's answers count them)."""
+        return sum(1 for a in self.imds.answers if a[0] >= since and "instance-action" in a[1])
 
     def apply(self, event: Tuple[Any, ...]) -> None:
         """One world event (model_sequences.py says which there are), then its gap."""
@@ -267,12 +278,16 @@ class World:
             self.status("sigterm")
         if how == "boot" and self.daemon.unshare:
             self.daemon.new_boot()
-            self.imds.clear_instance_action()
-            self.imds.set_rebalance(None)
-            self.imds.set_asg_state("InService")
-            for event in self.imds.scheduled.listed():
-                self.imds.scheduled.remove(event["EventId"])
+            self.booted()
         self.daemon.start()
+
+    def booted(self) -> None:
+        """A new boot: the instance's metadata shows none of the earlier boot's notices."""
+        self.imds.clear_instance_action()
+        self.imds.set_rebalance(None)
+        self.imds.set_asg_state("InService")
+        for event in self.imds.scheduled.listed():
+            self.imds.scheduled.remove(event["EventId"])
 
     def once(self, action: str, lead: float) -> None:
         """`run --once` instead of the daemon, a new notice for it to answer, and SIGTERM as
@@ -337,7 +352,7 @@ class World:
         if any(run.ended is None for run in hook_runs(self.folder / "hooks.jsonl")):
             return False
         since = self.trace.lifetimes[-1].started  # the daemon now running has polled twice
-        if sum(1 for a in self.imds.answers if a[0] > since and "instance-action" in a[1]) < 2:
+        if self.polled_since(since) < 2:
             return False
         try:
             state = json.loads((self.folder / "state" / "state.json").read_text())
@@ -352,14 +367,17 @@ class World:
         )
 
     def finish(self) -> Trace:
-        from model_collect import collect
-
         try:
             self.settle()
             self.status("end")
             self.daemon.stop("sigterm")  # every response has ended: nothing left to record
         finally:
             self.close()
+        return self.collected()
+
+    def collected(self) -> Trace:
+        from model_collect import collect
+
         return collect(self)
 
     def close(self) -> None:
@@ -367,6 +385,10 @@ class World:
             self.daemon.stop("kill")
         for timer in self.timers:
             timer.cancel()
+        self.close_services()
+
+    def close_services(self) -> None:
+        """Stop this world's simulated services (another cloud's world has its own)."""
         self.imds.stop()
         self.agent.close()
         if self.runtime is not None:

@@ -9,7 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from contract_aws import check
 from contract_invariants import Violation
@@ -19,6 +19,7 @@ from model_sequences import Played, generate, shrink
 from model_trace import Trace
 from model_world import AwsEndpoint
 
+Player = Callable[[Played, Path], "Outcome"]  # plays one sequence in a folder
 REPLAY = "SPOTWATCH_MODEL_REPLAY={name} .venvs/3.13/bin/python -m pytest tests/model -k replay -s"
 
 
@@ -38,6 +39,7 @@ class Finding:
     original: Outcome
     shrunk: Outcome
     replays: int
+    command: str = REPLAY  # the replay command, {name} the shrunk sequence's
 
     def report(self) -> str:
         lines = [
@@ -46,7 +48,7 @@ class Finding:
             f"shrunk in {self.replays} replays to:",
             self.shrunk.played.describe(),
             *[f"  - {v}" for v in self.shrunk.violations],
-            "replay: " + REPLAY.format(name=self.shrunk.played.name),
+            "replay: " + self.command.format(name=self.shrunk.played.name),
         ]
         return "\n".join(lines)
 
@@ -84,18 +86,30 @@ class RunReport:
 
 
 def play(played: Played, moto_url: str, aws: AwsEndpoint, host: Host, folder: Path) -> Outcome:
+    return play_world(
+        played, folder, lambda: World(played.settings, moto_url, aws, host, folder), check
+    )
+
+
+def play_world(
+    played: Played,
+    folder: Path,
+    make_world: Callable[[], World],
+    judge: Callable[[Trace, Any], Tuple[Any, List[Violation]]],
+) -> Outcome:
+    """Play `played` in a fresh `folder` in the world `make_world` builds there; `judge` it."""
     started = time.monotonic()
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    world = World(played.settings, moto_url, aws, host, folder)
+    world = make_world()
     try:
         world.begin()
         for event in played.events:
             world.apply(event)
     finally:
         trace = world.finish()
-    _, violations = check(trace, played.settings)
+    _, violations = judge(trace, played.settings)
     return Outcome(played, violations, trace, time.monotonic() - started)
 
 
@@ -108,21 +122,30 @@ def run_seeds(
     *,
     shrink_budget: int = 8,
     report_path: Optional[str] = None,
+    player: Optional[Player] = None,
+    generator: Optional[Callable[..., Played]] = None,
+    command: str = REPLAY,
 ) -> RunReport:
-    """Play each seed; shrink each failure (bounded); gather what broke which invariant."""
+    """Play each seed; shrink each failure (bounded); gather what broke which invariant.
+    Another cloud's model gives its own `player`, `generator` and replay `command`."""
     can_boot = not can_change_boot()
     report = RunReport()
     started = time.monotonic()
+    play_one: Player = player or (lambda p, f: play(p, moto_url, aws, host, f))
     for seed in seeds:
-        played = generate(seed, can_boot=can_boot, has_docker=host.docker is not None)
-        outcome = play(played, moto_url, aws, host, folder / "seq")
+        if generator is None:
+            played = generate(seed, can_boot=can_boot, has_docker=host.docker is not None)
+        else:
+            played = generator(seed, can_boot=can_boot)
+        outcome = play_one(played, folder / "seq")
         report.sequences += 1
         print(
             f"seed {seed}: {outcome.seconds:.1f} s, {len(outcome.violations)} violations",
             flush=True,
         )
         if outcome.violations:
-            finding = shrunk(outcome, moto_url, aws, host, folder, shrink_budget, can_boot)
+            finding = shrunk(outcome, play_one, folder, shrink_budget, can_boot, generator)
+            finding.command = command
             report.findings.append(finding)
             print(finding.report(), flush=True)
             for name in outcome.invariants():
@@ -135,12 +158,11 @@ def run_seeds(
 
 def shrunk(
     outcome: Outcome,
-    moto_url: str,
-    aws: AwsEndpoint,
-    host: Host,
+    play_one: Player,
     folder: Path,
     budget: int,
     can_boot: bool,
+    generator: Optional[Callable[..., Played]] = None,
 ) -> Finding:
     """The smallest sequence (within `budget` replays) that still breaks an invariant the
     original broke."""
@@ -148,13 +170,15 @@ def shrunk(
     last: Dict[str, Outcome] = {}
 
     def fails(candidate: Played) -> bool:
-        again = play(candidate, moto_url, aws, host, folder / "shrink")
+        again = play_one(candidate, folder / "shrink")
         if wanted & set(again.invariants()):
             last["found"] = again
             return True
         return False
 
-    best, replays = shrink(outcome.played, fails, budget=budget, can_boot=can_boot)
+    best, replays = shrink(
+        outcome.played, fails, budget=budget, can_boot=can_boot, generator=generator
+    )
     kept = last.get("found")
     return Finding(outcome, kept if kept is not None and kept.played == best else outcome, replays)
 

@@ -53,18 +53,20 @@ class Played:
             return str(self.seed)
         return f"{self.seed}:{','.join(map(str, self.kept))}"
 
-    def describe(self) -> str:
+    def headline(self) -> str:
         settings = self.settings
-        head = (
+        return (
             f"seed {self.name}: lb={settings.lb} ecs={settings.ecs} dry_run={settings.dry_run} "
             f"after_response={settings.after_response} after_rebalance={settings.after_rebalance} "
             f"detach={settings.detach} back_hook={settings.back_hook} "
             f"rebalance_hook={settings.rebalance_hook} preset_order={settings.preset_order} "
             f"preset_answer={settings.preset_answer} stop_via={settings.stop_via}"
         )
+
+    def describe(self) -> str:
         steps = [f"  {i:2d}. {e[0]} {' '.join(map(str, e[1:-1]))} (then {e[-1]}s)"
                  for i, e in enumerate(self.events)]  # fmt: skip
-        return "\n".join([head, *steps])
+        return "\n".join([self.headline(), *steps])
 
 
 class Draw:
@@ -248,26 +250,43 @@ def interleave(d: Draw, lists: Sequence[List[Event]]) -> List[Event]:
 def generate(seed: int, *, can_boot: bool = True, has_docker: bool = False) -> Played:
     d = Draw(seed)
     settings = settings_for(d)
-    lists = [STORIES[seed % len(STORIES)](d)]
-    for _ in range(d.rnd.randint(0, 2)):
-        motif = d.rnd.choices([m for m, _ in MOTIFS], [w for _, w in MOTIFS])[0]
-        lists.append(motif(d))
-    events = interleave(d, lists)
+    events = draw_events(d, STORIES[seed % len(STORIES)], MOTIFS)
     # Drawn last, so the settings and events above are what they were before §8 and §9.
     preset = d.rnd.choices((-1, 0, 1, 2), (2, 1, 1, 1))[0]
     settings = replace(settings, preset_order=preset, preset_answer=d.rnd.choice((0.3, 0.3, 4.0)))
     runtime = d.rnd.random() < 0.5  # drawn in any case, so a seed is the same sequence anywhere
     if runtime and has_docker and settings.ecs:
         settings = replace(settings, stop_via="runtime")
+    return Played(seed, settings, booted(events, can_boot))
+
+
+def draw_events(
+    d: Draw,
+    story: Callable[[Draw], List[Event]],
+    motifs: Sequence[Tuple[Callable[[Draw], List[Event]], int]],
+) -> List[Event]:
+    """The story and up to two motifs, interleaved."""
+    lists = [story(d)]
+    for _ in range(d.rnd.randint(0, 2)):
+        motif = d.rnd.choices([m for m, _ in motifs], [w for _, w in motifs])[0]
+        lists.append(motif(d))
+    return interleave(d, lists)
+
+
+def booted(events: List[Event], can_boot: bool) -> Tuple[Event, ...]:
     if not can_boot:  # no unshare here: a new boot is played as a SIGTERM and a restart
         events = [("sigterm", e[-1]) if e[0] == "boot" else e for e in events]
-    return Played(seed, settings, tuple(events))
+    return tuple(events)
 
 
 def parse(text: str, *, can_boot: bool = True, has_docker: bool = False) -> Played:
     """`SEED` or `SEED:i,j,k` (a shrunk sequence: the seed's events at those indices)."""
     seed_text, _, kept_text = text.strip().partition(":")
-    played = generate(int(seed_text), can_boot=can_boot, has_docker=has_docker)
+    return keep(generate(int(seed_text), can_boot=can_boot, has_docker=has_docker), kept_text)
+
+
+def keep(played: Played, kept_text: str) -> Played:
+    """The sequence with only the events at the indices `i,j,k` (all of them for "")."""
     if not kept_text:
         return played
     kept = tuple(int(i) for i in kept_text.split(",") if i != "")
@@ -275,12 +294,22 @@ def parse(text: str, *, can_boot: bool = True, has_docker: bool = False) -> Play
 
 
 def shrink(
-    played: Played, fails: Callable[[Played], bool], *, budget: int = 10, can_boot: bool = True
+    played: Played,
+    fails: Callable[[Played], bool],
+    *,
+    budget: int = 10,
+    can_boot: bool = True,
+    generator: Optional[Callable[..., Played]] = None,
 ) -> Tuple[Played, int]:
     """Drop events one at a time (last first) while `fails` still holds; at most `budget`
     replays. Returns the smallest failing sequence found and the replays spent."""
     kept = list(played.kept or range(len(played.events)))
-    full = generate(played.seed, can_boot=can_boot, has_docker=played.settings.stop_via != "api")
+    if generator is None:  # AWS: the seed as it was drawn where it was played
+        full = generate(
+            played.seed, can_boot=can_boot, has_docker=played.settings.stop_via != "api"
+        )
+    else:
+        full = generator(played.seed, can_boot=can_boot)
     spent = 0
     index = len(kept) - 1
     while index >= 0 and spent < budget:
