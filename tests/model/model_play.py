@@ -185,7 +185,8 @@ def shrunk(
 
 def seeds_wanted(ci: int, long: int) -> List[int]:
     """Which seeds this run plays: `SPOTWATCH_MODEL_SEEDS=A-B` or `=A,B,C`, else the first
-    `long` seeds in the long mode (`SPOTWATCH_LONG=1`), else the first `ci`."""
+    `long` seeds in the long mode (`SPOTWATCH_LONG=1`), else the first `ci` (this
+    interpreter's share of them in CI: `ci_share`)."""
     given = os.environ.get("SPOTWATCH_MODEL_SEEDS", "")
     if "-" in given:
         first, last = given.split("-", 1)
@@ -193,4 +194,17 @@ def seeds_wanted(ci: int, long: int) -> List[int]:
     if given:
         return [int(s) for s in given.split(",")]
     long_mode = os.environ.get("SPOTWATCH_LONG", "") not in ("", "0")
-    return list(range(long if long_mode else ci))
+    if long_mode:
+        return list(range(long))
+    return ci_share(list(range(ci)), os.environ.get("SPOTWATCH_MODEL_SHARE", ""))
+
+
+def ci_share(seeds: List[int], share: str) -> List[int]:
+    """The CI seeds one interpreter plays when `SPOTWATCH_MODEL_SHARE=K/N` (scripts/test
+    gives its K-th of N interpreters that): every N-th from the K-th, so the interpreters
+    play every CI seed between them, each in about 1/N of the time, and the stories taken
+    in turn by seed spread over all of them. Without it: every seed."""
+    if not share:
+        return seeds
+    k, n = (int(part) for part in share.split("/", 1))
+    return [seed for index, seed in enumerate(seeds) if index % n == k - 1]

@@ -2,7 +2,8 @@
 (model_sequences.py) played by the driver (model_driver.py) and judged by the model of
 the contract (contract_model.py, contract_invariants.py, contract_aws.py).
 
-In CI a fixed, bounded set of seeds runs (every story of the generator at least once);
+In CI a fixed, bounded set of seeds runs (every story of the generator at least once, shared
+out between the interpreters: model_play.ci_share);
 `SPOTWATCH_LONG=1` plays 500; `SPOTWATCH_MODEL_SEEDS=A-B` any range. A failure prints its
 seed, the shrunk sequence and the one command that replays it (docs/testing.md).
 """
