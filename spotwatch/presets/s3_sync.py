@@ -135,8 +135,9 @@ class S3Sync(Preset):
             changed = sync.changed(files)
         except _api_errors() as failure:
             return Result(FAILED, f"{where}: {_why(failure)}")
-        if changed is None:
-            return _out_of_time(call, f"{where}: comparing {len(files)} files", started)
+        if changed is None:  # the detail still says what was sent: nothing
+            what = f"sent 0 files, 0 bytes to {where} (still comparing {len(files)} files)"
+            return _out_of_time(call, f"{what}; {len(files)} not sent", started)
         sent = sync.upload(changed)
         took = time.monotonic() - started
         summary = (
